@@ -1,0 +1,191 @@
+"""Saliency criteria: estimates of Delta E_k, the change in total error when neuron k is switched off.
+
+Every criterion is a pure function of (network, data, masks) -> one 1-D tensor per hidden layer,
+in forward order, of length out_features. Convention shared by all of them: the score is summed
+over the instances, positive means the error grows when the neuron goes, and a low score is
+removed first. Switched-off neurons (mask False) score +inf so they are never chosen again.
+
+    brute_force    exact Delta E: switch each neuron off and re-evaluate (§2.1), vectorized
+    taylor1        Delta E^1 = -o dE/do                                   (eq. 6)
+    taylor2        Delta E^2 = -o dE/do + 1/2 o^2 d2E/do^2                 (eq. 8), eqs. 73-75 sweep
+    taylor2_exact  eq. 8 with the exact Hessian diagonal from autograd (slow reference)
+    magnitude      ||w_out,j||_2 * sum_n |o_nj|: outgoing weight norm times summed |output|
+    random         uniform in [0, 1), from ``seed``
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from . import losses, network
+from .backprop2 import batches, sweep
+from .losses import Loss
+from .network import Data, Masks, Net, Trace, linear
+
+METHODS = ("brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random")
+
+#: Default bound on the scratch memory of one vectorized chunk, in bytes.
+CHUNK_MEMORY = 256 * 2**20
+
+
+def saliency(
+    model,
+    X,
+    T,
+    method: str,
+    loss: str = "mse",
+    mask: Masks | None = None,
+    batch_size: int | None = None,
+    *,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> list[Tensor]:
+    """Estimated Delta E of switching off each hidden neuron, summed over the instances of X.
+
+    Args:
+        model: ``nn.Sequential`` of Linear layers and elementwise activations.
+        X: (N, in) inputs. T: (N, out) targets, or (N,) integer class labels.
+        method: one of ``METHODS`` (see the module docstring).
+        loss: "mse" or "cross_entropy".
+        mask: one bool tensor per hidden layer, True = kept; removed neurons output 0 and score +inf.
+        batch_size: instances per forward pass; bounds memory, does not change the result.
+        seed: seed of the "random" baseline.
+        chunk_size: candidate neurons evaluated together by "brute_force" and "taylor2_exact"
+            (default: as many as fit in ``CHUNK_MEMORY`` bytes of scratch).
+
+    Returns:
+        One 1-D tensor per hidden layer, in forward order, on the model's device and dtype.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    net = network.as_net(model)
+    loss_ = losses.get(loss)
+    data = network.prepare(net, X, T, loss_)
+    masks = net.check_masks(mask)
+    _check_chunk(chunk_size)
+    if method == "random":
+        return removed_to_inf(random_scores(net, seed), masks)
+    total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
+    with torch.no_grad():
+        for batch in batches(data, batch_size):
+            for t, s in zip(total, score_batch(method, net, loss_, batch, masks, chunk_size=chunk_size)):
+                t += s
+    return removed_to_inf(total, masks)
+
+
+def score_batch(
+    method: str,
+    net: Net,
+    loss: Loss,
+    data: Data,
+    masks: Masks,
+    trace: Trace | None = None,
+    chunk_size: int | None = None,
+) -> list[Tensor]:
+    """Scores summed over one batch, before removed neurons are set to +inf."""
+    if trace is None:
+        trace = net.forward(data.X, masks)
+    if method == "brute_force":
+        return brute_force(net, loss, data, masks, trace, chunk_size)
+    if method == "magnitude":
+        return [
+            torch.linalg.vector_norm(net.layers[h + 1].weight, dim=0) * trace.o[h].abs().sum(0)
+            for h in range(net.n_hidden)
+        ]
+    records = sweep(net, loss, data, masks, trace)
+    if method == "taylor1":
+        return [-(r.o * r.dE_do).sum(0) for r in records]  # eq. 6
+    if method == "taylor2":
+        return [(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2).sum(0) for r in records]  # eq. 8
+    if method == "taylor2_exact":
+        return [
+            (-r.o * r.dE_do + 0.5 * r.o**2 * exact_hessian_diagonal(net, loss, data, masks, trace, h, chunk_size)).sum(0)
+            for h, r in enumerate(records)
+        ]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def brute_force(
+    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None
+) -> list[Tensor]:
+    """Exact Delta E of switching off each kept neuron (§2.1), summed over the batch.
+
+    Switching off neuron j of hidden layer h changes the next layer's pre-activations by a
+    rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched.
+    A chunk of C candidates is therefore one (C, N, out_{h+1}) tensor pushed through the
+    downstream layers in a single batched pass, instead of C full forward passes.
+    """
+    y = trace.o[-1]
+    scores = []
+    for h in range(net.n_hidden):
+        o = trace.o[h]  # (N, j)
+        W = net.layers[h + 1].weight  # (i, j)
+        x_next = trace.x[h + 1]  # (N, i)
+        s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
+        kept = masks[h].nonzero().squeeze(1)
+        C = chunk_size or _auto_chunk(net, h, len(data), o.element_size())
+        for J in kept.split(C):
+            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i)
+            xs = torch.addcmul(x_next, o[:, J].T.unsqueeze(2), W[:, J].T.unsqueeze(1), value=-1)
+            y_new = net.output_from(h + 1, xs, masks)  # (C, N, out)
+            s[J] = loss.delta(y_new, y, data.T).sum(-1)
+        scores.append(s)
+    return scores
+
+
+def exact_hessian_diagonal(
+    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h: int, chunk_size: int | None = None
+) -> Tensor:
+    """Exact d2E_n/do_nj^2 for hidden layer h, (N, j), by forward-over-reverse autograd.
+
+    E = sum_n E_n and instances do not interact, so the Hessian-vector product of E with the
+    tangent "1 in column j for every instance" has, in column j, the diagonal entry of every
+    instance at once. Columns are batched with ``torch.func.vmap``.
+    """
+    o = trace.o[h].detach()
+    N, J = o.shape
+    nxt = h + 1
+
+    def total_error(o_h: Tensor) -> Tensor:
+        y = net.output_from(nxt, linear(o_h, net.layers[nxt]), masks)
+        return loss.per_instance(y, data.T).sum()
+
+    grad = torch.func.grad(total_error)
+
+    def hvp(v: Tensor) -> Tensor:
+        return torch.func.jvp(grad, (o,), (v,))[1]
+
+    diag = torch.empty_like(o)
+    C = chunk_size or _auto_chunk(net, h, N, o.element_size(), extra=J)
+    for cols in torch.arange(J, device=o.device).split(C):
+        V = torch.zeros(len(cols), N, J, dtype=o.dtype, device=o.device)
+        V[torch.arange(len(cols)), :, cols] = 1
+        Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
+        diag[:, cols] = Hv[torch.arange(len(cols)), :, cols].T
+    return diag
+
+
+def random_scores(net: Net, seed: int) -> list[Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.rand(h, generator=gen, dtype=net.dtype).to(net.device) for h in net.hidden_sizes]
+
+
+def removed_to_inf(scores: list[Tensor], masks: Masks) -> list[Tensor]:
+    return [torch.where(m, s, torch.full_like(s, math.inf)) for s, m in zip(scores, masks)]
+
+
+def _auto_chunk(net: Net, h: int, n: int, itemsize: int, extra: int = 0) -> int:
+    """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
+    width = max([layer.out_features for layer in net.layers[h + 1 :]] + [extra])
+    per_candidate = 4 * n * width * itemsize
+    return max(1, CHUNK_MEMORY // per_candidate)
+
+
+def _check_chunk(chunk_size) -> None:
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
