@@ -33,15 +33,14 @@ class Setting:
 
 
 def settings() -> list[Setting]:
-    """activation x loss x depth, with bias and output activation varied along the table."""
+    """activation x loss x depth; bias and output activation vary along the table so that every
+    activation meets both bias settings and (for MSE) every output activation."""
     table = []
-    k = 0
-    for act in ACT_MODULES:
-        for loss in ("mse", "cross_entropy"):
+    for a, act in enumerate(ACT_MODULES):
+        for l, loss in enumerate(("mse", "cross_entropy")):
             for depth in (1, 2, 3):
-                out_act = "none" if loss == "cross_entropy" else ("sigmoid", "tanh", "none")[k % 3]
-                table.append(Setting(act, loss, depth, bias=k % 2 == 0, out_act=out_act))
-                k += 1
+                out_act = "none" if loss == "cross_entropy" else ("none", "sigmoid", "tanh")[(a + depth) % 3]
+                table.append(Setting(act, loss, depth, bias=(a + l + depth) % 2 == 0, out_act=out_act))
     return table
 
 

@@ -1,0 +1,94 @@
+"""Memory accounting: bytes of all weights and biases at a storage dtype, and size strings.
+
+Sizes count what a device must store: every weight and bias of every Linear layer, at the
+storage dtype (float32 by default). A pruned network is counted as its physically smaller
+layers: removing neuron j of hidden layer h drops row j of layer h (and its bias) and column j
+of layer h+1.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+
+#: Storage dtypes and their bytes per number.
+DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "K": 2**10,  # "16k" is read the way embedded people mean it: KiB
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in a size string: "20000", "48KB" (48 000), "48KiB" (49 152), "0.5MB", "16k" (KiB).
+
+    Decimal units (KB, MB, GB) are powers of 1000 and binary ones (KiB, MiB, GiB) powers of 1024.
+    Raises ValueError with the accepted forms for anything else.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, int):
+        value, unit = float(text), ""
+    else:
+        m = _SIZE.match(str(text))
+        if not m:
+            raise ValueError(_size_error(text))
+        value, unit = float(m.group(1)), m.group(2).upper()
+    if unit not in _UNITS:
+        raise ValueError(_size_error(text))
+    size = value * _UNITS[unit]
+    if size <= 0 or size != size or size == float("inf"):
+        raise ValueError(f"size must be positive, got {text!r}")
+    return int(size)
+
+
+def _size_error(text) -> str:
+    return f"cannot read {text!r} as a size: use a number of bytes with an optional unit, e.g. 20000, 48KB, 48KiB, 0.5MB"
+
+
+def dtype_bytes(dtype: str | torch.dtype) -> int:
+    """Bytes per number of a storage dtype ("float32", "float16", "float64" or a torch dtype)."""
+    name = str(dtype).replace("torch.", "")
+    if name not in DTYPE_BYTES:
+        raise ValueError(f"unsupported storage dtype {dtype!r}: choose float32, float16 or float64")
+    return DTYPE_BYTES[name]
+
+
+def layer_sizes(in_features: int, kept: Sequence[int], out_features: int) -> list[int]:
+    """[in, h_1, ..., h_H, out] with ``kept`` the number of neurons kept per hidden layer."""
+    return [in_features, *kept, out_features]
+
+
+def param_count(sizes: Sequence[int], bias: Sequence[bool]) -> int:
+    """Weights and biases of Linear layers sizes[k] -> sizes[k+1]; bias[k] says if layer k has one."""
+    return sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if bias[k] else 0) for k in range(len(sizes) - 1))
+
+
+def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> int:
+    """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
+    counting only kept neurons when ``masks`` (True = kept) is given."""
+    from .network import as_net
+
+    net = as_net(model)
+    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
+    sizes = layer_sizes(net.in_features, kept, net.out_features)
+    return param_count(sizes, [layer.bias is not None for layer in net.layers]) * dtype_bytes(dtype)
+
+
+def format_bytes(n: int) -> str:
+    """Human-readable size with binary units: 1536 -> '1.50 KiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
