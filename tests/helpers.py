@@ -80,6 +80,11 @@ def ref_error(y, T, loss):
     return F.cross_entropy(y, T, reduction="sum")
 
 
+def total_error(model, X, T, loss) -> float:
+    with torch.no_grad():
+        return float(ref_error(model(X), T, loss))
+
+
 def run_blocks(blocks, h, start, masks, stop=None):
     """Apply blocks[start:stop] to h; masks multiply hidden outputs."""
     for k in range(start, len(blocks) if stop is None else stop):

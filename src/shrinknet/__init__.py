@@ -3,10 +3,34 @@
 Implements Wolfe et al., "The Incredible Shrinking Neural Network" (arXiv 1701.04465).
 """
 
+from .analysis import compare_estimates, correlated_pairs, estimates_along_run, gain_curves
 from .backprop2 import Derivatives, backprop2
+from .memory import format_bytes, network_bytes, parse_size
 from .network import Net, as_net
+from .prune import ALGORITHMS, PruneResult, Step, prune
 from .saliency import METHODS, saliency
+from .surgery import shrink
 
 __version__ = "0.1.0"
 
-__all__ = ["Derivatives", "METHODS", "Net", "as_net", "backprop2", "saliency", "__version__"]
+__all__ = [
+    "ALGORITHMS",
+    "Derivatives",
+    "METHODS",
+    "Net",
+    "PruneResult",
+    "Step",
+    "__version__",
+    "as_net",
+    "backprop2",
+    "compare_estimates",
+    "correlated_pairs",
+    "estimates_along_run",
+    "format_bytes",
+    "gain_curves",
+    "network_bytes",
+    "parse_size",
+    "prune",
+    "saliency",
+    "shrink",
+]

@@ -109,22 +109,26 @@ class Net:
         return out
 
     # -- evaluation -------------------------------------------------------------------------
-    def forward(self, X: Tensor, masks: Masks, start: int = 0, trace: Trace | None = None) -> Trace:
+    def forward(self, X: Tensor, masks: Masks, trace: Trace | None = None, changed: int = 0) -> Trace:
         """Forward pass with hidden outputs masked.
 
-        With ``start > 0`` the layers below ``start`` are taken from ``trace`` (they do not
-        depend on masks of layers >= start), and only layers start.. are recomputed.
+        Given the ``trace`` of an earlier pass and ``changed``, the lowest hidden layer whose mask
+        changed since, only what depends on that mask is recomputed: the pre-activations up to
+        and including layer ``changed`` are reused (masks act after the activation).
         """
-        xs = list(trace.x[:start]) if start else []
-        os_ = list(trace.o[:start]) if start else []
+        if trace is None:
+            xs, os_, start = [], [], 0
+        else:
+            xs, os_, start = list(trace.x[: changed + 1]), list(trace.o[:changed]), changed
         h_in = X if start == 0 else os_[start - 1]
         for k in range(start, len(self.layers)):
             layer = self.layers[k]
-            x = linear(h_in, layer)
+            x = xs[k] if k < len(xs) else linear(h_in, layer)
             o = layer.act(x)
             if k < self.n_hidden:
                 o = o * masks[k]
-            xs.append(x)
+            if k == len(xs):
+                xs.append(x)
             os_.append(o)
             h_in = o
         return Trace(xs, os_)

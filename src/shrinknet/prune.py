@@ -1,0 +1,393 @@
+"""Pruning algorithms: the paper's Algorithm I (single overall ranking) and Algorithm II
+(iterative re-ranking), a pair-aware variant, and the result of a run.
+
+Scoring, choosing and cutting are separate steps: ``saliency.score_batch`` gives scores,
+``_Pruner.choose`` picks the neuron(s) to switch off, and ``PruneResult.network(k)`` cuts them
+out (``surgery.shrink``). Between steps only masks change; the forward pass of every data set
+is cached and, after a removal in hidden layer h, recomputed from layer h+1 on only: the layers
+below do not depend on it, so this is exact, not an approximation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from . import losses, memory, network
+from .backprop2 import batches
+from .losses import Loss
+from .network import Data, Layer, Net, Trace, as_net
+from .saliency import METHODS, random_scores, removed_to_inf, score_batch
+from .surgery import shrink
+
+ALGORITHMS = ("single", "iterative", "iterative_pairs")
+CLIPS = (None, "mean", "median")
+
+
+@dataclass
+class Step:
+    """The network after one more removal (``steps[0]`` is the unpruned network)."""
+
+    n_removed: int  # neurons removed so far
+    fraction_removed: float  # n_removed / all hidden neurons
+    removed: list[tuple[int, int]]  # (hidden layer, neuron) switched off at this step, original numbering
+    score: float | None  # the estimate that chose them (per neuron for a pair)
+    error: float  # validation error E = sum_n E_n
+    accuracy: float | None  # validation accuracy (classification only)
+    test_error: float | None
+    test_accuracy: float | None
+    params: int  # weights + biases of the physically pruned network
+    bytes: int  # params at the storage dtype
+    kept: list[int]  # neurons kept per hidden layer
+
+
+@dataclass
+class PruneResult:
+    """A pruning run: the settings, the original network's layout and one Step per removal."""
+
+    config: dict
+    steps: list[Step]
+    layout: dict  # in, hidden, out, bias, activations of the original network
+    original: Net | None = field(default=None, repr=False)
+
+    # -- masks and networks -------------------------------------------------------------------
+    def masks(self, k: int) -> list[Tensor]:
+        """Masks (True = kept) after steps[k]."""
+        self._check_step(k)
+        masks = [torch.ones(h, dtype=torch.bool) for h in self.layout["hidden"]]
+        for step in self.steps[1 : k + 1]:
+            for h, j in step.removed:
+                masks[h][j] = False
+        return masks
+
+    def network(self, k: int) -> nn.Sequential:
+        """The physically pruned ``nn.Sequential`` after steps[k]: smaller Linear layers."""
+        if self.original is None:
+            raise ValueError(
+                "this result was loaded from JSON without its network; pass model= to PruneResult.from_json"
+            )
+        masks = [m.to(self.original.device) for m in self.masks(k)]
+        return shrink(self.original, masks)
+
+    def fit(self, budget_bytes: int | str) -> tuple[int, nn.Sequential | None]:
+        """(k, network): the least-validation-error step whose size fits ``budget_bytes``.
+
+        The network is None when the result has no original network attached.
+        """
+        budget = memory.parse_size(budget_bytes)
+        fitting = [k for k, s in enumerate(self.steps) if s.bytes <= budget]
+        if not fitting:
+            smallest = min(s.bytes for s in self.steps)
+            raise ValueError(
+                f"no step of this run fits {budget} bytes; the smallest reached is {smallest} bytes"
+            )
+        k = min(fitting, key=lambda i: (self.steps[i].error, i))
+        return k, (self.network(k) if self.original is not None else None)
+
+    def _check_step(self, k: int) -> None:
+        if not 0 <= k < len(self.steps):
+            raise IndexError(f"step {k} out of range: this run has steps 0..{len(self.steps) - 1}")
+
+    # -- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "shrinknet_run": 1,
+            "config": self.config,
+            "layout": self.layout,
+            "steps": [asdict(s) for s in self.steps],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict, model=None) -> "PruneResult":
+        if not isinstance(d, dict) or d.get("shrinknet_run") != 1:
+            raise ValueError("not a shrinknet run: missing 'shrinknet_run': 1")
+        steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in d["steps"]]
+        original = None
+        if model is not None:
+            original = _copy_net(as_net(model))
+            if list(original.hidden_sizes) != list(d["layout"]["hidden"]):
+                raise ValueError(
+                    f"model has hidden sizes {list(original.hidden_sizes)} but the run was made on "
+                    f"{d['layout']['hidden']}"
+                )
+        return cls(d["config"], steps, d["layout"], original)
+
+    @classmethod
+    def from_json(cls, text: str, model=None) -> "PruneResult":
+        return cls.from_dict(json.loads(text), model)
+
+    # -- views ------------------------------------------------------------------------------
+    def curve(self, key: str = "accuracy") -> tuple[list[float], list]:
+        """(fraction removed, ``key``) along the run, e.g. key="error" or "test_accuracy"."""
+        return [s.fraction_removed for s in self.steps], [getattr(s, key) for s in self.steps]
+
+    def at_fraction(self, fraction: float) -> Step:
+        """The last step with fraction_removed <= ``fraction``."""
+        ok = [s for s in self.steps if s.fraction_removed <= fraction + 1e-12]
+        return ok[-1]
+
+
+def prune(
+    model,
+    X,
+    T,
+    method: str = "brute_force",
+    algorithm: str = "iterative",
+    loss: str = "mse",
+    budget_bytes: int | str | None = None,
+    dtype: str = "float32",
+    max_fraction: float | None = None,
+    X_test=None,
+    T_test=None,
+    progress: bool = True,
+    seed: int = 0,
+    *,
+    clip: str | None = None,
+    full_curve: bool = False,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    pairs: int = 8,
+) -> PruneResult:
+    """Remove hidden neurons one at a time, in the best order ``method`` can find.
+
+    Args:
+        model: trained ``nn.Sequential`` of Linear layers and elementwise activations (not modified).
+        X, T: validation data used for ranking: (N, in) and (N, out) or (N,) class labels.
+        method: a saliency method (``shrinknet.METHODS``).
+        algorithm: "single" (Algorithm I: rank once, remove in that order), "iterative"
+            (Algorithm II: re-score the masked network after every removal and remove the lowest),
+            or "iterative_pairs" (brute force only: at each step also try switching off the
+            ``pairs`` most correlated pairs of each layer together, and take whichever removal
+            costs the least error per neuron removed).
+        budget_bytes: memory budget for all weights and biases at ``dtype`` (int or "16KiB").
+            With a budget and no ``max_fraction``, stops as soon as the network fits unless
+            ``full_curve`` is set.
+        dtype: storage dtype for byte counts: "float32", "float16" or "float64".
+        max_fraction: stop after removing this fraction of all hidden neurons (default 1.0:
+            everything but one neuron per layer). The last neuron of a layer is never removed.
+        X_test, T_test: optional test data, evaluated (not used for ranking) at every step.
+        progress: show a progress bar on stderr.
+        seed: seed of the "random" method.
+        clip: None, "mean" or "median": replace outlier scores before choosing, as the paper
+            tried for second-order estimates. Outlier rule: a score farther than 3 scaled median
+            absolute deviations (1.4826 * MAD) from the median of the candidates' scores is
+            replaced by their mean or median.
+        batch_size, chunk_size: memory bounds, as in ``saliency``; they do not change results.
+
+    Returns:
+        A :class:`PruneResult` whose ``steps[0]`` is the unpruned network.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}: choose one of {', '.join(ALGORITHMS)}")
+    if algorithm == "iterative_pairs" and method != "brute_force":
+        raise ValueError("algorithm 'iterative_pairs' needs method 'brute_force' (pairs are scored exactly)")
+    if clip not in CLIPS:
+        raise ValueError(f"unknown clip {clip!r}: choose None, 'mean' or 'median'")
+    if max_fraction is not None and not 0 <= max_fraction <= 1:
+        raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
+    net = _copy_net(as_net(model))
+    loss_ = losses.get(loss)
+    memory.dtype_bytes(dtype)
+    val = network.prepare(net, X, T, loss_)
+    test = None
+    if X_test is not None or T_test is not None:
+        if X_test is None or T_test is None:
+            raise ValueError("give both X_test and T_test, or neither")
+        test = network.prepare(net, X_test, T_test, loss_)
+    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
+    smallest = memory.network_bytes(net, dtype, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    if budget is not None and budget < smallest:
+        raise ValueError(
+            f"budget of {budget} bytes is below the smallest network reachable by removing hidden "
+            f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
+        )
+    config = dict(
+        method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, dtype=dtype,
+        max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
+        n_val=len(val), n_test=None if test is None else len(test),
+    )
+    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs)
+    total = sum(net.hidden_sizes)
+    limit = total - net.n_hidden
+    if max_fraction is not None:
+        limit = min(limit, math.floor(max_fraction * total + 1e-9))
+    result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
+    order = pruner.single_ranking() if algorithm == "single" else None
+    bar = _progress(progress, limit, f"{algorithm} {method}")
+    try:
+        while pruner.n_removed < limit:
+            if budget is not None and max_fraction is None and not full_curve and result.steps[-1].bytes <= budget:
+                break
+            removed, score = pruner.choose(algorithm, order, limit - pruner.n_removed)
+            pruner.remove(removed)
+            result.steps.append(pruner.record(removed, score, dtype))
+            bar.update(len(removed))
+    finally:
+        bar.close()
+    return result
+
+
+class _Pruner:
+    """Masks and cached forward passes of one run."""
+
+    def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
+                 clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int):
+        self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
+        self.chunk_size, self.pairs = chunk_size, pairs
+        self.masks = net.full_masks()
+        self.val = [[b, None] for b in batches(val, batch_size)]
+        self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
+        self.n_removed = 0
+        self.total = sum(net.hidden_sizes)
+        self._refresh(None)
+
+    def _refresh(self, changed: int | None) -> None:
+        for parts in (self.val, self.test or []):
+            for p in parts:
+                trace = None if changed is None else p[1]
+                p[1] = self.net.forward(p[0].X, self.masks, trace=trace, changed=changed or 0)
+
+    # -- scoring ----------------------------------------------------------------------------
+    def scores(self) -> list[Tensor]:
+        """Scores of every neuron on the current masked network; removed ones +inf."""
+        if self.method == "random":
+            s = random_scores(self.net, self.seed + self.n_removed)
+        else:
+            s = [torch.zeros(h, dtype=self.net.dtype, device=self.net.device) for h in self.net.hidden_sizes]
+            with torch.no_grad():
+                for data, trace in self.val:
+                    for acc, part in zip(s, score_batch(self.method, self.net, self.loss, data, self.masks, trace, self.chunk_size)):
+                        acc += part
+        return _clip(removed_to_inf(s, self.masks), self.clip)
+
+    def single_ranking(self) -> list[tuple[int, int, float]]:
+        """All neurons, ascending by score on the unpruned network (ties: layer, then index)."""
+        s = self.scores()
+        flat = [(float(v), h, j) for h, layer in enumerate(s) for j, v in enumerate(layer.tolist())]
+        return [(h, j, v) for v, h, j in sorted(flat)]
+
+    def choose(self, algorithm: str, order, room: int) -> tuple[list[tuple[int, int]], float]:
+        if algorithm == "single":
+            while order:
+                h, j, v = order.pop(0)
+                if self.masks[h][j] and int(self.masks[h].sum()) > 1:
+                    return [(h, j)], v
+            raise AssertionError("ranking exhausted before the removal limit")
+        s = [x.clone() for x in self.scores()]
+        for h, m in enumerate(self.masks):
+            if int(m.sum()) == 1:
+                s[h][:] = math.inf  # never remove the last neuron of a layer
+        best = min(((float(x.min()), h, int(x.argmin())) for h, x in enumerate(s)))
+        removed, score = [(best[1], best[2])], best[0]
+        if algorithm == "iterative_pairs" and room >= 2:
+            pair, pair_score = self.best_pair()
+            if pair is not None and pair_score < score:
+                removed, score = pair, pair_score
+        return removed, score
+
+    def best_pair(self) -> tuple[list[tuple[int, int]] | None, float]:
+        """The most correlated pairs of each layer, switched off together by brute force;
+        returns the pair with the least Delta E per neuron removed."""
+        from .analysis import contribution_correlation, top_pairs
+
+        best, best_score = None, math.inf
+        for h in range(self.net.n_hidden):
+            if int(self.masks[h].sum()) <= 2:
+                continue
+            o = torch.cat([t.o[h] for _, t in self.val])
+            corr = contribution_correlation(o, self.net.layers[h + 1].weight)
+            for j, k, _ in top_pairs(corr, self.masks[h], self.pairs):
+                delta = sum(
+                    float(switch_off_delta(self.net, self.loss, d, self.masks, t, h, [j, k])) for d, t in self.val
+                )
+                if delta / 2 < best_score:
+                    best, best_score = [(h, j), (h, k)], delta / 2
+        return best, best_score
+
+    # -- cutting and recording ----------------------------------------------------------------
+    def remove(self, removed: list[tuple[int, int]]) -> None:
+        for h, j in removed:
+            self.masks[h] = self.masks[h].clone()
+            self.masks[h][j] = False
+        self.n_removed += len(removed)
+        self._refresh(min(h for h, _ in removed))
+
+    def record(self, removed, score, dtype) -> Step:
+        err, acc = _evaluate(self.loss, self.val)
+        terr, tacc = _evaluate(self.loss, self.test) if self.test else (None, None)
+        kept = [int(m.sum()) for m in self.masks]
+        sizes = memory.layer_sizes(self.net.in_features, kept, self.net.out_features)
+        params = memory.param_count(sizes, [layer.bias is not None for layer in self.net.layers])
+        return Step(
+            n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
+            removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
+            test_accuracy=tacc, params=params, bytes=params * memory.dtype_bytes(dtype), kept=kept,
+        )
+
+
+def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
+    """Exact Delta E (summed over the batch) of switching off ``neurons`` of hidden layer h together."""
+    J = torch.as_tensor(neurons, device=net.device)
+    W = net.layers[h + 1].weight
+    xs = trace.x[h + 1] - trace.o[h][:, J] @ W[:, J].T  # remove all their contributions at once
+    y_new = net.output_from(h + 1, xs, masks)
+    return loss.delta(y_new, trace.o[-1], data.T).sum()
+
+
+def _evaluate(loss: Loss, parts) -> tuple[float, float | None]:
+    err, correct, n, labelled = 0.0, 0, 0, True
+    for data, trace in parts:
+        y = trace.o[-1]
+        err += float(loss.per_instance(y, data.T).sum())
+        if data.labels is None:
+            labelled = False
+        else:
+            correct += int((y.argmax(1) == data.labels).sum())
+        n += len(data)
+    return err, (correct / n if labelled else None)
+
+
+def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
+    if how is None:
+        return scores
+    flat = torch.cat(scores)
+    finite = flat[torch.isfinite(flat)]
+    if finite.numel() < 3:
+        return scores
+    med = finite.median()
+    mad = 1.4826 * (finite - med).abs().median()
+    fill = finite.mean() if how == "mean" else med
+    out = []
+    for s in scores:
+        outlier = torch.isfinite(s) & ((s - med).abs() > 3 * mad)
+        out.append(torch.where(outlier, fill, s))
+    return out
+
+
+def _copy_net(net: Net) -> Net:
+    return Net([Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act) for l in net.layers])
+
+
+def _layout(net: Net) -> dict:
+    return {
+        "in": net.in_features,
+        "hidden": list(net.hidden_sizes),
+        "out": net.out_features,
+        "bias": [layer.bias is not None for layer in net.layers],
+        "activations": [layer.act.to_dict() for layer in net.layers],
+    }
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="neuron", leave=False, disable=not enabled)
