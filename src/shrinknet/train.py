@@ -77,7 +77,7 @@ def train(model: nn.Sequential, X, T, X_val, T_val, loss: str = "mse", epochs: i
             opt.zero_grad()
             e.mean().backward()
             opt.step()
-            total += float(e.sum())
+            total += float(e.detach().sum())
         model.eval()
         with torch.no_grad():
             val_err = float(loss_.per_instance(model(va.X), va.T).sum())
