@@ -1,0 +1,449 @@
+"""Export a (shrunk) network for a constrained device: ONNX, plain C99, or a safetensors file.
+
+``export(model, path, format=..., dtype=...)`` parses ``model`` (an ``nn.Sequential`` of Linear
+layers and elementwise activations, or a :class:`~shrinknet.network.Net`) and writes:
+
+``format="onnx"`` -- one ``.onnx`` file at ``path`` (opset 17, IR version 8, so that older
+    runtimes load it too). Graph input ``"input"``: float32 ``["batch", in_features]``; graph
+    output ``"output"``: float32 ``["batch", out_features]``. Layer k is one ``Gemm`` node
+    (``transB=1``) with initializers ``layers.K.weight`` (out, in) -- torch's layout -- and
+    ``layers.K.bias`` (out,), followed by its activation as a standard op: ``Sigmoid``, ``Tanh``,
+    ``Relu`` or ``Softplus``. ONNX's Softplus has no beta and no threshold, so torch's
+    ``softplus(x; beta, threshold)`` is built exactly: ``bx = beta * x`` (``Mul``, only when
+    beta != 1), ``Softplus(bx) / beta`` (``Div``, only when beta != 1), and
+    ``Where(bx > threshold, x, ...)`` for torch's linear branch. With ``meta`` the dictionary is
+    stored as JSON under the model's metadata key ``"shrinknet.meta"``.
+
+``format="c"`` -- ``path`` names the ``.c`` file (it must end in ``.c``); the header goes next to
+    it with the same stem (``out/model.c`` -> ``out/model.h``). Plain C99 with no ``malloc``
+    that needs only libm (``-lm``). The header declares
+    ``void <prefix>_forward(const float *input, float *output);`` and defines
+    ``<PREFIX>_INPUT_SIZE``, ``<PREFIX>_OUTPUT_SIZE``, ``<PREFIX>_FLASH_BYTES`` and
+    ``<PREFIX>_RAM_BYTES``. Weights and biases are ``static const`` arrays in torch's row-major
+    layout. The forward pass works in one static float scratch buffer in which consecutive
+    hidden layers sit at opposite ends (ping-pong); it holds ``max(h_k + h_{k+1})`` floats
+    (``h_0`` for one hidden layer), at most twice the widest hidden layer. ``input`` is only read
+    by the first layer and ``output`` only written by the last, so the two may be the same
+    buffer. The static buffer makes the function not reentrant: do not call it from two threads
+    or from an interrupt handler that can interrupt itself. Every identifier other than
+    ``<prefix>_forward`` is ``static``, so several exported networks link into one program.
+
+``format="safetensors"`` -- a shrinknet model file, written by :func:`shrinknet.modelio.save_model`
+    (``meta`` is stored in it), readable with :func:`shrinknet.modelio.load_model`.
+
+``dtype`` is the storage type of weights and biases: ``"float32"`` or ``"float16"``. Arithmetic is
+float32 in every format, and a float64 model is stored as float32. With ``"float16"``:
+
+* ONNX stores the initializers as float16 and inserts a ``Cast`` to float32 after each, so the
+  graph's input, output and arithmetic stay float32 (runtimes fold the casts once at load).
+* C stores IEEE binary16 bit patterns as ``uint16_t`` and widens each to float where it is used,
+  with a small portable bit-level converter (no ``_Float16``; it assumes ``float`` is IEEE
+  binary32 and refuses to compile otherwise).
+* safetensors stores float16 tensors.
+
+``ExportResult.flash_bytes`` is the bytes of all weights and biases at ``dtype``, exactly
+:func:`shrinknet.memory.network_bytes` (code size and ONNX/safetensors framing are not counted).
+``ExportResult.ram_bytes`` is the C code's scratch buffer; it is 0 for ONNX and safetensors,
+whose working memory belongs to the runtime that runs them.
+
+Every file is written to a temporary name and renamed into place (:mod:`shrinknet.files`); when
+the second C file cannot be written the first is removed again, so a failure leaves no
+half-written export behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .files import write_bytes, write_text
+from .memory import dtype_bytes, network_bytes
+from .network import Layer, Net, as_net
+
+FORMATS = ("onnx", "c", "safetensors")
+DTYPES = ("float32", "float16")
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8  # the IR version that came with opset 17; onnxruntime >= 1.12 loads it
+
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_INSTALL_HINT = "pip install 'shrinknet[export]'"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote.
+
+    paths: the files written (C: the ``.c`` file, then the ``.h`` file).
+    flash_bytes: bytes of all weights and biases at ``dtype`` (= ``network_bytes(model, dtype)``).
+    ram_bytes: bytes of the C code's static scratch buffer; 0 for ONNX and safetensors.
+    """
+
+    paths: list[Path]
+    flash_bytes: int
+    ram_bytes: int
+    format: str
+    dtype: str
+
+
+def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "float32",
+           prefix: str = "shrinknet", meta: dict | None = None) -> ExportResult:
+    """Write ``model`` (nn.Sequential or Net) to ``path`` as ONNX, C99 source, or safetensors.
+
+    Args:
+        model: feed-forward network of Linear layers and elementwise activations.
+        path: the output file (for ``format="c"`` the ``.c`` file; the ``.h`` goes next to it).
+        format: "onnx", "c" or "safetensors".
+        dtype: storage type of weights and biases, "float32" or "float16".
+        prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
+        meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
+            safetensors header).
+
+    Raises:
+        ValueError: unknown format or dtype, a prefix that is not a C identifier, a C path not
+            ending in ``.c``, or weights that are not finite at ``dtype``.
+        TypeError: ``model`` is not a supported network (the message names the layer).
+        FileNotFoundError: the directory of ``path`` does not exist.
+        ImportError: ONNX export without the ``onnx`` package.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown export dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    path = Path(path)
+    if format == "c":
+        if not _C_IDENTIFIER.match(prefix):
+            raise ValueError(
+                f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
+                "not starting with a digit"
+            )
+        if path.suffix != ".c":
+            raise ValueError(
+                f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
+            )
+    net = as_net(model)
+    flash = network_bytes(net, dtype)
+    if format == "safetensors":
+        from .modelio import save_model
+
+        _stored(net, dtype)  # same finiteness check as the other formats
+        save_model(path, net, meta, dtype=dtype)
+        return ExportResult([path], flash, 0, format, dtype)
+    if format == "onnx":
+        data = _onnx_model(net, dtype, meta).SerializeToString()
+        write_bytes(path, data)
+        return ExportResult([path], flash, 0, format, dtype)
+    header = path.with_suffix(".h")
+    ram = _scratch_size(net) * 4
+    h_text, c_text = _c_sources(net, dtype, prefix, header.name, flash, ram, meta)
+    _write_all([(header, h_text), (path, c_text)])
+    return ExportResult([path, header], flash, ram, format, dtype)
+
+
+# -- shared -----------------------------------------------------------------------------------
+def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
+    """(weight, bias) of every layer on the CPU at the storage ``dtype``; raises on non-finite."""
+    tdtype = getattr(torch, dtype)
+    out = []
+    for k, layer in enumerate(net.layers):
+        pair = tuple(None if t is None else t.detach().cpu().to(tdtype) for t in (layer.weight, layer.bias))
+        for name, t in zip(("weight", "bias"), pair):
+            if t is not None and not bool(torch.isfinite(t).all()):
+                why = " (float16 holds magnitudes up to 65504)" if dtype == "float16" else ""
+                raise ValueError(f"layer {k} {name} has values that are not finite at {dtype}{why}")
+        out.append(pair)
+    return out
+
+
+def _describe(layer: Layer) -> str:
+    act = layer.act.name
+    if act == "softplus":
+        act = f"softplus beta={layer.act.beta:g} threshold={layer.act.threshold:g}"
+    return f"{layer.in_features} -> {layer.out_features}, {act}, {'bias' if layer.bias is not None else 'no bias'}"
+
+
+def _write_all(files: list[tuple[Path, str]]) -> None:
+    """Write every (path, text) atomically; on any failure remove the ones already written."""
+    done: list[Path] = []
+    try:
+        for p, text in files:
+            write_text(p, text)
+            done.append(p)
+    except BaseException:
+        for p in done:
+            p.unlink(missing_ok=True)
+        raise
+
+
+# -- ONNX -------------------------------------------------------------------------------------
+def _onnx_model(net: Net, dtype: str, meta: dict | None):
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs the onnx package: {_INSTALL_HINT}") from e
+    from . import __version__
+
+    nodes, inits = [], []
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def constant(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array, name))
+        if array.dtype == np.float16:  # keep the arithmetic float32
+            return node("Cast", [name], f"{name}.float32", to=TensorProto.FLOAT)
+        return name
+
+    def scalar(name: str, value: float) -> str:
+        return constant(name, np.array(value, dtype=np.float32))
+
+    x = "input"
+    for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
+        p = f"layers.{k}"
+        gemm_in = [x, constant(f"{p}.weight", W.numpy())]
+        if b is not None:
+            gemm_in.append(constant(f"{p}.bias", b.numpy()))
+        x = node("Gemm", gemm_in, f"{p}.linear", transB=1)
+        act = layer.act
+        if act.name in ("sigmoid", "tanh", "relu"):
+            x = node({"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}[act.name], [x], f"{p}.{act.name}")
+        elif act.name == "softplus":  # torch: x if beta*x > threshold else log(1 + exp(beta*x)) / beta
+            bx, sp = x, None
+            if act.beta != 1:
+                beta = scalar(f"{p}.softplus.beta", act.beta)
+                bx = node("Mul", [x, beta], f"{p}.softplus.beta_x")
+                sp = node("Div", [node("Softplus", [bx], f"{p}.softplus.of_beta_x"), beta], f"{p}.softplus.smooth")
+            else:
+                sp = node("Softplus", [x], f"{p}.softplus.smooth")
+            above = node("Greater", [bx, scalar(f"{p}.softplus.threshold", act.threshold)], f"{p}.softplus.linear")
+            x = node("Where", [above, x, sp], f"{p}.softplus")
+    nodes[-1].output[0] = "output"  # the last node's result is the graph output
+
+    graph = helper.make_graph(
+        nodes, "shrinknet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", net.in_features])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", net.out_features])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], ir_version=ONNX_IR_VERSION,
+        producer_name="shrinknet", producer_version=__version__,
+        doc_string="; ".join(f"layer {k}: {_describe(layer)}" for k, layer in enumerate(net.layers))
+        + f"; weights stored as {dtype}",
+    )
+    if meta:
+        helper.set_model_props(model, {"shrinknet.meta": json.dumps(meta)})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+# -- C ----------------------------------------------------------------------------------------
+def _scratch_size(net: Net) -> int:
+    """Floats of scratch: consecutive hidden layers must fit side by side."""
+    h = net.hidden_sizes
+    return max([h[0]] + [a + b for a, b in zip(h, h[1:])])
+
+
+def _c_array(name: str, t: Tensor, dtype: str) -> str:
+    """``static const weight_t name[n] = {...};`` holding ``t`` flattened row-major at ``dtype``."""
+    flat = t.reshape(-1).numpy()
+    if dtype == "float16":
+        items, per_line = [f"0x{v:04x}" for v in flat.view(np.uint16)], 12
+    else:  # shortest decimal that reads back as the same float32
+        items, per_line = [f"{v!s}f" for v in flat.astype(np.float32)], 8
+    lines = ",\n    ".join(", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+    return f"static const weight_t {name}[{len(items)}] = {{\n    {lines}\n}};\n"
+
+
+def _c_float(v: float) -> str:
+    return f"{np.float32(v)!s}f"
+
+
+_C_HALF = """\
+#if FLT_MANT_DIG != 24 || FLT_MAX_EXP != 128
+#error "this file decodes float16 weights into IEEE binary32 floats"
+#endif
+
+typedef uint16_t weight_t; /* IEEE binary16 bit patterns */
+
+/* IEEE binary16 bits -> float, exactly. */
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+    uint32_t bits;
+    float f;
+    if (exponent == 0x1fu) {          /* infinity or NaN */
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {       /* normal */
+        bits = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {       /* zero */
+        bits = sign;
+    } else {                          /* subnormal: normalise */
+        exponent = 113u;
+        while (!(mantissa & 0x400u)) {
+            mantissa <<= 1;
+            exponent--;
+        }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+    }
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+#define LOAD(w) half_to_float(w)
+"""
+
+_C_SINGLE = """\
+typedef float weight_t;
+
+#define LOAD(w) (w)
+"""
+
+_C_DENSE = """\
+/* y[i] = b[i] + sum_j w[i * n_in + j] * x[j]; b may be NULL. */
+static void dense(const weight_t *w, const weight_t *b, int n_in, int n_out, const float *x, float *y)
+{
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        const weight_t *row = w + (size_t)i * (size_t)n_in;
+        float acc = b ? LOAD(b[i]) : 0.0f;
+        for (j = 0; j < n_in; j++)
+            acc += LOAD(row[j]) * x[j];
+        y[i] = acc;
+    }
+}
+"""
+
+_C_ACTIVATIONS = {  # emitted only when used: -Wall warns about unused static functions
+    "sigmoid": """\
+static void act_sigmoid(float *y, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        y[i] = 1.0f / (1.0f + expf(-y[i]));
+}
+""",
+    "tanh": """\
+static void act_tanh(float *y, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        y[i] = tanhf(y[i]);
+}
+""",
+    "relu": """\
+static void act_relu(float *y, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+}
+""",
+    "softplus": """\
+/* As torch: x where beta * x > threshold, else log(1 + exp(beta * x)) / beta. */
+static void act_softplus(float *y, int n, float beta, float threshold)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        float bx = beta * y[i];
+        if (!(bx > threshold))
+            y[i] = log1pf(expf(bx)) / beta;
+    }
+}
+""",
+}
+
+
+def _c_sources(net: Net, dtype: str, prefix: str, header_name: str, flash: int, ram: int,
+               meta: dict | None) -> tuple[str, str]:
+    """(header text, source text) of the C export."""
+    from . import __version__
+
+    macro = prefix.upper()
+    scratch = ram // 4
+    lines = [
+        f"Generated by shrinknet {__version__}; do not edit, export again instead.",
+        f"Network (weights and biases stored as {dtype}):",
+        *(f"  layer {k}: {_describe(layer)}" for k, layer in enumerate(net.layers)),
+        f"Flash: {flash} bytes of weights and biases ({dtype}), not counting code.",
+        f"RAM:   {ram} bytes of scratch (one static buffer of {scratch} floats), "
+        "plus the caller's input and output.",
+    ]
+    if meta:  # JSON may escape "/" as "\/": keeps "*/" from closing the comment
+        lines.append("Meta:  " + json.dumps(meta).replace("*/", "*\\/"))
+    banner = "/*\n" + "".join(f" * {line}".rstrip() + "\n" for line in lines) + " */\n"
+
+    guard = f"{macro}_H"
+    header = f"""{banner}
+#ifndef {guard}
+#define {guard}
+
+#define {macro}_INPUT_SIZE {net.in_features}
+#define {macro}_OUTPUT_SIZE {net.out_features}
+#define {macro}_FLASH_BYTES {flash}
+#define {macro}_RAM_BYTES {ram}
+
+#ifdef __cplusplus
+extern "C" {{
+#endif
+
+/* output[{macro}_OUTPUT_SIZE] = network(input[{macro}_INPUT_SIZE]).
+ * input and output may be the same buffer. Not reentrant: uses a static scratch buffer. */
+void {prefix}_forward(const float *input, float *output);
+
+#ifdef __cplusplus
+}}
+#endif
+
+#endif /* {guard} */
+"""
+
+    arrays, calls = [], []
+    src, offset = "input", 0
+    for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
+        arrays.append(
+            f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
+            + _c_array(f"layer{k}_weight", W, dtype)
+            + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype))
+        )
+        last = k == len(net.layers) - 1
+        # hidden layers alternate between the two ends of the scratch buffer
+        offset = 0 if k % 2 == 0 else scratch - layer.out_features
+        dst = "output" if last else f"scratch + {offset}"
+        bias = f"layer{k}_bias" if b is not None else "NULL"
+        calls.append(f"dense(layer{k}_weight, {bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
+        act = layer.act
+        if act.name != "identity":
+            extra = f", {_c_float(act.beta)}, {_c_float(act.threshold)}" if act.name == "softplus" else ""
+            calls.append(f"act_{act.name}({dst}, {layer.out_features}{extra});")
+        src = dst
+    used = {layer.act.name for layer in net.layers}
+    activations = [text for name, text in _C_ACTIVATIONS.items() if name in used]
+    includes = ["<math.h>", "<stddef.h>"]
+    if dtype == "float16":
+        includes = ["<float.h>", *includes, "<stdint.h>", "<string.h>"]
+    body = "\n    ".join(calls)
+    source = (
+        banner
+        + "\n"
+        + "".join(f"#include {inc}\n" for inc in includes)
+        + f'\n#include "{header_name}"\n\n'
+        + (_C_HALF if dtype == "float16" else _C_SINGLE)
+        + "\n"
+        + "\n".join(arrays)
+        + f"\nstatic float scratch[{scratch}];\n\n"
+        + _C_DENSE
+        + "".join("\n" + a for a in activations)
+        + f"\nvoid {prefix}_forward(const float *input, float *output)\n{{\n    {body}\n}}\n"
+    )
+    return header, source

@@ -1,0 +1,319 @@
+"""Export: ONNX (run in onnxruntime), C99 (compiled with the system cc), safetensors, bad input.
+
+Every exported network is compared with torch on the same random inputs: float32 exports against
+the float32 network, float16 exports against the network whose weights were rounded to float16.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shrinknet.export import DTYPES, ExportResult, export
+from shrinknet.memory import network_bytes
+from shrinknet.modelio import load_model
+from shrinknet.network import as_net
+from shrinknet.surgery import shrink
+
+ACTS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "softplus_b1.5": lambda: nn.Softplus(beta=1.5),
+    # a low threshold so that torch's linear branch (beta * x > threshold -> x) is taken often
+    "softplus_b1.5_t2": lambda: nn.Softplus(beta=1.5, threshold=2.0),
+    "none": None,
+}
+IN, HIDDEN, OUT = 7, (5, 9, 3), 3  # odd widths
+N_INPUTS = 200
+TOL = {"float32": 1e-5, "float16": 1e-3}
+
+
+@dataclass(frozen=True)
+class Case:
+    act: str  # hidden activation
+    depth: int  # hidden layers
+    bias: bool
+    out_act: str = "none"
+    pruned: bool = False  # built wider, then cut down with surgery.shrink
+
+    @property
+    def id(self) -> str:
+        bias = "bias" if self.bias else "nobias"
+        return f"{self.act}-d{self.depth}-{bias}-out_{self.out_act}{'-pruned' if self.pruned else ''}"
+
+
+def cases() -> list[Case]:
+    """Every hidden activation at every depth, bias alternating; a few output activations; three
+    networks pruned by surgery."""
+    table = []
+    for a, act in enumerate(a for a in ACTS if a != "none"):
+        for depth in (1, 2, 3):
+            out_act = "sigmoid" if (a, depth) == (0, 2) else "tanh" if (a, depth) == (1, 3) else "none"
+            table.append(Case(act, depth, bias=(a + depth) % 2 == 0, out_act=out_act))
+    table += [
+        Case("relu", 2, bias=True, pruned=True),
+        Case("sigmoid", 3, bias=False, pruned=True),
+        Case("softplus_b1.5_t2", 3, bias=True, out_act="softplus", pruned=True),
+    ]
+    return table
+
+
+CASES = cases()
+
+
+def build(case: Case, seed: int = 0) -> nn.Sequential:
+    """A float32 network of ``case``; pruned ones start 2 neurons wider per hidden layer."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = [h + 2 * case.pruned for h in HIDDEN[: case.depth]]
+    sizes = [IN, *hidden, OUT]
+    mods: list[nn.Module] = []
+    for k in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[k], sizes[k + 1], bias=case.bias)
+        with torch.no_grad():  # outputs of order 1, so that an absolute tolerance means something
+            lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / sizes[k] ** 0.5)
+            if case.bias:
+                lin.bias.copy_(0.5 * torch.randn(lin.bias.shape, generator=g))
+        act = ACTS[case.out_act if k == len(sizes) - 2 else case.act]
+        mods += [lin] if act is None else [lin, act()]
+    model = nn.Sequential(*mods)
+    if case.pruned:  # remove every third neuron (starting with the second) of every hidden layer
+        masks = [torch.arange(h) % 3 != 1 for h in hidden]
+        model = shrink(model, masks)
+        assert as_net(model).hidden_sizes == tuple(int(m.sum()) for m in masks)
+    return model
+
+
+def inputs(seed: int = 1) -> torch.Tensor:
+    return 1.5 * torch.randn(N_INPUTS, IN, generator=torch.Generator().manual_seed(seed))
+
+
+def reference(model: nn.Sequential, dtype: str) -> np.ndarray:
+    """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first."""
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(p.to(getattr(torch, dtype)).float())
+        return ref(inputs()).numpy()
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a - b).max())
+
+
+def widest(model) -> int:
+    return max(as_net(model).hidden_sizes)
+
+
+# -- ONNX -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_onnx_matches_torch(case, dtype, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'shrinknet[export]'")
+    model = build(case)
+    res = export(model, tmp_path / "model.onnx", format="onnx", dtype=dtype)
+    assert res == ExportResult([tmp_path / "model.onnx"], network_bytes(model, dtype), 0, "onnx", dtype)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(res.paths[0]), opts, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.shape, inp.type) == ("input", ["batch", IN], "tensor(float)")
+    assert (out.name, out.shape, out.type) == ("output", ["batch", OUT], "tensor(float)")
+    (y,) = sess.run(["output"], {"input": inputs().numpy()})
+    assert max_diff(y, reference(model, dtype)) <= TOL[dtype]
+
+
+def test_onnx_stores_float16_initializers_and_meta(tmp_path):
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed: pip install 'shrinknet[export]'")
+    model = build(CASES[0])
+    export(as_net(model), tmp_path / "m.onnx", dtype="float16", meta={"dataset": "digits"})
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    weights = [t for t in proto.graph.initializer if t.name.endswith((".weight", ".bias"))]
+    assert weights and {t.data_type for t in weights} == {onnx.TensorProto.FLOAT16}
+    assert {p.key: p.value for p in proto.metadata_props} == {"shrinknet.meta": '{"dataset": "digits"}'}
+    assert proto.opset_import[0].version == 17
+
+
+# -- C ----------------------------------------------------------------------------------------
+CFLAGS = ["-std=c99", "-pedantic", "-O2", "-Wall", "-Wextra", "-Werror"]
+
+
+@pytest.fixture(scope="module")
+def cc() -> str:
+    path = shutil.which("cc")
+    if path is None:
+        pytest.skip("no C compiler: 'cc' is not on PATH, so the generated C cannot be compiled")
+    return path
+
+
+def compile_and_run(cc: str, tmp_path, driver: str, sources: list[str], stdin: bytes = b"") -> bytes:
+    (tmp_path / "driver.c").write_text(driver)
+    exe = tmp_path / "driver"
+    subprocess.run([cc, *CFLAGS, "-o", str(exe), "driver.c", *sources, "-lm"], cwd=tmp_path, check=True,
+                   capture_output=True, text=True)
+    return subprocess.run([str(exe)], input=stdin, capture_output=True, check=True).stdout
+
+
+DRIVER = """\
+#include <stdio.h>
+#include <string.h>
+#include "float32.h"
+#include "float16.h"
+
+/* Reads float32 rows of FLOAT32_INPUT_SIZE from stdin; for each writes the float32 network's
+ * output, the float16 network's output, and the float32 output computed in place. */
+int main(void)
+{
+    float in[FLOAT32_INPUT_SIZE], out[FLOAT32_OUTPUT_SIZE];
+    float both[FLOAT32_INPUT_SIZE > FLOAT32_OUTPUT_SIZE ? FLOAT32_INPUT_SIZE : FLOAT32_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {
+        float32_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        float16_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        memcpy(both, in, sizeof in);
+        float32_forward(both, both);
+        fwrite(both, sizeof out, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def defines(header: str, prefix: str) -> dict[str, int]:
+    return {m[0]: int(m[1]) for m in re.findall(rf"#define {prefix.upper()}_(\w+) (\d+)", header)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_c_matches_torch(case, cc, tmp_path):
+    """One compile per network: both dtypes, linked side by side under different prefixes."""
+    model = build(case)
+    for dtype in DTYPES:
+        res = export(model, tmp_path / f"{dtype}.c", format="c", dtype=dtype, prefix=dtype)
+        flash = network_bytes(model, dtype)
+        paths = [tmp_path / f"{dtype}.c", tmp_path / f"{dtype}.h"]
+        assert (res.paths, res.flash_bytes, res.format, res.dtype) == (paths, flash, "c", dtype)
+        assert 0 < res.ram_bytes <= 2 * widest(model) * 4
+        header = res.paths[1].read_text()
+        assert defines(header, dtype) == {
+            "INPUT_SIZE": IN, "OUTPUT_SIZE": OUT, "FLASH_BYTES": flash, "RAM_BYTES": res.ram_bytes,
+        }
+        assert f"Flash: {flash} bytes" in header and f"RAM:   {res.ram_bytes} bytes" in header
+    out = compile_and_run(cc, tmp_path, DRIVER, ["float32.c", "float16.c"], inputs().numpy().tobytes())
+    y32, y16, y32_in_place = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, 3, OUT).transpose(1, 0, 2)
+    assert max_diff(y32, reference(model, "float32")) <= TOL["float32"]
+    assert max_diff(y16, reference(model, "float16")) <= TOL["float16"]
+    assert np.array_equal(y32_in_place, y32)
+
+
+HALF_DRIVER = """\
+#include <stdio.h>
+#include "net.c"
+
+int main(void)
+{
+    long i;
+    for (i = 0; i < 65536L; i++) {
+        float f = half_to_float((uint16_t)i);
+        fwrite(&f, sizeof f, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_c_half_decoder_is_exact_for_every_bit_pattern(cc, tmp_path):
+    """The generated float16 -> float converter against numpy, on all 65536 patterns
+    (zeros, subnormals, normals, infinities, NaNs)."""
+    export(build(CASES[0]), tmp_path / "net.c", format="c", dtype="float16")
+    got = np.frombuffer(compile_and_run(cc, tmp_path, HALF_DRIVER, []), dtype=np.float32)
+    want = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))  # signed zeros too
+
+
+# -- safetensors ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_safetensors_round_trip(case, dtype, tmp_path):
+    model = build(case)
+    res = export(model, tmp_path / "m.safetensors", format="safetensors", dtype=dtype, meta={"case": case.id})
+    assert res == ExportResult([tmp_path / "m.safetensors"], network_bytes(model, dtype), 0, "safetensors", dtype)
+    loaded, meta = load_model(res.paths[0], dtype=torch.float32)
+    assert meta == {"case": case.id}
+    with torch.no_grad():
+        y = loaded(inputs()).numpy()
+    np.testing.assert_allclose(y, reference(model, dtype), rtol=1e-6, atol=1e-6)
+
+
+# -- bad input --------------------------------------------------------------------------------
+FORMAT_PATHS = {"onnx": "m.onnx", "c": "m.c", "safetensors": "m.safetensors"}
+
+
+def test_unknown_format_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown export format 'tflite'.*onnx, c, safetensors"):
+        export(build(CASES[0]), tmp_path / "m.tflite", format="tflite")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", FORMAT_PATHS)
+def test_unknown_dtype_names_the_choices(fmt, tmp_path):
+    with pytest.raises(ValueError, match="unknown export dtype 'int8'.*float32, float16"):
+        export(build(CASES[0]), tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="int8")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", FORMAT_PATHS)
+def test_missing_directory_writes_nothing(fmt, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export(build(CASES[0]), tmp_path / "missing" / FORMAT_PATHS[fmt], format=fmt)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", FORMAT_PATHS)
+def test_unsupported_network_is_named(fmt, tmp_path):
+    model = nn.Sequential(nn.Linear(4, 6), nn.Conv1d(1, 1, 3), nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"layer 1 \(Conv1d\) is not supported"):
+        export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("prefix", ["1net", "my-net", "net.v2", ""])
+def test_c_prefix_must_be_an_identifier(prefix, tmp_path):
+    with pytest.raises(ValueError, match="not a C identifier"):
+        export(build(CASES[0]), tmp_path / "m.c", format="c", prefix=prefix)
+
+
+def test_c_path_must_end_in_dot_c(tmp_path):
+    with pytest.raises(ValueError, match="ending in .c"):
+        export(build(CASES[0]), tmp_path / "m.h", format="c")
+    assert not any(tmp_path.iterdir())
+
+
+def test_c_header_removed_when_source_cannot_be_written(tmp_path):
+    (tmp_path / "m.c").mkdir()  # the header is written first; the .c cannot replace a directory
+    with pytest.raises(OSError):
+        export(build(CASES[0]), tmp_path / "m.c", format="c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.c"]
+    assert not any((tmp_path / "m.c").iterdir())
+
+
+@pytest.mark.parametrize("fmt", FORMAT_PATHS)
+def test_weights_beyond_float16_range_are_refused(fmt, tmp_path):
+    model = build(CASES[0])
+    with torch.no_grad():
+        model[0].weight[0, 0] = 1e5
+    with pytest.raises(ValueError, match="layer 0 weight .*not finite at float16"):
+        export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="float16")
+    assert not any(tmp_path.iterdir())
