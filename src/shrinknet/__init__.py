@@ -5,6 +5,7 @@ Implements Wolfe et al., "The Incredible Shrinking Neural Network" (arXiv 1701.0
 
 from .analysis import compare_estimates, correlated_pairs, estimates_along_run, gain_curves
 from .backprop2 import Derivatives, backprop2
+from .export import export
 from .memory import format_bytes, network_bytes, parse_size
 from .network import Net, as_net
 from .prune import ALGORITHMS, PruneResult, Step, prune
@@ -26,6 +27,7 @@ __all__ = [
     "compare_estimates",
     "correlated_pairs",
     "estimates_along_run",
+    "export",
     "format_bytes",
     "gain_curves",
     "network_bytes",

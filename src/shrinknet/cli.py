@@ -1,0 +1,461 @@
+"""The ``shrinknet`` command: a thin layer that parses, calls the library, and prints.
+
+Every user error (bad data, model file, budget, option) ends as one line on stderr,
+``error: ...``, and exit status 2, with no traceback and no partial output files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+DEMO_DIR = "shrinknet-demo"
+DEMO_BUDGET = "64KiB"
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None):
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _Group(click.Group):
+    """Turns the library's ValueError/TypeError/... into one-line errors with exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (ValueError, TypeError, FileNotFoundError, ImportError, IsADirectoryError, PermissionError) as e:
+            raise UserError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        except KeyboardInterrupt:
+            raise UserError("interrupted; nothing was written for the unfinished step") from None
+
+
+def _quiet(ctx) -> bool:
+    return bool(ctx.find_root().params.get("quiet"))
+
+
+def _say(ctx, msg: str = "") -> None:
+    if not _quiet(ctx):
+        click.echo(msg)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter; errors still go to stderr.")
+@click.version_option(package_name="shrinknet")
+def cli(quiet):
+    """Shrink a trained feed-forward network neuron by neuron until it fits a memory budget.
+
+    \b
+    Typical use:
+      shrinknet train --data mnist5k --hidden 100,100 --out runs/mnist
+      shrinknet prune runs/mnist/model.safetensors --budget 64KiB --out runs/mnist-64k
+      shrinknet report runs/mnist-64k --out runs/report
+      shrinknet export runs/mnist-64k/model.safetensors --format c --out mnist.c
+    Or all of it at once: shrinknet demo
+    """
+
+
+# -- shared options and loaders ----------------------------------------------------------------
+def _hidden(value: str | None):
+    if value is None:
+        return None
+    try:
+        sizes = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of widths, e.g. 100,100") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"{value!r}: give at least one positive width, e.g. 100 or 100,100")
+    return sizes
+
+
+def _data_options(f):
+    for opt in reversed([
+        click.option("--data", "data", help="Built-in data set name (mnist5k, digits, cosine, diamond, random-shape, "
+                     "mnist5k-1vall, ...) or a .npz/.csv/IDX file. Default: the one the model was trained on."),
+        click.option("--seed", default=None, type=int, help="Split seed (default: the model's, else 0)."),
+        click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _model_options(f):
+    acts = ["sigmoid", "tanh", "relu", "softplus"]
+    for opt in reversed([
+        click.option("--hidden", default=None, callback=lambda c, p, v: _hidden(v),
+                     help="For a plain state_dict (.pt): hidden widths, e.g. 100,100."),
+        click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(acts),
+                     help="For a plain state_dict: the hidden activation."),
+        click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice([*acts, "none"]),
+                     help="For a plain state_dict: the output activation."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _load_model(path: str, hidden=None, activation="sigmoid", out_activation="sigmoid"):
+    from . import modelio
+
+    p = Path(path)
+    if p.suffix in (".pt", ".pth", ".bin"):
+        if hidden is None:
+            raise UserError(f"{p} is a plain state_dict: give --hidden (e.g. 100,100) and --activation")
+        return modelio.load_state_dict(p, hidden, activation, out_activation), {}
+    return modelio.load_model(p)
+
+
+def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None):
+    from . import datasets
+
+    recorded = meta.get("data") or {}
+    if data is None:
+        if not recorded:
+            raise UserError("this model does not record its data set: pass --data NAME_OR_PATH")
+        if seed is None and size is None:
+            return datasets.reload(recorded)
+        data = recorded["name"]
+    if seed is None:
+        seed = recorded.get("seed", 0) if recorded.get("name") == data else 0
+    return datasets.load(data, seed=seed, size=size)
+
+
+def _check_widths(model, ds, data_name):
+    from .network import as_net
+
+    net = as_net(model)
+    if ds.in_features != net.in_features:
+        raise UserError(f"data set {data_name} has {ds.in_features} input features but the model expects {net.in_features}")
+    if ds.out_features != net.out_features:
+        raise UserError(f"data set {data_name} has {ds.out_features} outputs/classes but the model has {net.out_features}")
+
+
+def _require(module: str, extra: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"this needs {module}: pip install 'shrinknet[{extra}]'")
+
+
+def _loss_of(meta: dict, loss: str | None) -> str:
+    return loss or meta.get("loss") or "mse"
+
+
+# -- train -------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
+@click.option("--hidden", default="100,100", show_default=True, callback=lambda c, p, v: _hidden(v),
+              help="Hidden widths, comma-separated.")
+@click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(["sigmoid", "tanh", "relu", "softplus"]))
+@click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice(["sigmoid", "tanh", "relu", "softplus", "none"]))
+@click.option("--loss", default="mse", show_default=True, type=click.Choice(["mse", "cross_entropy"]))
+@click.option("--epochs", default=300, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
+@click.option("--patience", default=20, show_default=True, type=click.IntRange(min=1), help="Stop after this many epochs without a better validation error.")
+@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the split, the initial weights and the batches.")
+@click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
+@click.pass_context
+def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, out):
+    """Train a network with early stopping and save it with its data split."""
+    from . import datasets, modelio
+    from .experiments import train_on
+
+    ds = datasets.load(data, seed=seed, size=size)
+    _say(ctx, ds.describe())
+    model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+                           loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    path = modelio.save_model(Path(out) / "model.safetensors", model, meta)
+    m, t = meta["metrics"], meta["training"]
+    acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
+    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {t['seconds']:.1f}s: "
+              f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
+    click.echo(f"saved {path}")
+
+
+# -- rank --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", type=click.Path())
+@_data_options
+@_model_options
+@click.option("--methods", default="brute_force,taylor1,taylor2,taylor2_exact,magnitude", show_default=True,
+              help="Comma-separated saliency methods.")
+@click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Directory for scores.csv and analysis.json.")
+@click.pass_context
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out):
+    """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
+    import shrinknet
+
+    from . import runs
+    from .files import write_text
+
+    methods = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in shrinknet.METHODS]
+    if bad:
+        raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(shrinknet.METHODS)}")
+    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    ds = _load_data(data, meta, seed, size)
+    _check_widths(net_model, ds, data or ds.name)
+    loss = _loss_of(meta, loss)
+    X, T = ds.inputs("val"), ds.targets("val", loss)
+    estimates = [m for m in methods if m not in ("brute_force", "random")]
+    cmp = shrinknet.compare_estimates(net_model, X, T, loss, methods=estimates)
+    scores = {"brute_force": cmp["truth"], **cmp["scores"]}
+    if "random" in methods:
+        scores["random"] = shrinknet.saliency(net_model, X, T, "random", loss=loss)
+    shown = [m for m in methods if m in scores]
+    for h, truth in enumerate(cmp["truth"]):
+        _say(ctx, f"\nhidden layer {h}: {len(truth)} neurons, the {min(top, len(truth))} with the least true ΔE")
+        _say(ctx, "  neuron " + "".join(f"{m:>15}" for m in shown))
+        for j in truth.argsort()[:top].tolist():
+            _say(ctx, f"  {j:6d} " + "".join(f"{float(scores[m][h][j]):15.5g}" for m in shown))
+    if estimates:
+        _say(ctx, "\nagreement with brute force over all neurons (Pearson / Spearman / Kendall / overlap of lowest 10%):")
+        for m in estimates:
+            a = cmp["agreement"][m]["overall"]
+            _say(ctx, f"  {m:>14}: {a['pearson']:.3f} / {a['spearman']:.3f} / {a['kendall']:.3f} / {a['overlap']:.2f}")
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = ["layer,neuron," + ",".join(shown)]
+        for h, truth in enumerate(cmp["truth"]):
+            for j in range(len(truth)):
+                rows.append(f"{h},{j}," + ",".join(repr(float(scores[m][h][j])) for m in shown))
+        write_text(out / "scores.csv", "\n".join(rows) + "\n")
+        write_text(out / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
+        click.echo(f"saved {out / 'scores.csv'} and {out / 'analysis.json'}")
+
+
+# -- prune -------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", type=click.Path())
+@_data_options
+@_model_options
+@click.option("--method", default="brute_force", show_default=True,
+              type=click.Choice(["brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random"]))
+@click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(["iterative", "single", "iterative_pairs"]))
+@click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64"]),
+              help="Storage dtype the budget is counted in (the dtype you will export).")
+@click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
+@click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole curve.")
+@click.option("--clip", default=None, type=click.Choice(["mean", "median"]), help="Replace outlier scores (3 scaled MADs) by the mean or median.")
+@click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
+@click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
+@click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.pass_context
+def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
+          max_fraction, full_curve, clip, loss, analyze, export_formats, out):
+    """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
+    import shrinknet
+
+    from . import memory, modelio, runs
+    from .experiments import budget_summary, prune_on
+    from .export import export as export_network
+
+    budget_bytes = None if budget is None else memory.parse_size(budget)
+    formats = [f.strip() for f in export_formats.split(",") if f.strip()]
+    for f in formats:
+        if f not in ("onnx", "c"):
+            raise UserError(f"--export takes onnx and/or c, got {f!r}")
+    if "onnx" in formats:
+        _require("onnx", "export")
+    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    ds = _load_data(data, meta, seed, size)
+    _check_widths(net_model, ds, data or ds.name)
+    loss = _loss_of(meta, loss)
+    t0 = time.perf_counter()
+    result = prune_on(net_model, ds, loss, progress=not _quiet(ctx), method=method, algorithm=algorithm,
+                      budget_bytes=budget_bytes, dtype=dtype, max_fraction=max_fraction, clip=clip,
+                      full_curve=full_curve)
+    seconds = time.perf_counter() - t0
+    k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
+    small = result.network(k)
+    analysis = _analysis(shrinknet, net_model, ds, loss, result) if analyze else None
+    out = Path(out)
+    extras = {"budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
+              "source_model": str(model), "data": ds.meta()}
+    small_meta = {**meta, "pruned": {"from": str(model), "step": k, "removed": result.steps[k].n_removed,
+                                     "method": method, "algorithm": algorithm, "dtype": dtype}}
+    out.mkdir(parents=True, exist_ok=True)
+    modelio.save_model(out / "model.safetensors", small, small_meta)
+    for f in formats:
+        res = export_network(small, out / ("model.onnx" if f == "onnx" else "model.c"), format=f, dtype=dtype)
+        extras["export_bytes"] = res.flash_bytes
+        extras[f"{f}_ram_bytes"] = res.ram_bytes
+    runs.save_run(out, result, name=f"{algorithm} {method}", analysis=analysis, extras=extras)
+    _print_steps(ctx, result)
+    if budget_bytes is not None:
+        click.echo(budget_summary(result, budget_bytes, dtype))
+    s0, sk = result.steps[0], result.steps[k]
+    click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
+               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {seconds:.1f}s; "
+               f"saved {out / 'model.safetensors'} and the run in {out}")
+
+
+def _analysis(shrinknet, model, ds, loss, result) -> dict:
+    X, T = ds.inputs("val"), ds.targets("val", loss)
+    est = shrinknet.compare_estimates(model, X, T, loss)
+    order = sorted(((float(v), h, j) for h, s in enumerate(est["truth"]) for j, v in enumerate(s.tolist())))
+    picks = [order[0], order[len(order) // 2], order[-1]]  # cheapest, median and most important neuron
+    return {
+        "estimates": est,
+        "along_run": shrinknet.estimates_along_run(result, model, X, T, methods=("taylor1", "taylor2")),
+        "gain": shrinknet.gain_curves(model, X, T, [(h, j) for _, h, j in picks], loss=loss),
+        "pairs": shrinknet.correlated_pairs(model, X, T, loss=loss, top=5),
+    }
+
+
+def _print_steps(ctx, result) -> None:
+    from .memory import format_bytes
+
+    _say(ctx, f"{'removed':>8} {'fraction':>8} {'kept':>14} {'bytes':>10} {'val error':>10} {'val acc':>8} {'test acc':>8}")
+    shown = set()
+    for f in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]:
+        s = result.at_fraction(f)
+        if s.n_removed in shown:
+            continue
+        shown.add(s.n_removed)
+        acc = "" if s.accuracy is None else f"{s.accuracy:.4f}"
+        tacc = "" if s.test_accuracy is None else f"{s.test_accuracy:.4f}"
+        _say(ctx, f"{s.n_removed:8d} {s.fraction_removed:8.0%} {str(s.kept):>14} {format_bytes(s.bytes):>10} "
+                  f"{s.error:10.4g} {acc:>8} {tacc:>8}")
+
+
+# -- report ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for report.html and figures.")
+@click.option("--title", default=None, help="Report title.")
+def report(run_dirs, out, title):
+    """Write an HTML report with figures from one or more run directories."""
+    from .report import write_report
+
+    path = write_report([Path(d) for d in run_dirs], Path(out), title=title)
+    click.echo(f"wrote {path}")
+
+
+# -- export ------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", type=click.Path())
+@_model_options
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
+@click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
+    """Export a network for a device: ONNX, dependency-free C, or safetensors."""
+    from .export import export as export_network
+    from .memory import format_bytes
+
+    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+    ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
+    click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
+               f"({format_bytes(res.flash_bytes)}){ram}")
+
+
+# -- reproduce ---------------------------------------------------------------------------------
+@cli.command()
+@click.argument("experiments", nargs=-1)
+@click.option("--quick", is_flag=True, help="Reduced size (600 instances, 60 epochs): minutes become seconds.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.pass_context
+def reproduce(ctx, experiments, quick, seed, out):
+    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers."""
+    from . import experiments as E
+    from .files import write_text
+
+    chosen = E.expand(list(experiments))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    parts = ["# shrinknet reproduce: ours (paper)", "",
+             f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
+    t0 = time.perf_counter()
+    for exp in chosen:
+        res = E.run_experiment(exp, Path(out), quick=quick, seed=seed, progress=not _quiet(ctx),
+                               log=lambda m: _say(ctx, m))
+        table = E.comparison_table(res)
+        parts += [table, f"report: {res['report']}; {res['seconds']:.0f}s", ""]
+        _say(ctx, table)
+    parts.append(f"total {time.perf_counter() - t0:.0f}s")
+    write_text(Path(out) / "results.md", "\n".join(parts) + "\n")
+    click.echo(f"wrote {Path(out) / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+
+
+# -- demo --------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--budget", default=DEMO_BUDGET, show_default=True, help="Memory budget for the weights.")
+@click.option("--size", default=None, type=click.IntRange(min=100), help="Use this many MNIST digits (default: all 5000).")
+@click.pass_context
+def demo(ctx, out, budget, size):
+    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export."""
+    import shrinknet
+
+    from . import datasets, memory, modelio, runs
+    from .experiments import budget_summary, prune_on, train_on
+    from .export import export as export_network
+    from .report import write_report
+
+    budget_bytes = memory.parse_size(budget)
+    _require("onnx", "export")
+    _require("matplotlib", "report")
+    t0 = time.perf_counter()
+    out = Path(out)
+    ds = datasets.load("mnist5k", seed=0, size=size)
+    _say(ctx, ds.describe())
+    model_path = out / "trained.safetensors"
+    model = None
+    if model_path.is_file():
+        model, meta = modelio.load_model(model_path)
+        if meta.get("data", {}).get("fingerprint") != ds.meta()["fingerprint"]:
+            model = None
+        else:
+            _say(ctx, f"reusing {model_path}")
+    if model is None:
+        model, meta = train_on(ds, (100, 100), epochs=300, lr=0.01, progress=not _quiet(ctx))
+        out.mkdir(parents=True, exist_ok=True)
+        modelio.save_model(model_path, model, meta)
+    m = meta["metrics"]
+    _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {m['test_accuracy']:.4f}")
+    result = prune_on(model, ds, "mse", progress=not _quiet(ctx), budget_bytes=budget_bytes, full_curve=True)
+    k, small = result.fit(budget_bytes)
+    analysis = _analysis(shrinknet, model, ds, "mse", result)
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    modelio.save_model(out / "model.safetensors", small, {**meta, "pruned": {"step": k, "budget_bytes": budget_bytes}})
+    onnx = export_network(small, out / "model.onnx", format="onnx")
+    c = export_network(small, out / "model.c", format="c", prefix="mnist")
+    runs.save_run(out / "run", result, name="iterative brute force", analysis=analysis,
+                  extras={"budget_bytes": budget_bytes, "export_bytes": c.flash_bytes, "chosen_step": k})
+    html = write_report([out / "run"], out / "report", title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+    s0, sk = result.steps[0], result.steps[k]
+    click.echo(
+        f"\nshrunk {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} "
+        f"(budget {memory.format_bytes(budget_bytes)}): kept {sk.kept} of {result.layout['hidden']} hidden neurons\n"
+        f"test accuracy {s0.test_accuracy:.4f} -> {sk.test_accuracy:.4f}\n"
+        f"{budget_summary(result, budget_bytes, 'float32')}\n"
+        f"wrote {out / 'model.safetensors'}, {onnx.paths[0]}, {c.paths[0]} (+ .h: {c.flash_bytes} B flash, "
+        f"{c.ram_bytes} B RAM), report {html}\n"
+        f"done in {time.perf_counter() - t0:.0f}s"
+    )
+
+
+def main(argv=None) -> None:
+    cli.main(args=argv, prog_name="shrinknet")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""The paper's experiments, and the pipelines the CLI runs: train, prune, compare with the paper.
+
+Paper numbers are read off the paper's figures (../shared/PAPER.md): approximate, +-0.01.
+shrinknet ranks on a held-out validation set and reports the test set, which the paper does
+not separate clearly; its curves are therefore comparable in shape, not to the third digit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import datasets, memory, modelio, runs, train
+from .prune import PruneResult, prune
+
+FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+METHODS = ("brute_force", "taylor2", "taylor1")
+ALGORITHMS = ("iterative", "single")
+LABEL = {"brute_force": "brute force", "taylor2": "second order", "taylor1": "first order"}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    title: str
+    data: str
+    hidden: tuple[int, ...]
+    metric: str  # "accuracy" or "error" (regression)
+    note: str
+    # paper[(algorithm, method)] = accuracy (or error) at FRACTIONS, None where not reported
+    paper: dict = field(default_factory=dict)
+    quick_size: int = 600
+
+
+def _row(*vals):
+    return tuple(vals) + (None,) * (len(FRACTIONS) - len(vals))
+
+
+EXPERIMENTS = {
+    e.id: e
+    for e in [
+        Experiment("4.1a", "cos regression, 2 x 10", "cosine", (10, 10), "error",
+                   "paper: brute-force error flat until > 50% removed; the net uses 10-11 hidden units"),
+        Experiment("4.1b", "cos regression, 2 x 50", "cosine", (50, 50), "error",
+                   "paper: brute force SSE < 1 through 40 of 100 removed, ~61 at 90 removed; "
+                   "first order ~2300 at 50 removed; second order ~1900 at 70 removed"),
+        Experiment(
+            "4.3", "MNIST 5k 20x20, 1 x 100", "mnist5k", (100,), "accuracy",
+            "paper: Alg. II brute force removes ~60% without major loss; brute-force SSE "
+            "39, 52, 72, 106, 150, 211, 336, 655, 1282 at 0..80%",
+            {
+                ("iterative", "brute_force"): _row(.994, .991, .986, .984, .983, .956, .89, .79),
+                ("iterative", "taylor2"): _row(.98, .93, .91, .83, .80, .74, .67, .36),
+                ("iterative", "taylor1"): _row(.94, .85, .66, .58, .32, .27, .11),
+                ("single", "brute_force"): _row(.99, .96, .86, .68),
+                ("single", "taylor2"): _row(.96, .93, .83, .79),
+                ("single", "taylor1"): _row(.96, .78, .70, .67),
+            },
+        ),
+        Experiment(
+            "4.4", "MNIST 5k 20x20, 2 x 50", "mnist5k", (50, 50), "accuracy",
+            "paper: Alg. II brute force removes up to 40%; mostly from the deepest layer; "
+            "Alg. I first and second order ~.6-.7 already at 10%",
+            {
+                ("iterative", "brute_force"): _row(.996, .994, .983, .962, .93, .89, .69),
+                ("iterative", "taylor2"): _row(.92, .72, .62, .61, .42, .22),
+                ("iterative", "taylor1"): _row(.95, .80, .52, .42, .20),
+                ("single", "brute_force"): _row(.97, .89, .59, .42),
+            },
+        ),
+        *[
+            Experiment(f"4.5-{d}", f"MNIST 784 unnormalized, {d}-vs-all, 1 x 100", f"mnist5k-784-{d}vall",
+                       (100,), "accuracy",
+                       f"paper (full MNIST, start {start}): brute-force error first improves and stays "
+                       "below the start until 60-80% removed. Here: the 5000-digit subset, the data available")
+            for d, start in ((0, .9757), (1, .9881), (2, .9513))
+        ],
+        Experiment(
+            "4.6-diamond", "diamond, 2 x 50", "diamond", (50, 50), "accuracy",
+            "paper (start .992): second order close to brute force; first order .88 after the first removal",
+            {
+                ("iterative", "brute_force"): _row(.994, .994, .994, .994, .985, .985),
+                ("iterative", "taylor2"): _row(.993, .993, .993, .993, .88, .5),
+            },
+        ),
+        Experiment(
+            "4.6-random", "random shape, 2 x 50", "random-shape", (50, 50), "accuracy",
+            "paper (start .986): brute force .991 through 30%, .92 at 50%; second order collapses at 40%",
+            {("iterative", "brute_force"): _row(.991, .991, .991, None, .92)},
+        ),
+    ]
+}
+GROUPS = {"4.5": ["4.5-0", "4.5-1", "4.5-2"], "4.6": ["4.6-diamond", "4.6-random"]}
+
+
+def expand(names: list[str]) -> list[Experiment]:
+    """Experiment ids (or "all", or a group such as "4.6") to Experiments, in table order."""
+    ids: list[str] = []
+    for n in names or ["all"]:
+        if n == "all":
+            ids += list(EXPERIMENTS)
+        elif n in GROUPS:
+            ids += GROUPS[n]
+        elif n in EXPERIMENTS:
+            ids.append(n)
+        else:
+            known = ", ".join(["all", *GROUPS, *EXPERIMENTS])
+            raise ValueError(f"unknown experiment {n!r}: choose from {known}")
+    return [EXPERIMENTS[i] for i in dict.fromkeys(ids)]
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation="sigmoid", loss="mse",
+             epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False):
+    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file."""
+    model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
+    t0 = time.perf_counter()
+    log = train.train(model, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
+                      ds.targets("val", loss), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
+                      patience=patience, seed=seed, progress=progress)
+    meta = {
+        "loss": loss,
+        "data": ds.meta(),
+        "training": {"activation": activation, "out_activation": out_activation, "hidden": list(hidden),
+                     "epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience, "seed": seed,
+                     "epochs_run": log.epochs, "best_epoch": log.best_epoch,
+                     "seconds": round(time.perf_counter() - t0, 2)},
+        "metrics": evaluate(model, ds, loss),
+    }
+    return model, meta
+
+
+def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
+    """Error (summed) and accuracy (classification) of ``model`` on every split."""
+    from . import losses, network
+
+    net = network.as_net(model)
+    loss_ = losses.get(loss)
+    out = {}
+    with torch.no_grad():
+        for split in ("train", "val", "test"):
+            data = network.prepare(net, ds.inputs(split), ds.targets(split, loss), loss_)
+            tr = net.forward(data.X, net.full_masks())
+            y = tr.o[-1]
+            out[f"{split}_error"] = float(loss_.per_instance(y, data.T).sum())
+            if data.labels is not None:
+                out[f"{split}_accuracy"] = float((y.argmax(1) == data.labels).double().mean())
+    return out
+
+
+def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
+    """Prune ``model`` ranking on the validation split and evaluating the test split."""
+    return prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss, X_test=ds.inputs("test"),
+                 T_test=ds.targets("test", loss), progress=progress, **kwargs)
+
+
+def curve_at(result: PruneResult, metric: str) -> list[float | None]:
+    """The test ``metric`` ("accuracy" or "error") at each of FRACTIONS (None past the run's end)."""
+    key = f"test_{metric}"
+    last = result.steps[-1].fraction_removed
+    return [getattr(result.at_fraction(f), key) if f <= last + 1e-12 else None for f in FRACTIONS]
+
+
+def run_experiment(exp: Experiment, out_dir: Path, quick: bool = False, seed: int = 0,
+                   progress: bool = False, log=print) -> dict:
+    """Train the experiment's network, prune it by every method x algorithm, write the runs and
+    the report under ``out_dir/<id>``; returns {"id", "table", "seconds", "dir", ...}."""
+    t0 = time.perf_counter()
+    out = Path(out_dir) / exp.id
+    ds = datasets.load(exp.data, seed=seed, size=exp.quick_size if quick else None)
+    model_path = out / "model.safetensors"
+    if model_path.is_file():
+        model, meta = modelio.load_model(model_path)
+        if meta.get("data", {}).get("fingerprint") != ds.meta().get("fingerprint"):
+            model = None
+    else:
+        model = None
+    if model is None:
+        model, meta = train_on(ds, exp.hidden, epochs=60 if quick else 300, lr=0.01, seed=seed,
+                               progress=progress)
+        out.mkdir(parents=True, exist_ok=True)
+        modelio.save_model(model_path, model, meta)
+    log(f"[{exp.id}] {exp.title}: {ds.describe()}; trained test {exp.metric} "
+        f"{meta['metrics'].get('test_' + exp.metric):.4g}")
+    table = {}
+    run_dirs = []
+    for algorithm in ALGORITHMS:
+        for method in METHODS:
+            result = prune_on(model, ds, "mse", progress=progress, method=method, algorithm=algorithm)
+            name = f"{algorithm} {LABEL[method]}"
+            run_dirs.append(runs.save_run(out / f"{algorithm}-{method}", result, name=name))
+            table[(algorithm, method)] = curve_at(result, exp.metric)
+    from .report import write_report
+
+    report = write_report(run_dirs, out / "report", title=f"Experiment {exp.id}: {exp.title}")
+    return {"id": exp.id, "experiment": exp, "table": table, "start": meta["metrics"].get("test_" + exp.metric),
+            "seconds": time.perf_counter() - t0, "dir": out, "report": report}
+
+
+def comparison_table(res: dict) -> str:
+    """Markdown table: ours vs the paper's at 10%..80% removed, every method x algorithm."""
+    exp: Experiment = res["experiment"]
+    head = "| " + " | ".join(["algorithm, method", *[f"{int(f * 100)}%" for f in FRACTIONS]]) + " |"
+    lines = [f"### {exp.id} {exp.title} (test {exp.metric}; start {_fmt(res['start'])})", "",
+             head, "|" + "---|" * (len(FRACTIONS) + 1)]
+    for key, ours in res["table"].items():
+        paper = exp.paper.get(key)
+        cells = [f"{_fmt(o)} ({_fmt(p)})" if paper else _fmt(o) for o, p in zip(ours, paper or ours)]
+        lines.append(f"| {key[0]} {LABEL[key[1]]} | " + " | ".join(cells) + " |")
+    lines += ["", f"ours (paper); {exp.note}", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"
+
+
+def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
+    k = result.fit(budget)[0]
+    s = result.steps[k]
+    acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
+    return (f"budget {memory.format_bytes(budget)} ({budget} B at {dtype}) lands at step {k}: "
+            f"{s.n_removed} neurons removed ({s.fraction_removed:.0%}), kept {s.kept}, "
+            f"{s.bytes} B{acc}, validation error {s.error:.4g}")

@@ -1,0 +1,181 @@
+"""The shrinknet command through its real entry point: the full flow on tiny data, and bad input."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import shrinknet
+from shrinknet import datasets, modelio, runs
+from shrinknet.cli import cli
+from shrinknet.experiments import prune_on
+
+SUBCOMMANDS = ["train", "rank", "prune", "report", "export", "reproduce", "demo"]
+
+
+def shrinknet_cmd(*args, cwd=None):
+    """Run ``python -m shrinknet`` as a user would (the console script calls the same main)."""
+    return subprocess.run([sys.executable, "-m", "shrinknet", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["--quiet", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    """train -> prune -> report on a tiny generated classification set saved as .npz."""
+    tmp = tmp_path_factory.mktemp("flow")
+    g = np.random.default_rng(0)
+    y = g.integers(0, 3, 300)
+    X = (g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32)
+    np.savez(tmp / "blobs.npz", X=X, y=y)
+    r = invoke("train", "--data", tmp / "blobs.npz", "--hidden", "7,5", "--epochs", "40", "--out", tmp / "model")
+    assert r.exit_code == 0, r.output
+    model = tmp / "model" / "model.safetensors"
+    r = invoke("prune", model, "--budget", "300B", "--full-curve", "--export", "onnx,c", "--out", tmp / "run")
+    assert r.exit_code == 0, r.output
+    return tmp, model
+
+
+def test_help_of_every_subcommand():
+    out = shrinknet_cmd("--help")
+    assert out.returncode == 0 and all(c in out.stdout for c in SUBCOMMANDS)
+    for c in SUBCOMMANDS:
+        r = CliRunner().invoke(cli, [c, "--help"])
+        assert r.exit_code == 0 and "Usage:" in r.output and "--" in r.output, c
+
+
+def test_train_saves_a_model_that_loads_back(flow):
+    tmp, model = flow
+    net, meta = modelio.load_model(model)
+    assert [m.out_features for m in net if isinstance(m, torch.nn.Linear)] == [7, 5, 3]
+    assert meta["loss"] == "mse" and meta["data"]["n_classes"] == 3
+    assert meta["metrics"]["test_accuracy"] > 0.8
+
+
+def test_prune_run_agrees_with_the_api(flow):
+    tmp, model = flow
+    got = runs.load_run(tmp / "run")
+    net, meta = modelio.load_model(model)
+    ds = datasets.reload(meta["data"])
+    want = prune_on(net, ds, "mse", budget_bytes=300, full_curve=True)
+    assert [s.removed for s in got["result"].steps] == [s.removed for s in want.steps]
+    assert [s.error for s in got["result"].steps] == pytest.approx([s.error for s in want.steps], rel=1e-6)
+    # the budget lands where the JSON says, and the saved network is that step's
+    k = got["extras"]["chosen_step"]
+    assert got["result"].steps[k].bytes <= 300
+    assert k == want.fit(300)[0]
+    small, _ = modelio.load_model(tmp / "run" / "model.safetensors")
+    assert shrinknet.network_bytes(small) == got["result"].steps[k].bytes
+    X = torch.as_tensor(ds.inputs("test"))
+    torch.testing.assert_close(small(X), want.network(k)(X))
+    csv_lines = (tmp / "run" / "steps.csv").read_text().splitlines()
+    assert len(csv_lines) == len(got["result"].steps) + 1
+    assert got["analysis"]["estimates"]["agreement"]["taylor2"]["overall"]["n"] == 12
+    for name in ("model.onnx", "model.c", "model.h"):
+        assert (tmp / "run" / name).stat().st_size > 0
+
+
+def test_rank_writes_scores_equal_to_saliency(flow, tmp_path):
+    tmp, model = flow
+    r = invoke("rank", model, "--methods", "brute_force,taylor2", "--out", tmp_path / "rank")
+    assert r.exit_code == 0, r.output
+    lines = (tmp_path / "rank" / "scores.csv").read_text().splitlines()
+    assert lines[0] == "layer,neuron,brute_force,taylor2"
+    net, meta = modelio.load_model(model)
+    ds = datasets.reload(meta["data"])
+    bf = shrinknet.saliency(net, ds.inputs("val"), ds.targets("val", "mse"), "brute_force")
+    for line in lines[1:]:
+        h, j, b, _ = line.split(",")
+        assert float(b) == pytest.approx(float(bf[int(h)][int(j)]), rel=1e-6, abs=1e-7)
+
+
+def test_report_and_export_from_the_run(flow, tmp_path):
+    tmp, _ = flow
+    r = invoke("report", tmp / "run", "--out", tmp_path / "report")
+    assert r.exit_code == 0, r.output
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    r = invoke("export", tmp / "run" / "model.safetensors", "--format", "c", "--dtype", "float16", "--out", tmp_path / "m.c")
+    assert r.exit_code == 0, r.output
+    small, _ = modelio.load_model(tmp / "run" / "model.safetensors")
+    flash = shrinknet.network_bytes(small, "float16")
+    assert f"flash (weights) {flash} B" in r.output
+    assert f"{flash}" in (tmp_path / "m.h").read_text()
+
+
+def test_plain_state_dict_with_hidden_and_activation(flow, tmp_path):
+    tmp, model = flow
+    net, _ = modelio.load_model(model)
+    torch.save(net.state_dict(), tmp_path / "sd.pt")
+    r = invoke("rank", tmp_path / "sd.pt", "--hidden", "7,5", "--data", tmp / "blobs.npz", "--methods", "taylor1")
+    assert r.exit_code == 0, r.output
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def _bad_inputs(tmp: Path, model: Path):
+    """(name, argv, setup) for every bad input a user might give."""
+    good = model.read_bytes()
+    (tmp / "truncated.safetensors").write_bytes(good[: len(good) // 2])
+    (tmp / "random.safetensors").write_bytes(np.random.default_rng(1).bytes(4000))
+    with open(tmp / "evil.pt", "wb") as f:
+        pickle.dump(Evil(), f)
+    with open(tmp / "model.pkl", "wb") as f:
+        pickle.dump({"weights": [1, 2, 3]}, f)
+    g = np.random.default_rng(2)
+    np.savez(tmp / "wide.npz", X=g.normal(size=(50, 9)).astype(np.float32), y=g.integers(0, 3, 50))
+    rows = ["a,b,c,d,label"] + [f"{i},1,2,3,{i % 3}" for i in range(40)]
+    rows[7] = "1,nan,2,3,0"
+    (tmp / "nan.csv").write_text("\n".join(rows) + "\n")
+    out = tmp / "out"
+    return [
+        ("unknown data set", ["train", "--data", "imagenet-22k", "--out", out], "unknown data set"),
+        ("missing model", ["prune", tmp / "nope.safetensors", "--out", out], "does not exist"),
+        ("truncated model", ["prune", tmp / "truncated.safetensors", "--out", out], "not a readable"),
+        ("random bytes", ["prune", tmp / "random.safetensors", "--out", out], "not a readable"),
+        ("pickle as model", ["prune", tmp / "model.pkl", "--out", out], "not a readable"),
+        ("malicious pickle", ["prune", tmp / "evil.pt", "--hidden", "7,5", "--out", out], "refused"),
+        ("width mismatch", ["prune", model, "--data", tmp / "wide.npz", "--out", out], "9 input features"),
+        ("NaN in CSV", ["train", "--data", tmp / "nan.csv", "--out", out], "row"),
+        ("budget potatoes", ["prune", model, "--budget", "12 potatoes", "--out", out], "cannot read '12 potatoes'"),
+        ("budget too small", ["prune", model, "--budget", "40", "--out", out], "smallest network"),
+        ("unknown experiment", ["reproduce", "9.9", "--out", out], "unknown experiment"),
+        ("bad hidden", ["train", "--data", "digits", "--hidden", "10,x", "--out", out], "hidden"),
+    ]
+
+
+def test_bad_input_gets_one_line_exit_2_and_no_output(flow, tmp_path):
+    tmp, model = flow
+    for name, argv, fragment in _bad_inputs(tmp_path, model):
+        r = shrinknet_cmd(*argv, cwd=tmp_path)
+        assert r.returncode == 2, (name, r.returncode, r.stderr)
+        err = r.stderr.strip().splitlines()
+        assert "Traceback" not in r.stderr, (name, r.stderr)
+        assert any(fragment in line for line in err), (name, r.stderr)
+        if name not in ("bad hidden",):  # click's own usage errors print usage lines too
+            assert len(err) == 1, (name, r.stderr)
+        assert not (tmp_path / "out").exists(), name
+        assert not (tmp_path / "pwned").exists(), name
+
+
+def test_reproduce_quick_runs_the_experiment_and_compares_with_the_paper(tmp_path):
+    r = invoke("reproduce", "4.6-diamond", "--quick", "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "results.md").read_text()
+    assert "4.6-diamond" in md and "(0.994)" in md  # paper's number beside ours
+    res = runs.load_run(tmp_path / "4.6-diamond" / "iterative-brute_force")
+    assert res["result"].steps[-1].kept == [1, 1]
+    assert (tmp_path / "4.6-diamond" / "report" / "report.html").is_file()
