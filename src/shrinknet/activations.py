@@ -22,15 +22,16 @@ class Activation:
     beta: float = 1.0  # softplus only
     threshold: float = 20.0  # softplus only: linear above beta*x > threshold, as torch does
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, inplace: bool = False) -> Tensor:
+        """sigma(x); with ``inplace`` the result may overwrite ``x`` (a scratch tensor)."""
         if self.name == "identity":
             return x
         if self.name == "sigmoid":
-            return torch.sigmoid(x)
+            return x.sigmoid_() if inplace else torch.sigmoid(x)
         if self.name == "tanh":
-            return torch.tanh(x)
+            return x.tanh_() if inplace else torch.tanh(x)
         if self.name == "relu":
-            return torch.relu(x)
+            return x.relu_() if inplace else torch.relu(x)
         if self.name == "softplus":
             return F.softplus(x, beta=self.beta, threshold=self.threshold)
         raise AssertionError(self.name)  # unreachable: names are checked in ``from_module``

@@ -133,15 +133,19 @@ class Net:
             h_in = o
         return Trace(xs, os_)
 
-    def output_from(self, k: int, x: Tensor, masks: Masks) -> Tensor:
-        """Network output y given the pre-activation ``x`` (..., N, out_k) of layer k."""
+    def output_from(self, k: int, x: Tensor, masks: Masks, scratch: bool = True) -> Tensor:
+        """Network output y given the pre-activation ``x`` (..., N, out_k) of layer k.
+
+        With ``scratch`` (no autograd through this call), ``x`` and the intermediates are
+        overwritten in place. Masks that keep everything are skipped.
+        """
         for kk in range(k, len(self.layers)):
             layer = self.layers[kk]
             if kk > k:
                 x = linear(o, layer)
-            o = layer.act(x)
-            if kk < self.n_hidden:
-                o = o * masks[kk]
+            o = layer.act(x, inplace=scratch)
+            if kk < self.n_hidden and not bool(masks[kk].all()):
+                o = o.mul_(masks[kk]) if scratch else o * masks[kk]
         return o
 
     def to_sequential(self) -> nn.Sequential:
@@ -167,8 +171,12 @@ class Net:
 
 
 def linear(h: Tensor, layer: Layer) -> Tensor:
-    """x_i = sum_j w_ji o_j (+ b_i)  (eq. 5); h: (..., N, in) -> (..., N, out)."""
-    x = h @ layer.weight.T
+    """x_i = sum_j w_ji o_j (+ b_i)  (eq. 5); h: (..., N, in) -> (..., N, out).
+
+    Leading dims are folded into one matmul: ``(C, N, in) @ (in, out)`` would otherwise go to a
+    batched matmul that copies the weight once per batch entry (7x slower here).
+    """
+    x = (h.reshape(-1, h.shape[-1]) @ layer.weight.T).reshape(*h.shape[:-1], layer.out_features)
     return x if layer.bias is None else x + layer.bias
 
 

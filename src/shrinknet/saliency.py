@@ -128,8 +128,8 @@ def brute_force(
         kept = masks[h].nonzero().squeeze(1)
         C = chunk_size or _auto_chunk(net, h, len(data), o.element_size())
         for J in kept.split(C):
-            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i)
-            xs = torch.addcmul(x_next, o[:, J].T.unsqueeze(2), W[:, J].T.unsqueeze(1), value=-1)
+            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i), laid out candidate-major
+            xs = torch.addcmul(x_next, o[:, J].T.contiguous().unsqueeze(2), W[:, J].T.unsqueeze(1), value=-1)
             y_new = net.output_from(h + 1, xs, masks)  # (C, N, out)
             s[J] = loss.delta(y_new, y, data.T).sum(-1)
         scores.append(s)
@@ -150,7 +150,7 @@ def exact_hessian_diagonal(
     nxt = h + 1
 
     def total_error(o_h: Tensor) -> Tensor:
-        y = net.output_from(nxt, linear(o_h, net.layers[nxt]), masks)
+        y = net.output_from(nxt, linear(o_h, net.layers[nxt]), masks, scratch=False)
         return loss.per_instance(y, data.T).sum()
 
     grad = torch.func.grad(total_error)

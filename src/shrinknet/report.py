@@ -1,0 +1,549 @@
+"""Figures and a self-contained HTML report from run directories (what ``shrinknet report`` makes).
+
+``figure_data(runs)`` extracts the numbers each figure plots (pure: no matplotlib);
+``write_report(run_dirs, out_dir)`` draws them with matplotlib's Agg renderer (imported only
+when a report is drawn), writes every figure as PNG and SVG, and ``report.html`` with the PNGs
+embedded, so the report is one file with no external resource.
+
+Figures, after the paper's (Wolfe et al. 2017, section 4):
+
+    curves     accuracy and error vs fraction of hidden neurons removed, one line per run
+               (colour = method, line style = algorithm)
+    estimates  estimated vs true Delta E (brute force) per estimate, with rank agreement
+    gain       error as one neuron's output is scaled by alpha, with the Taylor models
+    layers     neurons kept per hidden layer vs neurons removed
+    size       accuracy (error for regression) vs bytes, with the budget and exported sizes
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import io
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+from . import runs as runs_io
+from .files import write_bytes, write_text
+from .memory import format_bytes
+from .saliency import METHODS
+
+FIGURES = ("curves", "estimates", "gain", "layers", "size")
+FRACTIONS = tuple(f / 10 for f in range(1, 9))  # the paper's table columns: 10% ... 80% removed
+LINESTYLES = {"single": "--", "iterative": "-", "iterative_pairs": ":"}
+TOP_PAIRS = 10
+
+_CAPTIONS = {
+    "curves": "Validation accuracy and error as hidden neurons are removed; colour = method, "
+              "line style = algorithm (dashed: single ranking, solid: iterative, dotted: iterative pairs).",
+    "estimates": "Estimated against true change in error (brute force) when each neuron is switched off "
+                 "on the unpruned network; the dashed line is y = x.",
+    "gain": "Error as one neuron's output is scaled by alpha (0: switched off, 1: as trained), with the "
+            "first-order line and second-order parabola drawn from alpha = 1.",
+    "layers": "Neurons kept in each hidden layer as neurons are removed.",
+    "size": "Accuracy (error for regression) against the bytes of all weights and biases.",
+}
+_SKIPPED = {
+    "estimates": "no run directory has an analysis.json with estimates",
+    "gain": "no run directory has an analysis.json with gain curves",
+}
+_RC = {  # one look for every figure
+    "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "lines.linewidth": 1.8,
+    "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "shrinknet", "svg.fonttype": "none",
+}
+
+
+# -- numbers ------------------------------------------------------------------------------------
+def figure_data(runs: list[dict]) -> dict:
+    """The numbers every figure plots, keyed by figure name (an empty list: nothing to draw).
+
+    Args:
+        runs: dicts as returned by :func:`shrinknet.runs.load_run`.
+
+    Returns:
+        {"curves": [{label, method, algorithm, loss, fractions, error, accuracy, test_accuracy}],
+         "estimates": [{label, ..., methods: {method: {x: true Delta E, y: estimate, layer,
+                        agreement}}}] (finite pairs only; runs with estimates only),
+         "gain": [{label, ..., alphas, base_error, curves: [{neuron, error, taylor1, taylor2}]}],
+         "layers": [{label, ..., hidden, n_removed, kept: one list per hidden layer}],
+         "size": {"metric": "accuracy" or "error", "runs": [{label, ..., bytes, values,
+                  budget_bytes, export_bytes: {name: bytes}}]}}.
+        Accuracies are None for regression runs; values are those of run.json, unrounded.
+    """
+    runs = list(runs)
+    keys = [_run_key(r, label) for r, label in zip(runs, _labels(runs))]
+    metric = "accuracy" if all(r["result"].steps[0].accuracy is not None for r in runs) else "error"
+    return {
+        "curves": [_curve_data(r, k) for r, k in zip(runs, keys)],
+        "estimates": [d for r, k in zip(runs, keys) if (d := _estimate_data(r, k))],
+        "gain": [d for r, k in zip(runs, keys) if (d := _gain_data(r, k))],
+        "layers": [_layer_data(r, k) for r, k in zip(runs, keys)],
+        "size": {"metric": metric, "runs": [_size_data(r, k, metric) for r, k in zip(runs, keys)]},
+    }
+
+
+def _labels(runs: list[dict]) -> list[str]:
+    """Run name, or "algorithm method"; a name shared by several runs gets its directory added."""
+    base = [r.get("name") or "{algorithm} {method}".format(**r["result"].config) for r in runs]
+    count = Counter(base)
+    return [f"{b} ({Path(r['dir']).name})" if count[b] > 1 and r.get("dir") else b for b, r in zip(base, runs)]
+
+
+def _run_key(run: dict, label: str) -> dict:
+    cfg = run["result"].config
+    return {"label": label, "method": cfg["method"], "algorithm": cfg["algorithm"], "loss": cfg.get("loss")}
+
+
+def _curve_data(run: dict, key: dict) -> dict:
+    result = run["result"]
+    fractions, error = result.curve("error")
+    return {**key, "fractions": fractions, "error": error, "accuracy": result.curve("accuracy")[1],
+            "test_accuracy": result.curve("test_accuracy")[1]}
+
+
+def _estimate_data(run: dict, key: dict) -> dict | None:
+    est = (run.get("analysis") or {}).get("estimates")
+    if not est:
+        return None
+    methods = {}
+    for m, scores in est["scores"].items():
+        pts = [(t, s, h) for h, (tl, sl) in enumerate(zip(est["truth"], scores))
+               for t, s in zip(tl, sl) if _finite(t) and _finite(s)]
+        methods[m] = {"x": [p[0] for p in pts], "y": [p[1] for p in pts], "layer": [p[2] for p in pts],
+                      "agreement": est.get("agreement", {}).get(m, {}).get("overall", {})}
+    return {**key, "methods": methods} if methods else None
+
+
+def _gain_data(run: dict, key: dict) -> dict | None:
+    gain = (run.get("analysis") or {}).get("gain")
+    if not gain or not gain.get("curves"):
+        return None
+    return {**key, "alphas": gain["alphas"], "base_error": gain.get("base_error"), "curves": gain["curves"]}
+
+
+def _layer_data(run: dict, key: dict) -> dict:
+    result = run["result"]
+    return {**key, "hidden": list(result.layout["hidden"]), "n_removed": [s.n_removed for s in result.steps],
+            "kept": [list(k) for k in zip(*(s.kept for s in result.steps))]}
+
+
+def _size_data(run: dict, key: dict, metric: str) -> dict:
+    result, extras = run["result"], run.get("extras") or {}
+    export = extras.get("export_bytes")
+    if isinstance(export, dict):
+        export = {str(k): v for k, v in export.items() if _finite(v)}
+    else:
+        export = {"exported": export} if _finite(export) else {}
+    return {**key, "bytes": [s.bytes for s in result.steps], "values": [getattr(s, metric) for s in result.steps],
+            "budget_bytes": result.config.get("budget_bytes"), "export_bytes": export}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _any_finite(values) -> bool:
+    return any(_finite(v) for v in values)
+
+
+# -- figures ------------------------------------------------------------------------------------
+def _matplotlib():
+    """matplotlib, imported on first use; a clear ImportError when it is not installed."""
+    try:
+        import matplotlib
+        import matplotlib.backend_bases  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401  (the renderer every figure uses)
+        import matplotlib.figure  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
+    except ImportError as e:
+        raise ImportError("shrinknet's figures and report need matplotlib: pip install 'shrinknet[report]'") from e
+    return matplotlib
+
+
+def _styled(draw):
+    """Run a figure helper inside the report's rc settings."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with _matplotlib().rc_context(_RC):
+            return draw(*args, **kwargs)
+    return wrapper
+
+
+def _new_figure(n_panels: int, ncols: int, panel: tuple[float, float], **subplot_kw):
+    """(Figure, axes list) on the Agg canvas, a grid of ``n_panels``; spare cells hidden.
+
+    The figure is not registered with pyplot, so nothing global holds it once it is dropped.
+    """
+    mpl = _matplotlib()
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    fig = mpl.figure.Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    mpl.backends.backend_agg.FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplot_kw).ravel().tolist()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _style(run: dict) -> dict:
+    """Line style of a run, as in the paper's figures: colour per method, dashes per algorithm."""
+    i = METHODS.index(run["method"]) if run["method"] in METHODS else len(METHODS)
+    return {"color": f"C{i}", "linestyle": LINESTYLES.get(run["algorithm"], "-.")}
+
+
+def _floats(values) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+def _log_if_wide(ax, values) -> None:
+    """Log y scale when the values are positive and span more than two decades."""
+    v = [x for x in values if _finite(x)]
+    if v and min(v) > 0 and max(v) / min(v) > 100:
+        ax.set_yscale("log")
+
+
+def _error_label(runs: list[dict]) -> str:
+    losses = {r["loss"] for r in runs}
+    return f"validation error E ({losses.pop()})" if len(losses) == 1 else "validation error E"
+
+
+@_styled
+def _curves_figure(curves: list[dict]):
+    """Accuracy (if any run has it) and error vs fraction removed; one line per run and panel.
+
+    Line labels are the run labels (test accuracy: label + " (test)"), in the order of ``curves``.
+    """
+    tested = any(_any_finite(c["test_accuracy"]) for c in curves)
+    panels = (["accuracy"] if any(_any_finite(c["accuracy"]) for c in curves) else []) + ["error"]
+    ylabels = {"accuracy": "accuracy (thin: test set)" if tested else "validation accuracy",
+               "error": _error_label(curves)}
+    fig, axes = _new_figure(len(panels), 2, (5.2, 3.9))
+    for ax, key in zip(axes, panels):
+        for c in curves:
+            if _any_finite(c[key]):
+                ax.plot(c["fractions"], _floats(c[key]), label=c["label"], **_style(c))
+            if key == "accuracy" and _any_finite(c["test_accuracy"]):
+                ax.plot(c["fractions"], _floats(c["test_accuracy"]), label=f"{c['label']} (test)",
+                        alpha=0.45, linewidth=1, **_style(c))
+        ax.set_xlabel("fraction of hidden neurons removed")
+        ax.set_ylabel(ylabels[key])
+        ax.set_xlim(0, max(max(c["fractions"]) for c in curves) or 1)
+    _log_if_wide(axes[-1], [v for c in curves for v in c["error"]])
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: the lines fill the panels
+    fig.suptitle(f"{' and '.join(panels).capitalize()} vs neurons removed")
+    return fig
+
+
+@_styled
+def _estimates_figure(estimates: list[dict]):
+    """One row per run, one panel per estimate: estimate vs true Delta E, coloured by layer."""
+    ncols = max(len(e["methods"]) for e in estimates)
+    fig, axes = _new_figure(len(estimates) * ncols, ncols, (3.5, 3.2))
+    panels = [(axes[r * ncols + c], e, m, d) for r, e in enumerate(estimates)
+              for c, (m, d) in enumerate(e["methods"].items())]
+    for ax in set(axes) - {p[0] for p in panels}:  # rows of runs with fewer estimates
+        ax.set_visible(False)
+    for ax, run, method, d in panels:
+        for h in sorted(set(d["layer"])):
+            pts = [(x, y) for x, y, l in zip(d["x"], d["y"], d["layer"]) if l == h]
+            ax.scatter(*zip(*pts), s=14, color=f"C{h}", label=f"hidden layer {h}")
+        if d["x"]:
+            lo, hi = min(d["x"] + d["y"]), max(d["x"] + d["y"])
+            ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=0.8, label="y = x")
+        a = d["agreement"]
+        stats = ", ".join(f"{n} {_fmt(a.get(n.lower()), '.2f')}" for n in ("Pearson", "Spearman", "Kendall"))
+        who = f"{method} ({run['label']})" if len(estimates) > 1 else method
+        ax.set_title(f"{who}\n{stats}")
+        ax.set_xlabel("true ΔE (brute force)")
+        ax.set_ylabel(f"estimated ΔE ({method})")
+    panels[0][0].legend(loc="best")
+    return fig
+
+
+@_styled
+def _gain_figure(gains: list[dict]):
+    """One panel per (run, neuron): true error vs alpha (solid), Taylor models (dashed)."""
+    panels = [(g, c) for g in gains for c in g["curves"]]
+    fig, axes = _new_figure(len(panels), 4, (3.4, 2.9))
+    for ax, (g, c) in zip(axes, panels):
+        a, err = _floats(g["alphas"]), _floats(c["error"])
+        ax.plot(a, err, color="k", label="true error E(α)")
+        ax.plot(a, _floats(c["taylor1"]), color="C1", linestyle="--", linewidth=1.2, label="first order (taylor1)")
+        ax.plot(a, _floats(c["taylor2"]), color="C2", linestyle="--", linewidth=1.2, label="second order (taylor2)")
+        for alpha, marker, text in ((0.0, "o", "α = 0: switched off"), (1.0, "s", "α = 1: as trained")):
+            i = min(range(len(a)), key=lambda i: abs(a[i] - alpha))
+            if abs(a[i] - alpha) < 1e-6:
+                ax.plot([a[i]], [err[i]], marker=marker, color="C3", linestyle="none", label=text)
+        near = [v for k in ("error", "taylor1", "taylor2") for x, v in zip(a, _floats(c[k]))
+                if (k == "error" or x <= 1.5) and math.isfinite(v)]  # the Taylor models leave the frame fast
+        if near:
+            pad = 0.08 * (max(near) - min(near) or 1.0)
+            ax.set_ylim(min(near) - pad, max(near) + pad)
+        h, j = c["neuron"]
+        ax.set_title(f"neuron {j} of hidden layer {h}" + (f"\n{g['label']}" if len(gains) > 1 else ""))
+        ax.set_xlabel("α (output scale)")
+        ax.set_ylabel("error E")
+    axes[0].legend(loc="best")
+    return fig
+
+
+@_styled
+def _layers_figure(layers: list[dict]):
+    """One panel per run: neurons kept in each hidden layer vs neurons removed."""
+    fig, axes = _new_figure(len(layers), 3, (3.8, 3.0), sharey=True)
+    for ax, run in zip(axes, layers):
+        for h, kept in enumerate(run["kept"]):
+            ax.plot(run["n_removed"], kept, drawstyle="steps-post", color=f"C{h}",
+                    label=f"hidden layer {h} ({run['hidden'][h]})")
+        ax.set_title(run["label"])
+        ax.set_xlabel("neurons removed")
+        ax.set_ylabel("neurons kept")
+        ax.legend(loc="best")
+    return fig
+
+
+@_styled
+def _size_figure(size: dict):
+    """Accuracy (or error) vs bytes per run; the budget and exported sizes as vertical lines."""
+    mpl = _matplotlib()
+    fig, (ax,) = _new_figure(1, 1, (7.0, 4.2))
+    for run in size["runs"]:
+        ax.plot(run["bytes"], _floats(run["values"]), label=run["label"], **_style(run))
+    marks = {}  # bytes -> (text, colour, line style); a budget wins over an export of the same size
+    for r in size["runs"]:
+        for name, b in r["export_bytes"].items():
+            marks[b] = (f"{name} {format_bytes(int(b))} ({r['label']})", _style(r)["color"], ":")
+    for r in size["runs"]:
+        if _finite(b := r["budget_bytes"]):
+            marks[b] = (f"budget {format_bytes(int(b))}", "0.3", "-.")
+    for b, (text, color, ls) in sorted(marks.items()):
+        ax.axvline(b, color=color, linestyle=ls, linewidth=1)
+        ax.annotate(text, xy=(b, 0.98), xycoords=("data", "axes fraction"),
+                    rotation=90, ha="right", va="top", fontsize=8, color=color,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: format_bytes(int(v)) if v >= 0 else ""))
+    ax.set_xlabel("bytes of weights and biases")
+    ax.set_ylabel("validation accuracy" if size["metric"] == "accuracy" else _error_label(size["runs"]))
+    if size["metric"] == "error":
+        _log_if_wide(ax, [v for r in size["runs"] for v in r["values"]])
+    ax.legend(loc="best")
+    ax.set_title("Accuracy vs size" if size["metric"] == "accuracy" else "Error vs size")
+    return fig
+
+
+_DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "gain": _gain_figure,
+         "layers": _layers_figure, "size": _size_figure}
+
+
+def _render(fig, formats) -> dict[str, bytes]:
+    """The figure's bytes in each format (PNG always, for the HTML)."""
+    out = {}
+    with _matplotlib().rc_context(_RC):
+        for fmt in dict.fromkeys(["png", *formats]):
+            buf = io.BytesIO()
+            metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)  # reproducible files
+            fig.savefig(buf, format=fmt, dpi=110, metadata=metadata)
+            out[fmt] = buf.getvalue()
+    return out
+
+
+def _check_formats(formats) -> list[str]:
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    formats = list(dict.fromkeys(str(f).lower().lstrip(".") for f in formats))
+    supported = _matplotlib().backend_bases.FigureCanvasBase.get_supported_filetypes()
+    bad = [f for f in formats if f not in supported]
+    if bad:
+        raise ValueError(f"unsupported figure format(s) {', '.join(bad)}: choose from {', '.join(sorted(supported))}")
+    return formats
+
+
+# -- the report ---------------------------------------------------------------------------------
+def write_report(run_dirs, out_dir: str | os.PathLike, title: str | None = None,
+                 formats=("png", "svg")) -> Path:
+    """Draw the figures of ``run_dirs`` and write them and ``report.html`` into ``out_dir``.
+
+    Args:
+        run_dirs: run directories written by :func:`shrinknet.runs.save_run`.
+        out_dir: created if missing; gets ``<figure>.<format>`` per drawn figure and report.html.
+        title: the report's heading (default "shrinknet report").
+        formats: file formats of the figures (any matplotlib can write); the HTML embeds PNGs.
+
+    Returns:
+        The path of report.html, written last: on any error no new report.html appears.
+
+    Raises:
+        ValueError: no run directories, a directory that is not a valid run, a bad format.
+        ImportError: matplotlib is not installed.
+    """
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    if not run_dirs:
+        raise ValueError("no run directories given: pass directories written by 'shrinknet prune'")
+    runs = [_load(d) for d in run_dirs]
+    formats = _check_formats(formats)
+    data = figure_data(runs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = {}
+    for name in FIGURES:
+        if not data[name]:
+            continue
+        blobs = _render(_DRAW[name](data[name]), formats)
+        for fmt in formats:
+            write_bytes(out_dir / f"{name}.{fmt}", blobs[fmt])
+        pngs[name] = blobs["png"]
+    path = out_dir / "report.html"
+    write_text(path, _html(title or "shrinknet report", runs, pngs))
+    return path
+
+
+def _load(run_dir) -> dict:
+    """runs.load_run, plus a check that the figures and tables can read the run and its analysis."""
+    run = runs_io.load_run(run_dir)
+    try:
+        figure_data([run])
+        _html("", [run], {})
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise ValueError(f"{run_dir}: analysis.json or run.json has an unexpected layout ({type(e).__name__}: {e})") from None
+    return run
+
+
+def _fmt(v, spec: str = ".4g") -> str:
+    """A table cell: None and NaN as a dash, floats with ``spec``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; every cell is formatted with _fmt and escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure_html(name: str, png: bytes | None) -> str:
+    if png is None:
+        return f'<p class="note">Figure “{name}” skipped: {html.escape(_SKIPPED.get(name, "no data"))}.</p>'
+    b64 = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img alt="{name}" src="data:image/png;base64,{b64}">'
+            f"<figcaption>{html.escape(_CAPTIONS[name])}</figcaption></figure>")
+
+
+def _reached(result, fraction: float):
+    """result.at_fraction(fraction), or None when the run stopped before reaching it."""
+    step = result.at_fraction(fraction)
+    total = sum(result.layout["hidden"])
+    if step is result.steps[-1] and step.fraction_removed + 1 / total <= fraction + 1e-12:
+        return None
+    return step
+
+
+def _summary(runs: list[dict]) -> str:
+    nets = {"→".join(map(str, [r["result"].layout["in"], *r["result"].layout["hidden"], r["result"].layout["out"]]))
+            for r in runs}
+    methods = sorted({r["result"].config["method"] for r in runs})
+    algorithms = sorted({r["result"].config["algorithm"] for r in runs})
+    return (f"{len(runs)} run(s) — methods: {', '.join(methods)}; algorithms: {', '.join(algorithms)}; "
+            f"network(s): {', '.join(sorted(nets))}. Errors are summed over the validation set (the paper's E).")
+
+
+def _budget_cells(result) -> list:
+    """budget, step, removed, bytes, accuracy, error of the step ``result.fit`` picks for its budget."""
+    b = result.config.get("budget_bytes")
+    if b is None:
+        return [None, "no budget", None, None, None, None]
+    try:
+        k, _ = result.fit(b)
+    except ValueError as e:
+        return [format_bytes(b), str(e), None, None, None, None]
+    s = result.steps[k]
+    return [format_bytes(b), k, s.n_removed, format_bytes(s.bytes), s.accuracy, s.error]
+
+
+def _run_tables(runs: list[dict], labels: list[str]) -> str:
+    """Settings and start of each run; accuracy and error at 10%...80% removed; the budget step."""
+    settings, budget, at = [], [], {"accuracy": [], "error": []}
+    for r, label in zip(runs, labels):
+        res, cfg = r["result"], r["result"].config
+        s0 = res.steps[0]
+        settings.append([label, cfg["method"], cfg["algorithm"], cfg.get("loss"), cfg.get("dtype"),
+                         s0.error, s0.accuracy, res.steps[-1].n_removed, res.steps[-1].fraction_removed])
+        for key in at:
+            at[key].append([label, *(getattr(step, key) if (step := _reached(res, f)) else None for f in FRACTIONS)])
+        budget.append([label, *_budget_cells(res)])
+    cols = [f"{f:.0%}" for f in FRACTIONS]
+    parts = ["<h2>Runs</h2>", _table(["run", "method", "algorithm", "loss", "dtype", "start error",
+                                      "start accuracy", "removed at end", "fraction at end"], settings)]
+    if any(a is not None for row in at["accuracy"] for a in row[1:]):
+        parts += ["<h3>Validation accuracy by fraction of neurons removed</h3>", _table(["run", *cols], at["accuracy"])]
+    parts += ["<h3>Validation error by fraction of neurons removed</h3>", _table(["run", *cols], at["error"]),
+              "<h3>Where the memory budget lands</h3>",
+              "<p>The least-error step that fits the run's budget (<code>PruneResult.fit</code>).</p>",
+              _table(["run", "budget", "step", "removed", "bytes", "accuracy", "error"], budget)]
+    return "".join(parts)
+
+
+def _analysis_tables(runs: list[dict], labels: list[str]) -> str:
+    """Agreement of estimates with brute force (at the start and along the run), correlated pairs."""
+    agree, along, pairs = [], [], []
+    for r, label in zip(runs, labels):
+        an = r.get("analysis") or {}
+        for m, a in (an.get("estimates") or {}).get("agreement", {}).items():
+            o = a.get("overall", {})
+            agree.append([label, m, o.get("n"), o.get("pearson"), o.get("spearman"), o.get("kendall"),
+                          o.get("k"), o.get("overlap")])
+        for row in an.get("along_run") or []:
+            along.append((label, row))
+        top = sorted(an.get("pairs") or [], key=lambda p: -abs(p.get("corr") or 0))[:TOP_PAIRS]
+        pairs += [[label, *(p.get(c) for c in ("layer", "j", "k", "corr", "delta_j", "delta_k", "delta_both",
+                                                "interaction"))] for p in top]
+    parts = []
+    if agree:
+        parts += ["<h3>Estimates against the truth (unpruned network)</h3>",
+                  "<p>Correlation of each estimate with the brute-force ΔE over all hidden neurons; "
+                  "overlap = share of the k lowest that both agree on.</p>",
+                  _table(["run", "estimate", "n", "Pearson", "Spearman", "Kendall", "k", "overlap"], agree)]
+    if along:
+        methods = list(dict.fromkeys(m for _, row in along for m in row["overall"]))
+        parts += ["<h3>Spearman correlation with brute force along the run</h3>",
+                  _table(["run", "fraction removed", "step", *methods],
+                         [[label, row["fraction"], row["step"],
+                           *((row["overall"].get(m) or {}).get("spearman") for m in methods)] for label, row in along])]
+    if pairs:
+        parts += [f"<h3>Most correlated neuron pairs (top {TOP_PAIRS} per run)</h3>",
+                  "<p>ΔE of switching off the first, the second, and both; interaction = both − first − second "
+                  "(large and positive: a cancelling pair that one-at-a-time removal misjudges).</p>",
+                  _table(["run", "layer", "j", "k", "correlation", "ΔE j", "ΔE k", "ΔE both", "interaction"], pairs)]
+    return "".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0 2em; } figure img { max-width: 100%; } figcaption { color: #555; font-size: 0.9em; }
+.note { color: #8a5a00; background: #fff6e0; padding: 0.5em 0.8em; border-left: 3px solid #e0a000; }
+"""
+
+
+def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
+    """The whole report: header, run tables and figures in reading order, analysis tables."""
+    labels = _labels(runs)
+    fig = {name: _figure_html(name, pngs.get(name)) for name in FIGURES}
+    body = [
+        f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(_summary(runs))}</p>",
+        "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
+        _run_tables(runs, labels),
+        "<h2>Size</h2>", fig["size"], fig["layers"],
+        "<h2>How good are the estimates?</h2>", fig["estimates"], _analysis_tables(runs, labels),
+        "<h2>Gain curves</h2>", fig["gain"],
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
