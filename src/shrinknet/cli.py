@@ -406,7 +406,7 @@ def demo(ctx, out, budget, size):
     import shrinknet
 
     from . import datasets, memory, modelio, runs
-    from .experiments import budget_summary, prune_on, train_on
+    from .experiments import budget_summary, prune_on, trained_model
     from .export import export as export_network
     from .report import write_report
 
@@ -417,18 +417,10 @@ def demo(ctx, out, budget, size):
     out = Path(out)
     ds = datasets.load("mnist5k", seed=0, size=size)
     _say(ctx, ds.describe())
-    model_path = out / "trained.safetensors"
-    model = None
-    if model_path.is_file():
-        model, meta = modelio.load_model(model_path)
-        if meta.get("data", {}).get("fingerprint") != ds.meta()["fingerprint"]:
-            model = None
-        else:
-            _say(ctx, f"reusing {model_path}")
-    if model is None:
-        model, meta = train_on(ds, (100, 100), epochs=300, lr=0.01, progress=not _quiet(ctx))
-        out.mkdir(parents=True, exist_ok=True)
-        modelio.save_model(model_path, model, meta)
+    model, meta, reused = trained_model(out / "trained.safetensors", ds, (100, 100), epochs=300,
+                                        progress=not _quiet(ctx))
+    if reused:
+        _say(ctx, f"reusing {out / 'trained.safetensors'}")
     m = meta["metrics"]
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {m['test_accuracy']:.4f}")
     result = prune_on(model, ds, "mse", progress=not _quiet(ctx), budget_bytes=budget_bytes, full_curve=True)

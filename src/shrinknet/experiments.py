@@ -133,6 +133,21 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     return model, meta
 
 
+def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progress=False, **train_args):
+    """(model, meta, reused): the network saved at ``path`` if it was trained on exactly ``ds``
+    (same data fingerprint and hidden sizes), else a freshly trained one, saved there."""
+    path = Path(path)
+    if path.is_file():
+        model, meta = modelio.load_model(path)
+        same = meta.get("data", {}).get("fingerprint") == ds.fingerprint()
+        if same and meta.get("training", {}).get("hidden") == list(hidden):
+            return model, meta, True
+    model, meta = train_on(ds, hidden, seed=seed, progress=progress, **train_args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    modelio.save_model(path, model, meta)
+    return model, meta, False
+
+
 def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
     """Error (summed) and accuracy (classification) of ``model`` on every split."""
     from . import losses, network
@@ -171,18 +186,8 @@ def run_experiment(exp: Experiment, out_dir: Path, quick: bool = False, seed: in
     t0 = time.perf_counter()
     out = Path(out_dir) / exp.id
     ds = datasets.load(exp.data, seed=seed, size=exp.quick_size if quick else None)
-    model_path = out / "model.safetensors"
-    if model_path.is_file():
-        model, meta = modelio.load_model(model_path)
-        if meta.get("data", {}).get("fingerprint") != ds.meta().get("fingerprint"):
-            model = None
-    else:
-        model = None
-    if model is None:
-        model, meta = train_on(ds, exp.hidden, epochs=60 if quick else 300, lr=0.01, seed=seed,
-                               progress=progress)
-        out.mkdir(parents=True, exist_ok=True)
-        modelio.save_model(model_path, model, meta)
+    model, meta, _ = trained_model(out / "model.safetensors", ds, exp.hidden, epochs=60 if quick else 300,
+                                   seed=seed, progress=progress)
     log(f"[{exp.id}] {exp.title}: {ds.describe()}; trained test {exp.metric} "
         f"{meta['metrics'].get('test_' + exp.metric):.4g}")
     table = {}

@@ -250,7 +250,7 @@ def _estimates_figure(estimates: list[dict]):
         for h in sorted(set(d["layer"])):
             pts = [(x, y) for x, y, l in zip(d["x"], d["y"], d["layer"]) if l == h]
             ax.scatter(*zip(*pts), s=14, color=f"C{h}", label=f"hidden layer {h}")
-        if d["x"]:
+        if d["x"] and method != "magnitude":  # magnitude is a score in other units, not a Delta E
             lo, hi = min(d["x"] + d["y"]), max(d["x"] + d["y"])
             ax.plot([lo, hi], [lo, hi], color="0.5", linestyle="--", linewidth=0.8, label="y = x")
         a = d["agreement"]
@@ -258,7 +258,7 @@ def _estimates_figure(estimates: list[dict]):
         who = f"{method} ({run['label']})" if len(estimates) > 1 else method
         ax.set_title(f"{who}\n{stats}")
         ax.set_xlabel("true ΔE (brute force)")
-        ax.set_ylabel(f"estimated ΔE ({method})")
+        ax.set_ylabel("magnitude score" if method == "magnitude" else f"estimated ΔE ({method})")
     panels[0][0].legend(loc="best")
     return fig
 
