@@ -126,10 +126,14 @@ def brute_force(
         x_next = trace.x[h + 1]  # (N, i)
         s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
         kept = masks[h].nonzero().squeeze(1)
-        C = chunk_size or _auto_chunk(net, h, len(data), o.element_size())
+        C = min(chunk_size or _auto_chunk(net, h, len(data), o.element_size()), len(kept))
+        # one scratch buffer per layer: fresh multi-MB tensors per chunk cost more in page
+        # faults than the arithmetic that fills them
+        scratch = torch.empty((C, *x_next.shape), dtype=o.dtype, device=o.device)
         for J in kept.split(C):
-            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i), laid out candidate-major
-            xs = torch.addcmul(x_next, o[:, J].T.contiguous().unsqueeze(2), W[:, J].T.unsqueeze(1), value=-1)
+            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i), candidate-major
+            a = o[:, J].T.contiguous().unsqueeze(2)  # (C, N, 1)
+            xs = torch.addcmul(x_next, a, W[:, J].T.unsqueeze(1), value=-1, out=scratch[: len(J)])
             y_new = net.output_from(h + 1, xs, masks)  # (C, N, out)
             s[J] = loss.delta(y_new, y, data.T).sum(-1)
         scores.append(s)
