@@ -243,6 +243,7 @@ class _Pruner:
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
         self.chunk_size, self.pairs = chunk_size, pairs
+        self.workspace: dict = {}  # scratch buffers reused by every step's scoring
         self.masks = net.full_masks()
         self.val = [[b, None] for b in batches(val, batch_size)]
         self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
@@ -265,7 +266,8 @@ class _Pruner:
             s = [torch.zeros(h, dtype=self.net.dtype, device=self.net.device) for h in self.net.hidden_sizes]
             with torch.no_grad():
                 for data, trace in self.val:
-                    for acc, part in zip(s, score_batch(self.method, self.net, self.loss, data, self.masks, trace, self.chunk_size)):
+                    for acc, part in zip(s, score_batch(self.method, self.net, self.loss, data, self.masks, trace, self.chunk_size,
+                                                         self.workspace)):
                         acc += part
         return _clip(removed_to_inf(s, self.masks), self.clip)
 

@@ -84,12 +84,13 @@ def score_batch(
     masks: Masks,
     trace: Trace | None = None,
     chunk_size: int | None = None,
+    workspace: dict | None = None,
 ) -> list[Tensor]:
     """Scores summed over one batch, before removed neurons are set to +inf."""
     if trace is None:
         trace = net.forward(data.X, masks)
     if method == "brute_force":
-        return brute_force(net, loss, data, masks, trace, chunk_size)
+        return brute_force(net, loss, data, masks, trace, chunk_size, workspace)
     if method == "magnitude":
         return [
             torch.linalg.vector_norm(net.layers[h + 1].weight, dim=0) * trace.o[h].abs().sum(0)
@@ -109,7 +110,8 @@ def score_batch(
 
 
 def brute_force(
-    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None
+    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None,
+    workspace: dict | None = None,
 ) -> list[Tensor]:
     """Exact Delta E of switching off each kept neuron (§2.1), summed over the batch.
 
@@ -117,6 +119,10 @@ def brute_force(
     rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched.
     A chunk of C candidates is therefore one (C, N, out_{h+1}) tensor pushed through the
     downstream layers in a single batched pass, instead of C full forward passes.
+
+    ``workspace``: a dict the caller keeps between calls (as the pruning loop does) to reuse
+    the scratch buffers; fresh multi-MB tensors cost more in page faults than the arithmetic
+    that fills them.
     """
     y = trace.o[-1]
     scores = []
@@ -126,10 +132,8 @@ def brute_force(
         x_next = trace.x[h + 1]  # (N, i)
         s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
         kept = masks[h].nonzero().squeeze(1)
-        C = min(chunk_size or _auto_chunk(net, h, len(data), o.element_size()), len(kept))
-        # one scratch buffer per layer: fresh multi-MB tensors per chunk cost more in page
-        # faults than the arithmetic that fills them
-        scratch = torch.empty((C, *x_next.shape), dtype=o.dtype, device=o.device)
+        C = min(chunk_size or _auto_chunk(net, h, len(data), o.element_size()), o.shape[1])
+        scratch = _scratch(workspace, ("brute_force", h), (C, *x_next.shape), o)
         for J in kept.split(C):
             # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i), candidate-major
             a = o[:, J].T.contiguous().unsqueeze(2)  # (C, N, 1)
@@ -170,6 +174,16 @@ def exact_hessian_diagonal(
         Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
         diag[:, cols] = Hv[torch.arange(len(cols)), :, cols].T
     return diag
+
+
+def _scratch(workspace: dict | None, key, shape: tuple, like: Tensor) -> Tensor:
+    """An uninitialised buffer of ``shape``, kept in ``workspace[key]`` for the next call."""
+    buf = None if workspace is None else workspace.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+        buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if workspace is not None:
+            workspace[key] = buf
+    return buf
 
 
 def random_scores(net: Net, seed: int) -> list[Tensor]:
