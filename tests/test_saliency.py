@@ -1,6 +1,7 @@
 """Core: backprop2 and every saliency criterion against slow float64 references."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -172,3 +173,69 @@ def test_one_hot_targets_equal_class_labels():
             shrinknet.saliency(model, X, onehot, method, loss="cross_entropy"),
         ):
             assert_close(a, b, **TIGHT)
+
+
+def _net(*mods):
+    return torch.nn.Sequential(*mods).double()
+
+
+L = torch.nn.Linear
+BAD_NETWORKS = [
+    ("conv", _net(torch.nn.Conv1d(1, 2, 3), torch.nn.Sigmoid(), L(2, 2)), TypeError, "layer 0 (Conv1d) is not supported"),
+    ("batchnorm", _net(L(5, 4), torch.nn.BatchNorm1d(4), L(4, 3)), TypeError, "layer 1 (BatchNorm1d)"),
+    ("gelu", _net(L(5, 4), torch.nn.GELU(), L(4, 3)), TypeError, "layer 1 (GELU) is not supported"),
+    ("softmax", _net(L(5, 4), torch.nn.Sigmoid(), L(4, 3), torch.nn.Softmax(dim=1)), TypeError, "cross_entropy"),
+    ("width", _net(L(5, 4), torch.nn.Sigmoid(), L(6, 3)), TypeError, "layer 2 (Linear) has in_features=6"),
+    ("no hidden", _net(L(5, 3), torch.nn.Sigmoid()), TypeError, "at least one hidden layer"),
+    ("two acts", _net(L(5, 4), torch.nn.Sigmoid(), torch.nn.Tanh(), L(4, 3)), TypeError, "follows another activation"),
+    ("not sequential", L(5, 3), TypeError, "nn.Sequential"),
+]
+
+
+@pytest.mark.parametrize("model, exc, message", [b[1:] for b in BAD_NETWORKS], ids=[b[0] for b in BAD_NETWORKS])
+def test_unsupported_networks_are_refused_naming_the_layer(model, exc, message):
+    X, T = torch.rand(4, 5, dtype=torch.float64), torch.rand(4, 3, dtype=torch.float64)
+    with pytest.raises(exc, match=re.escape(message)):
+        shrinknet.saliency(model, X, T, "taylor1")
+
+
+def test_dropout_and_identity_are_skipped():
+    model, _, X, T = build(SETTINGS[0])
+    mods = list(model)
+    padded = torch.nn.Sequential(mods[0], torch.nn.Dropout(0.5), mods[1], torch.nn.Identity(), *mods[2:])
+    for a, b in zip(shrinknet.saliency(padded, X, T, "brute_force"), shrinknet.saliency(model, X, T, "brute_force")):
+        assert_close(a, b, rtol=0, atol=0)
+
+
+BAD_CALLS = [
+    ("nan X", dict(X=lambda X: X.clone().fill_(math.nan)), ValueError, "X contains NaN"),
+    ("inf T", dict(T=lambda T: T.clone().fill_(math.inf)), ValueError, "T contains NaN or infinite"),
+    ("X width", dict(X=lambda X: X[:, :4]), ValueError, "4 features"),
+    ("X 1-D", dict(X=lambda X: X[:, 0]), ValueError, "X must be 2-D"),
+    ("T rows", dict(T=lambda T: T[:5]), ValueError, "11 instances but T has 5"),
+    ("T width", dict(T=lambda T: T[:, :2]), ValueError, r"T must have shape \(11, 3\)"),
+    ("method", dict(method="psychic"), ValueError, "unknown method 'psychic'"),
+    ("loss", dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
+    ("mask shape", dict(mask=[torch.ones(3, dtype=torch.bool)]), ValueError, "mask for hidden layer 0 must be"),
+    ("mask count", dict(mask=[]), ValueError, "mask has 0 entries"),
+    ("mask all off", dict(mask=[torch.zeros(7, dtype=torch.bool)]), ValueError, "removes every neuron"),
+    ("batch size", dict(batch_size=0), ValueError, "batch_size must be a positive integer"),
+    ("chunk size", dict(chunk_size=-2), ValueError, "chunk_size must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("change, exc, message", [b[1:] for b in BAD_CALLS], ids=[b[0] for b in BAD_CALLS])
+def test_bad_input_raises_one_clear_error(change, exc, message):
+    model, _, X, T = build(SETTINGS[0])  # 5 -> 7 -> 3 outputs, 11 instances
+    args = dict(X=X, T=T, method="taylor2")
+    for k, v in change.items():
+        args[k] = v(args[k]) if callable(v) else v
+    with pytest.raises(exc, match=message):
+        shrinknet.saliency(model, args.pop("X"), args.pop("T"), args.pop("method"), **args)
+
+
+def test_class_labels_out_of_range_are_refused():
+    s = next(s for s in SETTINGS if s.loss == "cross_entropy")
+    model, _, X, T = build(s)
+    with pytest.raises(ValueError, match=r"class labels in T must be integers in \[0, 2\]"):
+        shrinknet.saliency(model, X, T + 5, "taylor1", loss="cross_entropy")
