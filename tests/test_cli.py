@@ -171,11 +171,17 @@ def test_bad_input_gets_one_line_exit_2_and_no_output(flow, tmp_path):
         assert not (tmp_path / "pwned").exists(), name
 
 
-def test_reproduce_quick_runs_the_experiment_and_compares_with_the_paper(tmp_path):
-    r = invoke("reproduce", "4.6-diamond", "--quick", "--out", tmp_path)
+def test_reproduce_quick_runs_the_experiments_and_compares_with_the_paper(tmp_path):
+    r = invoke("reproduce", "4.3", "4.6", "--quick", "--out", tmp_path)
     assert r.exit_code == 0, r.output
     md = (tmp_path / "results.md").read_text()
-    assert "4.6-diamond" in md and "(0.994)" in md  # paper's number beside ours
-    res = runs.load_run(tmp_path / "4.6-diamond" / "iterative-brute_force")
-    assert res["result"].steps[-1].kept == [1, 1]
-    assert (tmp_path / "4.6-diamond" / "report" / "report.html").is_file()
+    for exp in ("4.3", "4.6-diamond", "4.6-random"):
+        assert f"### {exp} " in md
+        res = runs.load_run(tmp_path / exp / "iterative-brute_force")
+        assert res["result"].steps[-1].kept == [1] * len(res["result"].layout["hidden"])
+        assert (tmp_path / exp / "report" / "report.html").is_file()
+    assert "(0.994)" in md and "(0.940)" in md  # the paper's numbers beside ours (4.6 diamond, 4.3 first order)
+    # the table's numbers are the runs' own: 4.3 iterative brute force at 10% removed
+    res = runs.load_run(tmp_path / "4.3" / "iterative-brute_force")["result"]
+    row = next(line for line in md.splitlines() if line.startswith("| iterative brute force") and "(0.994)" in line)
+    assert f"{res.at_fraction(0.1).test_accuracy:.3f} (0.994)" in row
