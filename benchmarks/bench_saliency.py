@@ -21,7 +21,6 @@ from torch import nn
 
 import shrinknet
 from shrinknet.train import mlp
-from shrinknet.losses import Loss
 
 
 def timeit(fn, repeat: int) -> float:

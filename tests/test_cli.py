@@ -1,6 +1,5 @@
 """The shrinknet command through its real entry point: the full flow on tiny data, and bad input."""
 
-import json
 import os
 import pickle
 import subprocess

@@ -5,7 +5,6 @@ import copy
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -282,7 +281,6 @@ def test_curve_shape_iterative_brute_force_beats_single_first_order():
     def kept_within_a_point(algorithm, method):
         r = shrinknet.prune(model, Xv, Tv, method=method, algorithm=algorithm, progress=False)
         start = r.steps[0].accuracy
-        ok = [s.fraction_removed for s in r.steps if s.accuracy >= start - 0.01]
         bad = [s.fraction_removed for s in r.steps if s.accuracy < start - 0.01]
         return min(bad) if bad else 1.0, start
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import losses, network
 from .backprop2 import sweep
-from .network import Net, as_net
+from .network import as_net
 from .saliency import brute_force, removed_to_inf, score_batch
 
 ESTIMATES = ("taylor1", "taylor2", "taylor2_exact", "magnitude")

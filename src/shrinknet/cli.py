@@ -7,7 +7,6 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 

@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from .files import write_bytes, write_text
-from .memory import dtype_bytes, network_bytes
+from .memory import network_bytes
 from .network import Layer, Net, as_net
 
 FORMATS = ("onnx", "c", "safetensors")

@@ -142,11 +142,11 @@ class Net:
         for kk in range(k, len(self.layers)):
             layer = self.layers[kk]
             if kk > k:
-                x = linear(o, layer)
-            o = layer.act(x, inplace=scratch)
+                x = linear(x, layer)  # x holds the layer below's output here
+            x = layer.act(x, inplace=scratch)
             if kk < self.n_hidden and not bool(masks[kk].all()):
-                o = o.mul_(masks[kk]) if scratch else o * masks[kk]
-        return o
+                x = x.mul_(masks[kk]) if scratch else x * masks[kk]
+        return x
 
     def to_sequential(self) -> nn.Sequential:
         """A fresh ``nn.Sequential`` with copies of the weights."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -271,16 +272,16 @@ class _Pruner:
                         acc += part
         return _clip(removed_to_inf(s, self.masks), self.clip)
 
-    def single_ranking(self) -> list[tuple[int, int, float]]:
+    def single_ranking(self) -> deque[tuple[int, int, float]]:
         """All neurons, ascending by score on the unpruned network (ties: layer, then index)."""
         s = self.scores()
         flat = [(float(v), h, j) for h, layer in enumerate(s) for j, v in enumerate(layer.tolist())]
-        return [(h, j, v) for v, h, j in sorted(flat)]
+        return deque((h, j, v) for v, h, j in sorted(flat))
 
     def choose(self, algorithm: str, order, room: int) -> tuple[list[tuple[int, int]], float]:
         if algorithm == "single":
             while order:
-                h, j, v = order.pop(0)
+                h, j, v = order.popleft()
                 if self.masks[h][j] and int(self.masks[h].sum()) > 1:
                     return [(h, j)], v
             raise AssertionError("ranking exhausted before the removal limit")
