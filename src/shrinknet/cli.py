@@ -197,7 +197,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     import shrinknet
 
     from . import runs
-    from .files import write_text
+    from .files import staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in shrinknet.METHODS]
@@ -226,13 +226,13 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
             _say(ctx, f"  {m:>14}: {a['pearson']:.3f} / {a['spearman']:.3f} / {a['kendall']:.3f} / {a['overlap']:.2f}")
     if out:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         rows = ["layer,neuron," + ",".join(shown)]
         for h, truth in enumerate(cmp["truth"]):
             for j in range(len(truth)):
                 rows.append(f"{h},{j}," + ",".join(repr(float(scores[m][h][j])) for m in shown))
-        write_text(out / "scores.csv", "\n".join(rows) + "\n")
-        write_text(out / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
+        with staged_dir(out) as stage:
+            write_text(stage / "scores.csv", "\n".join(rows) + "\n")
+            write_text(stage / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
         click.echo(f"saved {out / 'scores.csv'} and {out / 'analysis.json'}")
 
 
@@ -263,6 +263,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     from . import memory, modelio, runs
     from .experiments import budget_summary, prune_on
     from .export import export as export_network
+    from .files import staged_dir
 
     budget_bytes = None if budget is None else memory.parse_size(budget)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
@@ -288,13 +289,13 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
               "source_model": str(model), "data": ds.meta()}
     small_meta = {**meta, "pruned": {"from": str(model), "step": k, "removed": result.steps[k].n_removed,
                                      "method": method, "algorithm": algorithm, "dtype": dtype}}
-    out.mkdir(parents=True, exist_ok=True)
-    modelio.save_model(out / "model.safetensors", small, small_meta)
-    for f in formats:
-        res = export_network(small, out / ("model.onnx" if f == "onnx" else "model.c"), format=f, dtype=dtype)
-        extras["export_bytes"] = res.flash_bytes
-        extras[f"{f}_ram_bytes"] = res.ram_bytes
-    runs.save_run(out, result, name=f"{algorithm} {method}", analysis=analysis, extras=extras)
+    with staged_dir(out) as stage:  # all of the run's files, or none
+        modelio.save_model(stage / "model.safetensors", small, small_meta)
+        for f in formats:
+            res = export_network(small, stage / ("model.onnx" if f == "onnx" else "model.c"), format=f, dtype=dtype)
+            extras["export_bytes"] = res.flash_bytes
+            extras[f"{f}_ram_bytes"] = res.ram_bytes
+        runs.save_run(stage, result, name=f"{algorithm} {method}", analysis=analysis, extras=extras)
     _print_steps(ctx, result)
     if budget_bytes is not None:
         click.echo(budget_summary(result, budget_bytes, dtype))
@@ -407,6 +408,7 @@ def demo(ctx, out, budget, size):
     from . import datasets, memory, modelio, runs
     from .experiments import budget_summary, prune_on, trained_model
     from .export import export as export_network
+    from .files import staged_dir
     from .report import write_report
 
     budget_bytes = memory.parse_size(budget)
@@ -425,21 +427,22 @@ def demo(ctx, out, budget, size):
     result = prune_on(model, ds, "mse", progress=not _quiet(ctx), budget_bytes=budget_bytes, full_curve=True)
     k, small = result.fit(budget_bytes)
     analysis = _analysis(shrinknet, model, ds, "mse", result)
-    (out / "run").mkdir(parents=True, exist_ok=True)
-    modelio.save_model(out / "model.safetensors", small, {**meta, "pruned": {"step": k, "budget_bytes": budget_bytes}})
-    onnx = export_network(small, out / "model.onnx", format="onnx")
-    c = export_network(small, out / "model.c", format="c", prefix="mnist")
-    runs.save_run(out / "run", result, name="iterative brute force", analysis=analysis,
-                  extras={"budget_bytes": budget_bytes, "export_bytes": c.flash_bytes, "chosen_step": k})
-    html = write_report([out / "run"], out / "report", title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+    with staged_dir(out) as stage:  # every output of this run, or none
+        modelio.save_model(stage / "model.safetensors", small,
+                           {**meta, "pruned": {"step": k, "budget_bytes": budget_bytes}})
+        export_network(small, stage / "model.onnx", format="onnx")
+        c = export_network(small, stage / "model.c", format="c", prefix="mnist")
+        runs.save_run(stage / "run", result, name="iterative brute force", analysis=analysis,
+                      extras={"budget_bytes": budget_bytes, "export_bytes": c.flash_bytes, "chosen_step": k})
+        write_report([stage / "run"], stage / "report", title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
         f"\nshrunk {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} "
         f"(budget {memory.format_bytes(budget_bytes)}): kept {sk.kept} of {result.layout['hidden']} hidden neurons\n"
         f"test accuracy {s0.test_accuracy:.4f} -> {sk.test_accuracy:.4f}\n"
         f"{budget_summary(result, budget_bytes, 'float32')}\n"
-        f"wrote {out / 'model.safetensors'}, {onnx.paths[0]}, {c.paths[0]} (+ .h: {c.flash_bytes} B flash, "
-        f"{c.ram_bytes} B RAM), report {html}\n"
+        f"wrote {out / 'model.safetensors'}, {out / 'model.onnx'}, {out / 'model.c'} (+ .h: {c.flash_bytes} B "
+        f"flash, {c.ram_bytes} B RAM), report {out / 'report' / 'report.html'}\n"
         f"done in {time.perf_counter() - t0:.0f}s"
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,3 +46,30 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def staged_dir(path: str | os.PathLike):
+    """Yield an empty temporary directory next to ``path``; on success move its files into
+    ``path`` (created if missing, other files there kept), on failure delete it all.
+
+    So a command that writes several files leaves either all of them or none.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {parent} does not exist")
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"cannot write into {path}: it is a file, not a directory")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    try:
+        yield tmp
+        path.mkdir(exist_ok=True)
+        for src in sorted(tmp.rglob("*")):
+            dst = path / src.relative_to(tmp)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
