@@ -14,9 +14,9 @@ from click.testing import CliRunner
 import shrinknet
 from shrinknet import datasets, modelio, runs
 from shrinknet.cli import cli
-from shrinknet.experiments import prune_on
+from shrinknet.experiments import evaluate, prune_on
 
-SUBCOMMANDS = ["train", "rank", "prune", "report", "export", "reproduce", "demo"]
+SUBCOMMANDS = ["train", "rank", "prune", "report", "export", "info", "reproduce", "demo"]
 
 
 def shrinknet_cmd(*args, cwd=None):
@@ -110,6 +110,18 @@ def test_report_and_export_from_the_run(flow, tmp_path):
     flash = shrinknet.network_bytes(small, "float16")
     assert f"flash (weights) {flash} B" in r.output
     assert f"{flash}" in (tmp_path / "m.h").read_text()
+
+
+def test_info_shows_layers_sizes_and_metrics(flow):
+    tmp, model = flow
+    r = invoke("info", tmp / "run" / "model.safetensors")
+    assert r.exit_code == 0, r.output
+    small, meta = modelio.load_model(tmp / "run" / "model.safetensors")
+    assert f"{shrinknet.format_bytes(shrinknet.network_bytes(small, 'float16'))} at float16" in r.output
+    assert "pruned:" in r.output
+    # the metrics are the pruned network's own, not the original's
+    assert f"test_accuracy {meta['metrics']['test_accuracy']:.4g}" in r.output
+    assert meta["metrics"] == evaluate(small, datasets.reload(meta["data"]), "mse")
 
 
 def test_plain_state_dict_with_hidden_and_activation(flow, tmp_path):

@@ -58,6 +58,7 @@ def cli(quiet):
       shrinknet prune runs/mnist/model.safetensors --budget 64KiB --out runs/mnist-64k
       shrinknet report runs/mnist-64k --out runs/report
       shrinknet export runs/mnist-64k/model.safetensors --format c --out mnist.c
+      shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
 
@@ -261,7 +262,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     import shrinknet
 
     from . import memory, modelio, runs
-    from .experiments import budget_summary, prune_on
+    from .experiments import budget_summary, evaluate, prune_on
     from .export import export as export_network
     from .files import staged_dir
 
@@ -287,8 +288,9 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     out = Path(out)
     extras = {"budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
               "source_model": str(model), "data": ds.meta()}
-    small_meta = {**meta, "pruned": {"from": str(model), "step": k, "removed": result.steps[k].n_removed,
-                                     "method": method, "algorithm": algorithm, "dtype": dtype}}
+    small_meta = {**meta, "metrics": evaluate(small, ds, loss),
+                  "pruned": {"from": str(model), "step": k, "removed": result.steps[k].n_removed,
+                             "method": method, "algorithm": algorithm, "dtype": dtype}}
     with staged_dir(out) as stage:  # all of the run's files, or none
         modelio.save_model(stage / "model.safetensors", small, small_meta)
         for f in formats:
@@ -367,6 +369,32 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
                f"({format_bytes(res.flash_bytes)}){ram}")
 
 
+# -- info --------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("model", type=click.Path())
+@_model_options
+def info(model, hidden, activation, out_activation):
+    """Show a model file's layers, size at each storage dtype, data set and recorded metrics."""
+    from .memory import DTYPE_BYTES, format_bytes, network_bytes
+    from .network import as_net
+
+    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    net = as_net(net_model)
+    widths = [net.in_features, *net.hidden_sizes, net.out_features]
+    acts = [layer.act.name for layer in net.layers]
+    click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
+               f"{sum(net.hidden_sizes)} hidden neurons")
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in DTYPE_BYTES))
+    if meta.get("data"):
+        d = meta["data"]
+        click.echo(f"data: {d.get('name')} (seed {d.get('seed')}, {d.get('n_train')}/{d.get('n_val')}/{d.get('n_test')} "
+                   f"train/val/test), loss {meta.get('loss')}")
+    if meta.get("metrics"):
+        click.echo("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items()))
+    if meta.get("pruned"):
+        click.echo("pruned: " + ", ".join(f"{k} {v}" for k, v in meta["pruned"].items()))
+
+
 # -- reproduce ---------------------------------------------------------------------------------
 @cli.command()
 @click.argument("experiments", nargs=-1)
@@ -406,7 +434,7 @@ def demo(ctx, out, budget, size):
     import shrinknet
 
     from . import datasets, memory, modelio, runs
-    from .experiments import budget_summary, prune_on, trained_model
+    from .experiments import budget_summary, evaluate, prune_on, trained_model
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
@@ -428,8 +456,8 @@ def demo(ctx, out, budget, size):
     k, small = result.fit(budget_bytes)
     analysis = _analysis(shrinknet, model, ds, "mse", result)
     with staged_dir(out) as stage:  # every output of this run, or none
-        modelio.save_model(stage / "model.safetensors", small,
-                           {**meta, "pruned": {"step": k, "budget_bytes": budget_bytes}})
+        modelio.save_model(stage / "model.safetensors", small, {**meta, "metrics": evaluate(small, ds, "mse"),
+                                                                 "pruned": {"step": k, "budget_bytes": budget_bytes}})
         export_network(small, stage / "model.onnx", format="onnx")
         c = export_network(small, stage / "model.c", format="c", prefix="mnist")
         runs.save_run(stage / "run", result, name="iterative brute force", analysis=analysis,
