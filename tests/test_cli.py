@@ -93,9 +93,12 @@ def test_rank_writes_scores_equal_to_saliency(flow, tmp_path):
     net, meta = modelio.load_model(model)
     ds = datasets.reload(meta["data"])
     bf = shrinknet.saliency(net, ds.inputs("val"), ds.targets("val", "mse"), "brute_force")
+    t2 = shrinknet.saliency(net, ds.inputs("val"), ds.targets("val", "mse"), "taylor2")
+    assert len(lines) == 1 + 12
     for line in lines[1:]:
-        h, j, b, _ = line.split(",")
+        h, j, b, t = line.split(",")
         assert float(b) == pytest.approx(float(bf[int(h)][int(j)]), rel=1e-6, abs=1e-7)
+        assert float(t) == pytest.approx(float(t2[int(h)][int(j)]), rel=1e-6, abs=1e-7)
 
 
 def test_report_and_export_from_the_run(flow, tmp_path):
@@ -165,6 +168,9 @@ def _bad_inputs(tmp: Path, model: Path):
         ("budget too small", ["prune", model, "--budget", "40", "--out", out], "smallest network"),
         ("unknown experiment", ["reproduce", "9.9", "--out", out], "unknown experiment"),
         ("bad hidden", ["train", "--data", "digits", "--hidden", "10,x", "--out", out], "hidden"),
+        ("export float64", ["prune", model, "--dtype", "float64", "--export", "c", "--out", out], "--export writes"),
+        ("one-output cross-entropy", ["train", "--data", "cosine", "--size", "50", "--loss", "cross_entropy",
+                                      "--out", out], "cross_entropy needs at least 2 outputs"),
     ]
 
 
@@ -196,3 +202,20 @@ def test_reproduce_quick_runs_the_experiments_and_compares_with_the_paper(tmp_pa
     res = runs.load_run(tmp_path / "4.3" / "iterative-brute_force")["result"]
     row = next(line for line in md.splitlines() if line.startswith("| iterative brute force") and "(0.994)" in line)
     assert f"{res.at_fraction(0.1).test_accuracy:.3f} (0.994)" in row
+
+
+def test_data_defaults_to_the_models_own_split(tmp_path, monkeypatch):
+    """rank/prune must rank on the split the model was trained with, whatever --data spelling."""
+    from shrinknet.cli import _load_data
+
+    ds = datasets.load("digits", seed=3, size=600)
+    meta = {"data": ds.meta()}
+    for data, seed, size in [(None, None, None), ("digits", None, None), ("digits", 3, None), (None, None, 600)]:
+        assert _load_data(data, meta, seed, size).fingerprint() == ds.fingerprint(), (data, seed, size)
+    g = np.random.default_rng(0)
+    rows = ["a,b,c"] + [f"{x:.3f},{y:.3f},{int(x + y > 1)}" for x, y in g.random((60, 2))]
+    (tmp_path / "u.csv").write_text("\n".join(rows) + "\n")
+    csv = datasets.load(str(tmp_path / "u.csv"), seed=5)
+    monkeypatch.chdir(tmp_path)
+    assert _load_data("u.csv", {"data": csv.meta()}, None, None).fingerprint() == csv.fingerprint()
+    assert _load_data("digits", meta, 4, None).fingerprint() != ds.fingerprint()  # an explicit other split

@@ -162,13 +162,21 @@ def test_json_round_trip_keeps_numbers_and_networks():
         shrinknet.PruneResult.from_json(text).network(2)
 
 
-def test_iterative_pairs_scores_pairs_exactly():
+def test_iterative_pairs_scores_pairs_exactly_and_takes_a_pair_only_when_it_is_cheaper():
     model, _, X, T = build(SETTINGS[1])
     r = shrinknet.prune(model, X, T, algorithm="iterative_pairs", progress=False, pairs=20)
     assert r.steps[-1].kept == [1, 1]
-    for a, b in zip(r.steps, r.steps[1:]):
+    pair_steps = [k for k, s in enumerate(r.steps) if len(s.removed) == 2]
+    assert pair_steps, "this network has cancelling pairs worth removing together"
+    for k in range(1, len(r.steps)):
+        a, b = r.steps[k - 1], r.steps[k]
         # the score is Delta E per neuron removed, exact for pairs as for single neurons
         assert b.error - a.error == pytest.approx(b.score * len(b.removed), rel=1e-8, abs=1e-10)
+        if k in pair_steps:  # cheaper per neuron than the best single removal at that step
+            masks = r.masks(k - 1)
+            single = literal_brute_force(model, X, T, "mse", masks)
+            best = min(float(v) for h, sc in enumerate(single) if int(masks[h].sum()) > 1 for v in sc)
+            assert b.score < best
 
 
 def test_clip_replaces_outliers_by_mean_or_median():
@@ -190,7 +198,7 @@ def test_parse_size(text, size):
     assert memory.parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["12 potatoes", "", "-5KB", "KB", "0", "1.2.3MB"])
+@pytest.mark.parametrize("text", ["12 potatoes", "", "-5KB", "KB", "0", "1.2.3MB", "0.5", "1.9B"])
 def test_parse_size_refuses_nonsense(text):
     with pytest.raises(ValueError):
         memory.parse_size(text)
@@ -288,3 +296,34 @@ def test_curve_shape_iterative_brute_force_beats_single_first_order():
     t1, _ = kept_within_a_point("single", "taylor1")
     assert start > 0.9
     assert bf > t1 + 0.1, (bf, t1)
+
+
+def test_clip_leaves_scores_alone_when_most_are_equal_and_never_clips_the_low_side():
+    dead = [torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0, 1.0])]  # MAD = 0: dead units at exactly 0
+    assert torch.equal(_clip(dead, "median")[0], dead[0])
+    low = [torch.tensor([1.0, 2.0, 3.0, 2.5, -100.0])]
+    assert float(_clip(low, "mean")[0][4]) == -100.0
+
+
+def test_torch_dtype_is_recorded_by_name_and_json_is_standard():
+    model, _, X, T = build(SETTINGS[1])
+    r = shrinknet.prune(model, X, T, dtype=torch.float16, max_fraction=0.2, progress=False)
+    assert r.config["dtype"] == "float16"
+    text = r.to_json()
+    assert "Infinity" not in text and "NaN" not in text
+    json.loads(text)
+
+
+def test_from_json_refuses_a_different_network():
+    model, _, X, T = build(SETTINGS[1])
+    r = shrinknet.prune(model, X, T, max_fraction=0.2, progress=False)
+    other, _, _, _ = build(SETTINGS[7])  # same widths (5-7-3-3), tanh instead of sigmoid
+    with pytest.raises(ValueError, match="not the one the run was made on"):
+        shrinknet.PruneResult.from_json(r.to_json(), model=other)
+
+
+def test_at_fraction_refuses_fractions_outside_0_1():
+    model, _, X, T = build(SETTINGS[1])
+    r = shrinknet.prune(model, X, T, max_fraction=0.2, progress=False)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        r.at_fraction(-0.1)

@@ -239,3 +239,16 @@ def test_class_labels_out_of_range_are_refused():
     model, _, X, T = build(s)
     with pytest.raises(ValueError, match=r"class labels in T must be integers in \[0, 2\]"):
         shrinknet.saliency(model, X, T + 5, "taylor1", loss="cross_entropy")
+
+
+def test_cross_entropy_needs_two_outputs():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid(), torch.nn.Linear(4, 1)).double()
+    X, T = torch.rand(6, 3, dtype=torch.float64), torch.rand(6, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="cross_entropy needs at least 2 outputs"):
+        shrinknet.saliency(model, X, T, "taylor1", loss="cross_entropy")
+
+
+def test_float_labels_for_several_outputs_are_refused():
+    model, _, X, T = build(SETTINGS[0])
+    with pytest.raises(ValueError, match="integer class labels"):
+        shrinknet.saliency(model, X, torch.rand(11, dtype=torch.float64), "taylor1")

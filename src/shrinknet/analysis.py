@@ -50,6 +50,8 @@ def agreement(estimate: Tensor, truth: Tensor, k: int | None = None) -> dict:
     e = estimate[ok].double().cpu().numpy()
     t = truth[ok].double().cpu().numpy()
     n = len(t)
+    if k is not None and (not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be a positive integer, got {k!r}")
     k = max(1, round(0.1 * n)) if k is None else min(k, n)
     low_e = set(e.argsort(kind="stable")[:k].tolist())
     low_t = set(t.argsort(kind="stable")[:k].tolist())

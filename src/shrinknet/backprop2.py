@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .losses import Loss
-from .network import Data, Masks, Net, Trace
+from .network import Data, Masks, Net, Trace, check_positive_int
 
 
 class Derivatives(NamedTuple):
@@ -84,11 +84,9 @@ def backprop2(model, X, T, loss: str = "mse", mask: Masks | None = None, batch_s
 
 def batches(data: Data, batch_size: int | None):
     """Consecutive row slices of ``data`` of at most ``batch_size`` instances."""
-    n = len(data)
+    check_positive_int("batch_size", batch_size, optional=True)
     if batch_size is None:
         yield data
         return
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-    for start in range(0, n, batch_size):
+    for start in range(0, len(data), batch_size):
         yield data.rows(slice(start, start + batch_size))

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import click
 
+from .activations import NAMES as _ACTIVATIONS
+from .prune import ALGORITHMS
+from .saliency import METHODS
+
+HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
 DEMO_DIR = "shrinknet-demo"
 DEMO_BUDGET = "64KiB"
 
@@ -88,7 +93,7 @@ def _data_options(f):
 
 
 def _model_options(f):
-    acts = ["sigmoid", "tanh", "relu", "softplus"]
+    acts = HIDDEN_ACTIVATIONS
     for opt in reversed([
         click.option("--hidden", default=None, callback=lambda c, p, v: _hidden(v),
                      help="For a plain state_dict (.pt): hidden widths, e.g. 100,100."),
@@ -113,18 +118,32 @@ def _load_model(path: str, hidden=None, activation="sigmoid", out_activation="si
 
 
 def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None):
+    """The data set to rank on: by default exactly the split the model was trained with.
+
+    Given the recorded data set (or no --data), its recorded split settings are kept and only
+    --seed/--size override them, with a warning: another split can put training rows into the
+    validation set that ranks the neurons.
+    """
     from . import datasets
 
     recorded = meta.get("data") or {}
-    if data is None:
-        if not recorded:
-            raise UserError("this model does not record its data set: pass --data NAME_OR_PATH")
+    if data is None and not recorded:
+        raise UserError("this model does not record its data set: pass --data NAME_OR_PATH")
+    if recorded and (data is None or _same_data(data, recorded.get("name", ""))):
         if seed is None and size is None:
             return datasets.reload(recorded)
-        data = recorded["name"]
-    if seed is None:
-        seed = recorded.get("seed", 0) if recorded.get("name") == data else 0
-    return datasets.load(data, seed=seed, size=size)
+        args = {k: recorded[k] for k in ("seed", "val_fraction", "test_fraction", "size", "target") if k in recorded}
+        args.update({k: v for k, v in (("seed", seed), ("size", size)) if v is not None})
+        if any(args.get(k) != recorded.get(k) for k in ("seed", "size")):
+            click.echo("warning: --seed/--size differ from the model's training split; validation rows may "
+                       "include rows the model was trained on", err=True)
+        return datasets.load(recorded["name"], **args)
+    return datasets.load(data, seed=0 if seed is None else seed, size=size)
+
+
+def _same_data(data: str, name: str) -> bool:
+    """Whether --data names the recorded data set (files are recorded by absolute path)."""
+    return data == name or (Path(data).exists() and str(Path(data).resolve()) == name)
 
 
 def _check_widths(model, ds, data_name):
@@ -153,8 +172,8 @@ def _loss_of(meta: dict, loss: str | None) -> str:
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
 @click.option("--hidden", default="100,100", show_default=True, callback=lambda c, p, v: _hidden(v),
               help="Hidden widths, comma-separated.")
-@click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(["sigmoid", "tanh", "relu", "softplus"]))
-@click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice(["sigmoid", "tanh", "relu", "softplus", "none"]))
+@click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(HIDDEN_ACTIVATIONS))
+@click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice([*HIDDEN_ACTIVATIONS, "none"]))
 @click.option("--loss", default="mse", show_default=True, type=click.Choice(["mse", "cross_entropy"]))
 @click.option("--epochs", default=300, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
 @click.option("--patience", default=20, show_default=True, type=click.IntRange(min=1), help="Stop after this many epochs without a better validation error.")
@@ -201,9 +220,9 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     from .files import staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in shrinknet.METHODS]
+    bad = [m for m in methods if m not in METHODS]
     if bad:
-        raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(shrinknet.METHODS)}")
+        raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
@@ -243,13 +262,14 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @_data_options
 @_model_options
 @click.option("--method", default="brute_force", show_default=True,
-              type=click.Choice(["brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random"]))
-@click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(["iterative", "single", "iterative_pairs"]))
+              type=click.Choice(METHODS))
+@click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64"]),
               help="Storage dtype the budget is counted in (the dtype you will export).")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
-@click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole curve.")
+@click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole "
+              "curve (without --budget the whole curve is always recorded).")
 @click.option("--clip", default=None, type=click.Choice(["mean", "median"]), help="Replace outlier scores (3 scaled MADs) by the mean or median.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
@@ -271,6 +291,8 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     for f in formats:
         if f not in ("onnx", "c"):
             raise UserError(f"--export takes onnx and/or c, got {f!r}")
+    if formats and dtype == "float64":
+        raise UserError("--export writes float32 or float16 weights: use --dtype float32 or float16")
     if "onnx" in formats:
         _require("onnx", "export")
     net_model, meta = _load_model(model, hidden, activation, out_activation)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from torch import Tensor
 
 
 @contextlib.contextmanager
@@ -73,3 +76,16 @@ def staged_dir(path: str | os.PathLike):
                 os.replace(src, dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def jsonable(obj):
+    """Tensors to lists, tuples to lists, non-finite floats to None (JSON has no Infinity)."""
+    if isinstance(obj, Tensor):
+        return jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -50,6 +50,8 @@ def parse_size(text: str | int) -> int:
     size = value * _UNITS[unit]
     if size <= 0 or size != size or size == float("inf"):
         raise ValueError(f"size must be positive, got {text!r}")
+    if size != int(size):
+        raise ValueError(f"{text!r} is not a whole number of bytes")
     return int(size)
 
 
@@ -57,12 +59,17 @@ def _size_error(text) -> str:
     return f"cannot read {text!r} as a size: use a number of bytes with an optional unit, e.g. 20000, 48KB, 48KiB, 0.5MB"
 
 
-def dtype_bytes(dtype: str | torch.dtype) -> int:
-    """Bytes per number of a storage dtype ("float32", "float16", "float64" or a torch dtype)."""
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """The name of a storage dtype ("float32", "float16", "float64"), from a name or a torch dtype."""
     name = str(dtype).replace("torch.", "")
     if name not in DTYPE_BYTES:
         raise ValueError(f"unsupported storage dtype {dtype!r}: choose float32, float16 or float64")
-    return DTYPE_BYTES[name]
+    return name
+
+
+def dtype_bytes(dtype: str | torch.dtype) -> int:
+    """Bytes per number of a storage dtype ("float32", "float16", "float64" or a torch dtype)."""
+    return DTYPE_BYTES[dtype_name(dtype)]
 
 
 def layer_sizes(in_features: int, kept: Sequence[int], out_features: int) -> list[int]:

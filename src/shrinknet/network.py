@@ -251,6 +251,14 @@ def _layer(lin: nn.Linear, act: A.Activation | None) -> Layer:
     return Layer(lin.weight.detach(), bias, act or A.IDENTITY)
 
 
+def check_positive_int(name: str, value, optional: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a positive int (or None when ``optional``)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if optional else ''}, got {value!r}")
+
+
 # -- data -------------------------------------------------------------------------------------
 @dataclass
 class Data:
@@ -296,6 +304,15 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
         raise ValueError(f"X has {X.shape[0]} instances but T has {T.shape[0]}")
     labels = None
     out = net.out_features
+    if loss.name == "cross_entropy" and out < 2:
+        raise ValueError(
+            "cross_entropy needs at least 2 outputs (one logit per class); this network has 1: use loss='mse'"
+        )
+    if T.ndim == 1 and T.dtype.is_floating_point and out > 1:
+        raise ValueError(
+            f"T is 1-D with float values but the network has {out} outputs: give integer class labels "
+            f"or ({X.shape[0]}, {out}) targets"
+        )
     if T.ndim == 1 and not T.dtype.is_floating_point and out > 1:
         if T.dtype == torch.bool or int(T.min()) < 0 or int(T.max()) >= out:
             raise ValueError(

@@ -21,7 +21,8 @@ from torch import Tensor, nn
 from . import losses, memory, network
 from .backprop2 import batches
 from .losses import Loss
-from .network import Data, Layer, Net, Trace, as_net
+from .files import jsonable
+from .network import Data, Layer, Net, Trace, as_net, check_positive_int
 from .saliency import METHODS, random_scores, removed_to_inf, score_batch
 from .surgery import shrink
 
@@ -103,7 +104,8 @@ class PruneResult:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
+        """Standard JSON (infinite or NaN numbers become null)."""
+        return json.dumps(jsonable(self.to_dict()), indent=1)
 
     @classmethod
     def from_dict(cls, d: dict, model=None) -> "PruneResult":
@@ -113,10 +115,10 @@ class PruneResult:
         original = None
         if model is not None:
             original = _copy_net(as_net(model))
-            if list(original.hidden_sizes) != list(d["layout"]["hidden"]):
+            if _layout(original) != d["layout"]:
                 raise ValueError(
-                    f"model has hidden sizes {list(original.hidden_sizes)} but the run was made on "
-                    f"{d['layout']['hidden']}"
+                    f"the model ({_describe(_layout(original))}) is not the one the run was made on "
+                    f"({_describe(d['layout'])})"
                 )
         return cls(d["config"], steps, d["layout"], original)
 
@@ -130,9 +132,10 @@ class PruneResult:
         return [s.fraction_removed for s in self.steps], [getattr(s, key) for s in self.steps]
 
     def at_fraction(self, fraction: float) -> Step:
-        """The last step with fraction_removed <= ``fraction``."""
-        ok = [s for s in self.steps if s.fraction_removed <= fraction + 1e-12]
-        return ok[-1]
+        """The last step with fraction_removed <= ``fraction`` (0 <= fraction <= 1)."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        return [s for s in self.steps if s.fraction_removed <= fraction + 1e-12][-1]
 
 
 def prune(
@@ -177,9 +180,9 @@ def prune(
         progress: show a progress bar on stderr.
         seed: seed of the "random" method.
         clip: None, "mean" or "median": replace outlier scores before choosing, as the paper
-            tried for second-order estimates. Outlier rule: a score farther than 3 scaled median
-            absolute deviations (1.4826 * MAD) from the median of the candidates' scores is
-            replaced by their mean or median.
+            tried for second-order estimates. Outlier rule: a score more than 3 scaled median
+            absolute deviations (1.4826 * MAD) above the median of the candidates' scores is
+            replaced by their mean or median; nothing is clipped when the MAD is 0.
         batch_size, chunk_size: memory bounds, as in ``saliency``; they do not change results.
 
     Returns:
@@ -197,7 +200,10 @@ def prune(
         raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
     net = _copy_net(as_net(model))
     loss_ = losses.get(loss)
-    memory.dtype_bytes(dtype)
+    dtype = memory.dtype_name(dtype)
+    check_positive_int("chunk_size", chunk_size, optional=True)
+    check_positive_int("pairs", pairs)
+    check_positive_int("batch_size", batch_size, optional=True)
     val = network.prepare(net, X, T, loss_)
     test = None
     if X_test is not None or T_test is not None:
@@ -360,6 +366,13 @@ def _evaluate(loss: Loss, parts) -> tuple[float, float | None]:
 
 
 def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
+    """Replace large outlier scores by the mean or median of the candidates' scores.
+
+    Outlier rule: a finite score above median + 3 * 1.4826 * MAD (a robust 3-sigma) is replaced.
+    Only the large side is clipped, as the paper replaced large second-order values. With a MAD of
+    0 (most scores equal, e.g. dead ReLU units all at exactly 0) nothing is clipped: the rule
+    would otherwise flag every other score.
+    """
     if how is None:
         return scores
     flat = torch.cat(scores)
@@ -368,16 +381,19 @@ def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
         return scores
     med = finite.median()
     mad = 1.4826 * (finite - med).abs().median()
+    if float(mad) == 0.0:
+        return scores
     fill = finite.mean() if how == "mean" else med
-    out = []
-    for s in scores:
-        outlier = torch.isfinite(s) & ((s - med).abs() > 3 * mad)
-        out.append(torch.where(outlier, fill, s))
-    return out
+    return [torch.where(torch.isfinite(s) & (s > med + 3 * mad), fill, s) for s in scores]
 
 
 def _copy_net(net: Net) -> Net:
     return Net([Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act) for l in net.layers])
+
+
+def _describe(layout: dict) -> str:
+    acts = "/".join(a["name"] for a in layout["activations"])
+    return "-".join(map(str, [layout["in"], *layout["hidden"], layout["out"]])) + f" {acts}"
 
 
 def _layout(net: Net) -> dict:

@@ -14,32 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 from pathlib import Path
 
-from torch import Tensor
 
-from .files import write_text
+from .files import jsonable, write_text
 from .prune import PruneResult
 
 STEP_COLUMNS = (
     "n_removed", "fraction_removed", "removed", "score", "error", "accuracy",
     "test_error", "test_accuracy", "params", "bytes", "kept",
 )
-
-
-def jsonable(obj):
-    """Tensors to lists, tuples to lists, non-finite floats to None (JSON has no Infinity)."""
-    if isinstance(obj, Tensor):
-        return jsonable(obj.detach().cpu().tolist())
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def steps_csv(result: PruneResult) -> str:

@@ -23,7 +23,7 @@ from torch import Tensor
 from . import losses, network
 from .backprop2 import batches, sweep
 from .losses import Loss
-from .network import Data, Masks, Net, Trace, linear
+from .network import Data, Masks, Net, Trace, check_positive_int, linear
 
 METHODS = ("brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random")
 
@@ -65,7 +65,7 @@ def saliency(
     loss_ = losses.get(loss)
     data = network.prepare(net, X, T, loss_)
     masks = net.check_masks(mask)
-    _check_chunk(chunk_size)
+    check_positive_int("chunk_size", chunk_size, optional=True)
     if method == "random":
         return removed_to_inf(random_scores(net, seed), masks)
     total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
@@ -170,9 +170,10 @@ def exact_hessian_diagonal(
     C = chunk_size or _auto_chunk(net, h, N, o.element_size(), extra=J)
     for cols in torch.arange(J, device=o.device).split(C):
         V = torch.zeros(len(cols), N, J, dtype=o.dtype, device=o.device)
-        V[torch.arange(len(cols)), :, cols] = 1
+        rows = torch.arange(len(cols), device=o.device)
+        V[rows, :, cols] = 1
         Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
-        diag[:, cols] = Hv[torch.arange(len(cols)), :, cols].T
+        diag[:, cols] = Hv[rows, :, cols].T
     return diag
 
 
@@ -200,10 +201,3 @@ def _auto_chunk(net: Net, h: int, n: int, itemsize: int, extra: int = 0) -> int:
     width = max([layer.out_features for layer in net.layers[h + 1 :]] + [extra])
     per_candidate = 4 * n * width * itemsize
     return max(1, CHUNK_MEMORY // per_candidate)
-
-
-def _check_chunk(chunk_size) -> None:
-    if chunk_size is not None and (
-        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
