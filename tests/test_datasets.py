@@ -392,3 +392,19 @@ def test_missing_optional_package(monkeypatch, module, name, cached):
     D._mnist_400.cache_clear()
     with pytest.raises(DataError, match=r"pip install 'shrinknet\[data\]'"):
         load(name)
+
+
+def test_task_override_reads_whole_number_targets_as_a_quantity(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((80, 2))
+    rows = ["a,b,price"] + [f"{a:.3f},{b:.3f},{int(100 * a + 7 * b)}" for a, b in X]
+    (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="task='regression'"):
+        load(str(tmp_path / "prices.csv"))  # read as ~80 classes of 1 instance each
+    ds = load(str(tmp_path / "prices.csv"), task="regression")
+    assert ds.task == "regression" and ds.y_train.dtype == np.float32 and ds.out_features == 1
+    assert D.reload(ds.meta()).fingerprint() == ds.fingerprint()
+    labels = load("cosine", size=50, task="regression")
+    assert labels.task == "regression"
+    with pytest.raises(DataError, match="whole-number labels"):
+        load("cosine", size=50, task="classification")

@@ -181,14 +181,16 @@ def _loss_of(meta: dict, loss: str | None) -> str:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the split, the initial weights and the batches.")
 @click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
+@click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
+              help="Override the guess from the targets (whole numbers are read as class labels).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
 @click.pass_context
-def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, out):
+def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import train_on
 
-    ds = datasets.load(data, seed=seed, size=size)
+    ds = datasets.load(data, seed=seed, size=size, task=task)
     _say(ctx, ds.describe())
     model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
                            loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))

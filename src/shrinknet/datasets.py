@@ -126,7 +126,9 @@ class Dataset:
     def meta(self) -> dict:
         """JSON-ready record for a model file; ``reload(meta)`` rebuilds the same splits."""
         n = self.sizes()
-        return {"name": self.name, "source": self.source, "task": self.task, **self.load_args,
+        args = {k: v for k, v in self.load_args.items() if k != "task"}
+        return {"name": self.name, "source": self.source, "task": self.task, **args,
+                "forced_task": self.load_args.get("task"),
                 "n_train": n["train"], "n_val": n["val"], "n_test": n["test"],
                 "in_features": self.in_features, "out_features": self.out_features,
                 "n_classes": self.n_classes, "class_values": list(self.class_values),
@@ -140,7 +142,8 @@ def _plural(n: int, word: str) -> str:
 
 
 def load(name_or_path: str | os.PathLike, seed: int = 0, val_fraction: float = 0.2,
-         test_fraction: float = 0.2, size: int | None = None, target: str | None = None) -> Dataset:
+         test_fraction: float = 0.2, size: int | None = None, target: str | None = None,
+         task: str | None = None) -> Dataset:
     """Load a built-in data set (see ``NAMES``) or a file, and split it.
 
     seed: non-negative int; the same seed gives the same data (generated sets) and splits.
@@ -154,7 +157,7 @@ def load(name_or_path: str | os.PathLike, seed: int = 0, val_fraction: float = 0
     size = None if size is None else _check_int("size", size, MIN_INSTANCES)
     fractions = _check_fractions(val_fraction, test_fraction)
     spec = os.fspath(name_or_path)
-    raw = _read(spec, seed, size, target)
+    raw = _as_task(_read(spec, seed, size, target), task)
     X, y, strata = raw.X, raw.y, raw.strata
     if size is not None and size != len(X):
         if size > len(X):
@@ -172,7 +175,7 @@ def load(name_or_path: str | os.PathLike, seed: int = 0, val_fraction: float = 0
         X_train=train[0], y_train=train[1], X_val=val[0], y_val=val[1], X_test=test[0], y_test=test[1],
         n_classes=len(raw.class_values) or None, source=raw.source, class_values=raw.class_values,
         load_args=dict(seed=seed, val_fraction=float(val_fraction), test_fraction=float(test_fraction),
-                       size=size, target=target),
+                       size=size, target=target, task=task),
     )
 
 
@@ -181,7 +184,7 @@ def reload(meta: dict) -> Dataset:
     missing = [k for k in ("name", *_LOAD_ARGS) if k not in meta]
     if missing:
         raise DataError(f"the data set record lacks {', '.join(missing)}: it was not written by Dataset.meta()")
-    ds = load(meta["name"], **{k: meta[k] for k in _LOAD_ARGS})
+    ds = load(meta["name"], **{k: meta[k] for k in _LOAD_ARGS}, task=meta.get("forced_task"))
     if meta.get("fingerprint") not in (None, ds.fingerprint()):
         raise DataError(f"{meta['name']} has changed since it was recorded (fingerprint {ds.fingerprint()}, "
                         f"recorded {meta['fingerprint']}): use the original data file")
@@ -488,7 +491,7 @@ def _make_raw(name: str, X, y, source: str) -> _Raw:
             y = y[:, 0]
         if y.ndim != 1:
             raise DataError(f"{name}: integer y must be 1-D class labels, got shape {y.shape}; "
-                            f"store regression targets as floats")
+                            f"store regression targets as floats or load with task='regression'")
         values, y = np.unique(y, return_inverse=True)
         class_values = tuple(values.tolist())
         if len(values) < 2:
@@ -503,6 +506,24 @@ def _make_raw(name: str, X, y, source: str) -> _Raw:
             raise DataError(f"{name}: {what} has NaN or inf ({len(bad)} values; first at {where}, "
                             f"counting from 0): clean or impute the data first")
     return _Raw(name, X, y, source, class_values, strata=y if class_values else None)
+
+
+def _as_task(raw: _Raw, task: str | None) -> _Raw:
+    """Override the guessed task: integer-valued targets are class labels unless task="regression"."""
+    if task is None:
+        return raw
+    _check_choice("task", task, ("classification", "regression"))
+    if task == "regression" and raw.class_values:
+        values = np.asarray(raw.class_values)
+        if values.dtype.kind not in "biuf":
+            raise DataError(f"{raw.name}: these targets are class names, not quantities; use task='classification'")
+        return replace(raw, y=values[raw.y].astype(np.float32).reshape(-1, 1), class_values=(), strata=None)
+    if task == "classification" and not raw.class_values:
+        y = raw.y
+        if y.shape[1] != 1 or not np.array_equal(y, np.round(y)):
+            raise DataError(f"{raw.name}: classification needs one column of whole-number labels")
+        return _make_raw(raw.name, raw.X, y[:, 0].astype(np.int64), raw.source)
+    return raw
 
 
 # -- splitting ----------------------------------------------------------------------------------
@@ -544,7 +565,8 @@ def _check_class_sizes(y: np.ndarray, class_values: tuple, fractions: tuple) -> 
     if counts[c] < need:
         raise DataError(f"class {class_values[c]!r} has only {counts[c]} instance(s); every class needs at least "
                         f"{need} to reach each split (val_fraction={fractions[1]}, test_fraction={fractions[2]}): "
-                        f"add data, use a larger size=, or store a quantity target as floats")
+                        f"add data, use a larger size=, or if the target is a quantity load it with task='regression' "
+                        f"(shrinknet train --task regression)")
 
 
 # -- argument checks ----------------------------------------------------------------------------
