@@ -151,6 +151,7 @@ def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progr
 def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
     """Error (summed) and accuracy (classification) of ``model`` on every split."""
     from . import losses, network
+    from .prune import error_and_accuracy
 
     net = network.as_net(model)
     loss_ = losses.get(loss)
@@ -158,11 +159,10 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
     with torch.no_grad():
         for split in ("train", "val", "test"):
             data = network.prepare(net, ds.inputs(split), ds.targets(split, loss), loss_)
-            tr = net.forward(data.X, net.full_masks())
-            y = tr.o[-1]
-            out[f"{split}_error"] = float(loss_.per_instance(y, data.T).sum())
-            if data.labels is not None:
-                out[f"{split}_accuracy"] = float((y.argmax(1) == data.labels).double().mean())
+            err, acc = error_and_accuracy(loss_, [(data, net.forward(data.X, net.full_masks()))])
+            out[f"{split}_error"] = err
+            if acc is not None:
+                out[f"{split}_accuracy"] = acc
     return out
 
 

@@ -331,8 +331,8 @@ class _Pruner:
         self._refresh(min(h for h, _ in removed))
 
     def record(self, removed, score, dtype) -> Step:
-        err, acc = _evaluate(self.loss, self.val)
-        terr, tacc = _evaluate(self.loss, self.test) if self.test else (None, None)
+        err, acc = error_and_accuracy(self.loss, self.val)
+        terr, tacc = error_and_accuracy(self.loss, self.test) if self.test else (None, None)
         kept = [int(m.sum()) for m in self.masks]
         sizes = memory.layer_sizes(self.net.in_features, kept, self.net.out_features)
         params = memory.param_count(sizes, [layer.bias is not None for layer in self.net.layers])
@@ -352,7 +352,8 @@ def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: i
     return loss.delta(y_new, trace.o[-1], data.T).sum()
 
 
-def _evaluate(loss: Loss, parts) -> tuple[float, float | None]:
+def error_and_accuracy(loss: Loss, parts) -> tuple[float, float | None]:
+    """Total error and accuracy (None without class labels) over (Data, Trace) pairs."""
     err, correct, n, labelled = 0.0, 0, 0, True
     for data, trace in parts:
         y = trace.o[-1]

@@ -178,13 +178,15 @@ def exact_hessian_diagonal(
 
 
 def _scratch(workspace: dict | None, key, shape: tuple, like: Tensor) -> Tensor:
-    """An uninitialised buffer of ``shape``, kept in ``workspace[key]`` for the next call."""
-    buf = None if workspace is None else workspace.get(key)
-    if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
-        buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+    """An uninitialised contiguous buffer of ``shape``, carved from flat storage kept in
+    ``workspace[key]`` so the next call (any batch size up to the largest) reuses it."""
+    n = math.prod(shape)
+    flat = None if workspace is None else workspace.get(key)
+    if flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device:
+        flat = torch.empty(n, dtype=like.dtype, device=like.device)
         if workspace is not None:
-            workspace[key] = buf
-    return buf
+            workspace[key] = flat
+    return flat[:n].view(shape)
 
 
 def random_scores(net: Net, seed: int) -> list[Tensor]:
