@@ -281,12 +281,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
           max_fraction, full_curve, clip, loss, analyze, export_formats, out):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
-    import shrinknet
-
-    from . import memory, modelio, runs
-    from .experiments import budget_summary, evaluate, prune_on
-    from .export import export as export_network
-    from .files import staged_dir
+    from . import memory
+    from .experiments import budget_summary, shrink_and_save
 
     budget_bytes = None if budget is None else memory.parse_size(budget)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
@@ -301,47 +297,19 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
-    t0 = time.perf_counter()
-    result = prune_on(net_model, ds, loss, progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                      budget_bytes=budget_bytes, dtype=dtype, max_fraction=max_fraction, clip=clip,
-                      full_curve=full_curve)
-    seconds = time.perf_counter() - t0
-    k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
-    small = result.network(k)
-    analysis = _analysis(shrinknet, net_model, ds, loss, result) if analyze else None
     out = Path(out)
-    extras = {"budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
-              "source_model": str(model), "data": ds.meta()}
-    small_meta = {**meta, "metrics": evaluate(small, ds, loss),
-                  "pruned": {"from": str(model), "step": k, "removed": result.steps[k].n_removed,
-                             "method": method, "algorithm": algorithm, "dtype": dtype}}
-    with staged_dir(out) as stage:  # all of the run's files, or none
-        modelio.save_model(stage / "model.safetensors", small, small_meta)
-        for f in formats:
-            res = export_network(small, stage / ("model.onnx" if f == "onnx" else "model.c"), format=f, dtype=dtype)
-            extras["export_bytes"] = res.flash_bytes
-            extras[f"{f}_ram_bytes"] = res.ram_bytes
-        runs.save_run(stage, result, name=f"{algorithm} {method}", analysis=analysis, extras=extras)
+    done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
+                           analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
+                           progress=not _quiet(ctx), method=method, algorithm=algorithm,
+                           max_fraction=max_fraction, clip=clip, full_curve=full_curve)
+    result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     if budget_bytes is not None:
         click.echo(budget_summary(result, budget_bytes, dtype))
     s0, sk = result.steps[0], result.steps[k]
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
-               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {seconds:.1f}s; "
+               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
                f"saved {out / 'model.safetensors'} and the run in {out}")
-
-
-def _analysis(shrinknet, model, ds, loss, result) -> dict:
-    X, T = ds.inputs("val"), ds.targets("val", loss)
-    est = shrinknet.compare_estimates(model, X, T, loss)
-    order = sorted(((float(v), h, j) for h, s in enumerate(est["truth"]) for j, v in enumerate(s.tolist())))
-    picks = [order[0], order[len(order) // 2], order[-1]]  # cheapest, median and most important neuron
-    return {
-        "estimates": est,
-        "along_run": shrinknet.estimates_along_run(result, model, X, T, methods=("taylor1", "taylor2")),
-        "gain": shrinknet.gain_curves(model, X, T, [(h, j) for _, h, j in picks], loss=loss),
-        "pairs": shrinknet.correlated_pairs(model, X, T, loss=loss, top=5),
-    }
 
 
 def _print_steps(ctx, result) -> None:
@@ -455,13 +423,8 @@ def reproduce(ctx, experiments, quick, seed, out):
 @click.pass_context
 def demo(ctx, out, budget, size):
     """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export."""
-    import shrinknet
-
-    from . import datasets, memory, modelio, runs
-    from .experiments import budget_summary, evaluate, prune_on, trained_model
-    from .export import export as export_network
-    from .files import staged_dir
-    from .report import write_report
+    from . import datasets, memory
+    from .experiments import budget_summary, shrink_and_save, trained_model
 
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
@@ -474,19 +437,11 @@ def demo(ctx, out, budget, size):
                                         progress=not _quiet(ctx))
     if reused:
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
-    m = meta["metrics"]
-    _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {m['test_accuracy']:.4f}")
-    result = prune_on(model, ds, "mse", progress=not _quiet(ctx), budget_bytes=budget_bytes, full_curve=True)
-    k, small = result.fit(budget_bytes)
-    analysis = _analysis(shrinknet, model, ds, "mse", result)
-    with staged_dir(out) as stage:  # every output of this run, or none
-        modelio.save_model(stage / "model.safetensors", small, {**meta, "metrics": evaluate(small, ds, "mse"),
-                                                                 "pruned": {"step": k, "budget_bytes": budget_bytes}})
-        export_network(small, stage / "model.onnx", format="onnx")
-        c = export_network(small, stage / "model.c", format="c", prefix="mnist")
-        runs.save_run(stage / "run", result, name="iterative brute force", analysis=analysis,
-                      extras={"budget_bytes": budget_bytes, "export_bytes": c.flash_bytes, "chosen_step": k})
-        write_report([stage / "run"], stage / "report", title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+    _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
+    done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
+                           name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
+                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+    result, k, c = done["result"], done["step"], done["exports"]["c"]
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
         f"\nshrunk {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} "

@@ -172,6 +172,62 @@ def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -
                  T_test=ds.targets("test", loss), progress=progress, **kwargs)
 
 
+def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult) -> dict:
+    """What the report draws beyond the curves, on the validation split of the unpruned network:
+    estimates vs truth (and along the run), gain curves of three neurons (the cheapest, median
+    and most important by brute force), and the most correlated pairs."""
+    from . import analysis
+
+    X, T = ds.inputs("val"), ds.targets("val", loss)
+    est = analysis.compare_estimates(model, X, T, loss)
+    order = sorted(((float(v), h, j) for h, s in enumerate(est["truth"]) for j, v in enumerate(s.tolist())))
+    picks = [order[0], order[len(order) // 2], order[-1]]
+    return {
+        "estimates": est,
+        "along_run": analysis.estimates_along_run(result, model, X, T, methods=("taylor1", "taylor2")),
+        "gain": analysis.gain_curves(model, X, T, [(h, j) for _, h, j in picks], loss=loss),
+        "pairs": analysis.correlated_pairs(model, X, T, loss=loss, top=5),
+    }
+
+
+def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Path, *, budget_bytes=None,
+                    dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
+                    report_title: str | None = None, extras: dict | None = None, progress=False,
+                    prefix: str = "shrinknet", **prune_args) -> dict:
+    """Prune ``model`` on ``ds``, keep the step that fits ``budget_bytes`` (else the last), and
+    write into ``out``, all files or none: model.safetensors (with its own metrics), the exports
+    in ``formats`` ("onnx", "c"), the run (run.json, steps.csv, analysis.json) and, with
+    ``report_title``, report/. Returns {"result", "step", "network", "exports", "seconds"}.
+    """
+    from .export import export as export_network
+    from .files import staged_dir
+    from .report import write_report
+
+    t0 = time.perf_counter()
+    result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype, **prune_args)
+    seconds = time.perf_counter() - t0
+    k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
+    small = result.network(k)
+    analysis = analyses(model, ds, loss, result) if analyze else None
+    extras = {**(extras or {}), "budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
+              "data": ds.meta()}
+    small_meta = {**meta, "metrics": evaluate(small, ds, loss),
+                  "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
+                             "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes}}
+    exports = {}
+    with staged_dir(out) as stage:
+        modelio.save_model(stage / "model.safetensors", small, small_meta)
+        for f in formats:
+            exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)
+            extras["export_bytes"] = exports[f].flash_bytes
+            extras[f"{f}_ram_bytes"] = exports[f].ram_bytes
+        run_dir = stage / "run" if report_title else stage
+        runs.save_run(run_dir, result, name=name or None, analysis=analysis, extras=extras)
+        if report_title:
+            write_report([run_dir], stage / "report", title=report_title)
+    return {"result": result, "step": k, "network": small, "exports": exports, "seconds": seconds}
+
+
 def curve_at(result: PruneResult, metric: str) -> list[float | None]:
     """The test ``metric`` ("accuracy" or "error") at each of FRACTIONS (None past the run's end)."""
     key = f"test_{metric}"
