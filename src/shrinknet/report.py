@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import runs as runs_io
-from .files import write_bytes, write_text
+from .files import staged_dir, write_bytes, write_text
 from .memory import format_bytes
 from .saliency import METHODS
 
@@ -372,7 +372,8 @@ def write_report(run_dirs, out_dir: str | os.PathLike, title: str | None = None,
         formats: file formats of the figures (any matplotlib can write); the HTML embeds PNGs.
 
     Returns:
-        The path of report.html, written last: on any error no new report.html appears.
+        The path of report.html. All files are staged and moved in together: on any error
+        nothing new appears in ``out_dir``.
 
     Raises:
         ValueError: no run directories, a directory that is not a valid run, a bad format.
@@ -385,18 +386,18 @@ def write_report(run_dirs, out_dir: str | os.PathLike, title: str | None = None,
     formats = _check_formats(formats)
     data = figure_data(runs)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     pngs = {}
-    for name in FIGURES:
-        if not data[name]:
-            continue
-        blobs = _render(_DRAW[name](data[name]), formats)
-        for fmt in formats:
-            write_bytes(out_dir / f"{name}.{fmt}", blobs[fmt])
-        pngs[name] = blobs["png"]
-    path = out_dir / "report.html"
-    write_text(path, _html(title or "shrinknet report", runs, pngs))
-    return path
+    with staged_dir(out_dir) as stage:  # the figures and the page, or nothing
+        for name in FIGURES:
+            if not data[name]:
+                continue
+            blobs = _render(_DRAW[name](data[name]), formats)
+            for fmt in formats:
+                write_bytes(stage / f"{name}.{fmt}", blobs[fmt])
+            pngs[name] = blobs["png"]
+        write_text(stage / "report.html", _html(title or "shrinknet report", runs, pngs))
+    return out_dir / "report.html"
 
 
 def _load(run_dir) -> dict:
