@@ -319,12 +319,15 @@ def _size_figure(size: dict):
     for r in size["runs"]:
         if _finite(b := r["budget_bytes"]):
             marks[b] = (f"budget {format_bytes(int(b))}", "0.3", "-.")
-    for b, (text, color, ls) in sorted(marks.items()):
+    for i, (b, (text, color, ls)) in enumerate(sorted(marks.items())):
         ax.axvline(b, color=color, linestyle=ls, linewidth=1)
-        ax.annotate(text, xy=(b, 0.98), xycoords=("data", "axes fraction"),
-                    rotation=90, ha="right", va="top", fontsize=8, color=color,
+        ax.annotate(text, xy=(b, 0.98), xycoords=("data", "axes fraction"),  # alternate sides: close
+                    rotation=90, ha="right" if i % 2 == 0 else "left", va="top", fontsize=8, color=color,
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
-    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: format_bytes(int(v)) if v >= 0 else ""))
+    largest = max([1.0, *(v for r in size["runs"] for v in r["bytes"]), *marks])
+    step = 2.0 ** math.ceil(math.log2(largest / 8))  # 4-8 ticks at a power-of-two number of bytes
+    ax.xaxis.set_major_locator(mpl.ticker.MultipleLocator(max(step, 1.0)))
+    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: _tick_bytes(v)))
     ax.set_xlabel("bytes of weights and biases")
     ax.set_ylabel("validation accuracy" if size["metric"] == "accuracy" else _error_label(size["runs"]))
     if size["metric"] == "error":
@@ -332,6 +335,16 @@ def _size_figure(size: dict):
     ax.legend(loc="best")
     ax.set_title("Accuracy vs size" if size["metric"] == "accuracy" else "Error vs size")
     return fig
+
+
+def _tick_bytes(v: float) -> str:
+    """Axis label for a byte count: 0, 512 B, 16 KiB, 1.5 MiB (no trailing zeros)."""
+    if v < 0:
+        return ""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if v >= scale:
+            return f"{v / scale:g} {unit}"
+    return f"{v:g} B"
 
 
 _DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "gain": _gain_figure,
