@@ -1,5 +1,6 @@
 """Core: backprop2 and every saliency criterion against slow float64 references."""
 
+import importlib
 import math
 import re
 
@@ -252,3 +253,24 @@ def test_float_labels_for_several_outputs_are_refused():
     model, _, X, T = build(SETTINGS[0])
     with pytest.raises(ValueError, match="integer class labels"):
         shrinknet.saliency(model, X, torch.rand(11, dtype=torch.float64), "taylor1")
+
+
+@pytest.mark.parametrize("method", ["brute_force", "taylor2_exact"])
+def test_progress_bar_counts_every_candidate_and_changes_nothing(method, monkeypatch):
+    S = importlib.import_module("shrinknet.saliency")  # the module; shrinknet.saliency is the function
+    bars = []
+    real = S.candidate_bar
+
+    def spy(*args, **kwargs):
+        bars.append(real(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(S, "candidate_bar", spy)
+    model, _, X, T = build(SETTINGS[2])
+    mask = some_mask(model)
+    quiet = shrinknet.saliency(model, X, T, method, mask=mask)
+    shown = shrinknet.saliency(model, X, T, method, mask=mask, progress=True, batch_size=4, chunk_size=2)
+    for a, b in zip(quiet, shown):
+        assert_close(a, b, **TIGHT)
+    kept = sum(int(m.sum()) for m in mask)
+    assert bars[-1].n == bars[-1].total == 3 * kept  # 11 instances in batches of 4

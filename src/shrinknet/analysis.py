@@ -25,7 +25,7 @@ from torch import Tensor
 from . import losses, network
 from .backprop2 import sweep
 from .network import as_net
-from .saliency import brute_force, removed_to_inf, score_batch
+from .saliency import brute_force, candidate_bar, removed_to_inf, score_batch
 
 ESTIMATES = ("taylor1", "taylor2", "taylor2_exact", "magnitude")
 
@@ -67,18 +67,22 @@ def agreement(estimate: Tensor, truth: Tensor, k: int | None = None) -> dict:
     }
 
 
-def compare_estimates(model, X, T, loss: str = "mse", methods=ESTIMATES, mask=None, k: int | None = None) -> dict:
+def compare_estimates(model, X, T, loss: str = "mse", methods=ESTIMATES, mask=None, k: int | None = None,
+                      progress: bool = False) -> dict:
     """Each estimate against brute force, per hidden layer and over all neurons.
+
+    ``progress`` shows a bar over the candidates of brute force and taylor2_exact.
 
     Returns {"truth": [per-layer tensors], "scores": {method: [...]},
              "agreement": {method: {"layers": [dict per layer], "overall": dict}}}.
     """
     net, loss_, data, masks, trace = _setup(model, X, T, loss, mask)
-    with torch.no_grad():
-        truth = removed_to_inf(brute_force(net, loss_, data, masks, trace), masks)
+    slow = 1 + sum(m == "taylor2_exact" for m in methods)
+    with torch.no_grad(), candidate_bar(progress, masks, slow, "brute force vs estimates") as bar:
+        truth = removed_to_inf(brute_force(net, loss_, data, masks, trace, bar=bar), masks)
         out = {"truth": truth, "scores": {}, "agreement": {}}
         for m in methods:
-            s = removed_to_inf(score_batch(m, net, loss_, data, masks, trace), masks)
+            s = removed_to_inf(score_batch(m, net, loss_, data, masks, trace, bar=bar), masks)
             out["scores"][m] = s
             out["agreement"][m] = {
                 "layers": [agreement(a, b, k) for a, b in zip(s, truth)],

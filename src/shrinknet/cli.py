@@ -231,7 +231,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     loss = _loss_of(meta, loss)
     X, T = ds.inputs("val"), ds.targets("val", loss)
     estimates = [m for m in methods if m not in ("brute_force", "random")]
-    cmp = shrinknet.compare_estimates(net_model, X, T, loss, methods=estimates)
+    cmp = shrinknet.compare_estimates(net_model, X, T, loss, methods=estimates, progress=not _quiet(ctx))
     scores = {"brute_force": cmp["truth"], **cmp["scores"]}
     if "random" in methods:
         scores["random"] = shrinknet.saliency(net_model, X, T, "random", loss=loss)

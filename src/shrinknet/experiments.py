@@ -172,14 +172,14 @@ def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -
                  T_test=ds.targets("test", loss), progress=progress, **kwargs)
 
 
-def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult) -> dict:
+def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progress: bool = False) -> dict:
     """What the report draws beyond the curves, on the validation split of the unpruned network:
     estimates vs truth (and along the run), gain curves of three neurons (the cheapest, median
     and most important by brute force), and the most correlated pairs."""
     from . import analysis
 
     X, T = ds.inputs("val"), ds.targets("val", loss)
-    est = analysis.compare_estimates(model, X, T, loss)
+    est = analysis.compare_estimates(model, X, T, loss, progress=progress)
     order = sorted(((float(v), h, j) for h, s in enumerate(est["truth"]) for j, v in enumerate(s.tolist())))
     picks = [order[0], order[len(order) // 2], order[-1]]
     return {
@@ -208,7 +208,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     seconds = time.perf_counter() - t0
     k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
     small = result.network(k)
-    analysis = analyses(model, ds, loss, result) if analyze else None
+    analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
               "data": ds.meta()}
     small_meta = {**meta, "metrics": evaluate(small, ds, loss),

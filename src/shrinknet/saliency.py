@@ -42,6 +42,7 @@ def saliency(
     *,
     seed: int = 0,
     chunk_size: int | None = None,
+    progress: bool = False,
 ) -> list[Tensor]:
     """Estimated Delta E of switching off each hidden neuron, summed over the instances of X.
 
@@ -55,6 +56,7 @@ def saliency(
         seed: seed of the "random" baseline.
         chunk_size: candidate neurons evaluated together by "brute_force" and "taylor2_exact"
             (default: as many as fit in ``CHUNK_MEMORY`` bytes of scratch).
+        progress: show a progress bar over candidate chunks (brute_force, taylor2_exact).
 
     Returns:
         One 1-D tensor per hidden layer, in forward order, on the model's device and dtype.
@@ -69,11 +71,24 @@ def saliency(
     if method == "random":
         return removed_to_inf(random_scores(net, seed), masks)
     total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
-    with torch.no_grad():
+    n_batches = -(-len(data) // (batch_size or len(data)))
+    with torch.no_grad(), candidate_bar(progress and method in SLOW, masks, n_batches, method) as bar:
         for batch in batches(data, batch_size):
-            for t, s in zip(total, score_batch(method, net, loss_, batch, masks, chunk_size=chunk_size)):
+            for t, s in zip(total, score_batch(method, net, loss_, batch, masks, chunk_size=chunk_size, bar=bar)):
                 t += s
     return removed_to_inf(total, masks)
+
+
+#: Methods that evaluate candidates in chunks, and can show progress over them.
+SLOW = ("brute_force", "taylor2_exact")
+
+
+def candidate_bar(enabled: bool, masks: Masks, repeats: int = 1, desc: str = "scoring"):
+    """A tqdm bar over every kept neuron (``repeats`` times, e.g. once per batch); silent if not enabled."""
+    from tqdm.auto import tqdm
+
+    total = repeats * sum(int(m.sum()) for m in masks)
+    return tqdm(total=total, desc=desc, unit="neuron", leave=False, disable=not enabled)
 
 
 def score_batch(
@@ -85,12 +100,16 @@ def score_batch(
     trace: Trace | None = None,
     chunk_size: int | None = None,
     workspace: dict | None = None,
+    bar=None,
 ) -> list[Tensor]:
-    """Scores summed over one batch, before removed neurons are set to +inf."""
+    """Scores summed over one batch, before removed neurons are set to +inf.
+
+    ``bar``: an optional progress bar (``update(n)``) advanced per evaluated candidate chunk.
+    """
     if trace is None:
         trace = net.forward(data.X, masks)
     if method == "brute_force":
-        return brute_force(net, loss, data, masks, trace, chunk_size, workspace)
+        return brute_force(net, loss, data, masks, trace, chunk_size, workspace, bar)
     if method == "magnitude":
         return [
             torch.linalg.vector_norm(net.layers[h + 1].weight, dim=0) * trace.o[h].abs().sum(0)
@@ -103,7 +122,7 @@ def score_batch(
         return [(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2).sum(0) for r in records]  # eq. 8
     if method == "taylor2_exact":
         return [
-            (-r.o * r.dE_do + 0.5 * r.o**2 * exact_hessian_diagonal(net, loss, data, masks, trace, h, chunk_size)).sum(0)
+            (-r.o * r.dE_do + 0.5 * r.o**2 * exact_hessian_diagonal(net, loss, data, masks, trace, h, chunk_size, bar)).sum(0)
             for h, r in enumerate(records)
         ]
     raise ValueError(f"unknown method {method!r}")
@@ -111,7 +130,7 @@ def score_batch(
 
 def brute_force(
     net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None,
-    workspace: dict | None = None,
+    workspace: dict | None = None, bar=None,
 ) -> list[Tensor]:
     """Exact Delta E of switching off each kept neuron (§2.1), summed over the batch.
 
@@ -140,12 +159,14 @@ def brute_force(
             xs = torch.addcmul(x_next, a, W[:, J].T.unsqueeze(1), value=-1, out=scratch[: len(J)])
             y_new = net.output_from(h + 1, xs, masks)  # (C, N, out)
             s[J] = loss.delta(y_new, y, data.T).sum(-1)
+            if bar is not None:
+                bar.update(len(J))
         scores.append(s)
     return scores
 
 
 def exact_hessian_diagonal(
-    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h: int, chunk_size: int | None = None
+    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h: int, chunk_size: int | None = None, bar=None
 ) -> Tensor:
     """Exact d2E_n/do_nj^2 for hidden layer h, (N, j), by forward-over-reverse autograd.
 
@@ -174,6 +195,8 @@ def exact_hessian_diagonal(
         V[rows, :, cols] = 1
         Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
         diag[:, cols] = Hv[rows, :, cols].T
+        if bar is not None:
+            bar.update(int(masks[h][cols].sum()))
     return diag
 
 
