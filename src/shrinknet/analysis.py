@@ -44,7 +44,10 @@ def agreement(estimate: Tensor, truth: Tensor, k: int | None = None) -> dict:
     Only finite entries of ``truth`` (kept neurons) are compared. ``k`` defaults to 10% of them
     (at least 1). ``overlap`` is |lowest_k(estimate) & lowest_k(truth)| / k.
     """
-    from scipy import stats
+    try:
+        from scipy import stats
+    except ImportError:
+        raise ImportError("estimate-vs-truth correlations need scipy: pip install 'shrinknet[report]'") from None
 
     ok = torch.isfinite(truth)
     e = estimate[ok].double().cpu().numpy()

@@ -225,6 +225,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
+    _require("scipy", "report")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
@@ -293,6 +294,8 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         raise UserError("--export writes float32 or float16 weights: use --dtype float32 or float16")
     if "onnx" in formats:
         _require("onnx", "export")
+    if analyze:
+        _require("scipy", "report")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
@@ -429,6 +432,7 @@ def demo(ctx, out, budget, size):
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
     _require("matplotlib", "report")
+    _require("scipy", "report")
     t0 = time.perf_counter()
     out = Path(out)
     ds = datasets.load("mnist5k", seed=0, size=size)
