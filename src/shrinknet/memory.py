@@ -9,8 +9,6 @@ of layer h+1.
 from __future__ import annotations
 
 import re
-from typing import Sequence
-
 import torch
 
 #: Storage dtypes and their bytes per number.
@@ -72,25 +70,22 @@ def dtype_bytes(dtype: str | torch.dtype) -> int:
     return DTYPE_BYTES[dtype_name(dtype)]
 
 
-def layer_sizes(in_features: int, kept: Sequence[int], out_features: int) -> list[int]:
-    """[in, h_1, ..., h_H, out] with ``kept`` the number of neurons kept per hidden layer."""
-    return [in_features, *kept, out_features]
+def network_params(model, masks=None) -> int:
+    """Weights and biases of ``model`` (a Net or nn.Sequential), counting only kept neurons when
+    ``masks`` (True = kept) is given: layer k has sizes[k+1] x sizes[k] weights (+ sizes[k+1] biases)."""
+    from .network import as_net
 
-
-def param_count(sizes: Sequence[int], bias: Sequence[bool]) -> int:
-    """Weights and biases of Linear layers sizes[k] -> sizes[k+1]; bias[k] says if layer k has one."""
-    return sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if bias[k] else 0) for k in range(len(sizes) - 1))
+    net = as_net(model)
+    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
+    sizes = [net.in_features, *kept, net.out_features]
+    return sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if layer.bias is not None else 0)
+               for k, layer in enumerate(net.layers))
 
 
 def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> int:
     """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
     counting only kept neurons when ``masks`` (True = kept) is given."""
-    from .network import as_net
-
-    net = as_net(model)
-    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
-    sizes = layer_sizes(net.in_features, kept, net.out_features)
-    return param_count(sizes, [layer.bias is not None for layer in net.layers]) * dtype_bytes(dtype)
+    return network_params(model, masks) * dtype_bytes(dtype)
 
 
 def format_bytes(n: int) -> str:

@@ -23,7 +23,7 @@ from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
 from .network import Data, Layer, Net, Trace, as_net, check_positive_int
-from .saliency import METHODS, random_scores, removed_to_inf, score_batch
+from .saliency import METHODS, random_scores, removed_to_inf, score_parts
 from .surgery import shrink
 
 ALGORITHMS = ("single", "iterative", "iterative_pairs")
@@ -270,12 +270,8 @@ class _Pruner:
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
         else:
-            s = [torch.zeros(h, dtype=self.net.dtype, device=self.net.device) for h in self.net.hidden_sizes]
             with torch.no_grad():
-                for data, trace in self.val:
-                    for acc, part in zip(s, score_batch(self.method, self.net, self.loss, data, self.masks, trace, self.chunk_size,
-                                                         self.workspace)):
-                        acc += part
+                s = score_parts(self.method, self.net, self.loss, self.val, self.masks, self.chunk_size, self.workspace)
         return _clip(removed_to_inf(s, self.masks), self.clip)
 
     def single_ranking(self) -> deque[tuple[int, int, float]]:
@@ -291,7 +287,7 @@ class _Pruner:
                 if self.masks[h][j] and int(self.masks[h].sum()) > 1:
                     return [(h, j)], v
             raise AssertionError("ranking exhausted before the removal limit")
-        s = [x.clone() for x in self.scores()]
+        s = self.scores()  # fresh tensors: safe to overwrite
         for h, m in enumerate(self.masks):
             if int(m.sum()) == 1:
                 s[h][:] = math.inf  # never remove the last neuron of a layer
@@ -334,8 +330,7 @@ class _Pruner:
         err, acc = error_and_accuracy(self.loss, self.val)
         terr, tacc = error_and_accuracy(self.loss, self.test) if self.test else (None, None)
         kept = [int(m.sum()) for m in self.masks]
-        sizes = memory.layer_sizes(self.net.in_features, kept, self.net.out_features)
-        params = memory.param_count(sizes, [layer.bias is not None for layer in self.net.layers])
+        params = memory.network_params(self.net, self.masks)
         return Step(
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,

@@ -70,13 +70,21 @@ def saliency(
     check_positive_int("chunk_size", chunk_size, optional=True)
     if method == "random":
         return removed_to_inf(random_scores(net, seed), masks)
-    total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
     n_batches = -(-len(data) // (batch_size or len(data)))
     with torch.no_grad(), candidate_bar(progress and method in SLOW, masks, n_batches, method) as bar:
-        for batch in batches(data, batch_size):
-            for t, s in zip(total, score_batch(method, net, loss_, batch, masks, chunk_size=chunk_size, bar=bar)):
-                t += s
+        parts = ((batch, None) for batch in batches(data, batch_size))
+        total = score_parts(method, net, loss_, parts, masks, chunk_size, bar=bar)
     return removed_to_inf(total, masks)
+
+
+def score_parts(method: str, net: Net, loss: Loss, parts, masks: Masks, chunk_size: int | None = None,
+                workspace: dict | None = None, bar=None) -> list[Tensor]:
+    """``score_batch`` summed over (Data, Trace or None) parts, e.g. the batches of one data set."""
+    total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
+    for data, trace in parts:
+        for t, s in zip(total, score_batch(method, net, loss, data, masks, trace, chunk_size, workspace, bar)):
+            t += s
+    return total
 
 
 #: Methods that evaluate candidates in chunks, and can show progress over them.
