@@ -260,6 +260,54 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 
 
 # -- prune -------------------------------------------------------------------------------------
+def _speed_options(f):
+    """--speed and friends, --threads (issue 10); their values go to prune() as they are."""
+    from .speed import SPEEDS
+
+    for opt in reversed([
+        click.option("--speed", default="exact", show_default=True, type=click.Choice(SPEEDS),
+                     help="Iterative brute force: exact (the exact greedy choice every step), screen (second-order "
+                          "screen, exact scores for a shortlist) or fast (screen plus several removals per scoring "
+                          "while far from the end). Approximate runs record their agreement with exact."),
+        click.option("--screen-size", default=None, type=int,
+                     help="screen/fast: candidates scored exactly per step, per criterion (default 32)."),
+        click.option("--block-fraction", default=None, type=float,
+                     help="fast: fraction of the removals still to go taken per scoring (default 0.05)."),
+        click.option("--checks", default=None, type=int,
+                     help="screen/fast: removals at which the exact greedy choice is also computed (default 20)."),
+        click.option("--threads", default=None, type=int,
+                     help="Worker threads over candidate chunks (default: by workload size; env SHRINKNET_THREADS)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _join_distributed():
+    """Under torchrun: join the process group (gloo on CPU); ranks other than 0 go silent.
+    Returns the group, or None when this process runs alone."""
+    import atexit
+    import os
+
+    from . import distributed
+
+    group = distributed.init_from_env("cpu")
+    if group is None:
+        return None
+    atexit.register(_leave_distributed)
+    if distributed.rank(group) != 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    return group
+
+
+def _leave_distributed():
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @_data_options
@@ -278,12 +326,22 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@_speed_options
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, out):
-    """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
-    from . import memory
+          max_fraction, full_curve, clip, loss, analyze, export_formats, out,
+          speed, screen_size, block_fraction, checks, threads):
+    """Remove hidden neurons one at a time; save the shrunk network and the whole run.
+
+    Under torchrun (torchrun --standalone --nproc_per_node=2 -m shrinknet prune ...) the
+    instances are split over the processes; rank 0 prints and writes.
+    """
+    from . import distributed, memory
     from .experiments import budget_summary, shrink_and_save
+
+    group = _join_distributed()
+    scale = dict(speed=speed, screen_size=screen_size, block_fraction=block_fraction, checks=checks,
+                 threads=threads, group=group)
 
     budget_bytes = None if budget is None else memory.parse_size(budget)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
@@ -304,7 +362,9 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
                            analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
                            progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve)
+                           max_fraction=max_fraction, clip=clip, full_curve=full_curve, **scale)
+    if distributed.rank(group) != 0:
+        return  # rank 0 prints and writes
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     if budget_bytes is not None:
@@ -313,6 +373,17 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
                f"saved {out / 'model.safetensors'} and the run in {out}")
+    _print_agreement(ctx, result)
+
+
+def _print_agreement(ctx, result) -> None:
+    from .speed import summary
+
+    a = summary(result.agreement)
+    if a is not None:
+        click.echo(f"speed {result.config['speed']}: {a['same']} of {a['checks']} checked removals were the exact greedy "
+                   f"choice; exact ΔE of the removed neuron exceeded the best by {a['mean_excess_delta']:.4g} on average "
+                   f"(max {a['max_excess_delta']:.4g})")
 
 
 def _print_steps(ctx, result) -> None:

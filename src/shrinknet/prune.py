@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from . import losses, memory, network
+from . import distributed, losses, memory, network, threads as thread_policy
 from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
 from .network import Data, Layer, Net, Trace, as_net, check_positive_int
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
+from .exact import Incremental
+from .speed import Chooser, Speed, settings as speed_settings
 from .surgery import shrink
 
 ALGORITHMS = ("single", "iterative", "iterative_pairs")
@@ -55,6 +58,9 @@ class PruneResult:
     steps: list[Step]
     layout: dict  # in, hidden, out, bias, activations of the original network
     original: Net | None = field(default=None, repr=False)
+    # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
+    agreement: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)  # how the work was done: passes, seconds, world size
 
     # -- masks and networks -------------------------------------------------------------------
     def masks(self, k: int) -> list[Tensor]:
@@ -101,6 +107,8 @@ class PruneResult:
             "config": self.config,
             "layout": self.layout,
             "steps": [asdict(s) for s in self.steps],
+            "agreement": self.agreement,
+            "stats": self.stats,
         }
 
     def to_json(self) -> str:
@@ -120,7 +128,7 @@ class PruneResult:
                     f"the model ({_describe(_layout(original))}) is not the one the run was made on "
                     f"({_describe(d['layout'])})"
                 )
-        return cls(d["config"], steps, d["layout"], original)
+        return cls(d["config"], steps, d["layout"], original, list(d.get("agreement") or []), dict(d.get("stats") or {}))
 
     @classmethod
     def from_json(cls, text: str, model=None) -> "PruneResult":
@@ -138,6 +146,7 @@ class PruneResult:
         return [s for s in self.steps if s.fraction_removed <= fraction + 1e-12][-1]
 
 
+@thread_policy.heavy
 def prune(
     model,
     X,
@@ -158,6 +167,12 @@ def prune(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     pairs: int = 8,
+    speed: str = "exact",
+    screen_size: int | None = None,
+    block_fraction: float | None = None,
+    checks: int | None = None,
+    threads: int | None = None,
+    group=None,
 ) -> PruneResult:
     """Remove hidden neurons one at a time, in the best order ``method`` can find.
 
@@ -184,6 +199,18 @@ def prune(
             absolute deviations (1.4826 * MAD) above the median of the candidates' scores is
             replaced by their mean or median; nothing is clipped when the MAD is 0.
         batch_size, chunk_size: memory bounds, as in ``saliency``; they do not change results.
+        speed: iterative brute force only: "exact" (default; every step the exact greedy choice),
+            "screen" (cheap second-order screen, exact scores for a shortlist) or "fast" (screen
+            plus several removals per scoring while far from the end); see ``shrinknet.speed``.
+        screen_size: shortlist size per criterion for "screen"/"fast" (default 32); at least the
+            number of candidates makes "screen" exact.
+        block_fraction: "fast": fraction of the removals still to go taken per scoring (default 0.05).
+        checks: approximate speeds: removals (spread over the run) at which the exact greedy
+            choice is also computed and recorded in ``result.agreement`` (default 20; 0: none).
+        threads: worker threads over candidate chunks (default: by workload size, see
+            ``shrinknet.threads``; $SHRINKNET_THREADS overrides).
+        group: a ``torch.distributed`` process group to split the instances over (every rank calls
+            ``prune`` with the same arguments and gets the same result); None: this process alone.
 
     Returns:
         A :class:`PruneResult` whose ``steps[0]`` is the unpruned network.
@@ -198,6 +225,11 @@ def prune(
         raise ValueError(f"unknown clip {clip!r}: choose None, 'mean' or 'median'")
     if max_fraction is not None and not 0 <= max_fraction <= 1:
         raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
+    speed_ = speed_settings(speed, screen_size, block_fraction, checks, method, algorithm)
+    if speed_.name != "exact" and clip is not None:
+        raise ValueError("clip applies to speed 'exact' only")
+    if group is not None and algorithm == "iterative_pairs":
+        raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
     net = _copy_net(as_net(model))
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
@@ -222,11 +254,16 @@ def prune(
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
     )
-    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs)
+    config.update(speed_.to_config(), world_size=distributed.world_size(group))
+    val, test = _split_over(group, net, val, test, config)
+    workers = thread_policy.workers_for(thread_policy.scoring_work(net, len(val)), threads)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
     if max_fraction is not None:
         limit = min(limit, math.floor(max_fraction * total + 1e-9))
+    stop_at = budget if budget is not None and max_fraction is None and not full_curve else None
+    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
+                     speed=speed_, workers=workers, group=group, limit=limit, stop_at=(stop_at, dtype))
     result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
     order = pruner.single_ranking() if algorithm == "single" else None
     bar = _progress(progress, limit, f"{algorithm} {method}")
@@ -240,23 +277,71 @@ def prune(
             bar.update(len(removed))
     finally:
         bar.close()
+    result.agreement = pruner.chooser.agreement if pruner.chooser else []
+    result.stats = pruner.stats()
     return result
+
+
+def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
+    """This rank's rows of the validation and test data, after all ranks agree on everything."""
+    if group is None:
+        return val, test
+    tensors = [t for layer in net.layers for t in (layer.weight, layer.bias) if t is not None]
+    tensors += [val.X, val.T] + ([] if test is None else [test.X, test.T])
+    distributed.check_same(distributed.fingerprint(tensors, config), group, net.device)
+    w = distributed.world_size(group)
+    if len(val) < w or (test is not None and len(test) < w):
+        raise ValueError(f"fewer instances than the {w} distributed ranks: run with fewer processes")
+    shard = lambda d: None if d is None else d.rows(distributed.shard_rows(len(d), group))  # noqa: E731
+    return shard(val), shard(test)
 
 
 class _Pruner:
     """Masks and cached forward passes of one run."""
 
     def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
-                 clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int):
+                 clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
+                 *, speed: Speed | None = None, workers: int = 1, group=None, limit: int | None = None,
+                 stop_at: tuple = (None, "float32")):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
         self.chunk_size, self.pairs = chunk_size, pairs
-        self.workspace: dict = {}  # scratch buffers reused by every step's scoring
+        self.workers, self.group, self.stop_at = workers, group, stop_at
         self.masks = net.full_masks()
         self.val = [[b, None] for b in batches(val, batch_size)]
         self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
         self.n_removed = 0
         self.total = sum(net.hidden_sizes)
+        self.limit = self.total - net.n_hidden if limit is None else limit
         self._refresh(None)
+        exact_mode = speed is None or speed.name == "exact"
+        # exact brute force reuses work between steps where that is exact (exact.Incremental)
+        self.incremental = Incremental(net, loss, self.val, workers, chunk_size) if method == "brute_force" and exact_mode else None
+        self.chooser = None if exact_mode else Chooser(net, loss, self.val, speed, workers, chunk_size, group, self.limit)
+        self.score_seconds = 0.0
+
+    def stats(self) -> dict:
+        """How the work was done (for run.json; not part of the result's numbers)."""
+        out = {"world_size": distributed.world_size(self.group), "workers": self.workers,
+               "score_seconds": round(self.score_seconds, 3)}
+        if self.incremental is not None:
+            out.update(full_passes=self.incremental.full_passes, cheap_passes=self.incremental.cheap_passes)
+        if self.chooser is not None:
+            out.update(exact_evaluations=self.chooser.exact_evaluations)
+        return out
+
+    def gap(self) -> int:
+        """Removals still to go: to the end of the run, or (estimated) to the budget."""
+        room = self.limit - self.n_removed
+        budget, dtype = self.stop_at
+        if budget is None:
+            return room
+        size = memory.network_params(self.net, self.masks) * memory.dtype_bytes(dtype)
+        smallest = memory.network_params(self.net, [torch.ones(1, dtype=torch.bool)] * self.net.n_hidden) * memory.dtype_bytes(dtype)
+        removable = sum(int(m.sum()) for m in self.masks) - self.net.n_hidden
+        if size <= budget or removable <= 0:
+            return 1
+        per_neuron = (size - smallest) / removable
+        return max(1, min(room, math.ceil((size - budget) / per_neuron)))
 
     def _refresh(self, changed: int | None) -> None:
         for parts in (self.val, self.test or []):
@@ -267,11 +352,18 @@ class _Pruner:
     # -- scoring ----------------------------------------------------------------------------
     def scores(self) -> list[Tensor]:
         """Scores of every neuron on the current masked network; removed ones +inf."""
+        t0 = time.perf_counter()
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
         else:
             with torch.no_grad():
-                s = score_parts(self.method, self.net, self.loss, self.val, self.masks, self.chunk_size, self.workspace)
+                if self.incremental is not None:
+                    s = self.incremental.scores(self.masks)
+                else:
+                    s = score_parts(self.method, self.net, self.loss, self.val, self.masks, self.chunk_size,
+                                    workers=self.workers)
+            distributed.all_reduce_sum(s, self.group)
+        self.score_seconds += time.perf_counter() - t0
         return _clip(removed_to_inf(s, self.masks), self.clip)
 
     def single_ranking(self) -> deque[tuple[int, int, float]]:
@@ -287,12 +379,20 @@ class _Pruner:
                 if self.masks[h][j] and int(self.masks[h].sum()) > 1:
                     return [(h, j)], v
             raise AssertionError("ranking exhausted before the removal limit")
+        if self.chooser is not None:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                (h, j), score = self.chooser.next(self.masks, self.n_removed, self.gap())
+            self.score_seconds += time.perf_counter() - t0
+            h, j = distributed.broadcast_ints([h, j], self.group, self.net.device)
+            return [(h, j)], score
         s = self.scores()  # fresh tensors: safe to overwrite
         for h, m in enumerate(self.masks):
             if int(m.sum()) == 1:
                 s[h][:] = math.inf  # never remove the last neuron of a layer
         best = min(((float(x.min()), h, int(x.argmin())) for h, x in enumerate(s)))
-        removed, score = [(best[1], best[2])], best[0]
+        h, j = distributed.broadcast_ints([best[1], best[2]], self.group, self.net.device)
+        removed, score = [(h, j)], best[0]
         if algorithm == "iterative_pairs" and room >= 2:
             pair, pair_score = self.best_pair()
             if pair is not None and pair_score < score:
@@ -325,10 +425,12 @@ class _Pruner:
             self.masks[h][j] = False
         self.n_removed += len(removed)
         self._refresh(min(h for h, _ in removed))
+        if self.incremental is not None:
+            self.incremental.removed(removed)
 
     def record(self, removed, score, dtype) -> Step:
-        err, acc = error_and_accuracy(self.loss, self.val)
-        terr, tacc = error_and_accuracy(self.loss, self.test) if self.test else (None, None)
+        err, acc = error_and_accuracy(self.loss, self.val, self.group)
+        terr, tacc = error_and_accuracy(self.loss, self.test, self.group) if self.test else (None, None)
         kept = [int(m.sum()) for m in self.masks]
         params = memory.network_params(self.net, self.masks)
         return Step(
@@ -347,8 +449,9 @@ def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: i
     return loss.delta(y_new, trace.o[-1], data.T).sum()
 
 
-def error_and_accuracy(loss: Loss, parts) -> tuple[float, float | None]:
-    """Total error and accuracy (None without class labels) over (Data, Trace) pairs."""
+def error_and_accuracy(loss: Loss, parts, group=None) -> tuple[float, float | None]:
+    """Total error and accuracy (None without class labels) over (Data, Trace) pairs
+    (and over the ranks of ``group``, each holding its own rows)."""
     err, correct, n, labelled = 0.0, 0, 0, True
     for data, trace in parts:
         y = trace.o[-1]
@@ -358,6 +461,11 @@ def error_and_accuracy(loss: Loss, parts) -> tuple[float, float | None]:
         else:
             correct += int((y.argmax(1) == data.labels).sum())
         n += len(data)
+    if group is not None:
+        device = parts[0][0].X.device
+        err_t, counts = torch.tensor([err], dtype=torch.float64, device=device), torch.tensor([correct, n], device=device)
+        distributed.all_reduce_sum([err_t, counts], group)
+        err, correct, n = float(err_t), int(counts[0]), int(counts[1])
     return err, (correct / n if labelled else None)
 
 
