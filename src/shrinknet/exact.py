@@ -171,9 +171,10 @@ class Incremental:
     """
 
     def __init__(self, net: Net, loss: Loss, parts: list, workers: int = 1, chunk_size: int | None = None,
-                 refresh: int = REFRESH):
+                 refresh: int | None = None):
         self.net, self.loss, self.parts = net, loss, parts
-        self.workers, self.chunk_size, self.refresh = workers, chunk_size, refresh
+        self.workers, self.chunk_size = workers, chunk_size
+        self.refresh = REFRESH if refresh is None else refresh
         self.h_cached = net.n_hidden - 2  # second-to-last hidden layer (-1: none)
         n_out = net.out_features
         size = 0 if self.h_cached < 0 else net.hidden_sizes[self.h_cached] * n_out * net.layers[0].weight.element_size()

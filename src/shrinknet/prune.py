@@ -326,7 +326,8 @@ class _Pruner:
         if self.incremental is not None:
             out.update(full_passes=self.incremental.full_passes, cheap_passes=self.incremental.cheap_passes)
         if self.chooser is not None:
-            out.update(exact_evaluations=self.chooser.exact_evaluations)
+            out.update(exact_evaluations=self.chooser.exact_evaluations, scorings=self.chooser.scorings,
+                       check_seconds=round(self.chooser.check_seconds, 3))
         return out
 
     def gap(self) -> int:

@@ -18,6 +18,7 @@ and the exact Delta E of both (``PruneResult.agreement``; the report shows it).
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -96,6 +97,8 @@ class Chooser:
         self.every = max(1, math.ceil(limit / speed.checks)) if speed.checks else 0
         self.agreement: list[dict] = []
         self.exact_evaluations = 0  # candidates scored exactly (excluding checks)
+        self.check_seconds = 0.0  # time spent on the agreement checks
+        self.scorings = 0  # screen + shortlist evaluations (one per block)
 
     def _reduce(self, tensors: list[Tensor]) -> list[Tensor]:
         return distributed.all_reduce_sum(tensors, self.group)
@@ -103,6 +106,7 @@ class Chooser:
     def shortlist_scores(self, masks: Masks) -> list[Tensor]:
         """Exact scores of the shortlist (+inf elsewhere)."""
         allowed = _allowed(masks)
+        self.scorings += 1
         screen = self._reduce(score_parts("taylor2", self.net, self.loss, self.parts, masks))
         k = self.speed.screen
         short = set(lowest(screen, allowed, k)) | set(lowest(self.last_exact, allowed, k))
@@ -146,6 +150,7 @@ class Chooser:
 
     def check(self, masks: Masks, n_removed: int, choice: tuple[int, int]) -> None:
         """Record the exact greedy choice at this point beside ``choice``."""
+        t0 = time.perf_counter()
         truth = [torch.zeros(w, dtype=self.net.dtype, device=self.net.device) for w in self.net.hidden_sizes]
         for data, trace in self.parts:
             for t, s in zip(truth, exact.all_deltas(self.net, self.loss, data, masks, trace, workers=self.workers,
@@ -159,6 +164,7 @@ class Chooser:
             "chosen_delta": float(truth[h][j]), "best_delta": float(truth[best[0]][best[1]]),
             "same": tuple(best) == (h, j) or float(truth[h][j]) == float(truth[best[0]][best[1]]),
         })
+        self.check_seconds += time.perf_counter() - t0
 
 
 def summary(agreement: list[dict]) -> dict | None:
