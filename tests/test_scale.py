@@ -335,3 +335,29 @@ def test_scoring_memory_does_not_grow_with_the_number_of_candidates():
     """The per-task scratch is sized from the cache, not from N x width x candidates."""
     C, nb = exact.block_shape(2000, 10000, 2000, 4, workers=2)
     assert C * nb * 2000 * 4 <= exact.l2_bytes() and nb >= 1 and C >= 1
+
+
+def test_run_json_and_the_report_carry_the_agreement_of_an_approximate_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    from shrinknet import runs
+    from shrinknet.report import write_report
+
+    s = next(s for s in SETTINGS if s.act == "tanh" and s.loss == "mse" and s.depth == 2)
+    model, _, X, T = build(s, n=13)
+    r = shrinknet.prune(model, X, T, progress=False, speed="screen", screen_size=1, checks=100)
+    runs.save_run(tmp_path / "run", r)
+    loaded = runs.load_run(tmp_path / "run")["result"]
+    assert loaded.agreement == r.agreement and loaded.config["speed"] == "screen"
+    page = Path(write_report([tmp_path / "run"], tmp_path / "report")).read_text()
+    a = speed.summary(r.agreement)
+    assert "Approximate speeds against exact brute force" in page and f"{a['same']} / {a['checks']}" in page
+
+
+def test_transposed_delta_sum_equals_delta_sum():
+    g = torch.Generator().manual_seed(2)
+    y_new, y = torch.randn(4, 6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    t = torch.rand(6, 3, generator=g, dtype=torch.float64)
+    for name in ("mse", "cross_entropy"):
+        loss = losses.get(name)
+        want = exact.delta_sum(loss, y_new.clone(), y, t)
+        assert_close(exact.delta_sum_t(loss, y_new.permute(2, 0, 1).clone(), y, t), want, rtol=1e-12, atol=1e-12)

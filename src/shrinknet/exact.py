@@ -50,11 +50,16 @@ def l2_bytes() -> int:
         return 1 << 20
 
 
+#: Scratch of one block as a multiple of the L2 cache: blocks that fit in L2 cost more in Python
+#: calls than they save in memory traffic at these shapes (measured by benchmarks/bench_scale.py).
+BLOCK_L2 = 2.0
+
+
 def block_shape(n_candidates: int, n: int, width: int, itemsize: int, workers: int,
                 chunk_size: int | None = None) -> tuple[int, int]:
-    """(candidates per task C, instances per block nb) so that a (C, nb, width) block fills about
-    half the L2 cache, with at least 4 tasks per worker when there are enough candidates."""
-    budget = max(1, l2_bytes() // 2 // itemsize)  # elements
+    """(candidates per task C, instances per block nb) so that a (C, nb, width) block is about
+    ``BLOCK_L2`` L2 caches, with at least 4 tasks per worker when there are enough candidates."""
+    budget = max(1, int(l2_bytes() * BLOCK_L2) // itemsize)  # elements
     nb = max(1, min(n, budget // max(1, width)))
     C = max(1, budget // (nb * max(1, width)))
     if workers > 1:
@@ -77,6 +82,16 @@ def delta_sum(loss: Loss, y_new: Tensor, y: Tensor, t: Tensor, v: Tensor | None 
     C = y_new.shape[0]
     d = y_new.sub_(y)  # (C, n, out)
     return 0.5 * (d * d).reshape(C, -1).sum(1) + d.reshape(C, -1) @ v.reshape(-1)
+
+
+def delta_sum_t(loss: Loss, yT_new: Tensor, y: Tensor, t: Tensor, v: Tensor | None = None) -> Tensor:
+    """``delta_sum`` with the candidate outputs transposed: yT_new (out, C, n) -> (C,)."""
+    if loss.name != "mse":
+        return loss.delta(yT_new.permute(1, 2, 0), y, t).sum(-1)
+    if v is None:
+        v = y - t
+    d = yT_new.sub_(y.T.unsqueeze(1))  # (out, C, n)
+    return (d * (0.5 * d + v.T.unsqueeze(1))).sum((0, 2))
 
 
 def layer_deltas(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h: int, J: Tensor, *,
@@ -109,7 +124,11 @@ def layer_deltas(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h
     WT = W.T  # (j, i)
     v = y - data.T if loss.name == "mse" else None
     L = len(net.layers) - 1
-    partial_masks = [None if bool(m.all()) else m for m in masks]
+    # a switched-off neuron outputs 0: zeroing its outgoing weights is the same product, one pass fewer
+    weights = {k: net.layers[k].weight if bool(masks[k - 1].all()) else net.layers[k].weight * masks[k - 1]
+               for k in range(h + 2, L + 1)}
+    out_layer = net.layers[L]
+    out_bias = torch.zeros(1, dtype=o.dtype, device=o.device) if out_layer.bias is None else out_layer.bias.unsqueeze(1)
 
     def task(lo: int) -> int:
         Jc = J[lo: lo + C]
@@ -122,17 +141,23 @@ def layer_deltas(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h
             r1 = min(N, r0 + nb)
             xs = buf[: c * (r1 - r0) * W.shape[0]].view(c, r1 - r0, W.shape[0])
             torch.addcmul(x_next[r0:r1], a_all[:, r0:r1].unsqueeze(2), w, value=-1, out=xs)  # x - o_j w_j
-            for k in range(h + 1, L + 1):
+            for k in range(h + 1, L):
                 layer = net.layers[k]
                 if k > h + 1:
-                    xs = torch.nn.functional.linear(xs.reshape(-1, xs.shape[-1]), layer.weight, layer.bias)
+                    xs = torch.nn.functional.linear(xs.reshape(-1, xs.shape[-1]), weights[k], layer.bias)
                     xs = xs.view(c, r1 - r0, layer.out_features)
-                if k == L and cache is not None:
-                    cache[Jc, r0:r1] = xs
                 xs = layer.act(xs, inplace=True)
-                if k < L and partial_masks[k] is not None:
-                    xs.mul_(partial_masks[k])
-            s += delta_sum(loss, xs, y[r0:r1], data.T[r0:r1], None if v is None else v[r0:r1])
+            vb = None if v is None else v[r0:r1]
+            if h + 1 == L:  # a last-hidden-layer candidate: xs already is the output pre-activation
+                if cache is not None:
+                    cache[Jc, r0:r1] = xs
+                s += delta_sum(loss, out_layer.act(xs, inplace=True), y[r0:r1], data.T[r0:r1], vb)
+                continue
+            # output layer, transposed: (out, width) @ (width, c*nb) is the fast GEMM shape when out is small
+            zT = torch.addmm(out_bias, weights[L], xs.reshape(-1, xs.shape[-1]).T).view(-1, c, r1 - r0)
+            if cache is not None:
+                cache[Jc, r0:r1] = zT.permute(1, 2, 0)
+            s += delta_sum_t(loss, out_layer.act(zT, inplace=True), y[r0:r1], data.T[r0:r1], vb)
         out[lo: lo + c] = s
         return c
 
