@@ -334,7 +334,7 @@ def test_torchrun_cli_prune_equals_one_process_and_only_rank_0_writes(tmp_path):
 def test_scoring_memory_does_not_grow_with_the_number_of_candidates():
     """The per-task scratch is sized from the cache, not from N x width x candidates."""
     C, nb = exact.block_shape(2000, 10000, 2000, 4, workers=2)
-    assert C * nb * 2000 * 4 <= exact.l2_bytes() and nb >= 1 and C >= 1
+    assert C * nb * 2000 * 4 <= exact.BLOCK_L2 * exact.l2_bytes() and nb >= 1 and C >= 1
 
 
 def test_run_json_and_the_report_carry_the_agreement_of_an_approximate_run(tmp_path):
