@@ -293,6 +293,7 @@ def _join_distributed():
     group = distributed.init_from_env("cpu")
     if group is None:
         return None
+    _DISTRIBUTED.append(group)
     atexit.register(_leave_distributed)
     if distributed.rank(group) != 0:
         null = os.open(os.devnull, os.O_WRONLY)
@@ -530,7 +531,31 @@ def demo(ctx, out, budget, size):
 
 
 def main(argv=None) -> None:
-    cli.main(args=argv, prog_name="shrinknet")
+    try:
+        cli.main(args=argv, prog_name="shrinknet")
+    except SystemExit as e:
+        if _DISTRIBUTED:
+            _exit_distributed(e.code)
+        raise
+
+
+_DISTRIBUTED: list = []  # set when this process joined a torch.distributed group
+
+
+def _exit_distributed(code) -> None:
+    """Leave the process group and end the process without interpreter teardown: with gloo
+    (torch 2.13) a rank that exits normally aborts now and then ("terminate called without an
+    active exception", SIGABRT) after destroy_process_group, which torchrun reports as a failure."""
+    import os
+    import sys
+
+    _leave_distributed()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":
