@@ -191,11 +191,12 @@ def reload(meta: dict) -> Dataset:
     return ds
 
 
-def load_heldout(path: str | os.PathLike, task: str, class_values=(), n_classes: int | None = None
+def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A whole data file (.npz, .csv, IDX; not split) as (X, y) in a trained model's terms.
 
-    task: the model's, "classification" or "regression". Class labels are mapped to the model's
+    task: the model's, "classification" or "regression" (None: whole-number targets are class
+    labels, as ``load`` guesses). Class labels are mapped to the model's
     classes by value: ``class_values[c]`` is the label of class c (empty: the labels must be the
     class indices 0..n_classes-1). A label the model was not trained on is refused. Regression
     targets are read as float (whole numbers too). X is (n, d) float32; y int64 (n,) or (n, k) float32.
@@ -204,6 +205,8 @@ def load_heldout(path: str | os.PathLike, task: str, class_values=(), n_classes:
     if _parse_builtin(spec) is not None:
         raise DataError(f"{spec} is a built-in data set name: give a held-out data file (.npz, .csv, IDX)")
     raw = _read_file(spec, None)
+    if task is None:
+        task = "classification" if raw.class_values else "regression"
     if task == "regression":
         raw = _as_task(raw, "regression")
         return raw.X, raw.y
