@@ -87,7 +87,7 @@ def test_html_is_self_contained(full_report):
     assert "<script" not in text and "<link" not in text
     assert "<h1>Two runs</h1>" in text
     assert "skipped" not in text
-    for heading in ("Where the memory budget lands", "Estimates against the truth", "Most correlated neuron pairs"):
+    for heading in ("The kept network: memory budget and max drop", "Estimates against the truth", "Most correlated neuron pairs"):
         assert heading in text
 
 

@@ -384,9 +384,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     from .prune import parse_drop
 
     t0 = time.perf_counter()
-    if budget is None and max_drop is None:
-        raise UserError("prune needs --budget SIZE or --max-drop DROP (or both), e.g. --max-drop 1%: "
-                        "without them it would keep the one-neuron-per-layer endpoint")
     budget_bytes = None if budget is None else memory.parse_size(budget)
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
@@ -404,6 +401,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
+    _require_target(budget, max_drop)
     loss = _loss_of(meta, loss)
     out = Path(out)
     done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
@@ -420,6 +418,13 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _require_target(budget, max_drop) -> None:
+    """prune keeps the network a budget or a max drop picks; without either there is no sensible one."""
+    if budget is None and max_drop is None:
+        raise UserError("prune needs --budget SIZE or --max-drop DROP (or both), e.g. --max-drop 1%: "
+                        "without them it would keep the one-neuron-per-layer endpoint")
 
 
 def _print_steps(ctx, result) -> None:

@@ -245,9 +245,10 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
             exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)
             extras["export_bytes"] = exports[f].flash_bytes
             extras[f"{f}_ram_bytes"] = exports[f].ram_bytes
-        extras["exports"] = {str(Path(p).name): {"format": e.format, "dtype": e.dtype, "flash_bytes": e.flash_bytes,
-                                                 "ram_bytes": e.ram_bytes if e.format == "c" else None}
-                             for e in exports.values() for p in e.paths}
+        extras["exports"] = {e.paths[0].name: {"files": [p.name for p in e.paths], "format": e.format,
+                                               "dtype": e.dtype, "flash_bytes": e.flash_bytes,
+                                               "ram_bytes": e.ram_bytes if e.format == "c" else None}
+                             for e in exports.values()}
         run_dir = stage / "run" if report_title else stage
         runs.save_run(run_dir, result, name=name or None, analysis=analysis, extras=extras)
         if report_title:
