@@ -426,9 +426,14 @@ def _size_figure(size: dict):
             ax.plot([ch["bytes"]], [ch[size["metric"]]], marker="*", markersize=13, color=run["color"],
                     markeredgecolor="k", markeredgewidth=0.6, linestyle="none", zorder=5)
     marks = {}  # bytes -> (text, colour, line style); a budget wins over an export of the same size
-    for r in size["runs"]:
+    exporting = [r for r in size["runs"] if r["export_bytes"]]
+    for r in exporting:
+        by_size = {}
         for name, b in r["export_bytes"].items():
-            marks[b] = (f"{name} {format_bytes(int(b))} ({r['label']})", _style(r)["color"], ":")
+            by_size.setdefault(b, []).append(name)
+        for b, names in by_size.items():
+            who = f" ({r['label']})" if len(exporting) > 1 else ""
+            marks[b] = (f"{', '.join(names)} {format_bytes(int(b))}{who}", _style(r)["color"], ":")
     for r in size["runs"]:
         if _finite(b := r["budget_bytes"]):
             marks[b] = (f"budget {format_bytes(int(b))}", "0.3", "-.")
