@@ -68,6 +68,9 @@ def cli(quiet):
       shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
+    from . import interrupt
+
+    interrupt.reset()  # what an interruption message reports is this command's alone
 
 
 # -- shared options and loaders ----------------------------------------------------------------
