@@ -219,7 +219,7 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
 @click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
               help="Override the guess from the targets (whole numbers are read as class labels).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
 @click.pass_context
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out,
@@ -256,7 +256,7 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
               help="Comma-separated saliency methods.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Directory for scores.csv and analysis.json.")
+@click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
 @_overwrite_option
 @click.pass_context
 def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite):
@@ -326,7 +326,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
+@click.option("--out", default=None, type=click.Path(),
               help="Run directory to write (required unless --resume RUN_DIR names it).")
 @_overwrite_option
 @click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUN_DIR]",
@@ -364,11 +364,19 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     loss = _loss_of(meta, loss)
     from .checkpoint import Checkpointer
 
-    done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
-                           analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
-                           progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve, overwrite=overwrite,
-                           checkpoint=Checkpointer(ckpt_path, every=checkpoint_every), resume=saved)
+    hook = Checkpointer(ckpt_path, every=checkpoint_every)
+    try:
+        done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
+                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               extras={"source_model": str(model)}, progress=not _quiet(ctx), method=method,
+                               algorithm=algorithm, max_fraction=max_fraction, clip=clip, full_curve=full_curve,
+                               overwrite=overwrite, checkpoint=hook, resume=saved)
+    except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
+        if not hook.writes:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{first}; the pruning so far is kept in {ckpt_path}: run the same command with --resume "
+                        "to continue from it") from None
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
@@ -384,7 +392,7 @@ def _prune_outputs(ctx, model, data, out, overwrite, resume):
     """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
     the output is claimed (locked) for the rest of the command."""
     from . import checkpoint, interrupt
-    from .files import claim
+    from .files import check_output, claim
 
     if resume and out and Path(os.path.realpath(resume)) != Path(os.path.realpath(out)):
         raise UserError(f"--resume {resume} and --out {out} name different run directories: give one of them")
@@ -394,7 +402,7 @@ def _prune_outputs(ctx, model, data, out, overwrite, resume):
     out = Path(out)
     ckpt = out.parent / f"{out.name}.checkpoint.json"
     _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
-    _check_out(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
     ctx.with_resource(claim(out))
     saved = None
     if resume is not None:
@@ -428,7 +436,7 @@ def _print_steps(ctx, result) -> None:
 # -- report ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for report.html and figures.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for report.html and figures.")
 @click.option("--title", default=None, help="Report title.")
 @_overwrite_option
 def report(run_dirs, out, title, overwrite):
@@ -449,7 +457,7 @@ def report(run_dirs, out, title, overwrite):
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+@click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
     from .export import export as export_network
@@ -498,7 +506,7 @@ def info(model, hidden, activation, out_activation):
 @click.argument("experiments", nargs=-1)
 @click.option("--quick", is_flag=True, help="Reduced size (600 instances, 60 epochs): minutes become seconds.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path())
 @_overwrite_option
 @click.pass_context
 def reproduce(ctx, experiments, quick, seed, out, overwrite):
@@ -538,7 +546,7 @@ def reproduce(ctx, experiments, quick, seed, out, overwrite):
 
 # -- demo --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path())
 @click.option("--budget", default=DEMO_BUDGET, show_default=True, help="Memory budget for the weights.")
 @click.option("--size", default=None, type=click.IntRange(min=100), help="Use this many MNIST digits (default: all 5000).")
 @_overwrite_option
