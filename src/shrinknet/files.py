@@ -369,6 +369,10 @@ def _stage_files(files, staged: list[tuple[Path, Path]]) -> None:
         p = Path(p)
         if not p.parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: directory {p.parent} does not exist")
+        if p.is_dir():
+            raise IsADirectoryError(f"cannot write {p}: it is a directory")
+        if p.exists() and not p.is_file():
+            raise OutputError(f"cannot write {p}: it is {_describe(os.stat(p).st_mode)}, not a regular file")
         prefix, suffix = _tmp_name(p)
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=p.parent)
         os.close(fd)
