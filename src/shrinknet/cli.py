@@ -344,6 +344,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ends with the same result as an uninterrupted run.
     """
     from . import memory
+    from .checkpoint import Checkpointer
     from .experiments import budget_summary, shrink_and_save
 
     budget_bytes = None if budget is None else memory.parse_size(budget)
@@ -362,8 +363,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
-    from .checkpoint import Checkpointer
-
     hook = Checkpointer(ckpt_path, every=checkpoint_every)
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
@@ -468,7 +467,7 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     if fmt == "c" and Path(out).suffix == ".c":
         _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    with claim(out):  # creates a missing directory; a second export to the same file waits its turn
+    with claim(out):  # creates a missing directory; a second export to the same file at once is refused
         res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
