@@ -200,7 +200,6 @@ def test_export_creates_its_directory_and_names_the_users_file(setup, tmp_path, 
     r = run("export", model, "--format", "onnx", "--out", bad)
     one_line_error(r, f"cannot write {bad}: Permission denied")
     assert ".tmp" not in r.stderr
-    assert not (tmp_path / "other").exists()  # the directories it made for this export are gone again
 
 
 def test_prune_prefix_names_the_c_code_and_a_bad_one_is_refused_before_work(setup, tmp_path):

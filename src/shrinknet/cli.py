@@ -6,9 +6,10 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -41,8 +42,8 @@ class _Group(click.Group):
             raise
         except (ValueError, TypeError, FileNotFoundError, ImportError, IsADirectoryError, PermissionError) as e:
             raise UserError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-        except KeyboardInterrupt:
-            raise UserError("interrupted; nothing was written for the unfinished step") from None
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (interrupt.Terminated)
+            _interrupted(e)
 
 
 def _quiet(ctx) -> bool:
@@ -70,6 +71,9 @@ def cli(quiet):
       shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
+    from . import interrupt
+
+    interrupt.reset()  # what an interruption message reports is this command's alone
 
 
 # -- shared options and loaders ----------------------------------------------------------------
@@ -239,6 +243,37 @@ def _loss_of(meta: dict, loss: str | None) -> str:
     return loss or meta.get("loss") or "mse"
 
 
+# -- outputs: checked before any work, written whole (files.py), interruptions (interrupt.py) ----
+def _overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace an existing non-empty --out directory as a whole (at the end, "
+                             "only once everything new is written).")(f)
+
+
+def _check_out(path, kind: str = "dir", inputs=(), overwrite: bool = False, own=(), option: str = "--out") -> Path:
+    """The one pre-work check of every output location (files.check_output); also registers
+    the location for the interruption message. Raises OutputError (one line, exit 2)."""
+    from . import interrupt
+    from .files import check_output
+
+    checked = check_output(path, kind, inputs=[i for i in inputs if i], overwrite=overwrite, own=own,
+                           option=option)
+    interrupt.pending(path)
+    return checked
+
+
+def _data_path(data: str | None):
+    """--data when it names a file (an input to protect), else None."""
+    return data if data and Path(data).exists() else None
+
+
+def _interrupted(e: KeyboardInterrupt):
+    from . import interrupt
+
+    click.echo(interrupt.message(e), err=True)
+    sys.exit(interrupt.exit_status(e))
+
+
 # -- train -------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
@@ -257,25 +292,32 @@ def _loss_of(meta: dict, loss: str | None) -> str:
               help="Override the guess from the targets (whole numbers are read as class labels).")
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
+@_overwrite_option
 @click.pass_context
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
-          standardize, out):
+          standardize, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import train_on
+    from .files import claim, staged_dir
 
+    _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     ds = datasets.load(data, seed=seed, size=size, task=task)
     _say(ctx, ds.describe())
     _scaling_hint(ds, standardize)
-    model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
-                           loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
-                           standardize=standardize)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    path = modelio.save_model(Path(out) / "model.safetensors", model, meta)
+    with claim(out):
+        t0 = time.perf_counter()
+        model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+                               loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
+                               standardize=standardize)
+        seconds = time.perf_counter() - t0
+        with staged_dir(out, overwrite=overwrite) as stage:
+            modelio.save_model(stage / "model.safetensors", model, meta)
+    path = Path(out) / "model.safetensors"
     m, t = meta["metrics"], meta["training"]
     acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
-    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {t['seconds']:.1f}s: "
+    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {seconds:.1f}s: "
               f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
     click.echo(f"saved {path}")
 
@@ -298,22 +340,27 @@ def _scaling_hint(ds, standardize: bool) -> None:
               help="Comma-separated saliency methods.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Directory for scores.csv and analysis.json.")
+@click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
+@_overwrite_option
 @functools.partial(_heldout_options, test=False)
 @click.pass_context
-def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, val):
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite, val):
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
     from . import runs
-    from .files import staged_dir, write_text
+    from .files import claim, staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     _require("scipy", "report")
+    if out:
+        _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
+    if out:
+        ctx.with_resource(claim(out))
     ds = _data_with_heldout(data, meta, seed, size, val, None, net_model)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
@@ -340,7 +387,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
         for h, truth in enumerate(cmp["truth"]):
             for j in range(len(truth)):
                 rows.append(f"{h},{j}," + ",".join(repr(float(scores[m][h][j])) for m in shown))
-        with staged_dir(out) as stage:
+        with staged_dir(out, overwrite=overwrite) as stage:
             write_text(stage / "scores.csv", "\n".join(rows) + "\n")
             write_text(stage / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
         click.echo(f"saved {out / 'scores.csv'} and {out / 'analysis.json'}")
@@ -368,20 +415,35 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="With --export c: name prefix of the C function and macros.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Run directory to write (required unless --resume RUN_DIR names it).")
+@_overwrite_option
+@click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its checkpoint (RUN_DIR.checkpoint.json); give the same "
+                   "options again. RUN_DIR defaults to --out.")
+@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
 @_heldout_options
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, max_drop, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, val, test):
+          max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
+          checkpoint_every, val, test):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
 
     Needs --budget, --max-drop or both: the saved network is the least-error one that fits the
     budget, the smallest within the accuracy drop, or with both whichever is tighter.
+
+    The run's progress is checkpointed beside the run directory (RUN_DIR.checkpoint.json) while it
+    prunes; after an interruption, the same command with --resume continues where it stopped and
+    ends with the same result as an uninterrupted run.
     """
     from . import memory
+    from .checkpoint import Checkpointer
     from .experiments import choice_summary, shrink_and_save
     from .export import check_prefix
     from .prune import parse_drop
+
+    t0 = time.perf_counter()
 
     t0 = time.perf_counter()
     budget_bytes = None if budget is None else memory.parse_size(budget)
@@ -398,17 +460,27 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
+    out, ckpt_path, saved = _prune_outputs(ctx, model, data, out, overwrite, resume)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
     _require_target(budget, max_drop)
     loss = _loss_of(meta, loss)
-    out = Path(out)
-    done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
-                           analyze=analyze, name=f"{algorithm} {method}",
-                           extras={"source_model": str(model), **_heldout_extras(val, test)},
-                           progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop)
+    hook = Checkpointer(ckpt_path, every=checkpoint_every)
+    try:
+        done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
+                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               extras={"source_model": str(model), **_heldout_extras(val, test)},
+                               progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
+                               max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
+                               overwrite=overwrite, checkpoint=hook, resume=saved)
+    except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
+        if not hook.writes:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{first}; the pruning so far is kept in {ckpt_path}: run the same command with --resume "
+                        "to continue from it") from None
+    ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     click.echo(choice_summary(result, budget_bytes, drop, dtype))
@@ -425,6 +497,35 @@ def _require_target(budget, max_drop) -> None:
     if budget is None and max_drop is None:
         raise UserError("prune needs --budget SIZE or --max-drop DROP (or both), e.g. --max-drop 1%: "
                         "without them it would keep the one-neuron-per-layer endpoint")
+
+
+def _prune_outputs(ctx, model, data, out, overwrite, resume):
+    """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
+    the output is claimed (locked) for the rest of the command."""
+    from . import checkpoint, interrupt
+    from .files import check_output, claim
+
+    if resume and out and Path(os.path.realpath(resume)) != Path(os.path.realpath(out)):
+        raise UserError(f"--resume {resume} and --out {out} name different run directories: give one of them")
+    out = out or resume
+    if not out:
+        raise UserError("give --out RUN_DIR (the directory to write), or --resume RUN_DIR")
+    out = Path(out)
+    ckpt = out.parent / f"{out.name}.checkpoint.json"
+    _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
+    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    ctx.with_resource(claim(out))
+    saved = None
+    if resume is not None:
+        if ckpt.exists():
+            saved = checkpoint.load(ckpt)
+        else:
+            click.echo(f"warning: no checkpoint at {ckpt}; starting from the beginning", err=True)
+    elif ckpt.exists():
+        raise UserError(f"{ckpt} is the checkpoint of an interrupted run: add --resume to continue it, "
+                        "or delete it to start afresh")
+    interrupt.kept(ckpt, "(run the same command with --resume to continue)")
+    return out, ckpt, saved
 
 
 def _print_steps(ctx, result) -> None:
@@ -446,14 +547,18 @@ def _print_steps(ctx, result) -> None:
 # -- report ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for report.html and figures.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for report.html and figures.")
 @click.option("--title", default=None, help="Report title.")
-def report(run_dirs, out, title):
+@_overwrite_option
+def report(run_dirs, out, title, overwrite):
     """Write an HTML report with figures from one or more run directories."""
+    from .files import claim, staged_dir
     from .report import write_report
 
-    path = write_report([Path(d) for d in run_dirs], Path(out), title=title)
-    click.echo(f"wrote {path}")
+    _check_out(out, inputs=run_dirs, overwrite=overwrite)
+    with claim(out), staged_dir(out, overwrite=overwrite) as stage:
+        write_report([Path(d) for d in run_dirs], stage, title=title)
+    click.echo(f"wrote {Path(out) / 'report.html'}")
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -463,38 +568,35 @@ def report(run_dirs, out, title):
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+@click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
+    from .files import claim
     from .memory import format_bytes
 
+    _check_out(out, "file", inputs=[model])
+    if fmt == "c" and Path(out).suffix == ".c":
+        _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
+    with claim(out):  # creates a missing directory; a second export to the same file at once is refused
+        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
                f"({format_bytes(res.flash_bytes)}){ram}")
 
 
 def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
-    """export() into ``out``, creating its missing directories (removed again if the export fails);
-    a failure to write is reported with the file the user asked for, not a temporary name."""
+    """export() to ``out``; a failure to write is reported with the file the user asked for (and
+    its .h for C), not the temporary name it was being written under."""
     from .export import export as export_network
 
-    missing = [p for p in [out.parent, *out.parent.parents] if not p.exists()][::-1]  # outermost first
     try:
-        for d in missing:
-            d.mkdir()
         return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
-    except BaseException as e:
-        for d in reversed(missing):
-            with contextlib.suppress(OSError):
-                d.rmdir()  # only if still empty
-        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
-            also = f" (and {out.with_suffix('.h')})" if fmt == "c" else ""
-            raise UserError(f"cannot write {out}{also}: {e.strerror or e}") from None
-        if isinstance(e, FileNotFoundError):
-            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-        raise
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and str(out) in str(e):
+            raise  # already names it
+        also = f" (and {out.with_suffix('.h')})" if fmt == "c" else ""
+        raise UserError(f"cannot write {out}{also}: {e.strerror or e}") from None
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -538,56 +640,81 @@ def _info_scaling(sc) -> None:
 @click.argument("experiments", nargs=-1)
 @click.option("--quick", is_flag=True, help="Reduced size (600 instances, 60 epochs): minutes become seconds.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path())
+@_overwrite_option
 @click.pass_context
-def reproduce(ctx, experiments, quick, seed, out):
-    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers."""
+def reproduce(ctx, experiments, quick, seed, out, overwrite):
+    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers.
+
+    --out is written as a whole at the end; an earlier reproduce output there is replaced, reusing
+    its trained networks.
+    """
+    import shutil
+
     from . import experiments as E
-    from .files import write_text
+    from .files import claim, staged_dir, write_text
 
     chosen = E.expand(list(experiments))
-    Path(out).mkdir(parents=True, exist_ok=True)
+    own = (*E.EXPERIMENTS, "results.md")
+    _check_out(out, overwrite=overwrite, own=own)
+    out = Path(out)
     parts = ["# shrinknet reproduce: ours (paper)", "",
              f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
     t0 = time.perf_counter()
-    for exp in chosen:
-        res = E.run_experiment(exp, Path(out), quick=quick, seed=seed, progress=not _quiet(ctx),
-                               log=lambda m: _say(ctx, m))
-        table = E.comparison_table(res)
-        parts += [table, f"report: {res['report']}; {res['seconds']:.0f}s", ""]
-        _say(ctx, table)
-    parts.append(f"total {time.perf_counter() - t0:.0f}s")
-    write_text(Path(out) / "results.md", "\n".join(parts) + "\n")
-    click.echo(f"wrote {Path(out) / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+    with claim(out), staged_dir(out, overwrite=overwrite, own=own) as stage:
+        for exp in chosen:
+            cached = out / exp.id / "model.safetensors"  # the earlier run's trained network, reused if it fits
+            if cached.is_file():
+                (stage / exp.id).mkdir()
+                shutil.copyfile(cached, stage / exp.id / "model.safetensors")
+            res = E.run_experiment(exp, stage, quick=quick, seed=seed, progress=not _quiet(ctx),
+                                   log=lambda m: _say(ctx, m))
+            table = E.comparison_table(res)
+            report = out / Path(res["report"]).relative_to(stage)
+            parts += [table, f"report: {report}; {res['seconds']:.0f}s", ""]
+            _say(ctx, table)
+        parts.append(f"total {time.perf_counter() - t0:.0f}s")
+        write_text(stage / "results.md", "\n".join(parts) + "\n")
+    click.echo(f"wrote {out / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
 
 
 # -- demo --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path())
 @click.option("--budget", default=DEMO_BUDGET, show_default=True, help="Memory budget for the weights.")
 @click.option("--size", default=None, type=click.IntRange(min=100), help="Use this many MNIST digits (default: all 5000).")
+@_overwrite_option
 @click.pass_context
-def demo(ctx, out, budget, size):
-    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export."""
+def demo(ctx, out, budget, size, overwrite):
+    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export.
+
+    --out is written as a whole at the end; an earlier demo output there is replaced, reusing its
+    trained network.
+    """
     from . import datasets, memory
     from .experiments import budget_summary, shrink_and_save, trained_model
+    from .files import claim
 
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
     _require("matplotlib", "report")
     _require("scipy", "report")
     t0 = time.perf_counter()
+    own = ("trained.safetensors", "model.safetensors", "model.onnx", "model.c", "model.h", "run", "report")
+    _check_out(out, overwrite=overwrite, own=own)
     out = Path(out)
+    ctx.with_resource(claim(out))
     ds = datasets.load("mnist5k", seed=0, size=size)
     _say(ctx, ds.describe())
     model, meta, reused = trained_model(out / "trained.safetensors", ds, (100, 100), epochs=300,
-                                        progress=not _quiet(ctx))
+                                        progress=not _quiet(ctx), save=False)
     if reused:
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
                            name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
-                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
+                           own=own, models={"trained.safetensors": (model, meta)})
     result, k, c = done["result"], done["step"], done["exports"]["c"]
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
@@ -613,6 +740,9 @@ for _command in cli.commands.values():  # --quiet also after the subcommand: shr
 
 
 def main(argv=None) -> None:
+    from . import interrupt
+
+    interrupt.install()  # SIGTERM cleans up like Ctrl-C; see _interrupted for the exit status
     cli.main(args=argv, prog_name="shrinknet")
 
 
