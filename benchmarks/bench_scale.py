@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import signal
@@ -198,7 +197,6 @@ def threads_section(args, d, cache):
 
 def procs(args, d, cache):
     print("\n== processes: shrinknet prune under torchrun, 1 vs 2 processes (gloo, one machine) ==")
-    import safetensors.torch  # noqa: F401  (modelio needs it)
     from shrinknet import modelio
 
     W = args.proc_size

@@ -23,7 +23,6 @@ Index letters as in network.py: n instance, j neuron of layer h (candidate), i n
 
 from __future__ import annotations
 
-import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
