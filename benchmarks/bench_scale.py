@@ -5,7 +5,7 @@ Networks 784-W-W-10 sigmoid (MSE), trained briefly on the 3000 training digits o
 
 Every time is also given in forward-pass equivalents ("fwd"): the run's seconds divided by the
 seconds of one forward pass of the UNPRUNED network over the same 1000 instances, measured in
-the same process right before the run with the same thread count. On a shared, noisy machine
+the same process right before and right after the run (averaged) with the same thread count. On a shared, noisy machine
 these ratios are what to compare; the seconds are printed for reference.
 
 Sections (each prints a table):
@@ -123,6 +123,7 @@ def modes(args, d, cache):
         for speed in args.speeds:
             tf = fwd_seconds(model, d["val"][0], args.workers)
             secs, r = run(model, d, speed=speed, threads=args.workers, **extra)
+            tf = (tf + fwd_seconds(model, d["val"][0], args.workers)) / 2  # before and after: load drifts
             checks = r.stats.get("check_seconds", 0.0)
             secs -= checks  # the agreement checks are measurement, not the method
             note = f"(+{checks:.1f} s of exact checks, excluded)" if checks else ""
@@ -214,19 +215,21 @@ def procs(args, d, cache):
             out = tmp / f"out{nproc}"
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                    "-m", "shrinknet", "-q", "prune", str(tmp / "model.safetensors"), "--data", str(np_path),
-                   "--no-analyze", "--max-fraction", str(min(1.0, args.sample / (2 * W))), "--out", str(out)]
+                   "--val", str(np_path), "--test", str(np_path),
+                   "--no-analyze", "--budget", "1GB", "--max-fraction", str(min(1.0, args.sample / (2 * W))), "--out", str(out)]
             env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
             t0 = time.perf_counter()
             p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
             wall = time.perf_counter() - t0
             if p.returncode != 0:
-                print(f"torchrun with {nproc} failed: {p.stderr.strip().splitlines()[-1:]}")
+                errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error")] or p.stderr.splitlines()[-3:]
+                print(f"torchrun with {nproc} failed: {errors}")
                 continue
             doc = json.loads((out / "run.json").read_text())
             secs = doc["extras"]["seconds"]
             print(f"W={W} processes {nproc}: pruning {secs:.2f} s = {secs / tf:.0f} fwd (1-thread fwd {tf * 1e3:.1f} ms), "
                   f"world_size {doc['config']['world_size']}, whole command {wall:.1f} s; "
-                  f"{doc['steps'][-1]['n_removed']} removals (the data set's split: all rows of val.npz after its own split)",
+                  f"{doc['steps'][-1]['n_removed']} removals, N = {doc['config']['n_val']} validation rows",
                   flush=True)
 
 
