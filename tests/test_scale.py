@@ -269,10 +269,13 @@ try:
 except ValueError as e:
     if dist.get_rank() == 0:
         print("error:", e, file=sys.stderr)
-    sys.exit(2)
+    sys.stderr.flush()
+    os._exit(2)
 if dist.get_rank() == 0:
     open("result.json", "w").write(r.to_json())
 dist.destroy_process_group()
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)  # as the CLI does: gloo (torch 2.13) may abort at interpreter teardown (see cli._exit_distributed)
 """
 
 

@@ -262,26 +262,72 @@ class Incremental:
         self.stale = set()
         return totals
 
-    def _from_cache(self, p: int, data: Data, trace: Trace, masks: Masks, kept: Tensor) -> Tensor:
-        """Apply the pending rank-1 updates to z of part p, then Delta E of each kept candidate."""
+    def _chunk(self, data: Data) -> int:
+        return max(1, l2_bytes() // 2 // self.net.layers[0].weight.element_size() // max(1, len(data) * self.net.out_features))
+
+    def _update(self, p: int, data: Data, trace: Trace, kept: Tensor, removed: list[int]) -> None:
+        """z_c -= W_out[:, k] sigma(x_k - o_c w_kc) for each removed last-hidden neuron k, in order."""
         net, h = self.net, self.h_cached
         z = self.z[p]  # (j, N, out)
         mid, out_layer = net.layers[h + 1], net.layers[-1]  # the last hidden layer, the output layer
         o = trace.o[h]  # (N, j)
         x_up = trace.x[h + 1]  # (N, i): unchanged by removals in the last hidden layer
-        y = trace.o[-1]
-        v = y - data.T if self.loss.name == "mse" else None
-        budget = max(1, l2_bytes() // 2 // o.element_size())
-        C = max(1, budget // max(1, len(data) * net.out_features))
-        res = torch.empty(len(kept), dtype=net.dtype, device=net.device)
+        C = self._chunk(data)
         for lo in range(0, len(kept), C):
             Jc = kept[lo: lo + C]
             zc = z[Jc]  # (c, N, out) copy
-            for k in self.pending:
+            for k in removed:
                 # o'_k for every candidate c: sigma(x_k - o_c w_kc), (c, N); then z_c -= W_out[:, k] o'_k
                 ok = mid.act(x_up[:, k].unsqueeze(0) - o[:, Jc].T * mid.weight[k, Jc].unsqueeze(1))
                 zc.sub_(ok.unsqueeze(2) * out_layer.weight[:, k])
             z[Jc] = zc
-            yc = out_layer.act(zc.clone(), inplace=True)
+
+    def _from_cache(self, p: int, data: Data, trace: Trace, masks: Masks, kept: Tensor) -> Tensor:
+        """Apply the pending rank-1 updates to z of part p, then Delta E of each kept candidate."""
+        self._update(p, data, trace, kept, self.pending)
+        z, out_layer, y = self.z[p], self.net.layers[-1], trace.o[-1]
+        v = y - data.T if self.loss.name == "mse" else None
+        C = self._chunk(data)
+        res = torch.empty(len(kept), dtype=self.net.dtype, device=self.net.device)
+        for lo in range(0, len(kept), C):
+            Jc = kept[lo: lo + C]
+            yc = out_layer.act(z[Jc], inplace=True)  # z[Jc] is a copy
             res[lo: lo + len(Jc)] = delta_sum(self.loss, yc, y, data.T, v)
         return res
+
+    def resume(self, history: list[list[tuple[int, int]]]) -> None:
+        """Bring the cache to the state an uninterrupted run has after the removals in ``history``
+        (one list per step), so a resumed run continues bit for bit: the same rebuilds and the same
+        sequence of rank-1 updates, replayed. The parts' traces must be those of the current masks."""
+        if not self.use_cache:
+            return
+        valid, updates, rebuilt, groups, pending = False, 0, None, [], []
+        last_hidden = self.net.n_hidden - 1
+        for k, removed in enumerate(history):
+            if not valid:  # the scoring before removal k rebuilt the cache
+                valid, updates, rebuilt, groups = True, 0, k, []
+            elif pending:
+                groups.append(pending)  # ... or applied the updates pending from removal k-1
+            if all(h == last_hidden for h, _ in removed) and updates + len(removed) <= self.refresh:
+                pending = [j for _, j in removed]
+                updates += len(pending)
+            else:
+                valid, pending = False, []
+        if not valid:
+            return  # the next scoring rebuilds, as it would have
+        masks = [torch.ones(w, dtype=torch.bool, device=self.net.device) for w in self.net.hidden_sizes]
+        for removed in history[:rebuilt]:
+            for h, j in removed:
+                masks[h][j] = False
+        h = self.h_cached
+        kept = masks[h].nonzero().squeeze(1)
+        for p, (data, trace) in enumerate(self.parts):
+            self.z[p] = torch.empty(self.net.hidden_sizes[h], len(data), self.net.out_features,
+                                    dtype=self.net.dtype, device=self.net.device)
+            then = self.net.forward(data.X, masks)  # the trace at the rebuild
+            layer_deltas(self.net, self.loss, data, masks, then, h, kept, workers=self.workers,
+                         chunk_size=self.chunk_size, cache=self.z[p])
+            for g in groups:
+                self._update(p, data, trace, kept, g)
+        self.valid, self.updates, self.pending = True, updates, pending
+        self.stale = set(range(self.net.n_hidden)) - {h}

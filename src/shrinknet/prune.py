@@ -62,7 +62,9 @@ class PruneResult:
     original: Net | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
     agreement: list[dict] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)  # how the work was done: passes, seconds, world size
+    # how the work was done (passes, seconds, workers): in memory only, not saved; it differs
+    # between a resumed and an uninterrupted run, whose files are the same bytes
+    stats: dict = field(default_factory=dict)
 
     # -- masks and networks -------------------------------------------------------------------
     def masks(self, k: int) -> list[Tensor]:
@@ -146,7 +148,6 @@ class PruneResult:
             "layout": self.layout,
             "steps": [asdict(s) for s in self.steps],
             "agreement": self.agreement,
-            "stats": self.stats,
         }
 
     def to_json(self) -> str:
@@ -166,7 +167,7 @@ class PruneResult:
                     f"the model ({_describe(_layout(original))}) is not the one the run was made on "
                     f"({_describe(d['layout'])})"
                 )
-        return cls(d["config"], steps, d["layout"], original, list(d.get("agreement") or []), dict(d.get("stats") or {}))
+        return cls(d["config"], steps, d["layout"], original, list(d.get("agreement") or []))
 
     @classmethod
     def from_json(cls, text: str, model=None) -> "PruneResult":
@@ -449,6 +450,8 @@ def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: s
     if pruner.n_removed != steps[-1].n_removed:
         raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
     pruner._refresh(None)
+    if pruner.incremental is not None:
+        pruner.incremental.resume([step.removed for step in steps[1:]])
     return PruneResult(config, steps, _layout(net), net), order
 
 
