@@ -115,7 +115,14 @@ def expand(names: list[str]) -> list[Experiment]:
 # -- pipelines ---------------------------------------------------------------------------------
 def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation="sigmoid", loss="mse",
              epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False):
-    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file."""
+    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file.
+
+    meta records what the model is for (modelio.Record): loss, task and class values.
+    Raises InputError before allocating anything when the network cannot fit in memory.
+    """
+    sizes = [ds.in_features, *hidden, ds.out_features]
+    memory.check_fits_in_memory(f"training a {'-'.join(map(str, sizes))} network",
+                                memory.training_bytes(sizes, max(ds.sizes().values())))
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
     t0 = time.perf_counter()
     log = train.train(model, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
@@ -123,6 +130,8 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
                       patience=patience, seed=seed, progress=progress)
     meta = {
         "loss": loss,
+        "task": ds.task,
+        **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
         "data": ds.meta(),
         "training": {"activation": activation, "out_activation": out_activation, "hidden": list(hidden),
                      "epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience, "seed": seed,
@@ -193,17 +202,24 @@ def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progre
 def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Path, *, budget_bytes=None,
                     dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
                     report_title: str | None = None, extras: dict | None = None, progress=False,
-                    prefix: str = "shrinknet", **prune_args) -> dict:
+                    prefix: str = "shrinknet", force: bool = False, **prune_args) -> dict:
     """Prune ``model`` on ``ds``, keep the step that fits ``budget_bytes`` (else the last), and
     write into ``out``, all files or none: model.safetensors (with its own metrics), the exports
     in ``formats`` ("onnx", "c"), the run (run.json, steps.csv, analysis.json) and, with
     ``report_title``, report/. Returns {"result", "step", "network", "exports", "seconds"}.
+
+    First the starting network is checked on the ranking (validation) split (sanity.check_start):
+    a wrong loss/output-activation setting or a network near chance raises StartCheckError before
+    any work, unless ``force``.
     """
+    from .sanity import check_start
+
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
 
     t0 = time.perf_counter()
+    check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
     result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype, **prune_args)
     seconds = time.perf_counter() - t0
     k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
@@ -211,7 +227,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
               "data": ds.meta()}
-    small_meta = {**meta, "metrics": evaluate(small, ds, loss),
+    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": evaluate(small, ds, loss),
+                  **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes}}
     exports = {}
