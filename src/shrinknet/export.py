@@ -233,6 +233,7 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
         if act.name in ("sigmoid", "tanh", "relu"):
             x = node({"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}[act.name], [x], f"{p}.{act.name}")
         elif act.name == "softplus":  # torch: x if beta*x > threshold else log(1 + exp(beta*x)) / beta
+            threshold = _softplus_threshold(act, k)
             bx, sp = x, None
             if act.beta != 1:
                 beta = scalar(f"{p}.softplus.beta", act.beta)
@@ -240,7 +241,6 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
                 sp = node("Div", [node("Softplus", [bx], f"{p}.softplus.of_beta_x"), beta], f"{p}.softplus.smooth")
             else:
                 sp = node("Softplus", [x], f"{p}.softplus.smooth")
-            threshold = _softplus_threshold(act, k)
             if threshold is None:  # never linear: the plain formula
                 x = node("Identity", [sp], f"{p}.softplus")
             else:
