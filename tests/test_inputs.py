@@ -267,18 +267,19 @@ def _listing(root: Path) -> list:
     return sorted((p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
-def _run(argv, cwd: Path, use_subprocess: bool) -> tuple[int, str]:
+def _run(argv, cwd: Path, use_subprocess: bool, stdout: bool = False):
+    """(exit status, stderr), or (exit status, stderr, stdout) with ``stdout``."""
     if use_subprocess:
         r = subprocess.run([sys.executable, "-m", "shrinknet", "--quiet", *argv], capture_output=True, text=True,
                            cwd=cwd, timeout=300, env={**os.environ, "SHRINKNET_DEBUG": ""})
-        return r.returncode, r.stderr
+        return (r.returncode, r.stderr, r.stdout) if stdout else (r.returncode, r.stderr)
     old = Path.cwd()
     os.chdir(cwd)
     try:
         r = CliRunner().invoke(cli, ["--quiet", *argv], prog_name="shrinknet", catch_exceptions=False)
     finally:
         os.chdir(old)
-    return r.exit_code, r.stderr
+    return (r.exit_code, r.stderr, r.stdout) if stdout else (r.exit_code, r.stderr)
 
 
 @pytest.mark.parametrize("case", BAD, ids=lambda c: c.id)
@@ -287,8 +288,9 @@ def test_bad_input_gets_one_line_and_exit_2(case, assets, tmp_path):
     if case.setup is not None:
         case.setup(tmp_path, assets)
     before = _listing(tmp_path)
-    code, err = _run(case.argv, tmp_path, case.subprocess)
+    code, err, out = _run(case.argv, tmp_path, case.subprocess, stdout=True)
     lines = err.strip().splitlines()
+    assert out == "", out  # no half output
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert code == case.code, err

@@ -309,7 +309,7 @@ def _force_option(f):
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
-    from .experiments import train_on
+    from .experiments import check_trainable, train_on
 
     from .sanity import target_problem
 
@@ -319,6 +319,7 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     problem = target_problem(out_activation, ds.targets("train", loss), loss, ds.out_features)
     if problem:
         raise UserError(problem)
+    check_trainable(ds, hidden)
     _say(ctx, ds.describe())
     model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
                            loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))

@@ -120,9 +120,7 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     meta records what the model is for (modelio.Record): loss, task and class values.
     Raises InputError before allocating anything when the network cannot fit in memory.
     """
-    sizes = [ds.in_features, *hidden, ds.out_features]
-    memory.check_fits_in_memory(f"training a {'-'.join(map(str, sizes))} network",
-                                memory.training_bytes(sizes, max(ds.sizes().values())))
+    check_trainable(ds, hidden)
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
     t0 = time.perf_counter()
     log = train.train(model, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
@@ -140,6 +138,13 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
         "metrics": evaluate(model, ds, loss),
     }
     return model, meta
+
+
+def check_trainable(ds: datasets.Dataset, hidden) -> None:
+    """Raise InputError, before allocating anything, when training this network on ``ds`` cannot fit in memory."""
+    sizes = [ds.in_features, *hidden, ds.out_features]
+    memory.check_fits_in_memory(f"training a {'-'.join(map(str, sizes))} network",
+                                memory.training_bytes(sizes, max(ds.sizes().values())))
 
 
 def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progress=False, **train_args):

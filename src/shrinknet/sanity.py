@@ -68,6 +68,8 @@ def setting_problem(model, T, loss: str) -> str | None:
 def target_problem(out: str, T, loss: str, out_features: int) -> str | None:
     """``setting_problem`` for an output activation named ``out`` and ``out_features`` outputs."""
     out = "identity" if out == "none" else out
+    if loss == "cross_entropy" and out_features < 2:
+        return "cross_entropy needs at least 2 outputs (one logit per class); this network has 1: use loss mse"
     if loss == "cross_entropy" and out != "identity":
         return (f"cross_entropy reads the outputs as logits, but the output layer applies {out}: use an output "
                 f"layer without activation (--out-activation none) or loss mse")
