@@ -509,3 +509,14 @@ def test_regression_targets_out_of_range_raise_before_any_work():
         sanity.check_start(model, X, 25 + 300 * torch.rand(20, 1), "mse")
     q = sanity.check_start(model, X, 25 + 300 * torch.rand(20, 1), "mse", force=True)
     assert q.r2 < 0 and math.isfinite(q.error)
+
+
+def test_csv_class_names_are_read_as_classes(tmp_path):
+    rows = ["a,b,animal"] + [f"{i % 7},{i % 5},{('cat', 'dog', 'cow')[i % 3]}" for i in range(60)]
+    (tmp_path / "named.csv").write_text("\n".join(rows) + "\n")
+    ds = datasets.load(str(tmp_path / "named.csv"))
+    assert ds.task == "classification" and ds.class_values == ("cat", "cow", "dog") and ds.in_features == 2
+    rows[5] = "1,oops,cat"  # a non-number among the features is still refused, naming the cell
+    (tmp_path / "bad.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(datasets.DataError, match="line 6, column 2"):
+        datasets.load(str(tmp_path / "bad.csv"))

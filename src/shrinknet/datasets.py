@@ -419,6 +419,9 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
             data = np.loadtxt(path, delimiter=delim, skiprows=int(header is not None), ndmin=2,
                               comments=None, encoding="utf-8-sig")
     except ValueError as e:
+        named = _csv_named_classes(path, delim, header, target)
+        if named is not None:
+            return named
         raise DataError(_csv_problem(path, delim, header, len(first)) or f"cannot read {path}: {e}") from None
     if data.size == 0:
         raise DataError(f"{path.name} has a header but no data rows")
@@ -436,6 +439,30 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
     t = data[:, col]
     y = t.astype(np.int64) if _whole_labels(t) else t.astype(np.float32)
     return _make_raw(path.name, np.delete(data, col, axis=1), y, ".csv")
+
+
+def _csv_named_classes(path: Path, delim: str, header: list | None, target: str | None) -> _Raw | None:
+    """A CSV whose target column holds class names (e.g. "cat", "dog") and whose other cells are all
+    finite numbers, read as classification; None for any other CSV."""
+    with _open(path, text=True) as f:
+        rows = [(n, r) for n, r in enumerate(csv.reader(f, delimiter=delim), start=1) if r][int(header is not None):]
+    if not rows or len({len(r) for _, r in rows}) != 1 or len(rows[0][1]) < 2:
+        return None
+    col = header.index(target) if header is not None and target in header else len(rows[0][1]) - 1
+    names = [r[col].strip() for _, r in rows]
+    if all(_number(n) is not None for n in names):
+        return None
+    features = []
+    for line, r in rows:
+        features.append([_number(c) for j, c in enumerate(r) if j != col])
+        bad = next((j for j, v in enumerate(features[-1]) if v is None or not math.isfinite(v)), None)
+        if bad is not None and line == 1:
+            return None  # a half-numeric header row: _csv_problem says so
+        if bad is not None:
+            j = bad + (bad >= col)
+            raise DataError(f"{path.name} line {line}, column {j + 1} has {r[j].strip()!r}, not a finite number: "
+                            "fix or remove that row")
+    return _make_raw(path.name, np.array(features, dtype=np.float32), np.array(names), ".csv, named classes")
 
 
 def _whole_labels(t: np.ndarray) -> bool:
