@@ -73,9 +73,8 @@ def run_guarded(fn) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        return EXIT_INTERRUPTED
+    except click.exceptions.Abort:  # an interruption that escaped _Group.invoke
+        _interrupted(KeyboardInterrupt())
     except INPUT_ERRORS as e:
         if _debug():
             traceback.print_exc()
@@ -90,7 +89,14 @@ def run_guarded(fn) -> int:
 
 
 class _Group(click.Group):
-    """The one place where exceptions become exit statuses and one-line messages (run_guarded)."""
+    """The one place where exceptions become exit statuses and one-line messages (run_guarded);
+    an interruption (Ctrl-C, SIGTERM) exits through interrupt.py's message and status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (interrupt.Terminated)
+            _interrupted(e)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         code = run_guarded(lambda: super(_Group, self).main(args, prog_name, complete_var,
@@ -124,6 +130,9 @@ def cli(quiet):
       shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
+    from . import interrupt
+
+    interrupt.reset()  # what an interruption message reports is this command's alone
 
 
 # -- shared options and loaders ----------------------------------------------------------------
@@ -287,6 +296,37 @@ def _force_option(f):
                         "ranking data (or no better than the mean), or loss and output activation disagree.")(f)
 
 
+# -- outputs: checked before any work, written whole (files.py), interruptions (interrupt.py) ----
+def _overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace an existing non-empty --out directory as a whole (at the end, "
+                             "only once everything new is written).")(f)
+
+
+def _check_out(path, kind: str = "dir", inputs=(), overwrite: bool = False, own=(), option: str = "--out") -> Path:
+    """The one pre-work check of every output location (files.check_output); also registers
+    the location for the interruption message. Raises OutputError (one line, exit 2)."""
+    from . import interrupt
+    from .files import check_output
+
+    checked = check_output(path, kind, inputs=[i for i in inputs if i], overwrite=overwrite, own=own,
+                           option=option)
+    interrupt.pending(path)
+    return checked
+
+
+def _data_path(data: str | None):
+    """--data when it names a file (an input to protect), else None."""
+    return data if data and Path(data).exists() else None
+
+
+def _interrupted(e: KeyboardInterrupt):
+    from . import interrupt
+
+    click.echo(interrupt.message(e), err=True)
+    sys.exit(interrupt.exit_status(e))
+
+
 # -- train -------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
@@ -304,30 +344,37 @@ def _force_option(f):
 @click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
 @click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
               help="Override the guess from the targets (whole numbers are read as class labels).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
+@_overwrite_option
 @click.pass_context
-def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out):
+def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out,
+          overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import check_trainable, train_on
-
+    from .files import claim, staged_dir
     from .sanity import target_problem
 
     if out_activation is None:
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
+    _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     ds = datasets.load(data, seed=seed, size=size, task=task)
     problem = target_problem(out_activation, ds.targets("train", loss), loss, ds.out_features)
     if problem:
         raise UserError(problem)
     check_trainable(ds, hidden)
     _say(ctx, ds.describe())
-    model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
-                           loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))
-    Path(out).mkdir(parents=True, exist_ok=True)
-    path = modelio.save_model(Path(out) / "model.safetensors", model, meta)
+    with claim(out):
+        t0 = time.perf_counter()
+        model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+                               loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))
+        seconds = time.perf_counter() - t0
+        with staged_dir(out, overwrite=overwrite) as stage:
+            modelio.save_model(stage / "model.safetensors", model, meta)
+    path = Path(out) / "model.safetensors"
     m, t = meta["metrics"], meta["training"]
     acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
-    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {t['seconds']:.1f}s: "
+    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {seconds:.1f}s: "
               f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
     click.echo(f"saved {path}")
 
@@ -343,22 +390,27 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
               help="The loss the model was trained with: required for a plain state_dict; a model file records its own.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
 @_force_option
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Directory for scores.csv and analysis.json.")
+@click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
+@_overwrite_option
 @click.pass_context
-def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, force, out):
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, force, out, overwrite):
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
     from . import runs
-    from .files import staged_dir, write_text
+    from .files import claim, staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     _require("scipy", "report")
+    if out:
+        _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
     net_model, meta, rec = _load_model(model, hidden, activation, out_activation)
     loss = _resolve_loss(loss, rec, model)
+    if out:
+        ctx.with_resource(claim(out))
     ds = _load_data(data, meta, seed, size, rec)
     _check_widths(net_model, ds, data or ds.name)
     _start_check(net_model, ds, loss, force)
@@ -385,7 +437,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
         for h, truth in enumerate(cmp["truth"]):
             for j in range(len(truth)):
                 rows.append(f"{h},{j}," + ",".join(repr(float(scores[m][h][j])) for m in shown))
-        with staged_dir(out) as stage:
+        with staged_dir(out, overwrite=overwrite) as stage:
             write_text(stage / "scores.csv", "\n".join(rows) + "\n")
             write_text(stage / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
         click.echo(f"saved {out / 'scores.csv'} and {out / 'analysis.json'}")
@@ -411,12 +463,26 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @_force_option
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Run directory to write (required unless --resume RUN_DIR names it).")
+@_overwrite_option
+@click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its checkpoint (RUN_DIR.checkpoint.json); give the same "
+                   "options again. RUN_DIR defaults to --out.")
+@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
-          max_fraction, full_curve, clip, loss, force, analyze, export_formats, out):
-    """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
+          max_fraction, full_curve, clip, loss, force, analyze, export_formats, out, overwrite, resume,
+          checkpoint_every):
+    """Remove hidden neurons one at a time; save the shrunk network and the whole run.
+
+    The run's progress is checkpointed beside the run directory (RUN_DIR.checkpoint.json) while it
+    prunes; after an interruption, the same command with --resume continues where it stopped and
+    ends with the same result as an uninterrupted run.
+    """
     from . import memory
+    from .checkpoint import Checkpointer
     from .experiments import budget_summary, shrink_and_save
 
     budget_bytes = None if budget is None else memory.parse_size(budget)
@@ -430,16 +496,26 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
+    out, ckpt_path, saved = _prune_outputs(ctx, model, data, out, overwrite, resume)
     net_model, meta, rec = _load_model(model, hidden, activation, out_activation)
     loss = _resolve_loss(loss, rec, model)
     ds = _load_data(data, meta, seed, size, rec)
     _check_widths(net_model, ds, data or ds.name)
     _start_check(net_model, ds, loss, force)
-    out = Path(out)
-    done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
-                           analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
-                           progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve, force=True)
+    hook = Checkpointer(ckpt_path, every=checkpoint_every)
+    try:
+        done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
+                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               extras={"source_model": str(model)}, progress=not _quiet(ctx), method=method,
+                               algorithm=algorithm, max_fraction=max_fraction, clip=clip, full_curve=full_curve,
+                               overwrite=overwrite, checkpoint=hook, resume=saved, force=True)
+    except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
+        if not hook.writes:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{first}; the pruning so far is kept in {ckpt_path}: run the same command with --resume "
+                        "to continue from it") from None
+    ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     if budget_bytes is not None:
@@ -448,6 +524,35 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
                f"saved {out / 'model.safetensors'} and the run in {out}")
+
+
+def _prune_outputs(ctx, model, data, out, overwrite, resume):
+    """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
+    the output is claimed (locked) for the rest of the command."""
+    from . import checkpoint, interrupt
+    from .files import check_output, claim
+
+    if resume and out and Path(os.path.realpath(resume)) != Path(os.path.realpath(out)):
+        raise UserError(f"--resume {resume} and --out {out} name different run directories: give one of them")
+    out = out or resume
+    if not out:
+        raise UserError("give --out RUN_DIR (the directory to write), or --resume RUN_DIR")
+    out = Path(out)
+    ckpt = out.parent / f"{out.name}.checkpoint.json"
+    _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
+    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    ctx.with_resource(claim(out))
+    saved = None
+    if resume is not None:
+        if ckpt.exists():
+            saved = checkpoint.load(ckpt)
+        else:
+            click.echo(f"warning: no checkpoint at {ckpt}; starting from the beginning", err=True)
+    elif ckpt.exists():
+        raise UserError(f"{ckpt} is the checkpoint of an interrupted run: add --resume to continue it, "
+                        "or delete it to start afresh")
+    interrupt.kept(ckpt, "(run the same command with --resume to continue)")
+    return out, ckpt, saved
 
 
 def _print_steps(ctx, result) -> None:
@@ -469,14 +574,18 @@ def _print_steps(ctx, result) -> None:
 # -- report ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for report.html and figures.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for report.html and figures.")
 @click.option("--title", default=None, help="Report title.")
-def report(run_dirs, out, title):
+@_overwrite_option
+def report(run_dirs, out, title, overwrite):
     """Write an HTML report with figures from one or more run directories."""
+    from .files import claim, staged_dir
     from .report import write_report
 
-    path = write_report([Path(d) for d in run_dirs], Path(out), title=title)
-    click.echo(f"wrote {path}")
+    _check_out(out, inputs=run_dirs, overwrite=overwrite)
+    with claim(out), staged_dir(out, overwrite=overwrite) as stage:
+        write_report([Path(d) for d in run_dirs], stage, title=title)
+    click.echo(f"wrote {Path(out) / 'report.html'}")
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -486,14 +595,19 @@ def report(run_dirs, out, title):
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+@click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
     from .export import export as export_network
+    from .files import claim
     from .memory import format_bytes
 
+    _check_out(out, "file", inputs=[model])
+    if fmt == "c" and Path(out).suffix == ".c":
+        _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta, _ = _load_model(model, hidden, activation, out_activation)
-    res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+    with claim(out):  # creates a missing directory; a second export to the same file at once is refused
+        res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
                f"({format_bytes(res.flash_bytes)}){ram}")
@@ -534,56 +648,81 @@ def info(model, hidden, activation, out_activation):
 @click.argument("experiments", nargs=-1)
 @click.option("--quick", is_flag=True, help="Reduced size (600 instances, 60 epochs): minutes become seconds.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path())
+@_overwrite_option
 @click.pass_context
-def reproduce(ctx, experiments, quick, seed, out):
-    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers."""
+def reproduce(ctx, experiments, quick, seed, out, overwrite):
+    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers.
+
+    --out is written as a whole at the end; an earlier reproduce output there is replaced, reusing
+    its trained networks.
+    """
+    import shutil
+
     from . import experiments as E
-    from .files import write_text
+    from .files import claim, staged_dir, write_text
 
     chosen = E.expand(list(experiments))
-    Path(out).mkdir(parents=True, exist_ok=True)
+    own = (*E.EXPERIMENTS, "results.md")
+    _check_out(out, overwrite=overwrite, own=own)
+    out = Path(out)
     parts = ["# shrinknet reproduce: ours (paper)", "",
              f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
     t0 = time.perf_counter()
-    for exp in chosen:
-        res = E.run_experiment(exp, Path(out), quick=quick, seed=seed, progress=not _quiet(ctx),
-                               log=lambda m: _say(ctx, m))
-        table = E.comparison_table(res)
-        parts += [table, f"report: {res['report']}; {res['seconds']:.0f}s", ""]
-        _say(ctx, table)
-    parts.append(f"total {time.perf_counter() - t0:.0f}s")
-    write_text(Path(out) / "results.md", "\n".join(parts) + "\n")
-    click.echo(f"wrote {Path(out) / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+    with claim(out), staged_dir(out, overwrite=overwrite, own=own) as stage:
+        for exp in chosen:
+            cached = out / exp.id / "model.safetensors"  # the earlier run's trained network, reused if it fits
+            if cached.is_file():
+                (stage / exp.id).mkdir()
+                shutil.copyfile(cached, stage / exp.id / "model.safetensors")
+            res = E.run_experiment(exp, stage, quick=quick, seed=seed, progress=not _quiet(ctx),
+                                   log=lambda m: _say(ctx, m))
+            table = E.comparison_table(res)
+            report = out / Path(res["report"]).relative_to(stage)
+            parts += [table, f"report: {report}; {res['seconds']:.0f}s", ""]
+            _say(ctx, table)
+        parts.append(f"total {time.perf_counter() - t0:.0f}s")
+        write_text(stage / "results.md", "\n".join(parts) + "\n")
+    click.echo(f"wrote {out / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
 
 
 # -- demo --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path())
 @click.option("--budget", default=DEMO_BUDGET, show_default=True, help="Memory budget for the weights.")
 @click.option("--size", default=None, type=click.IntRange(min=100), help="Use this many MNIST digits (default: all 5000).")
+@_overwrite_option
 @click.pass_context
-def demo(ctx, out, budget, size):
-    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export."""
+def demo(ctx, out, budget, size, overwrite):
+    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export.
+
+    --out is written as a whole at the end; an earlier demo output there is replaced, reusing its
+    trained network.
+    """
     from . import datasets, memory
     from .experiments import budget_summary, shrink_and_save, trained_model
+    from .files import claim
 
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
     _require("matplotlib", "report")
     _require("scipy", "report")
     t0 = time.perf_counter()
+    own = ("trained.safetensors", "model.safetensors", "model.onnx", "model.c", "model.h", "run", "report")
+    _check_out(out, overwrite=overwrite, own=own)
     out = Path(out)
+    ctx.with_resource(claim(out))
     ds = datasets.load("mnist5k", seed=0, size=size)
     _say(ctx, ds.describe())
     model, meta, reused = trained_model(out / "trained.safetensors", ds, (100, 100), epochs=300,
-                                        progress=not _quiet(ctx))
+                                        progress=not _quiet(ctx), save=False)
     if reused:
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
                            name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
-                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
+                           own=own, models={"trained.safetensors": (model, meta)})
     result, k, c = done["result"], done["step"], done["exports"]["c"]
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
@@ -598,6 +737,9 @@ def demo(ctx, out, budget, size):
 
 
 def main(argv=None) -> None:
+    from . import interrupt
+
+    interrupt.install()  # SIGTERM cleans up like Ctrl-C; see _interrupted for the exit status
     cli.main(args=argv, prog_name="shrinknet")
 
 

@@ -122,7 +122,6 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     """
     check_trainable(ds, hidden)
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
-    t0 = time.perf_counter()
     log = train.train(model, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
                       ds.targets("val", loss), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
                       patience=patience, seed=seed, progress=progress)
@@ -133,11 +132,10 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
         "data": ds.meta(),
         "training": {"activation": activation, "out_activation": out_activation, "hidden": list(hidden),
                      "epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience, "seed": seed,
-                     "epochs_run": log.epochs, "best_epoch": log.best_epoch,
-                     "seconds": round(time.perf_counter() - t0, 2)},
+                     "epochs_run": log.epochs, "best_epoch": log.best_epoch},
         "metrics": evaluate(model, ds, loss),
     }
-    return model, meta
+    return model, meta  # no wall-clock time in meta: same seed, same model file bytes
 
 
 def check_trainable(ds: datasets.Dataset, hidden) -> None:
@@ -147,9 +145,11 @@ def check_trainable(ds: datasets.Dataset, hidden) -> None:
                                 memory.training_bytes(sizes, max(ds.sizes().values())))
 
 
-def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progress=False, **train_args):
+def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progress=False, save: bool = True,
+                  **train_args):
     """(model, meta, reused): the network saved at ``path`` if it was trained on exactly ``ds``
-    (same data fingerprint and hidden sizes), else a freshly trained one, saved there."""
+    (same data fingerprint and hidden sizes), else a freshly trained one, saved there (unless
+    ``save`` is False: the caller saves it with the rest of its output)."""
     path = Path(path)
     if path.is_file():
         model, meta = modelio.load_model(path)
@@ -157,8 +157,9 @@ def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progr
         if same and meta.get("training", {}).get("hidden") == list(hidden):
             return model, meta, True
     model, meta = train_on(ds, hidden, seed=seed, progress=progress, **train_args)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    modelio.save_model(path, model, meta)
+    if save:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        modelio.save_model(path, model, meta)
     return model, meta, False
 
 
@@ -207,21 +208,24 @@ def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progre
 def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Path, *, budget_bytes=None,
                     dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
                     report_title: str | None = None, extras: dict | None = None, progress=False,
-                    prefix: str = "shrinknet", force: bool = False, **prune_args) -> dict:
+                    prefix: str = "shrinknet", overwrite: bool = False, own: tuple[str, ...] = (),
+                    models: dict | None = None, force: bool = False, **prune_args) -> dict:
     """Prune ``model`` on ``ds``, keep the step that fits ``budget_bytes`` (else the last), and
-    write into ``out``, all files or none: model.safetensors (with its own metrics), the exports
-    in ``formats`` ("onnx", "c"), the run (run.json, steps.csv, analysis.json) and, with
-    ``report_title``, report/. Returns {"result", "step", "network", "exports", "seconds"}.
+    write ``out`` as a whole, all files or none: model.safetensors (with its own metrics), the
+    exports in ``formats`` ("onnx", "c"), the run (run.json, steps.csv, analysis.json), with
+    ``report_title`` report/, and ``models`` ({file name: (model, meta)}, e.g. the trained
+    network). An existing non-empty ``out`` is replaced only with ``overwrite`` (or when it holds
+    only names in ``own``; see ``files.staged_dir``). ``prune_args`` go to ``prune`` (method,
+    algorithm, checkpoint, resume, ...). Returns {"result", "step", "network", "exports", "seconds"}.
 
     First the starting network is checked on the ranking (validation) split (sanity.check_start):
     a wrong loss/output-activation setting or a network near chance raises StartCheckError before
     any work, unless ``force``.
     """
-    from .sanity import check_start
-
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
+    from .sanity import check_start
 
     t0 = time.perf_counter()
     check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
@@ -237,7 +241,9 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes}}
     exports = {}
-    with staged_dir(out) as stage:
+    with staged_dir(out, overwrite=overwrite, own=own) as stage:
+        for name, (m, m_meta) in (models or {}).items():
+            modelio.save_model(stage / name, m, m_meta)
         modelio.save_model(stage / "model.safetensors", small, small_meta)
         for f in formats:
             exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)

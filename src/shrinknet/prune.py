@@ -10,6 +10,7 @@ below do not depend on it, so this is exact, not an approximation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import deque
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import checkpoint as ckpt
 from . import losses, memory, network
 from .backprop2 import batches
 from .losses import Loss
@@ -158,6 +160,8 @@ def prune(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     pairs: int = 8,
+    checkpoint=None,
+    resume: dict | None = None,
 ) -> PruneResult:
     """Remove hidden neurons one at a time, in the best order ``method`` can find.
 
@@ -184,6 +188,13 @@ def prune(
             absolute deviations (1.4826 * MAD) above the median of the candidates' scores is
             replaced by their mean or median; nothing is clipped when the MAD is 0.
         batch_size, chunk_size: memory bounds, as in ``saliency``; they do not change results.
+        checkpoint: None, or a callable ``checkpoint(state, final=False)`` called after the first
+            record and after every step, and with ``final=True`` when the loop ends or is
+            interrupted (KeyboardInterrupt, SIGTERM); ``state.to_dict()`` is the JSON-ready state
+            (see :mod:`shrinknet.checkpoint`; ``checkpoint.Checkpointer`` writes it to a file).
+        resume: a state dict from a checkpoint of an interrupted run of this same call (same
+            model, data and settings, else ValueError): the run continues from its last step
+            and ends exactly as an uninterrupted run would.
 
     Returns:
         A :class:`PruneResult` whose ``steps[0]`` is the unpruned network.
@@ -222,15 +233,31 @@ def prune(
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
     )
-    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs)
+    state = None
+    if checkpoint is not None or resume is not None:
+        settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
+        state = _State(ckpt.fingerprint(net, [val, test], settings))
+        if resume is not None:
+            ckpt.check(resume, state.fingerprint)
+    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
+                     trace=resume is None)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
     if max_fraction is not None:
         limit = min(limit, math.floor(max_fraction * total + 1e-9))
-    result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
-    order = pruner.single_ranking() if algorithm == "single" else None
+    if resume is None:
+        result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
+        order = pruner.single_ranking() if algorithm == "single" else None
+    else:
+        result, order = _resume(pruner, resume, config, net, algorithm)
+    if state is not None:
+        state.result = result
+        state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)
     bar = _progress(progress, limit, f"{algorithm} {method}")
+    bar.update(pruner.n_removed)
     try:
+        if checkpoint is not None:
+            checkpoint(state)
         while pruner.n_removed < limit:
             if budget is not None and max_fraction is None and not full_curve and result.steps[-1].bytes <= budget:
                 break
@@ -238,16 +265,65 @@ def prune(
             pruner.remove(removed)
             result.steps.append(pruner.record(removed, score, dtype))
             bar.update(len(removed))
+            if checkpoint is not None:
+                checkpoint(state)
+    except BaseException:
+        if checkpoint is not None:  # Ctrl-C, SIGTERM, a failure: keep what is done
+            with contextlib.suppress(Exception):
+                checkpoint(state, final=True)
+        raise
     finally:
         bar.close()
+    if checkpoint is not None:
+        checkpoint(state, final=True)
     return result
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds: enough to continue the run exactly (see shrinknet.checkpoint)."""
+
+    fingerprint: dict
+    result: PruneResult | None = None
+    ranking: list | None = None  # Algorithm I's ranking of the unpruned network, whole
+
+    def to_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "steps": [asdict(s) for s in self.result.steps],
+                "ranking": self.ranking}
+
+
+def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: str):
+    """Replay a checkpoint's steps into ``pruner`` (masks, and Algorithm I's ranking), then
+    recompute the cached forward passes from scratch: the continued run is then the same,
+    bit for bit, as one that never stopped."""
+    try:
+        steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in saved["steps"]]
+        order = None if saved.get("ranking") is None else deque(tuple(r) for r in saved["ranking"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume") from None
+    if (algorithm == "single") != (order is not None):
+        raise ValueError("the checkpoint was made by another algorithm: start afresh without --resume")
+    for step in steps[1:]:
+        if order is not None:
+            chosen, _ = pruner.choose("single", order, 1)
+            if chosen != step.removed:
+                raise ValueError("the checkpoint's steps do not follow its ranking: start afresh without --resume")
+        for h, j in step.removed:
+            pruner.masks[h] = pruner.masks[h].clone()
+            pruner.masks[h][j] = False
+        pruner.n_removed += len(step.removed)
+    if pruner.n_removed != steps[-1].n_removed:
+        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
+    pruner._refresh(None)
+    return PruneResult(config, steps, _layout(net), net), order
 
 
 class _Pruner:
     """Masks and cached forward passes of one run."""
 
     def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
-                 clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int):
+                 clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
+                 trace: bool = True):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
         self.chunk_size, self.pairs = chunk_size, pairs
         self.workspace: dict = {}  # scratch buffers reused by every step's scoring
@@ -256,7 +332,8 @@ class _Pruner:
         self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
         self.n_removed = 0
         self.total = sum(net.hidden_sizes)
-        self._refresh(None)
+        if trace:
+            self._refresh(None)
 
     def _refresh(self, changed: int | None) -> None:
         for parts in (self.val, self.test or []):
