@@ -198,7 +198,7 @@ BAD = [
     Bad("budget 1e999", (*PRUNE, "--budget", "1e999", *OUT), "too large to be a size"),
     Bad("budget potatoes", (*PRUNE, "--budget", "12 potatoes", *OUT), "cannot read '12 potatoes'"),
     Bad("budget too small", (*PRUNE, "--budget", "40", *OUT), "smallest network"),
-    Bad("dtype int8", (*PRUNE, "--dtype", "int8", *OUT), "Invalid value for '--dtype'",
+    Bad("unsupported dtype", (*PRUNE, "--dtype", "int4", *OUT), "Invalid value for '--dtype'",
         also=("try 'shrinknet prune --help'",)),
     Bad("unknown option", (*PRUNE, "--bogus", *OUT), "No such option", also=("try 'shrinknet prune --help'",)),
     Bad("missing argument", ("prune", *OUT), "Missing argument 'MODEL'"),
