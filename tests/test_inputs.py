@@ -222,7 +222,7 @@ BAD = [
         "which records sigmoid"),
     Bad("--hidden contradicts the file", (*PRUNE, "--hidden", "6,6", *OUT), "has hidden widths 6,5"),
     Bad("cross_entropy with a sigmoid output", ("prune", "sd.pt", "--data", "blobs.npz", *SD_ACTS,
-                                                "--loss", "cross_entropy", *OUT),
+                                                "--loss", "cross_entropy", "--budget", "1KiB", *OUT),
         "cross_entropy reads the outputs as logits, but the output layer applies sigmoid",
         lambda d, a: (_sd(d / "sd.pt", (6, 4), (3, 6)), _npz("blobs.npz")(d, a)), also=("--force",)),
     Bad("train cross_entropy with a sigmoid output", ("train", "--data", "blobs.npz", "--loss", "cross_entropy",
@@ -231,7 +231,8 @@ BAD = [
     Bad("train regression targets outside sigmoid", ("train", "--data", "reg.npz", *OUT),
         "the targets span", _npz("reg.npz", REG_X, REG_LARGE), also=("only reaches [0, 1]",)),
     Bad("prune regression targets outside sigmoid", ("prune", "r.pt", "--data", "reg.npz", "--activation", "tanh",
-                                                     "--out-activation", "sigmoid", "--loss", "mse", *OUT),
+                                                     "--out-activation", "sigmoid", "--loss", "mse", "--budget",
+                                                     "1KiB", *OUT),
         "the targets span", lambda d, a: (_regression_sd(d / "r.pt", a), _npz("reg.npz", REG_X, REG_LARGE)(d, a))),
     Bad("one-output cross-entropy", ("train", "--data", "cosine", "--size", "50", "--loss", "cross_entropy", *OUT),
         "cross_entropy needs at least 2 outputs"),
@@ -381,7 +382,8 @@ def test_readme_state_dict_flow_prunes_right_or_stops(tmp_path):
             stopped.add(acts)
     assert stopped == {("sigmoid", "sigmoid", "mse"), ("sigmoid", "none", "cross_entropy")}
     # --force goes on anyway
-    code, err = _run(("prune", "m.pt", "--data", "digits.npz", *SD_ACTS, "--loss", "mse", "--max-fraction", "0.05",
+    code, err = _run(("prune", "m.pt", "--data", "digits.npz", *SD_ACTS, "--loss", "mse", "--budget", "1MiB",
+                      "--max-fraction", "0.05",
                       "--no-analyze", "--force", "--out", "forced"), tmp_path, False)
     assert code == 0 and (tmp_path / "forced" / "model.safetensors").is_file(), err
 
