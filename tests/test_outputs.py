@@ -319,3 +319,14 @@ def test_another_model_is_refused(model, tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 2 and "was made on another model" in r.stderr and r.stderr.count("\n") == 1, r.output
     assert listing(tmp_path) == before
+
+
+def test_missing_parents_are_created_with_the_output_and_removed_when_it_fails(model, tmp_path):
+    before = listing(tmp_path)
+    r = CliRunner().invoke(cli, ["--quiet", "prune", str(model), *PRUNE[2:], "--budget", "40",
+                                 "--out", str(tmp_path / "a" / "b" / "run")], catch_exceptions=False)
+    assert r.exit_code == 2 and "smallest network" in r.stderr, r.output  # found after the output was claimed
+    assert listing(tmp_path) == before  # no a/b, no lock file, no checkpoint
+    r = invoke("prune", model, *PRUNE, "--out", tmp_path / "a" / "b" / "run")
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / "a" / "b")) == ["run"]
