@@ -19,6 +19,8 @@ from .saliency import METHODS
 HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
 DEMO_DIR = "shrinknet-demo"
 DEMO_BUDGET = "64KiB"
+#: --refit default of prune, chosen by held-out test accuracy in benchmarks/bench_frontier.py
+DEFAULT_REFIT = "final"
 
 
 class UserError(click.ClickException):
@@ -268,8 +270,9 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               type=click.Choice(METHODS))
 @click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64"]),
-              help="Storage dtype the budget is counted in (the dtype you will export).")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
+              help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
+              "float32 scale per row and float32 biases, ranked and recorded as the device computes.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole "
               "curve (without --budget the whole curve is always recorded).")
@@ -277,10 +280,20 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
+@click.option("--refit", default=DEFAULT_REFIT, show_default=True, type=click.Choice(["final", "every_step", "none"]),
+              help="Refit the layers above the pruned ones by ridge least squares to the unpruned network's "
+              "pre-activations (training split): final = on the networks handed out, every_step = also before "
+              "scoring each choice; none = the paper's plain switch-off.")
+@click.option("--ridge", default=1e-3, show_default=True, type=click.FloatRange(min=0), help="Relative ridge term of --refit.")
+@click.option("--finetune", default=None, type=click.IntRange(min=1), metavar="EPOCHS",
+              help="Fine-tune the kept network on the training split for at most EPOCHS (early stopping on "
+              "validation, best weights kept; int8 is fine-tuned in float and re-quantized).")
+@click.option("--baseline", default=None, type=click.Choice(["scratch"]),
+              help="Also train networks of the kept shape from scratch (3 seeds, the model's recipe) and compare.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, out):
+          max_fraction, full_curve, clip, loss, analyze, export_formats, refit, ridge, finetune, baseline, out):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
     from . import memory
     from .experiments import budget_summary, shrink_and_save
@@ -300,19 +313,48 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ds = _load_data(data, meta, seed, size)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
+    _check_retrain(ds, meta, finetune, baseline)
     out = Path(out)
     done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
                            analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
                            progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve)
+                           max_fraction=max_fraction, clip=clip, full_curve=full_curve,
+                           refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune, baseline=baseline)
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     if budget_bytes is not None:
         click.echo(budget_summary(result, budget_bytes, dtype))
+    _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
                f"saved {out / 'model.safetensors'} and the run in {out}")
+
+
+def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
+    """--finetune and --baseline need a training split (and the baseline the model's recipe)."""
+    if (finetune or baseline) and ds.sizes().get("train", 0) == 0:
+        opt = "--finetune" if finetune else "--baseline scratch"
+        raise UserError(f"{opt} needs training data, and this data set has no training split: "
+                        "pass --data with the data the model was trained on")
+    if baseline and not meta.get("training"):
+        raise UserError("--baseline scratch trains with the model's recorded recipe, and this model file records "
+                        "none: train it with 'shrinknet train' or leave --baseline out")
+
+
+def _print_frontier(points: list[dict]) -> None:
+    from .experiments import baseline_summary
+
+    for p in points:
+        if p.get("kind") == "finetuned":
+            a0, a1 = p.get("before_test_accuracy"), p.get("test_accuracy")
+            what = (f"test accuracy {a0:.4f} -> {a1:.4f}" if a1 is not None
+                    else f"test error {p['before_test_error']:.4g} -> {p['test_error']:.4g}")
+            kept = " (no epoch beat the start; kept it)" if p.get("kept_start") else ""
+            click.echo(f"fine-tuned {p['epochs_run']} epochs: {what}{kept}")
+    line = baseline_summary(points)
+    if line:
+        click.echo(line)
 
 
 def _print_steps(ctx, result) -> None:
@@ -349,7 +391,8 @@ def report(run_dirs, out, title):
 @click.argument("model", type=click.Path())
 @_model_options
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
+              help="int8: int8 weights with a float32 scale per row (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
@@ -370,7 +413,7 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
 @_model_options
 def info(model, hidden, activation, out_activation):
     """Show a model file's layers, size at each storage dtype, data set and recorded metrics."""
-    from .memory import DTYPE_BYTES, format_bytes, network_bytes
+    from .memory import STORAGE_DTYPES, format_bytes, network_bytes
     from .network import as_net
 
     net_model, meta = _load_model(model, hidden, activation, out_activation)
@@ -379,7 +422,7 @@ def info(model, hidden, activation, out_activation):
     acts = [layer.act.name for layer in net.layers]
     click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
                f"{sum(net.hidden_sizes)} hidden neurons")
-    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in DTYPE_BYTES))
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if meta.get("data"):
         d = meta["data"]
         click.echo(f"data: {d.get('name')} (seed {d.get('seed')}, {d.get('n_train')}/{d.get('n_val')}/{d.get('n_test')} "
