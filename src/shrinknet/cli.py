@@ -343,7 +343,7 @@ def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
 
 
 def _print_frontier(points: list[dict]) -> None:
-    from .experiments import baseline_summary
+    from .retrain import baseline_summary
 
     for p in points:
         if p.get("kind") == "finetuned":

@@ -290,25 +290,6 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
     return small, points
 
 
-def baseline_summary(points: list[dict]) -> str | None:
-    """One line: the saved network's test accuracy (or error) beside the from-scratch ones, and plainly
-    whether pruning beat them (their mean)."""
-    scratch = [p for p in points if p.get("kind") == "scratch"]
-    if not scratch:
-        return None
-    mine = [p for p in points if p.get("kind") == "finetuned"] or [p for p in points if p.get("kind") == "run"]
-    me = mine[0]
-    key = "test_accuracy" if me.get("test_accuracy") is not None else "test_error"
-    vals = [p[key] for p in scratch]
-    mean = sum(vals) / len(vals)
-    better = me[key] > mean if key == "test_accuracy" else me[key] < mean
-    what = "accuracy" if key == "test_accuracy" else "error"
-    verdict = ("pruning beat training from scratch" if better else
-               "pruning did NOT beat training this shape from scratch: consider training the small network directly")
-    return (f"test {what}: pruned ({me['name']}) {me[key]:.4g} vs from scratch at the same shape "
-            f"{' / '.join(f'{v:.4g}' for v in vals)} (mean {mean:.4g}, {len(vals)} seeds): {verdict}")
-
-
 def curve_at(result: PruneResult, metric: str) -> list[float | None]:
     """The test ``metric`` ("accuracy" or "error") at each of FRACTIONS (None past the run's end)."""
     key = f"test_{metric}"

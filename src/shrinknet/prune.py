@@ -295,7 +295,7 @@ def _calibration(net: Net, val: Data, X_calib) -> Tensor:
     need = max(net.hidden_sizes) + 1
     if len(Xc) < need:
         raise ValueError(f"refit needs at least {need} calibration instances (the widest hidden layer, "
-                         f"{need - 1} neurons, + 1 for the bias); got {len(Xc)}: give more data or refit=None")
+                         f"{need - 1} neurons, + 1 for the bias); got {len(Xc)}: give more calibration data or turn refit off")
     Xc = Xc.to(net.device, net.dtype)
     if not bool(torch.isfinite(Xc).all()):
         raise ValueError("X_calib contains NaN or infinite values")
