@@ -234,3 +234,18 @@ def test_bad_refit_and_int8_input_is_refused_before_work():
         shrinknet.prune(model, X, T, refit="always", progress=False)
     with pytest.raises(ValueError, match="ridge must be"):
         shrinknet.prune(model, X, T, refit="final", ridge=-1, progress=False)
+
+
+@pytest.mark.parametrize("refit,dtype", [("final", "float32"), (None, "int8"), ("every_step", "int8")])
+def test_json_round_trip_rebuilds_the_same_networks(refit, dtype):
+    s = REFIT_SETTINGS[0]
+    model, _, X, T = build(s, n=30)
+    model, X = model.float(), X.float()
+    res = shrinknet.prune(model, X, T.float(), refit=refit, dtype=dtype, max_fraction=0.3, progress=False)
+    back = shrinknet.PruneResult.from_json(res.to_json(), model=model, X_calib=X if refit else None)
+    k = len(res.steps) - 1
+    for a, b in zip(res.network(k).parameters(), back.network(k).parameters()):
+        assert torch.equal(a, b)
+    if refit:
+        with pytest.raises(ValueError, match="pass X_calib="):
+            shrinknet.PruneResult.from_json(res.to_json(), model=model).network(k)

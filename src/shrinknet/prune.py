@@ -133,7 +133,8 @@ class PruneResult:
         if original is not None and (cfg.get("refit") or cfg.get("dtype") == "int8"):
             if not cfg.get("refit") or X_calib is not None:
                 Xc = None if X_calib is None else torch.as_tensor(X_calib).to(original.device, original.dtype)
-                builder = Refitter(original, Xc, cfg.get("ridge", DEFAULT_RIDGE), refit=bool(cfg.get("refit")),
+                ridge = DEFAULT_RIDGE if cfg.get("ridge") is None else cfg["ridge"]
+                builder = Refitter(original, Xc, ridge, refit=bool(cfg.get("refit")),
                                    int8=cfg.get("dtype") == "int8")
         return cls(cfg, steps, d["layout"], original, builder)
 
