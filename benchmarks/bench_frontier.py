@@ -67,9 +67,15 @@ def tp_taylor(model, ds, budget: int):
         m.zero_grad()
         return m
 
-    lo, hi = 0.0, 0.995
-    best = pruned(hi)
-    if memory.network_bytes(best, "float32") > budget:
+    # Torch-Pruning skips a group that would lose every channel, so very high ratios can prune *less*
+    # (0.995 keeps the first layer whole here): start the bisection at the highest ratio that fits.
+    lo, hi, best = 0.0, None, None
+    for r in (0.98, 0.97, 0.95, 0.9):
+        best = pruned(r)
+        if memory.network_bytes(best, "float32") <= budget:
+            hi = r
+            break
+    if hi is None:
         return None
     for _ in range(14):
         mid = (lo + hi) / 2
@@ -124,6 +130,7 @@ def bench(name: str, seeds: int) -> tuple[dict, dict]:
                 put(label + " + finetune", b, acc(finetuned(nets[label], ds, int8="int8" in label), ds))
         tp_net = tp_taylor(model, ds, nb)
         put("TP taylor f32", b, None if tp_net is None else acc(tp_net, ds))
+        put("  (shape TP)", b, None if tp_net is None else str(as_net(tp_net).hidden_sizes))
         put("TP taylor f32 + finetune", b, None if tp_net is None else acc(finetuned(tp_net, ds), ds))
         for label, int8 in (("refit final f32", False), ("refit final int8", True)):
             if label not in nets:
