@@ -129,7 +129,7 @@ def test_refit_with_too_few_calibration_instances_is_one_line(trained, tmp_path)
     X, _ = blobs(n=15, seed=3)
     y = np.arange(15) % 3  # 5 per class: 9 training rows, fewer than the 9 + 1 the refit needs
     np.savez(tmp_path / "few.npz", X=X, y=y)
-    r = CliRunner().invoke(cli, ["prune", str(model), "--data", str(tmp_path / "few.npz"), "--no-analyze",
+    r = CliRunner().invoke(cli, ["prune", str(model), "--data", str(tmp_path / "few.npz"), "--budget", "1KiB", "--no-analyze",
                                  "--out", str(tmp_path / "out")])
     assert r.exit_code == 2
     assert re.fullmatch(r"error: refit needs at least 10 calibration instances .*turn refit off\n", r.output)

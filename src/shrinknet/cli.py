@@ -6,7 +6,10 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from .prune import ALGORITHMS
 from .saliency import METHODS
 
 HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
+_QUIET_KEY = "shrinknet.quiet"
 DEMO_DIR = "shrinknet-demo"
 DEMO_BUDGET = "64KiB"
 #: --refit default of prune, chosen by held-out test accuracy in benchmarks/bench_frontier.py
@@ -40,12 +44,13 @@ class _Group(click.Group):
             raise
         except (ValueError, TypeError, FileNotFoundError, ImportError, IsADirectoryError, PermissionError) as e:
             raise UserError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
-        except KeyboardInterrupt:
-            raise UserError("interrupted; nothing was written for the unfinished step") from None
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (interrupt.Terminated)
+            _interrupted(e)
 
 
 def _quiet(ctx) -> bool:
-    return bool(ctx.find_root().params.get("quiet"))
+    """--quiet given before the subcommand (the group's) or after it (every subcommand's)."""
+    return bool(ctx.find_root().params.get("quiet") or ctx.meta.get(_QUIET_KEY))
 
 
 def _say(ctx, msg: str = "") -> None:
@@ -68,6 +73,9 @@ def cli(quiet):
       shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
+    from . import interrupt
+
+    interrupt.reset()  # what an interruption message reports is this command's alone
 
 
 # -- shared options and loaders ----------------------------------------------------------------
@@ -143,6 +151,74 @@ def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None)
     return datasets.load(data, seed=0 if seed is None else seed, size=size)
 
 
+def _heldout_options(f, test: bool = True):
+    opts = [click.option("--val", "val", default=None, type=click.Path(dir_okay=False),
+                         help="Rank on this held-out file (.npz/.csv/IDX), used whole, instead of the validation split.")]
+    if test:
+        opts.append(click.option("--test", "test", default=None, type=click.Path(dir_okay=False),
+                                 help="Report test numbers on this file (.npz/.csv/IDX), used whole."))
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model):
+    """The data set rank/prune use: ``_load_data``'s, with its validation split (what ranks and
+    chooses neurons) replaced by the whole --val file and its test split by the whole --test file.
+
+    Each file is checked against the model: input width, and class labels mapped to the model's
+    classes by value (labels it was not trained on are refused) or regression outputs. With --val
+    and neither --data nor a recorded data set, there is no training split (its numbers are skipped).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from . import datasets
+    from .network import as_net
+
+    if val is None and test is None:
+        return _load_data(data, meta, seed, size)
+    base = _load_data(data, meta, seed, size) if (data is not None or meta.get("data")) else None
+    if base is None and val is None:
+        raise UserError("--test alone needs the model's data set: give --val FILE or --data too")
+    net = as_net(net_model)
+    rec = meta.get("data") or {}
+    task = rec.get("task") or (base.task if base is not None else None)
+    values = list(rec.get("class_values") or (base.class_values if base is not None else ()))
+    files = {}
+    for opt, path in (("--val", val), ("--test", test)):
+        if path is None:
+            continue
+        X, y = datasets.load_heldout(path, task, values, net.out_features)
+        if X.shape[1] != net.in_features:
+            raise UserError(f"{opt} {path} has {X.shape[1]} input features but the model expects {net.in_features}")
+        if y.ndim == 2 and y.shape[1] != net.out_features:
+            raise UserError(f"{opt} {path} has {y.shape[1]} target columns but the model has {net.out_features} outputs")
+        if y.ndim == 1 and net.out_features < 2:
+            raise UserError(f"{opt} {path} has class labels but the model has one output: it is a regression model")
+        task = task or ("classification" if y.ndim == 1 else "regression")
+        files[opt] = (X, y)
+    if base is None:
+        X, y = files["--val"]
+        empty = (np.empty((0, X.shape[1]), np.float32), y[:0])
+        Xt, yt = files.get("--test", empty)
+        classes = tuple(values or range(net.out_features)) if task == "classification" else ()
+        return datasets.Dataset(name=f"{Path(val).name} (--val)", task=task, X_train=empty[0], y_train=empty[1],
+                                X_val=X, y_val=y, X_test=Xt, y_test=yt, source=str(Path(val).resolve()),
+                                n_classes=len(classes) or None, class_values=classes)
+    ds = base
+    if "--val" in files:
+        ds = dataclasses.replace(ds, X_val=files["--val"][0], y_val=files["--val"][1])
+    if "--test" in files:
+        ds = dataclasses.replace(ds, X_test=files["--test"][0], y_test=files["--test"][1])
+    return ds
+
+
+def _heldout_extras(val, test) -> dict:
+    return {k: str(Path(v).resolve()) for k, v in (("val_file", val), ("test_file", test)) if v is not None}
+
+
 def _same_data(data: str, name: str) -> bool:
     """Whether --data names the recorded data set (files are recorded by absolute path)."""
     return data == name or (Path(data).exists() and str(Path(data).resolve()) == name)
@@ -169,6 +245,37 @@ def _loss_of(meta: dict, loss: str | None) -> str:
     return loss or meta.get("loss") or "mse"
 
 
+# -- outputs: checked before any work, written whole (files.py), interruptions (interrupt.py) ----
+def _overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Replace an existing non-empty --out directory as a whole (at the end, "
+                             "only once everything new is written).")(f)
+
+
+def _check_out(path, kind: str = "dir", inputs=(), overwrite: bool = False, own=(), option: str = "--out") -> Path:
+    """The one pre-work check of every output location (files.check_output); also registers
+    the location for the interruption message. Raises OutputError (one line, exit 2)."""
+    from . import interrupt
+    from .files import check_output
+
+    checked = check_output(path, kind, inputs=[i for i in inputs if i], overwrite=overwrite, own=own,
+                           option=option)
+    interrupt.pending(path)
+    return checked
+
+
+def _data_path(data: str | None):
+    """--data when it names a file (an input to protect), else None."""
+    return data if data and Path(data).exists() else None
+
+
+def _interrupted(e: KeyboardInterrupt):
+    from . import interrupt
+
+    click.echo(interrupt.message(e), err=True)
+    sys.exit(interrupt.exit_status(e))
+
+
 # -- train -------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
@@ -185,24 +292,45 @@ def _loss_of(meta: dict, loss: str | None) -> str:
 @click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
 @click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
               help="Override the guess from the targets (whole numbers are read as class labels).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors.")
+@click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
+              "the scaling into the first layer: the saved model and its exports take raw inputs.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
+@_overwrite_option
 @click.pass_context
-def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out):
+def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
+          standardize, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import train_on
+    from .files import claim, staged_dir
 
+    _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     ds = datasets.load(data, seed=seed, size=size, task=task)
     _say(ctx, ds.describe())
-    model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
-                           loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))
-    Path(out).mkdir(parents=True, exist_ok=True)
-    path = modelio.save_model(Path(out) / "model.safetensors", model, meta)
+    _scaling_hint(ds, standardize)
+    with claim(out):
+        t0 = time.perf_counter()
+        model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+                               loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
+                               standardize=standardize)
+        seconds = time.perf_counter() - t0
+        with staged_dir(out, overwrite=overwrite) as stage:
+            modelio.save_model(stage / "model.safetensors", model, meta)
+    path = Path(out) / "model.safetensors"
     m, t = meta["metrics"], meta["training"]
     acc = f", test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
-    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {t['seconds']:.1f}s: "
+    _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {seconds:.1f}s: "
               f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
     click.echo(f"saved {path}")
+
+
+def _scaling_hint(ds, standardize: bool) -> None:
+    """A hint on stderr when the training inputs look unscaled and --standardize is not given."""
+    from .scaling import unscaled_hint
+
+    hint = None if standardize else unscaled_hint(ds.inputs("train"))
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
 
 
 # -- rank --------------------------------------------------------------------------------------
@@ -214,22 +342,28 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
               help="Comma-separated saliency methods.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Directory for scores.csv and analysis.json.")
+@click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
+@_overwrite_option
+@functools.partial(_heldout_options, test=False)
 @click.pass_context
-def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out):
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite, val):
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
     from . import runs
-    from .files import staged_dir, write_text
+    from .files import claim, staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     _require("scipy", "report")
+    if out:
+        _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    ds = _load_data(data, meta, seed, size)
+    if out:
+        ctx.with_resource(claim(out))
+    ds = _data_with_heldout(data, meta, seed, size, val, None, net_model)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
     X, T = ds.inputs("val"), ds.targets("val", loss)
@@ -255,7 +389,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
         for h, truth in enumerate(cmp["truth"]):
             for j in range(len(truth)):
                 rows.append(f"{h},{j}," + ",".join(repr(float(scores[m][h][j])) for m in shown))
-        with staged_dir(out) as stage:
+        with staged_dir(out, overwrite=overwrite) as stage:
             write_text(stage / "scores.csv", "\n".join(rows) + "\n")
             write_text(stage / "analysis.json", json.dumps(runs.jsonable({"estimates": cmp})))
         click.echo(f"saved {out / 'scores.csv'} and {out / 'analysis.json'}")
@@ -270,12 +404,15 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               type=click.Choice(METHODS))
 @click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
+@click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
+              "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
+              "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
               "float32 scale per row and float32 biases, ranked and recorded as the device computes.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
-@click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole "
-              "curve (without --budget the whole curve is always recorded).")
+@click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
+              "record the whole curve (the kept network is chosen from all of it).")
 @click.option("--clip", default=None, type=click.Choice(["mean", "median"]), help="Replace outlier scores (3 scaled MADs) by the mean or median.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
@@ -290,45 +427,122 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               "validation, best weights kept; int8 is fine-tuned in float and re-quantized).")
 @click.option("--baseline", default=None, type=click.Choice(["scratch"]),
               help="Also train networks of the kept shape from scratch (3 seeds, the model's recipe) and compare.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--prefix", default="shrinknet", show_default=True, help="With --export c: name prefix of the C function and macros.")
+@click.option("--out", default=None, type=click.Path(),
+              help="Run directory to write (required unless --resume RUN_DIR names it).")
+@_overwrite_option
+@click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUN_DIR]",
+              help="Continue an interrupted run from its checkpoint (RUN_DIR.checkpoint.json); give the same "
+                   "options again. RUN_DIR defaults to --out.")
+@click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
+@_heldout_options
 @click.pass_context
-def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, refit, ridge, finetune, baseline, out):
-    """Remove hidden neurons one at a time; save the shrunk network and the whole run."""
-    from . import memory
-    from .experiments import budget_summary, shrink_and_save
+def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, max_drop, dtype,
+          max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
+          checkpoint_every, val, test, refit, ridge, finetune, baseline):
+    """Remove hidden neurons one at a time; save the shrunk network and the whole run.
 
+    Needs --budget, --max-drop or both: the saved network is the least-error one that fits the
+    budget, the smallest within the accuracy drop, or with both whichever is tighter.
+
+    The run's progress is checkpointed beside the run directory (RUN_DIR.checkpoint.json) while it
+    prunes; after an interruption, the same command with --resume continues where it stopped and
+    ends with the same result as an uninterrupted run.
+    """
+    from . import memory
+    from .checkpoint import Checkpointer
+    from .experiments import choice_summary, shrink_and_save
+    from .export import check_prefix
+    from .prune import parse_drop
+
+    t0 = time.perf_counter()
+
+    t0 = time.perf_counter()
     budget_bytes = None if budget is None else memory.parse_size(budget)
+    drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
     for f in formats:
         if f not in ("onnx", "c"):
             raise UserError(f"--export takes onnx and/or c, got {f!r}")
     if formats and dtype == "float64":
         raise UserError("--export writes float32 or float16 weights: use --dtype float32 or float16")
+    if "c" in formats:
+        check_prefix(prefix)
     if "onnx" in formats:
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
+    out, ckpt_path, saved = _prune_outputs(ctx, model, data, out, overwrite, resume)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    ds = _load_data(data, meta, seed, size)
+    ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
+    _require_target(budget, max_drop)
     loss = _loss_of(meta, loss)
     _check_retrain(ds, meta, finetune, baseline)
-    out = Path(out)
-    done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype, formats=formats,
-                           analyze=analyze, name=f"{algorithm} {method}", extras={"source_model": str(model)},
-                           progress=not _quiet(ctx), method=method, algorithm=algorithm,
-                           max_fraction=max_fraction, clip=clip, full_curve=full_curve,
-                           refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune, baseline=baseline)
+    hook = Checkpointer(ckpt_path, every=checkpoint_every)
+    try:
+        done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
+                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               extras={"source_model": str(model), **_heldout_extras(val, test)},
+                               progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
+                               max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
+                               overwrite=overwrite, checkpoint=hook, resume=saved,
+                               refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
+                               baseline=baseline)
+    except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
+        if not hook.writes:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{first}; the pruning so far is kept in {ckpt_path}: run the same command with --resume "
+                        "to continue from it") from None
+    ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
-    if budget_bytes is not None:
-        click.echo(budget_summary(result, budget_bytes, dtype))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype))
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
+    wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
-               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
-               f"saved {out / 'model.safetensors'} and the run in {out}")
+               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
+               f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
+               f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _require_target(budget, max_drop) -> None:
+    """prune keeps the network a budget or a max drop picks; without either there is no sensible one."""
+    if budget is None and max_drop is None:
+        raise UserError("prune needs --budget SIZE or --max-drop DROP (or both), e.g. --max-drop 1%: "
+                        "without them it would keep the one-neuron-per-layer endpoint")
+
+
+def _prune_outputs(ctx, model, data, out, overwrite, resume):
+    """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
+    the output is claimed (locked) for the rest of the command."""
+    from . import checkpoint, interrupt
+    from .files import check_output, claim
+
+    if resume and out and Path(os.path.realpath(resume)) != Path(os.path.realpath(out)):
+        raise UserError(f"--resume {resume} and --out {out} name different run directories: give one of them")
+    out = out or resume
+    if not out:
+        raise UserError("give --out RUN_DIR (the directory to write), or --resume RUN_DIR")
+    out = Path(out)
+    ckpt = out.parent / f"{out.name}.checkpoint.json"
+    _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
+    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    ctx.with_resource(claim(out))
+    saved = None
+    if resume is not None:
+        if ckpt.exists():
+            saved = checkpoint.load(ckpt)
+        else:
+            click.echo(f"warning: no checkpoint at {ckpt}; starting from the beginning", err=True)
+    elif ckpt.exists():
+        raise UserError(f"{ckpt} is the checkpoint of an interrupted run: add --resume to continue it, "
+                        "or delete it to start afresh")
+    interrupt.kept(ckpt, "(run the same command with --resume to continue)")
+    return out, ckpt, saved
 
 
 def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
@@ -376,14 +590,18 @@ def _print_steps(ctx, result) -> None:
 # -- report ------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for report.html and figures.")
+@click.option("--out", required=True, type=click.Path(), help="Directory for report.html and figures.")
 @click.option("--title", default=None, help="Report title.")
-def report(run_dirs, out, title):
+@_overwrite_option
+def report(run_dirs, out, title, overwrite):
     """Write an HTML report with figures from one or more run directories."""
+    from .files import claim, staged_dir
     from .report import write_report
 
-    path = write_report([Path(d) for d in run_dirs], Path(out), title=title)
-    click.echo(f"wrote {path}")
+    _check_out(out, inputs=run_dirs, overwrite=overwrite)
+    with claim(out), staged_dir(out, overwrite=overwrite) as stage:
+        write_report([Path(d) for d in run_dirs], stage, title=title)
+    click.echo(f"wrote {Path(out) / 'report.html'}")
 
 
 # -- export ------------------------------------------------------------------------------------
@@ -394,17 +612,35 @@ def report(run_dirs, out, title):
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
               help="int8: int8 weights with a float32 scale per row (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+@click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
-    from .export import export as export_network
+    from .files import claim
     from .memory import format_bytes
 
+    _check_out(out, "file", inputs=[model])
+    if fmt == "c" and Path(out).suffix == ".c":
+        _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+    with claim(out):  # creates a missing directory; a second export to the same file at once is refused
+        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
                f"({format_bytes(res.flash_bytes)}){ram}")
+
+
+def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
+    """export() to ``out``; a failure to write is reported with the file the user asked for (and
+    its .h for C), not the temporary name it was being written under."""
+    from .export import export as export_network
+
+    try:
+        return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and str(out) in str(e):
+            raise  # already names it
+        also = f" (and {out.with_suffix('.h')})" if fmt == "c" else ""
+        raise UserError(f"cannot write {out}{also}: {e.strerror or e}") from None
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -431,6 +667,16 @@ def info(model, hidden, activation, out_activation):
         click.echo("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items()))
     if meta.get("pruned"):
         click.echo("pruned: " + ", ".join(f"{k} {v}" for k, v in meta["pruned"].items()))
+    _info_scaling(meta.get("scaling"))
+
+
+def _info_scaling(sc) -> None:
+    if not isinstance(sc, dict) or not sc.get("standardized"):
+        return
+    mean, std = sc.get("mean") or [], sc.get("std") or []
+    rng = lambda v: f"{min(v):.4g}..{max(v):.4g}" if v else "?"  # noqa: E731
+    click.echo(f"inputs: trained standardized (mean {rng(mean)}, std {rng(std)} over {len(mean)} features), "
+               f"scaling folded into the first layer: the model and its exports take raw inputs")
 
 
 # -- reproduce ---------------------------------------------------------------------------------
@@ -438,56 +684,81 @@ def info(model, hidden, activation, out_activation):
 @click.argument("experiments", nargs=-1)
 @click.option("--quick", is_flag=True, help="Reduced size (600 instances, 60 epochs): minutes become seconds.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="shrinknet-reproduce", show_default=True, type=click.Path())
+@_overwrite_option
 @click.pass_context
-def reproduce(ctx, experiments, quick, seed, out):
-    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers."""
+def reproduce(ctx, experiments, quick, seed, out, overwrite):
+    """Run the paper's experiments (4.1a 4.1b 4.3 4.4 4.5 4.6, or all) and compare with its numbers.
+
+    --out is written as a whole at the end; an earlier reproduce output there is replaced, reusing
+    its trained networks.
+    """
+    import shutil
+
     from . import experiments as E
-    from .files import write_text
+    from .files import claim, staged_dir, write_text
 
     chosen = E.expand(list(experiments))
-    Path(out).mkdir(parents=True, exist_ok=True)
+    own = (*E.EXPERIMENTS, "results.md")
+    _check_out(out, overwrite=overwrite, own=own)
+    out = Path(out)
     parts = ["# shrinknet reproduce: ours (paper)", "",
              f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
     t0 = time.perf_counter()
-    for exp in chosen:
-        res = E.run_experiment(exp, Path(out), quick=quick, seed=seed, progress=not _quiet(ctx),
-                               log=lambda m: _say(ctx, m))
-        table = E.comparison_table(res)
-        parts += [table, f"report: {res['report']}; {res['seconds']:.0f}s", ""]
-        _say(ctx, table)
-    parts.append(f"total {time.perf_counter() - t0:.0f}s")
-    write_text(Path(out) / "results.md", "\n".join(parts) + "\n")
-    click.echo(f"wrote {Path(out) / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+    with claim(out), staged_dir(out, overwrite=overwrite, own=own) as stage:
+        for exp in chosen:
+            cached = out / exp.id / "model.safetensors"  # the earlier run's trained network, reused if it fits
+            if cached.is_file():
+                (stage / exp.id).mkdir()
+                shutil.copyfile(cached, stage / exp.id / "model.safetensors")
+            res = E.run_experiment(exp, stage, quick=quick, seed=seed, progress=not _quiet(ctx),
+                                   log=lambda m: _say(ctx, m))
+            table = E.comparison_table(res)
+            report = out / Path(res["report"]).relative_to(stage)
+            parts += [table, f"report: {report}; {res['seconds']:.0f}s", ""]
+            _say(ctx, table)
+        parts.append(f"total {time.perf_counter() - t0:.0f}s")
+        write_text(stage / "results.md", "\n".join(parts) + "\n")
+    click.echo(f"wrote {out / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
 
 
 # -- demo --------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default=DEMO_DIR, show_default=True, type=click.Path())
 @click.option("--budget", default=DEMO_BUDGET, show_default=True, help="Memory budget for the weights.")
 @click.option("--size", default=None, type=click.IntRange(min=100), help="Use this many MNIST digits (default: all 5000).")
+@_overwrite_option
 @click.pass_context
-def demo(ctx, out, budget, size):
-    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export."""
+def demo(ctx, out, budget, size, overwrite):
+    """Train (or reuse) a sigmoid 2-hidden-layer net on MNIST 5k, prune it to a budget, report and export.
+
+    --out is written as a whole at the end; an earlier demo output there is replaced, reusing its
+    trained network.
+    """
     from . import datasets, memory
     from .experiments import budget_summary, shrink_and_save, trained_model
+    from .files import claim
 
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
     _require("matplotlib", "report")
     _require("scipy", "report")
     t0 = time.perf_counter()
+    own = ("trained.safetensors", "model.safetensors", "model.onnx", "model.c", "model.h", "run", "report")
+    _check_out(out, overwrite=overwrite, own=own)
     out = Path(out)
+    ctx.with_resource(claim(out))
     ds = datasets.load("mnist5k", seed=0, size=size)
     _say(ctx, ds.describe())
     model, meta, reused = trained_model(out / "trained.safetensors", ds, (100, 100), epochs=300,
-                                        progress=not _quiet(ctx))
+                                        progress=not _quiet(ctx), save=False)
     if reused:
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
                            name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
-                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid")
+                           report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
+                           own=own, models={"trained.safetensors": (model, meta)})
     result, k, c = done["result"], done["step"], done["exports"]["c"]
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
@@ -501,7 +772,21 @@ def demo(ctx, out, budget, size):
     )
 
 
+def _quiet_after_subcommand(ctx, param, value):
+    if value:
+        ctx.meta[_QUIET_KEY] = True
+
+
+for _command in cli.commands.values():  # --quiet also after the subcommand: shrinknet prune ... --quiet
+    _command.params.append(click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_quiet_after_subcommand,
+                                        help="No progress bars or chatter; errors still go to stderr."))
+
+
 def main(argv=None) -> None:
+    from . import interrupt
+
+    interrupt.install()  # SIGTERM cleans up like Ctrl-C; see _interrupted for the exit status
     cli.main(args=argv, prog_name="shrinknet")
 
 

@@ -57,9 +57,9 @@ scales. The arithmetic is float (the device needs an FPU; integer-only inference
 ``ExportResult.ram_bytes`` is the C code's scratch buffer; it is 0 for ONNX and safetensors,
 whose working memory belongs to the runtime that runs them.
 
-Every file is written to a temporary name and renamed into place (:mod:`shrinknet.files`); when
-the second C file cannot be written the first is removed again, so a failure leaves no
-half-written export behind.
+Every file is written to a temporary name and renamed into place (:mod:`shrinknet.files`); the
+``.c`` and ``.h`` are replaced together (``files.replace_files``): when either cannot be written,
+both files that were there before are left as they were.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .files import write_bytes, write_text
+from .files import replace_files, write_bytes
 from .memory import network_bytes
 from .quantize import quantize_rows
 from .network import Layer, Net, as_net
@@ -131,11 +131,7 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         raise ValueError(f"unknown export dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     path = Path(path)
     if format == "c":
-        if not _C_IDENTIFIER.match(prefix):
-            raise ValueError(
-                f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
-                "not starting with a digit"
-            )
+        check_prefix(prefix)
         if path.suffix != ".c":
             raise ValueError(
                 f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
@@ -158,11 +154,21 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     header = path.with_suffix(".h")
     ram = _scratch_size(net) * 4
     h_text, c_text = _c_sources(net, dtype, prefix, header.name, flash, ram, meta)
-    _write_all([(header, h_text), (path, c_text)])
+    replace_files([(header, h_text), (path, c_text)])  # both or neither, the old pair kept on failure
     return ExportResult([path, header], flash, ram, format, dtype)
 
 
 # -- shared -----------------------------------------------------------------------------------
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can name C functions and macros (a C identifier), else ValueError."""
+    if not isinstance(prefix, str) or not _C_IDENTIFIER.match(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return prefix
+
+
 def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
     """(weight, bias) of every layer on the CPU at the storage ``dtype``; raises on non-finite."""
     tdtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
@@ -182,19 +188,6 @@ def _describe(layer: Layer) -> str:
     if act == "softplus":
         act = f"softplus beta={layer.act.beta:g} threshold={layer.act.threshold:g}"
     return f"{layer.in_features} -> {layer.out_features}, {act}, {'bias' if layer.bias is not None else 'no bias'}"
-
-
-def _write_all(files: list[tuple[Path, str]]) -> None:
-    """Write every (path, text) atomically; on any failure remove the ones already written."""
-    done: list[Path] = []
-    try:
-        for p, text in files:
-            write_text(p, text)
-            done.append(p)
-    except BaseException:
-        for p in done:
-            p.unlink(missing_ok=True)
-        raise
 
 
 # -- ONNX -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ below do not depend on it, so this is exact, not an approximation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import deque
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
+from . import checkpoint as ckpt
 from . import losses, memory, network
 from .backprop2 import batches
 from .losses import Loss
@@ -98,6 +100,42 @@ class PruneResult:
         k = min(fitting, key=lambda i: (self.steps[i].error, i))
         return k, (self.network(k) if self.original is not None else None)
 
+    def drop(self, k: int) -> float:
+        """How much worse steps[k] is than the start, in the units of ``max_drop``: accuracy points
+        lost (0.01 = one point) for classification, relative increase of the validation error
+        ((E_k - E_0) / E_0) for regression. Negative when steps[k] is better than the start."""
+        self._check_step(k)
+        return step_drop(self.steps[0], self.steps[k])
+
+    def within(self, max_drop: float | str) -> int:
+        """The smallest network (fewest bytes; ties: least error, then earliest step) of the run
+        whose validation accuracy is within ``max_drop`` of the start (regression: whose error
+        grew by at most that fraction). Step 0 always qualifies. ``max_drop`` as in parse_drop."""
+        d = parse_drop(max_drop)
+        if self.steps[0].accuracy is not None and d >= 1:  # "1" meant as one point, most likely
+            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {d:g} points write "
+                             f"'{d:g}%' or {d / 100:g}")
+        ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
+        return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
+
+    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None) -> tuple[int, str]:
+        """(k, "budget" or "max_drop"): the step to keep under a memory budget, an accuracy limit, or both.
+
+        Budget alone: ``fit(budget_bytes)`` (least error that fits). ``max_drop`` alone:
+        ``within(max_drop)`` (the smallest network within the drop). Both, whichever is tighter:
+        the smallest network within the drop when it also fits the budget ("max_drop"), else the
+        budget's step ("budget"; it then loses more than ``max_drop``: a device limit is hard).
+        """
+        if budget_bytes is None and max_drop is None:
+            raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
+        kd = None if max_drop is None else self.within(max_drop)
+        if budget_bytes is None:
+            return kd, "max_drop"
+        kb = self.fit(budget_bytes)[0]
+        if kd is not None and self.steps[kd].bytes <= memory.parse_size(budget_bytes):
+            return kd, "max_drop"
+        return kb, "budget"
+
     def _check_step(self, k: int) -> None:
         if not 0 <= k < len(self.steps):
             raise IndexError(f"step {k} out of range: this run has steps 0..{len(self.steps) - 1}")
@@ -156,6 +194,28 @@ class PruneResult:
         return [s for s in self.steps if s.fraction_removed <= fraction + 1e-12][-1]
 
 
+def parse_drop(value: float | str) -> float:
+    """A ``max_drop`` as a fraction: "1%" -> 0.01, "0.01" or 0.01 -> 0.01. Non-negative and finite."""
+    text = str(value).strip()
+    try:
+        d = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"cannot read max_drop {value!r}: write e.g. 1% or 0.01") from None
+    if isinstance(value, bool) or not math.isfinite(d) or d < 0:
+        raise ValueError(f"max_drop must be a finite number >= 0 (e.g. 1% or 0.01), got {value!r}")
+    return d
+
+
+def step_drop(start: Step, step: Step) -> float:
+    """Accuracy points lost from ``start`` to ``step`` (classification), else the relative increase
+    of the validation error (regression; infinite when the start's error is 0 and it grows)."""
+    if start.accuracy is not None and step.accuracy is not None:
+        return start.accuracy - step.accuracy
+    if start.error > 0:
+        return (step.error - start.error) / start.error
+    return math.inf if step.error > start.error else 0.0
+
+
 def prune(
     model,
     X,
@@ -179,6 +239,9 @@ def prune(
     refit: str | None = None,
     ridge: float = DEFAULT_RIDGE,
     X_calib=None,
+    max_drop: float | str | None = None,
+    checkpoint=None,
+    resume: dict | None = None,
 ) -> PruneResult:
     """Remove hidden neurons one at a time, in the best order ``method`` can find.
 
@@ -194,6 +257,11 @@ def prune(
         budget_bytes: memory budget for all weights and biases at ``dtype`` (int or "16KiB").
             With a budget and no ``max_fraction``, stops as soon as the network fits unless
             ``full_curve`` is set.
+        max_drop: accuracy points (classification; 0.01 or "1%" = one point) or relative error
+            increase (regression) the kept network may lose against the start. Without
+            ``max_fraction`` or ``full_curve`` the run stops at the first removal that loses more
+            (recorded, so the crossing shows); with a budget too, once both are reached.
+            ``PruneResult.pick(budget_bytes, max_drop)`` then chooses the step.
         dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
             weights with a float32 scale per row and float32 biases, see ``quantize``). At int8,
             scoring, refit and recorded errors use the dequantized int8 network (what the device
@@ -217,6 +285,13 @@ def prune(
         ridge: relative ridge term of the refit (``refit.ridge_solve``).
         X_calib: calibration inputs of the refit (N, in); default ``X``. N must be at least the
             widest hidden layer + 1.
+        checkpoint: None, or a callable ``checkpoint(state, final=False)`` called after the first
+            record and after every step, and with ``final=True`` when the loop ends or is
+            interrupted (KeyboardInterrupt, SIGTERM); ``state.to_dict()`` is the JSON-ready state
+            (see :mod:`shrinknet.checkpoint`; ``checkpoint.Checkpointer`` writes it to a file).
+        resume: a state dict from a checkpoint of an interrupted run of this same call (same
+            model, data and settings, else ValueError): the run continues from its last step
+            and ends exactly as an uninterrupted run would.
 
     Returns:
         A :class:`PruneResult` whose ``steps[0]`` is the unpruned network.
@@ -259,32 +334,61 @@ def prune(
             f"budget of {budget} bytes is below the smallest network reachable by removing hidden "
             f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
         )
+    drop = None if max_drop is None else parse_drop(max_drop)
     config = dict(
-        method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, dtype=dtype,
+        method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
         refit=refit, ridge=ridge if refit else None, n_calib=None if Xc is None else len(Xc),
     )
     builder = Refitter(net, Xc, ridge, refit=refit is not None, int8=dtype == "int8")
-    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs, builder, refit)
+    state = None
+    if checkpoint is not None or resume is not None:
+        settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
+        state = _State(ckpt.fingerprint(net, [val, test], settings))
+        if resume is not None:
+            ckpt.check(resume, state.fingerprint)
+    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
+                     builder=builder, refit=refit, trace=resume is None)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
     if max_fraction is not None:
         limit = min(limit, math.floor(max_fraction * total + 1e-9))
-    result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net,
-                         builder if (refit or dtype == "int8") else None)
-    order = pruner.single_ranking() if algorithm == "single" else None
+    if resume is None:
+        result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
+        if drop is not None:
+            result.within(drop)  # refuses a drop of 100 accuracy points or more before any work
+        order = pruner.single_ranking() if algorithm == "single" else None
+    else:
+        result, order = _resume(pruner, resume, config, net, algorithm)
+    # networks handed out are built as they will run (refit, int8)
+    result.builder = builder if (refit or dtype == "int8") else None
+    if state is not None:
+        state.result = result
+        state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)
     bar = _progress(progress, limit, f"{algorithm} {method}")
+    bar.update(pruner.n_removed)
     try:
+        if checkpoint is not None:
+            checkpoint(state)
         while pruner.n_removed < limit:
-            if budget is not None and max_fraction is None and not full_curve and result.steps[-1].bytes <= budget:
+            if max_fraction is None and not full_curve and _targets_reached(result, budget, drop):
                 break
             removed, score = pruner.choose(algorithm, order, limit - pruner.n_removed)
             pruner.remove(removed)
             result.steps.append(pruner.record(removed, score, dtype))
             bar.update(len(removed))
+            if checkpoint is not None:
+                checkpoint(state)
+    except BaseException:
+        if checkpoint is not None:  # Ctrl-C, SIGTERM, a failure: keep what is done
+            with contextlib.suppress(Exception):
+                checkpoint(state, final=True)
+        raise
     finally:
         bar.close()
+    if checkpoint is not None:
+        checkpoint(state, final=True)
     return result
 
 
@@ -303,6 +407,57 @@ def _calibration(net: Net, val: Data, X_calib) -> Tensor:
     return Xc
 
 
+def _targets_reached(result: PruneResult, budget: int | None, max_drop: float | None) -> bool:
+    """Whether every stopping target given is reached: the last step fits ``budget``, and it has
+    lost more than ``max_drop`` (so the curve shows where the limit is crossed). None: not given."""
+    if budget is None and max_drop is None:
+        return False
+    last = len(result.steps) - 1
+    fits = budget is None or result.steps[last].bytes <= budget
+    crossed = max_drop is None or result.drop(last) > max_drop + 1e-12
+    return fits and crossed
+
+
+@dataclass
+class _State:
+    """What a checkpoint holds: enough to continue the run exactly (see shrinknet.checkpoint)."""
+
+    fingerprint: dict
+    result: PruneResult | None = None
+    ranking: list | None = None  # Algorithm I's ranking of the unpruned network, whole
+
+    def to_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint, "steps": [asdict(s) for s in self.result.steps],
+                "ranking": self.ranking}
+
+
+def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: str):
+    """Replay a checkpoint's steps into ``pruner`` (masks, and Algorithm I's ranking), then
+    recompute the cached forward passes from scratch: the continued run is then the same,
+    bit for bit, as one that never stopped."""
+    try:
+        steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in saved["steps"]]
+        order = None if saved.get("ranking") is None else deque(tuple(r) for r in saved["ranking"])
+    except (TypeError, KeyError, ValueError):
+        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume") from None
+    if (algorithm == "single") != (order is not None):
+        raise ValueError("the checkpoint was made by another algorithm: start afresh without --resume")
+    for step in steps[1:]:
+        if order is not None:
+            chosen, _ = pruner.choose("single", order, 1)
+            if chosen != step.removed:
+                raise ValueError("the checkpoint's steps do not follow its ranking: start afresh without --resume")
+        for h, j in step.removed:
+            pruner.masks[h] = pruner.masks[h].clone()
+            pruner.masks[h][j] = False
+        pruner.n_removed += len(step.removed)
+    if pruner.n_removed != steps[-1].n_removed:
+        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
+    pruner._rebuild()
+    pruner._refresh(None)
+    return PruneResult(config, steps, _layout(net), net), order
+
+
 class _Pruner:
     """Masks and cached forward passes of one run.
 
@@ -313,7 +468,8 @@ class _Pruner:
 
     def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
-                 builder: Refitter | None = None, refit: str | None = None):
+                 builder: Refitter | None = None, refit: str | None = None,
+                 trace: bool = True):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
@@ -327,7 +483,8 @@ class _Pruner:
         self.n_removed = 0
         self.total = sum(net.hidden_sizes)
         self._rebuild()
-        self._refresh(None)
+        if trace:
+            self._refresh(None)
 
     def _rebuild(self) -> None:
         self.scoring = self.score_builder.build(self.masks)

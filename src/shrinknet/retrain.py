@@ -87,7 +87,8 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
                      seeds=(0, 1, 2), int8: bool = False, progress: bool = False) -> list[dict]:
     """Train fresh networks of exactly ``model``'s shape (widths, activations, bias) with
     ``recipe`` (epochs, lr, batch_size, patience; default ``DEFAULT_RECIPE``), one per seed;
-    at int8 their weights are quantized per row after training. Returns one dict per seed:
+    at int8 their weights are quantized per row after training; without X_test the test numbers
+    are None. Returns one dict per seed:
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
     r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
@@ -105,7 +106,7 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
         if int8:
             _quantize_weights(fresh)
         verr, vacc = evaluate(fresh, X_val, T_val, loss)
-        terr, tacc = evaluate(fresh, X_test, T_test, loss)
+        terr, tacc = (None, None) if X_test is None else evaluate(fresh, X_test, T_test, loss)
         out.append({"seed": seed, "test_error": terr, "test_accuracy": tacc, "val_error": verr,
                     "val_accuracy": vacc, "epochs_run": log.epochs})
     return out
@@ -130,12 +131,16 @@ def baseline_summary(points: list[dict]) -> str | None:
         return None
     mine = [p for p in points if p.get("kind") == "finetuned"] or [p for p in points if p.get("kind") == "run"]
     me = mine[0]
-    key = "test_accuracy" if me.get("test_accuracy") is not None else "test_error"
+    keys = [k for k in ("test_accuracy", "test_error", "val_accuracy", "val_error")
+            if all(p.get(k) is not None for p in [me, *scratch])]
+    if not keys:
+        return None
+    key = keys[0]
     vals = [p[key] for p in scratch]
     mean = sum(vals) / len(vals)
-    better = me[key] > mean if key == "test_accuracy" else me[key] < mean
-    what = "accuracy" if key == "test_accuracy" else "error"
+    better = me[key] > mean if key.endswith("accuracy") else me[key] < mean
+    what = key.replace("_", " ")
     verdict = ("pruning beat training from scratch" if better else
                "pruning did NOT beat training this shape from scratch: consider training the small network directly")
-    return (f"test {what}: pruned ({me['name']}) {me[key]:.4g} vs from scratch at the same shape "
+    return (f"{what}: pruned ({me['name']}) {me[key]:.4g} vs from scratch at the same shape "
             f"{' / '.join(f'{v:.4g}' for v in vals)} (mean {mean:.4g}, {len(vals)} seeds): {verdict}")
