@@ -359,7 +359,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     _require("scipy", "report")
     if out:
-        _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
+        _check_out(out, inputs=[model, _data_path(data), _data_path(val)], overwrite=overwrite)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     if out:
         ctx.with_resource(claim(out))
@@ -457,8 +457,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     from .prune import parse_drop
 
     t0 = time.perf_counter()
-
-    t0 = time.perf_counter()
     budget_bytes = None if budget is None else memory.parse_size(budget)
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
@@ -473,7 +471,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
-    out, ckpt_path, saved = _prune_outputs(ctx, model, data, out, overwrite, resume)
+    out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
@@ -516,7 +514,7 @@ def _require_target(budget, max_drop) -> None:
                         "without them it would keep the one-neuron-per-layer endpoint")
 
 
-def _prune_outputs(ctx, model, data, out, overwrite, resume):
+def _prune_outputs(ctx, inputs, out, overwrite, resume):
     """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
     the output is claimed (locked) for the rest of the command."""
     from . import checkpoint, interrupt
@@ -529,8 +527,8 @@ def _prune_outputs(ctx, model, data, out, overwrite, resume):
         raise UserError("give --out RUN_DIR (the directory to write), or --resume RUN_DIR")
     out = Path(out)
     ckpt = out.parent / f"{out.name}.checkpoint.json"
-    _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
-    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    _check_out(out, inputs=inputs, overwrite=overwrite)
+    check_output(ckpt, "file", inputs=[i for i in inputs if i], option="checkpoint")
     ctx.with_resource(claim(out))
     saved = None
     if resume is not None:

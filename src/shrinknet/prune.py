@@ -427,7 +427,7 @@ class _State:
     ranking: list | None = None  # Algorithm I's ranking of the unpruned network, whole
 
     def to_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint, "steps": [asdict(s) for s in self.result.steps],
+        return {"fingerprint": self.fingerprint, "steps": [dict(vars(s)) for s in self.result.steps],
                 "ranking": self.ranking}
 
 
