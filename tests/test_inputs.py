@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from shrinknet import datasets, modelio, sanity
-from shrinknet.cli import cli
+from shrinknet.cli import DEFAULT_REFIT, cli
 from shrinknet.experiments import train_on
 from shrinknet.network import as_net, prepare
 from shrinknet.losses import get as get_loss
@@ -361,7 +361,7 @@ def test_readme_state_dict_flow_prunes_right_or_stops(tmp_path):
         "cross_entropy", "classification", tuple(range(10)), "relu", "identity")
     # the same run through the API on the same split, with the right settings
     ds = datasets.load(str(tmp_path / "digits.npz"))
-    want = prune_on(model, ds, "cross_entropy", budget_bytes=4096)
+    want = prune_on(model, ds, "cross_entropy", budget_bytes=4096, refit=DEFAULT_REFIT)  # prune's default refit
     k = want.fit(4096)[0]
     X_test = torch.as_tensor(ds.inputs("test"))
     torch.testing.assert_close(small(X_test), want.network(k)(X_test))
