@@ -21,6 +21,7 @@ from shrinknet.export import DTYPES, ExportResult, export
 from shrinknet.memory import network_bytes
 from shrinknet.modelio import load_model
 from shrinknet.network import as_net
+from shrinknet.quantize import fake_quantize
 from shrinknet.surgery import shrink
 
 ACTS = {
@@ -31,11 +32,13 @@ ACTS = {
     "softplus_b1.5": lambda: nn.Softplus(beta=1.5),
     # a low threshold so that torch's linear branch (beta * x > threshold -> x) is taken often
     "softplus_b1.5_t2": lambda: nn.Softplus(beta=1.5, threshold=2.0),
+    # no linear branch: a threshold no format can write as a constant becomes the plain formula
+    "softplus_tinf": lambda: nn.Softplus(beta=1.0, threshold=float("inf")),
     "none": None,
 }
 IN, HIDDEN, OUT = 7, (5, 9, 3), 3  # odd widths
 N_INPUTS = 200
-TOL = {"float32": 1e-5, "float16": 1e-3}
+TOL = {"float32": 1e-5, "float16": 1e-3, "int8": 1e-5}  # int8: against the dequantized network
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ def cases() -> list[Case]:
         Case("relu", 2, bias=True, pruned=True),
         Case("sigmoid", 3, bias=False, pruned=True),
         Case("softplus_b1.5_t2", 3, bias=True, out_act="softplus", pruned=True),
+        Case("softplus_tinf", 2, bias=True, out_act="softplus_tinf"),
     ]
     return table
 
@@ -98,11 +102,15 @@ def inputs(seed: int = 1) -> torch.Tensor:
 
 
 def reference(model: nn.Sequential, dtype: str) -> np.ndarray:
-    """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first."""
+    """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first (int8:
+    each weight row quantized and dequantized, biases float32)."""
     ref = copy.deepcopy(model)
     with torch.no_grad():
-        for p in ref.parameters():
-            p.copy_(p.to(getattr(torch, dtype)).float())
+        for name, p in ref.named_parameters():
+            if dtype == "int8":
+                p.copy_(fake_quantize(p.float()) if name.endswith("weight") else p.float())
+            else:
+                p.copy_(p.to(getattr(torch, dtype)).float())
         return ref(inputs()).numpy()
 
 
@@ -169,6 +177,7 @@ DRIVER = """\
 #include <string.h>
 #include "float32.h"
 #include "float16.h"
+#include "int8.h"
 
 /* Reads float32 rows of FLOAT32_INPUT_SIZE from stdin; for each writes the float32 network's
  * output, the float16 network's output, and the float32 output computed in place. */
@@ -180,6 +189,8 @@ int main(void)
         float32_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
         float16_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        int8_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
         memcpy(both, in, sizeof in);
         float32_forward(both, both);
@@ -209,8 +220,9 @@ def test_c_matches_torch(case, cc, tmp_path):
             "INPUT_SIZE": IN, "OUTPUT_SIZE": OUT, "FLASH_BYTES": flash, "RAM_BYTES": res.ram_bytes,
         }
         assert f"Flash: {flash} bytes" in header and f"RAM:   {res.ram_bytes} bytes" in header
-    out = compile_and_run(cc, tmp_path, DRIVER, ["float32.c", "float16.c"], inputs().numpy().tobytes())
-    y32, y16, y32_in_place = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, 3, OUT).transpose(1, 0, 2)
+    out = compile_and_run(cc, tmp_path, DRIVER, ["float32.c", "float16.c", "int8.c"], inputs().numpy().tobytes())
+    y32, y16, y8, y32_in_place = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, 4, OUT).transpose(1, 0, 2)
+    assert max_diff(y8, reference(model, "int8")) <= TOL["int8"]
     assert max_diff(y32, reference(model, "float32")) <= TOL["float32"]
     assert max_diff(y16, reference(model, "float16")) <= TOL["float16"]
     assert np.array_equal(y32_in_place, y32)
@@ -244,7 +256,7 @@ def test_c_half_decoder_is_exact_for_every_bit_pattern(cc, tmp_path):
 
 
 # -- safetensors ------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != "int8"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_safetensors_round_trip(case, dtype, tmp_path):
     model = build(case)
@@ -269,8 +281,14 @@ def test_unknown_format_names_the_choices(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMAT_PATHS)
 def test_unknown_dtype_names_the_choices(fmt, tmp_path):
-    with pytest.raises(ValueError, match="unknown export dtype 'int8'.*float32, float16"):
-        export(build(CASES[0]), tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="int8")
+    with pytest.raises(ValueError, match="unknown export dtype 'int4'.*float32, float16, int8"):
+        export(build(CASES[0]), tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="int4")
+    assert not any(tmp_path.iterdir())
+
+
+def test_safetensors_refuses_int8(tmp_path):
+    with pytest.raises(ValueError, match="safetensors export stores float weights.*onnx or c"):
+        export(build(CASES[0]), tmp_path / "m.safetensors", format="safetensors", dtype="int8")
     assert not any(tmp_path.iterdir())
 
 
@@ -316,4 +334,17 @@ def test_weights_beyond_float16_range_are_refused(fmt, tmp_path):
         model[0].weight[0, 0] = 1e5
     with pytest.raises(ValueError, match="layer 0 weight .*not finite at float16"):
         export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="float16")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "c"])
+@pytest.mark.parametrize("threshold, beta", [(float("nan"), 1.0), (float("-inf"), 1.0), (20.0, float("inf")),
+                                             (20.0, 1e39)], ids=["nan-threshold", "-inf-threshold", "inf-beta",
+                                                                 "beta-beyond-float32"])
+def test_softplus_constants_that_cannot_be_written_are_refused(fmt, threshold, beta, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="onnx is not installed: pip install 'shrinknet[export]'")
+    model = nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=beta, threshold=threshold), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="layer 0: softplus .* cannot be exported"):
+        export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt)
     assert not any(tmp_path.iterdir())

@@ -11,7 +11,9 @@ layers and elementwise activations, or a :class:`~shrinknet.network.Net`) and wr
     ``Relu`` or ``Softplus``. ONNX's Softplus has no beta and no threshold, so torch's
     ``softplus(x; beta, threshold)`` is built exactly: ``bx = beta * x`` (``Mul``, only when
     beta != 1), ``Softplus(bx) / beta`` (``Div``, only when beta != 1), and
-    ``Where(bx > threshold, x, ...)`` for torch's linear branch. With ``meta`` the dictionary is
+    ``Where(bx > threshold, x, ...)`` for torch's linear branch. A threshold of +inf (or beyond
+    float32) has no linear branch: the plain formula is written, in C too; a NaN or -inf threshold
+    or a beta that is not a positive float32 number is refused (ValueError). With ``meta`` the dictionary is
     stored as JSON under the model's metadata key ``"shrinknet.meta"``.
 
 ``format="c"`` -- ``path`` names the ``.c`` file (it must end in ``.c``); the header goes next to
@@ -41,6 +43,17 @@ float32 in every format, and a float64 model is stored as float32. With ``"float
   binary32 and refuses to compile otherwise).
 * safetensors stores float16 tensors.
 
+With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output row
+(:func:`shrinknet.quantize.quantize_rows`: int8 values, one float32 scale per row); biases stay
+float32. Quantizing a network that already carries dequantized int8 weights (what
+``PruneResult.network(k)`` of an int8 run returns) gives back exactly the run's int8 values and
+scales. The arithmetic is float (the device needs an FPU; integer-only inference is not offered):
+
+* ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row) and a
+  zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0) feeds the ``Gemm``.
+* C stores ``int8_t`` weight arrays and ``float`` scale arrays; each weight is used as
+  ``(float)q * scale`` -- the same float32 number torch's dequantized weight holds.
+
 ``ExportResult.flash_bytes`` is the bytes of all weights and biases at ``dtype``, exactly
 :func:`shrinknet.memory.network_bytes` (code size and ONNX/safetensors framing are not counted).
 ``ExportResult.ram_bytes`` is the C code's scratch buffer; it is 0 for ONNX and safetensors,
@@ -54,6 +67,7 @@ both files that were there before are left as they were.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -65,10 +79,11 @@ from torch import Tensor
 
 from .files import replace_files, write_bytes
 from .memory import network_bytes
+from .quantize import quantize_rows
 from .network import Layer, Net, as_net
 
 FORMATS = ("onnx", "c", "safetensors")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int8")
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # the IR version that came with opset 17; onnxruntime >= 1.12 loads it
 
@@ -100,7 +115,8 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         model: feed-forward network of Linear layers and elementwise activations.
         path: the output file (for ``format="c"`` the ``.c`` file; the ``.h`` goes next to it).
         format: "onnx", "c" or "safetensors".
-        dtype: storage type of weights and biases, "float32" or "float16".
+        dtype: storage type of weights and biases, "float32", "float16" or "int8" (ONNX and C:
+            int8 weights with per-row float32 scales, float32 biases).
         prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
         meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
             safetensors header).
@@ -128,6 +144,9 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     if format == "safetensors":
         from .modelio import save_model
 
+        if dtype == "int8":
+            raise ValueError("safetensors export stores float weights: use dtype float32 or float16 "
+                             "(int8 storage is exported as onnx or c)")
         _stored(net, dtype)  # same finiteness check as the other formats
         save_model(path, net, meta, dtype=dtype)
         return ExportResult([path], flash, 0, format, dtype)
@@ -155,7 +174,7 @@ def check_prefix(prefix: str) -> str:
 
 def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
     """(weight, bias) of every layer on the CPU at the storage ``dtype``; raises on non-finite."""
-    tdtype = getattr(torch, dtype)
+    tdtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     out = []
     for k, layer in enumerate(net.layers):
         pair = tuple(None if t is None else t.detach().cpu().to(tdtype) for t in (layer.weight, layer.bias))
@@ -165,6 +184,20 @@ def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
                 raise ValueError(f"layer {k} {name} has values that are not finite at {dtype}{why}")
         out.append(pair)
     return out
+
+
+def _softplus_threshold(act, k: int) -> float | None:
+    """The softplus threshold as a float32 constant, or None for "never linear" (+inf, or beyond
+    float32: beta * x in float32 never exceeds it). Raises ValueError for what no format can express."""
+    big = float(np.finfo(np.float32).max)
+    if not (math.isfinite(act.beta) and 0 < act.beta <= big):
+        raise ValueError(f"layer {k}: softplus beta {act.beta!r} cannot be exported: it must be a positive "
+                         "finite float32 number")
+    t = float(act.threshold)
+    if math.isnan(t) or t < -big:
+        raise ValueError(f"layer {k}: softplus threshold {t!r} cannot be exported: use a finite float32 "
+                         "threshold, or +inf for the plain formula")
+    return None if t > big else t
 
 
 def _describe(layer: Layer) -> str:
@@ -201,7 +234,16 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
     x = "input"
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
         p = f"layers.{k}"
-        gemm_in = [x, constant(f"{p}.weight", W.numpy())]
+        if dtype == "int8":  # int8 values, per-row scales, DequantizeLinear along axis 0 (rows)
+            q, scale = quantize_rows(W)
+            inits.append(numpy_helper.from_array(q.numpy(), f"{p}.weight"))
+            inits.append(numpy_helper.from_array(scale.numpy(), f"{p}.weight_scale"))
+            inits.append(numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{p}.weight_zero_point"))
+            w = node("DequantizeLinear", [f"{p}.weight", f"{p}.weight_scale", f"{p}.weight_zero_point"],
+                     f"{p}.weight_dequantized", axis=0)
+        else:
+            w = constant(f"{p}.weight", W.numpy())
+        gemm_in = [x, w]
         if b is not None:
             gemm_in.append(constant(f"{p}.bias", b.numpy()))
         x = node("Gemm", gemm_in, f"{p}.linear", transB=1)
@@ -209,6 +251,7 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
         if act.name in ("sigmoid", "tanh", "relu"):
             x = node({"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}[act.name], [x], f"{p}.{act.name}")
         elif act.name == "softplus":  # torch: x if beta*x > threshold else log(1 + exp(beta*x)) / beta
+            threshold = _softplus_threshold(act, k)
             bx, sp = x, None
             if act.beta != 1:
                 beta = scalar(f"{p}.softplus.beta", act.beta)
@@ -216,8 +259,11 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
                 sp = node("Div", [node("Softplus", [bx], f"{p}.softplus.of_beta_x"), beta], f"{p}.softplus.smooth")
             else:
                 sp = node("Softplus", [x], f"{p}.softplus.smooth")
-            above = node("Greater", [bx, scalar(f"{p}.softplus.threshold", act.threshold)], f"{p}.softplus.linear")
-            x = node("Where", [above, x, sp], f"{p}.softplus")
+            if threshold is None:  # never linear: the plain formula
+                x = node("Identity", [sp], f"{p}.softplus")
+            else:
+                above = node("Greater", [bx, scalar(f"{p}.softplus.threshold", threshold)], f"{p}.softplus.linear")
+                x = node("Where", [above, x, sp], f"{p}.softplus")
     nodes[-1].output[0] = "output"  # the last node's result is the graph output
 
     graph = helper.make_graph(
@@ -245,15 +291,17 @@ def _scratch_size(net: Net) -> int:
     return max([h[0]] + [a + b for a, b in zip(h, h[1:])])
 
 
-def _c_array(name: str, t: Tensor, dtype: str) -> str:
+def _c_array(name: str, t: Tensor, dtype: str, ctype: str = "weight_t") -> str:
     """``static const weight_t name[n] = {...};`` holding ``t`` flattened row-major at ``dtype``."""
     flat = t.reshape(-1).numpy()
-    if dtype == "float16":
+    if dtype == "int8":
+        items, per_line = [str(int(v)) for v in flat], 16
+    elif dtype == "float16":
         items, per_line = [f"0x{v:04x}" for v in flat.view(np.uint16)], 12
     else:  # shortest decimal that reads back as the same float32
         items, per_line = [f"{v!s}f" for v in flat.astype(np.float32)], 8
     lines = ",\n    ".join(", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
-    return f"static const weight_t {name}[{len(items)}] = {{\n    {lines}\n}};\n"
+    return f"static const {ctype} {name}[{len(items)}] = {{\n    {lines}\n}};\n"
 
 
 def _c_float(v: float) -> str:
@@ -302,6 +350,25 @@ typedef float weight_t;
 #define LOAD(w) (w)
 """
 
+_C_INT8 = """\
+typedef int8_t weight_t; /* weights; biases and per-row scales are float */
+"""
+
+_C_DENSE_INT8 = """\
+/* y[i] = b[i] + sum_j (q[i * n_in + j] * s[i]) * x[j]; b may be NULL. */
+static void dense(const weight_t *q, const float *s, const float *b, int n_in, int n_out, const float *x, float *y)
+{
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        const weight_t *row = q + (size_t)i * (size_t)n_in;
+        float acc = b ? b[i] : 0.0f;
+        for (j = 0; j < n_in; j++)
+            acc += ((float)row[j] * s[i]) * x[j];
+        y[i] = acc;
+    }
+}
+"""
+
 _C_DENSE = """\
 /* y[i] = b[i] + sum_j w[i * n_in + j] * x[j]; b may be NULL. */
 static void dense(const weight_t *w, const weight_t *b, int n_in, int n_out, const float *x, float *y)
@@ -342,6 +409,15 @@ static void act_relu(float *y, int n)
         y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 """,
+    "softplus_plain": """\
+/* log(1 + exp(beta * x)) / beta (torch's softplus with no linear threshold). */
+static void act_softplus_plain(float *y, int n, float beta)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        y[i] = log1pf(expf(beta * y[i])) / beta;
+}
+""",
     "softplus": """\
 /* As torch: x where beta * x > threshold, else log(1 + exp(beta * x)) / beta. */
 static void act_softplus(float *y, int n, float beta, float threshold)
@@ -366,7 +442,8 @@ def _c_sources(net: Net, dtype: str, prefix: str, header_name: str, flash: int, 
     scratch = ram // 4
     lines = [
         f"Generated by shrinknet {__version__}; do not edit, export again instead.",
-        f"Network (weights and biases stored as {dtype}):",
+        "Network (int8 weights with one float32 scale per row, float32 biases):" if dtype == "int8"
+        else f"Network (weights and biases stored as {dtype}):",
         *(f"  layer {k}: {_describe(layer)}" for k, layer in enumerate(net.layers)),
         f"Flash: {flash} bytes of weights and biases ({dtype}), not counting code.",
         f"RAM:   {ram} bytes of scratch (one static buffer of {scratch} floats), "
@@ -404,38 +481,51 @@ void {prefix}_forward(const float *input, float *output);
     arrays, calls = [], []
     src, offset = "input", 0
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
-        arrays.append(
-            f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
-            + _c_array(f"layer{k}_weight", W, dtype)
-            + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype))
-        )
+        head = f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
+        if dtype == "int8":
+            q, scale = quantize_rows(W)
+            arrays.append(head + _c_array(f"layer{k}_weight", q, "int8")
+                          + _c_array(f"layer{k}_scale", scale, "float32", "float")
+                          + ("" if b is None else _c_array(f"layer{k}_bias", b, "float32", "float")))
+        else:
+            arrays.append(head + _c_array(f"layer{k}_weight", W, dtype)
+                          + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype)))
         last = k == len(net.layers) - 1
         # hidden layers alternate between the two ends of the scratch buffer
         offset = 0 if k % 2 == 0 else scratch - layer.out_features
         dst = "output" if last else f"scratch + {offset}"
         bias = f"layer{k}_bias" if b is not None else "NULL"
-        calls.append(f"dense(layer{k}_weight, {bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
+        scale = f"layer{k}_scale, " if dtype == "int8" else ""
+        calls.append(f"dense(layer{k}_weight, {scale}{bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
         act = layer.act
-        if act.name != "identity":
-            extra = f", {_c_float(act.beta)}, {_c_float(act.threshold)}" if act.name == "softplus" else ""
-            calls.append(f"act_{act.name}({dst}, {layer.out_features}{extra});")
+        if act.name == "softplus":
+            threshold = _softplus_threshold(act, k)
+            if threshold is None:  # never linear: the plain formula
+                calls.append(f"act_softplus_plain({dst}, {layer.out_features}, {_c_float(act.beta)});")
+            else:
+                calls.append(f"act_softplus({dst}, {layer.out_features}, {_c_float(act.beta)}, {_c_float(threshold)});")
+        elif act.name != "identity":
+            calls.append(f"act_{act.name}({dst}, {layer.out_features});")
         src = dst
-    used = {layer.act.name for layer in net.layers}
+    used = {layer.act.name if layer.act.name != "softplus" or _softplus_threshold(layer.act, k) is not None
+            else "softplus_plain" for k, layer in enumerate(net.layers)}
     activations = [text for name, text in _C_ACTIVATIONS.items() if name in used]
     includes = ["<math.h>", "<stddef.h>"]
     if dtype == "float16":
         includes = ["<float.h>", *includes, "<stdint.h>", "<string.h>"]
+    elif dtype == "int8":
+        includes = [*includes, "<stdint.h>"]
     body = "\n    ".join(calls)
     source = (
         banner
         + "\n"
         + "".join(f"#include {inc}\n" for inc in includes)
         + f'\n#include "{header_name}"\n\n'
-        + (_C_HALF if dtype == "float16" else _C_SINGLE)
+        + {"float16": _C_HALF, "int8": _C_INT8}.get(dtype, _C_SINGLE)
         + "\n"
         + "\n".join(arrays)
         + f"\nstatic float scratch[{scratch}];\n\n"
-        + _C_DENSE
+        + (_C_DENSE_INT8 if dtype == "int8" else _C_DENSE)
         + "".join("\n" + a for a in activations)
         + f"\nvoid {prefix}_forward(const float *input, float *output)\n{{\n    {body}\n}}\n"
     )
