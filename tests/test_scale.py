@@ -201,7 +201,7 @@ def test_cli_bad_speed_settings_get_one_line_and_exit_2(tmp_path):
     for args, msg in ((["--speed", "screen", "--screen-size", "0"], "screen_size must be a positive integer"),
                       (["--speed", "turbo"], "turbo")):
         p = subprocess.run([sys.executable, "-m", "shrinknet", "prune", tmp_path / "m.safetensors", "--data",
-                            tmp_path / "d.npz", "--no-analyze", "--budget", "1MB", "--out", tmp_path / "out", *args],
+                            tmp_path / "d.npz", "--no-analyze", "--budget", "1MB", "--force", "--out", tmp_path / "out", *args],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and msg in p.stderr and "Traceback" not in p.stderr
         assert not (tmp_path / "out").exists()
@@ -319,7 +319,7 @@ def test_torchrun_cli_prune_equals_one_process_and_only_rank_0_writes(tmp_path):
     model = train_mod.mlp([4, 6, 5, 3], "sigmoid", "sigmoid", seed=0)
     modelio.save_model(tmp_path / "m.safetensors", model, {"loss": "mse"})
     common = ["prune", tmp_path / "m.safetensors", "--data", tmp_path / "d.npz", "--no-analyze", "--budget", "1MB",
-              "--full-curve"]
+              "--full-curve", "--force"]
     p2 = torchrun(["-m", "shrinknet", *common, "--out", tmp_path / "two"], tmp_path)
     assert p2.returncode == 0, p2.stderr[-2000:]
     p1 = subprocess.run([sys.executable, "-m", "shrinknet", *common, "--out", tmp_path / "one"],

@@ -555,6 +555,15 @@ def _speed_options(f):
     return f
 
 
+def _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm) -> None:
+    """The speed and thread settings, checked before any work (prune() checks them again)."""
+    from . import threads as thread_policy
+    from .speed import settings
+
+    settings(speed, screen_size, block_fraction, checks, method, algorithm)
+    thread_policy.requested(threads)
+
+
 def _join_distributed():
     """Under torchrun: join the process group (gloo on CPU); ranks other than 0 go silent.
     Returns the group, or None when this process runs alone."""
@@ -655,6 +664,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         raise UserError("--resume does not work under torchrun: resume the run in one process")
     scale = dict(speed=speed, screen_size=screen_size, block_fraction=block_fraction, checks=checks,
                  threads=threads, group=group)
+    _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm)
     budget_bytes = None if budget is None else memory.parse_size(budget)
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]

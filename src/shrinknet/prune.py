@@ -342,8 +342,6 @@ def prune(
                          "checkpointed): start afresh")
     if group is not None and algorithm == "iterative_pairs":
         raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
-    if group is not None and refit is not None:
-        raise ValueError("refit does not run distributed (each rank would refit on its own rows); run it in one process")
     if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
         raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
     net = _copy_net(as_net(model))
@@ -600,16 +598,17 @@ class _Pruner:
         t0 = time.perf_counter()
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
-        elif self.every and self.method == "brute_force":
-            s = self.refit_brute_force()
         else:
-            with torch.no_grad():
-                if self.incremental is not None:
-                    s = self.incremental.scores(self.masks)
-                else:
-                    s = score_parts(self.method, self.scoring, self.loss, self.val, self.masks, self.chunk_size,
-                                    workers=self.workers)
-            distributed.all_reduce_sum(s, self.group)
+            if self.every and self.method == "brute_force":
+                s = self.refit_brute_force()
+            else:
+                with torch.no_grad():
+                    if self.incremental is not None:
+                        s = self.incremental.scores(self.masks)
+                    else:
+                        s = score_parts(self.method, self.scoring, self.loss, self.val, self.masks, self.chunk_size,
+                                        workers=self.workers)
+            distributed.all_reduce_sum(s, self.group)  # partial sums over each rank's rows
         self.score_seconds += time.perf_counter() - t0
         return _clip(removed_to_inf(s, self.masks), self.clip)
 
