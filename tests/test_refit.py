@@ -271,3 +271,6 @@ def test_resuming_a_refit_run_gives_the_uninterrupted_run(refit, dtype):
         assert got.steps == want.steps
         k = len(got.steps) - 1
         assert all(torch.equal(a, b) for a, b in zip(got.network(k).parameters(), want.network(k).parameters()))
+    if refit:
+        with pytest.raises(ValueError):  # other calibration data: another run
+            shrinknet.prune(model, X, T, resume=saved[1], X_calib=X.flip(0), **kw)
