@@ -384,7 +384,8 @@ def prune(
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
-        state = _State(ckpt.fingerprint(net, [val, test], settings))
+        calib = [] if Xc is None else [Data(Xc, Xc[:, :0], None)]  # a refit's calibration inputs count too
+        state = _State(ckpt.fingerprint(net, [val, test, *calib], settings))
         if resume is not None:
             ckpt.check(resume, state.fingerprint)
     val, test = _split_over(group, net, val, test, config)
