@@ -417,6 +417,8 @@ class _Pruner:
 
 def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
     """Exact Delta E (summed over the batch) of switching off ``neurons`` of hidden layer h together."""
+    if getattr(net, "general", False):
+        return net.switch_off_delta(loss, data, masks, trace, h, neurons)
     J = torch.as_tensor(neurons, device=net.device)
     W = net.layers[h + 1].weight
     xs = trace.x[h + 1] - trace.o[h][:, J] @ W[:, J].T  # remove all their contributions at once
@@ -461,6 +463,8 @@ def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
 
 
 def _copy_net(net: Net) -> Net:
+    if getattr(net, "general", False):
+        return net.copy()
     return Net([Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act) for l in net.layers])
 
 
@@ -470,6 +474,8 @@ def _describe(layout: dict) -> str:
 
 
 def _layout(net: Net) -> dict:
+    if getattr(net, "general", False):
+        return net.layout()
     return {
         "in": net.in_features,
         "hidden": list(net.hidden_sizes),
