@@ -79,6 +79,9 @@ BAD_OUTPUTS = [  # (id, setup(tmp, model) -> argv, fragment of the message); run
     ("out reaches the input by ..", lambda t, m: ["prune", m, "--out", t / "x" / ".." / "m", "--overwrite"], "the input"),
     ("relative out is the input's directory", lambda t, m: ["prune", "m/model.safetensors", "--out", "m/."], "the input"),
     ("export over the input model", lambda t, m: ["export", m, "--format", "safetensors", "--out", m], "is the input"),
+    ("prune --val file inside out", lambda t, m: ["prune", m, "--budget", "300B", "--val", t / "o" / "v.npz", "--out",
+                                                   [_full(t / "o"), (t / "o" / "v.npz").write_bytes(b"x")] and t / "o",
+                                                   "--overwrite"], "contains the input"),
     ("train data inside out", lambda t, m: ["train", "--data", t / "blobs.npz", "--out", t, "--overwrite"], "the input"),
     ("report into a run it reads", lambda t, m: [_full(t / "r"), "report", t / "r", "--out", t / "r", "--overwrite"][1:],
      "is the input"),
@@ -101,6 +104,9 @@ BAD_OUTPUTS = [  # (id, setup(tmp, model) -> argv, fragment of the message); run
     ("checkpoint left by an interrupted run",
      lambda t, m: [(t / "p.checkpoint.json").write_text("{}"), "prune", m, "--out", t / "p"][1:], "--resume"),
     ("--resume and --out differ", lambda t, m: ["prune", m, "--resume", t / "a", "--out", t / "b"], "different"),
+    pytest.param("read-only file system", lambda t, m: ["train", "--data", "digits", "--out", "/proc/sys/shrinknet-out"],
+                 "not writable", marks=pytest.mark.skipif(os.access("/proc/sys", os.W_OK) or not os.path.isdir("/proc/sys"),
+                                                          reason="needs a read-only /proc/sys")),
     pytest.param("read-only directory", lambda t, m: [(t / "ro").mkdir(), os.chmod(t / "ro", 0o555), "train", "--data",
                                                       "digits", "--out", t / "ro" / "sub"][2:], "not writable",
                  marks=pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")),
@@ -319,3 +325,14 @@ def test_another_model_is_refused(model, tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 2 and "was made on another model" in r.stderr and r.stderr.count("\n") == 1, r.output
     assert listing(tmp_path) == before
+
+
+def test_missing_parents_are_created_with_the_output_and_removed_when_it_fails(model, tmp_path):
+    before = listing(tmp_path)
+    r = CliRunner().invoke(cli, ["--quiet", "prune", str(model), *PRUNE[2:], "--budget", "40",
+                                 "--out", str(tmp_path / "a" / "b" / "run")], catch_exceptions=False)
+    assert r.exit_code == 2 and "smallest network" in r.stderr, r.output  # found after the output was claimed
+    assert listing(tmp_path) == before  # no a/b, no lock file, no checkpoint
+    r = invoke("prune", model, *PRUNE, "--out", tmp_path / "a" / "b" / "run")
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(tmp_path / "a" / "b")) == ["run"]

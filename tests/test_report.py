@@ -87,7 +87,7 @@ def test_html_is_self_contained(full_report):
     assert "<script" not in text and "<link" not in text
     assert "<h1>Two runs</h1>" in text
     assert "skipped" not in text
-    for heading in ("Where the memory budget lands", "Estimates against the truth", "Most correlated neuron pairs"):
+    for heading in ("The kept network: memory budget and max drop", "Estimates against the truth", "Most correlated neuron pairs"):
         assert heading in text
 
 
@@ -208,3 +208,78 @@ def test_report_module_and_figure_data_work_without_matplotlib(run_dirs, monkeyp
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)  # a module-level "import matplotlib" would raise here
     assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2"
+
+
+# -- runs sharing a method and algorithm, the kept step, exports, test accuracy, along the run --------
+@pytest.fixture(scope="module")
+def twin_runs(run_dirs, tmp_path_factory):
+    """The first run saved twice under directories with the same last name, with a budget and a
+    max drop, and exports listed; plus the single taylor2 run."""
+    root = tmp_path_factory.mktemp("twins")
+    loaded = runs.load_run(run_dirs[0])
+    result, analysis = loaded["result"], loaded["analysis"]
+    result.config["max_drop"] = 0.02
+    exports = {"model.c": {"files": ["model.c", "model.h"], "format": "c", "dtype": "float16",
+                           "flash_bytes": 190, "ram_bytes": 64},
+               "model.onnx": {"files": ["model.onnx"], "format": "onnx", "dtype": "float16",
+                              "flash_bytes": 190, "ram_bytes": None}}
+    dirs = [runs.save_run(root / "a" / "run", result, analysis=analysis, extras={"exports": exports}),
+            runs.save_run(root / "b" / "run", result, analysis=analysis),
+            run_dirs[1]]
+    return dirs, result
+
+
+def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_runs):
+    dirs, _ = twin_runs
+    data = report.figure_data([runs.load_run(d) for d in dirs])
+    labels = [c["label"] for c in data["curves"]]
+    assert labels == ["iterative brute_force (a/run)", "iterative brute_force (b/run)", "single taylor2"]
+    styles = [(c["color"], c["linestyle"]) for c in data["curves"]]
+    assert len(set(c for c, _ in styles)) == 3
+    fig = report._curves_figure(data["curves"])
+    drawn = {ln.get_label(): ln.get_color() for ln in fig.axes[0].lines}
+    assert len({drawn[label] for label in labels}) == 3
+    # without a shared pair, colour = method as in the paper's figures
+    solo = report.figure_data([runs.load_run(d) for d in dirs[1:]])["curves"]
+    assert [c["color"] for c in solo] == [report.PALETTE[shrinknet.METHODS.index(m)]
+                                         for m in ("brute_force", "taylor2")]
+    # no directories at all: still distinct
+    plain = [{**runs.load_run(dirs[0]), "dir": None} for _ in range(2)]
+    assert report._labels(plain) == ["iterative brute_force (#1)", "iterative brute_force (#2)"]
+
+
+def test_the_kept_step_is_marked_on_the_curves_and_the_size_figure(twin_runs):
+    dirs, result = twin_runs
+    data = report.figure_data([runs.load_run(dirs[0])])
+    k, by = result.pick(400, 0.02)
+    ch = data["curves"][0]["chosen"]
+    assert (ch["step"], ch["by"], ch["bytes"]) == (k, by, result.steps[k].bytes)
+    assert data["curves"][0]["accuracy_floor"] == pytest.approx(result.steps[0].accuracy - 0.02)
+    fig = report._curves_figure(data["curves"])
+    for ax, key in zip(fig.axes[:2], ("accuracy", "error")):
+        stars = [ln for ln in ax.lines if ln.get_marker() == "*"]
+        assert len(stars) == 1
+        np.testing.assert_array_equal(stars[0].get_xydata(), [[result.steps[k].fraction_removed,
+                                                               getattr(result.steps[k], key)]])
+    floor = [ln for ln in fig.axes[0].lines if ln.get_linestyle() == ":"]
+    assert floor and floor[0].get_ydata()[0] == pytest.approx(result.steps[0].accuracy - 0.02)
+    size = report._size_figure(data["size"])
+    (star,) = [ln for ln in size.axes[0].lines if ln.get_marker() == "*"]
+    np.testing.assert_array_equal(star.get_xydata(), [[result.steps[k].bytes, result.steps[k].accuracy]])
+
+
+def test_html_lists_exports_and_test_accuracy_and_plots_along_the_run(twin_runs, tmp_path):
+    dirs, result = twin_runs
+    page = report.write_report(dirs, tmp_path / "r").read_text(encoding="utf-8")
+    assert "<td>model.c, model.h</td><td>c</td><td>float16</td><td>190</td><td>64</td>" in page
+    assert "<td>model.onnx</td><td>onnx</td><td>float16</td><td>190</td><td>—</td>" in page
+    k, _ = result.pick(400, 0.02)
+    s = result.steps[k]
+    row = f"<td>{report._fmt(s.accuracy)}</td><td>{report._fmt(s.test_accuracy)}</td>"
+    assert row in page and "<th>test accuracy</th>" in page
+    assert (tmp_path / "r" / "along.png").is_file()
+    assert "along the run</h3>" not in page  # a figure now, not a long table
+    along = report.figure_data([runs.load_run(dirs[0])])["along"][0]
+    rows = runs.load_run(dirs[0])["analysis"]["along_run"]
+    assert along["fractions"] == [r["fraction"] for r in rows]
+    assert along["spearman"]["taylor2"] == [r["overall"]["taylor2"]["spearman"] for r in rows]

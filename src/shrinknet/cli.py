@@ -6,6 +6,7 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from .prune import ALGORITHMS
 from .saliency import METHODS
 
 HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
+_QUIET_KEY = "shrinknet.quiet"
 DEMO_DIR = "shrinknet-demo"
 DEMO_BUDGET = "64KiB"
 
@@ -45,7 +47,8 @@ class _Group(click.Group):
 
 
 def _quiet(ctx) -> bool:
-    return bool(ctx.find_root().params.get("quiet"))
+    """--quiet given before the subcommand (the group's) or after it (every subcommand's)."""
+    return bool(ctx.find_root().params.get("quiet") or ctx.meta.get(_QUIET_KEY))
 
 
 def _say(ctx, msg: str = "") -> None:
@@ -146,6 +149,74 @@ def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None)
     return datasets.load(data, seed=0 if seed is None else seed, size=size)
 
 
+def _heldout_options(f, test: bool = True):
+    opts = [click.option("--val", "val", default=None, type=click.Path(dir_okay=False),
+                         help="Rank on this held-out file (.npz/.csv/IDX), used whole, instead of the validation split.")]
+    if test:
+        opts.append(click.option("--test", "test", default=None, type=click.Path(dir_okay=False),
+                                 help="Report test numbers on this file (.npz/.csv/IDX), used whole."))
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model):
+    """The data set rank/prune use: ``_load_data``'s, with its validation split (what ranks and
+    chooses neurons) replaced by the whole --val file and its test split by the whole --test file.
+
+    Each file is checked against the model: input width, and class labels mapped to the model's
+    classes by value (labels it was not trained on are refused) or regression outputs. With --val
+    and neither --data nor a recorded data set, there is no training split (its numbers are skipped).
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from . import datasets
+    from .network import as_net
+
+    if val is None and test is None:
+        return _load_data(data, meta, seed, size)
+    base = _load_data(data, meta, seed, size) if (data is not None or meta.get("data")) else None
+    if base is None and val is None:
+        raise UserError("--test alone needs the model's data set: give --val FILE or --data too")
+    net = as_net(net_model)
+    rec = meta.get("data") or {}
+    task = rec.get("task") or (base.task if base is not None else None)
+    values = list(rec.get("class_values") or (base.class_values if base is not None else ()))
+    files = {}
+    for opt, path in (("--val", val), ("--test", test)):
+        if path is None:
+            continue
+        X, y = datasets.load_heldout(path, task, values, net.out_features)
+        if X.shape[1] != net.in_features:
+            raise UserError(f"{opt} {path} has {X.shape[1]} input features but the model expects {net.in_features}")
+        if y.ndim == 2 and y.shape[1] != net.out_features:
+            raise UserError(f"{opt} {path} has {y.shape[1]} target columns but the model has {net.out_features} outputs")
+        if y.ndim == 1 and net.out_features < 2:
+            raise UserError(f"{opt} {path} has class labels but the model has one output: it is a regression model")
+        task = task or ("classification" if y.ndim == 1 else "regression")
+        files[opt] = (X, y)
+    if base is None:
+        X, y = files["--val"]
+        empty = (np.empty((0, X.shape[1]), np.float32), y[:0])
+        Xt, yt = files.get("--test", empty)
+        classes = tuple(values or range(net.out_features)) if task == "classification" else ()
+        return datasets.Dataset(name=f"{Path(val).name} (--val)", task=task, X_train=empty[0], y_train=empty[1],
+                                X_val=X, y_val=y, X_test=Xt, y_test=yt, source=str(Path(val).resolve()),
+                                n_classes=len(classes) or None, class_values=classes)
+    ds = base
+    if "--val" in files:
+        ds = dataclasses.replace(ds, X_val=files["--val"][0], y_val=files["--val"][1])
+    if "--test" in files:
+        ds = dataclasses.replace(ds, X_test=files["--test"][0], y_test=files["--test"][1])
+    return ds
+
+
+def _heldout_extras(val, test) -> dict:
+    return {k: str(Path(v).resolve()) for k, v in (("val_file", val), ("test_file", test)) if v is not None}
+
+
 def _same_data(data: str, name: str) -> bool:
     """Whether --data names the recorded data set (files are recorded by absolute path)."""
     return data == name or (Path(data).exists() and str(Path(data).resolve()) == name)
@@ -219,11 +290,13 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances of the data set.")
 @click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
               help="Override the guess from the targets (whole numbers are read as class labels).")
+@click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
+              "the scaling into the first layer: the saved model and its exports take raw inputs.")
 @click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
 @click.pass_context
-def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task, out,
-          overwrite):
+def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
+          standardize, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import train_on
@@ -232,10 +305,12 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     ds = datasets.load(data, seed=seed, size=size, task=task)
     _say(ctx, ds.describe())
+    _scaling_hint(ds, standardize)
     with claim(out):
         t0 = time.perf_counter()
         model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
-                               loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx))
+                               loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
+                               standardize=standardize)
         seconds = time.perf_counter() - t0
         with staged_dir(out, overwrite=overwrite) as stage:
             modelio.save_model(stage / "model.safetensors", model, meta)
@@ -245,6 +320,15 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {seconds:.1f}s: "
               f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
     click.echo(f"saved {path}")
+
+
+def _scaling_hint(ds, standardize: bool) -> None:
+    """A hint on stderr when the training inputs look unscaled and --standardize is not given."""
+    from .scaling import unscaled_hint
+
+    hint = None if standardize else unscaled_hint(ds.inputs("train"))
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
 
 
 # -- rank --------------------------------------------------------------------------------------
@@ -258,8 +342,9 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
 @click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
 @_overwrite_option
+@functools.partial(_heldout_options, test=False)
 @click.pass_context
-def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite):
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite, val):
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
@@ -272,11 +357,11 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
         raise UserError(f"unknown method {bad[0]!r}: choose from {', '.join(METHODS)}")
     _require("scipy", "report")
     if out:
-        _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
+        _check_out(out, inputs=[model, _data_path(data), _data_path(val)], overwrite=overwrite)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     if out:
         ctx.with_resource(claim(out))
-    ds = _load_data(data, meta, seed, size)
+    ds = _data_with_heldout(data, meta, seed, size, val, None, net_model)
     _check_widths(net_model, ds, data or ds.name)
     loss = _loss_of(meta, loss)
     X, T = ds.inputs("val"), ds.targets("val", loss)
@@ -317,15 +402,19 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               type=click.Choice(METHODS))
 @click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
+@click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
+              "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
+              "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64"]),
               help="Storage dtype the budget is counted in (the dtype you will export).")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
-@click.option("--full-curve", is_flag=True, help="With --budget: keep removing past the budget to record the whole "
-              "curve (without --budget the whole curve is always recorded).")
+@click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
+              "record the whole curve (the kept network is chosen from all of it).")
 @click.option("--clip", default=None, type=click.Choice(["mean", "median"]), help="Replace outlier scores (3 scaled MADs) by the mean or median.")
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
+@click.option("--prefix", default="shrinknet", show_default=True, help="With --export c: name prefix of the C function and macros.")
 @click.option("--out", default=None, type=click.Path(),
               help="Run directory to write (required unless --resume RUN_DIR names it).")
 @_overwrite_option
@@ -334,10 +423,15 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
                    "options again. RUN_DIR defaults to --out.")
 @click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
+@_heldout_options
 @click.pass_context
-def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, out, overwrite, resume, checkpoint_every):
+def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, max_drop, dtype,
+          max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
+          checkpoint_every, val, test):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
+
+    Needs --budget, --max-drop or both: the saved network is the least-error one that fits the
+    budget, the smallest within the accuracy drop, or with both whichever is tighter.
 
     The run's progress is checkpointed beside the run directory (RUN_DIR.checkpoint.json) while it
     prunes; after an interruption, the same command with --resume continues where it stopped and
@@ -345,30 +439,38 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     """
     from . import memory
     from .checkpoint import Checkpointer
-    from .experiments import budget_summary, shrink_and_save
+    from .experiments import choice_summary, shrink_and_save
+    from .export import check_prefix
+    from .prune import parse_drop
 
+    t0 = time.perf_counter()
     budget_bytes = None if budget is None else memory.parse_size(budget)
+    drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
     for f in formats:
         if f not in ("onnx", "c"):
             raise UserError(f"--export takes onnx and/or c, got {f!r}")
     if formats and dtype == "float64":
         raise UserError("--export writes float32 or float16 weights: use --dtype float32 or float16")
+    if "c" in formats:
+        check_prefix(prefix)
     if "onnx" in formats:
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
-    out, ckpt_path, saved = _prune_outputs(ctx, model, data, out, overwrite, resume)
+    out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
     net_model, meta = _load_model(model, hidden, activation, out_activation)
-    ds = _load_data(data, meta, seed, size)
+    ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
+    _require_target(budget, max_drop)
     loss = _loss_of(meta, loss)
     hook = Checkpointer(ckpt_path, every=checkpoint_every)
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
                                formats=formats, analyze=analyze, name=f"{algorithm} {method}",
-                               extras={"source_model": str(model)}, progress=not _quiet(ctx), method=method,
-                               algorithm=algorithm, max_fraction=max_fraction, clip=clip, full_curve=full_curve,
+                               extras={"source_model": str(model), **_heldout_extras(val, test)},
+                               progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
+                               max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
                                overwrite=overwrite, checkpoint=hook, resume=saved)
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
         if not hook.writes:
@@ -379,15 +481,23 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
-    if budget_bytes is not None:
-        click.echo(budget_summary(result, budget_bytes, dtype))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype))
     s0, sk = result.steps[0], result.steps[k]
+    wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
-               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed) in {done['seconds']:.1f}s; "
-               f"saved {out / 'model.safetensors'} and the run in {out}")
+               f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
+               f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
+               f"done in {time.perf_counter() - t0:.1f}s")
 
 
-def _prune_outputs(ctx, model, data, out, overwrite, resume):
+def _require_target(budget, max_drop) -> None:
+    """prune keeps the network a budget or a max drop picks; without either there is no sensible one."""
+    if budget is None and max_drop is None:
+        raise UserError("prune needs --budget SIZE or --max-drop DROP (or both), e.g. --max-drop 1%: "
+                        "without them it would keep the one-neuron-per-layer endpoint")
+
+
+def _prune_outputs(ctx, inputs, out, overwrite, resume):
     """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
     the output is claimed (locked) for the rest of the command."""
     from . import checkpoint, interrupt
@@ -400,8 +510,8 @@ def _prune_outputs(ctx, model, data, out, overwrite, resume):
         raise UserError("give --out RUN_DIR (the directory to write), or --resume RUN_DIR")
     out = Path(out)
     ckpt = out.parent / f"{out.name}.checkpoint.json"
-    _check_out(out, inputs=[model, _data_path(data)], overwrite=overwrite)
-    check_output(ckpt, "file", inputs=[model, _data_path(data)], option="checkpoint")
+    _check_out(out, inputs=inputs, overwrite=overwrite)
+    check_output(ckpt, "file", inputs=[i for i in inputs if i], option="checkpoint")
     ctx.with_resource(claim(out))
     saved = None
     if resume is not None:
@@ -459,7 +569,6 @@ def report(run_dirs, out, title, overwrite):
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
-    from .export import export as export_network
     from .files import claim
     from .memory import format_bytes
 
@@ -468,10 +577,24 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
         _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     with claim(out):  # creates a missing directory; a second export to the same file at once is refused
-        res = export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
                f"({format_bytes(res.flash_bytes)}){ram}")
+
+
+def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
+    """export() to ``out``; a failure to write is reported with the file the user asked for (and
+    its .h for C), not the temporary name it was being written under."""
+    from .export import export as export_network
+
+    try:
+        return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and str(out) in str(e):
+            raise  # already names it
+        also = f" (and {out.with_suffix('.h')})" if fmt == "c" else ""
+        raise UserError(f"cannot write {out}{also}: {e.strerror or e}") from None
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -498,6 +621,16 @@ def info(model, hidden, activation, out_activation):
         click.echo("metrics: " + ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items()))
     if meta.get("pruned"):
         click.echo("pruned: " + ", ".join(f"{k} {v}" for k, v in meta["pruned"].items()))
+    _info_scaling(meta.get("scaling"))
+
+
+def _info_scaling(sc) -> None:
+    if not isinstance(sc, dict) or not sc.get("standardized"):
+        return
+    mean, std = sc.get("mean") or [], sc.get("std") or []
+    rng = lambda v: f"{min(v):.4g}..{max(v):.4g}" if v else "?"  # noqa: E731
+    click.echo(f"inputs: trained standardized (mean {rng(mean)}, std {rng(std)} over {len(mean)} features), "
+               f"scaling folded into the first layer: the model and its exports take raw inputs")
 
 
 # -- reproduce ---------------------------------------------------------------------------------
@@ -591,6 +724,17 @@ def demo(ctx, out, budget, size, overwrite):
         f"flash, {c.ram_bytes} B RAM), report {out / 'report' / 'report.html'}\n"
         f"done in {time.perf_counter() - t0:.0f}s"
     )
+
+
+def _quiet_after_subcommand(ctx, param, value):
+    if value:
+        ctx.meta[_QUIET_KEY] = True
+
+
+for _command in cli.commands.values():  # --quiet also after the subcommand: shrinknet prune ... --quiet
+    _command.params.append(click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_quiet_after_subcommand,
+                                        help="No progress bars or chatter; errors still go to stderr."))
 
 
 def main(argv=None) -> None:

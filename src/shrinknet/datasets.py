@@ -191,6 +191,38 @@ def reload(meta: dict) -> Dataset:
     return ds
 
 
+def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A whole data file (.npz, .csv, IDX; not split) as (X, y) in a trained model's terms.
+
+    task: the model's, "classification" or "regression" (None: whole-number targets are class
+    labels, as ``load`` guesses). Class labels are mapped to the model's
+    classes by value: ``class_values[c]`` is the label of class c (empty: the labels must be the
+    class indices 0..n_classes-1). A label the model was not trained on is refused. Regression
+    targets are read as float (whole numbers too). X is (n, d) float32; y int64 (n,) or (n, k) float32.
+    """
+    spec = os.fspath(path)
+    if _parse_builtin(spec) is not None:
+        raise DataError(f"{spec} is a built-in data set name: give a held-out data file (.npz, .csv, IDX)")
+    raw = _read_file(spec, None)
+    if task is None:
+        task = "classification" if raw.class_values else "regression"
+    if task == "regression":
+        raw = _as_task(raw, "regression")
+        return raw.X, raw.y
+    if not raw.class_values:
+        raise DataError(f"{spec}: the targets are not whole-number class labels, but the model is a classifier")
+    values = list(class_values) or list(range(n_classes or 0))
+    index = {v: c for c, v in enumerate(values)}
+    labels = np.asarray(raw.class_values, dtype=object)[raw.y]
+    unknown = sorted({v for v in raw.class_values if v not in index}, key=str)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise DataError(f"{spec} has class label(s) {shown} that the model was not trained on "
+                        f"(its classes: {', '.join(map(str, values[:12]))}{', ...' if len(values) > 12 else ''})")
+    return raw.X, np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+
 def area_downscale(images: np.ndarray, out: int) -> np.ndarray:
     """(n, h, w) square images -> (n, out, out) by area averaging (PIL's BOX, OpenCV's INTER_AREA).
 

@@ -114,12 +114,24 @@ def expand(names: list[str]) -> list[Experiment]:
 
 # -- pipelines ---------------------------------------------------------------------------------
 def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation="sigmoid", loss="mse",
-             epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False):
-    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file."""
+             epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False, standardize=False):
+    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file.
+
+    standardize: train on inputs standardized with the training split's mean and std, then fold
+    the scaling into the first layer (``scaling.fold``): the returned model takes raw inputs.
+    """
+    from . import scaling
+
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
-    log = train.train(model, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
+    X_tr, X_va = ds.inputs("train"), ds.inputs("val")
+    if standardize:
+        mean, std = scaling.fit(X_tr)
+        X_tr, X_va = scaling.standardize(X_tr, mean, std), scaling.standardize(X_va, mean, std)
+    log = train.train(model, X_tr, ds.targets("train", loss), X_va,
                       ds.targets("val", loss), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
                       patience=patience, seed=seed, progress=progress)
+    if standardize:
+        model = scaling.fold(model, mean, std)
     meta = {
         "loss": loss,
         "data": ds.meta(),
@@ -128,6 +140,8 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
                      "epochs_run": log.epochs, "best_epoch": log.best_epoch},
         "metrics": evaluate(model, ds, loss),
     }
+    if standardize:
+        meta["scaling"] = scaling.record(mean, std)
     return model, meta  # no wall-clock time in meta: same seed, same model file bytes
 
 
@@ -159,6 +173,8 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
     out = {}
     with torch.no_grad():
         for split in ("train", "val", "test"):
+            if len(ds.inputs(split)) == 0:  # e.g. only a held-out --val file was given
+                continue
             data = network.prepare(net, ds.inputs(split), ds.targets(split, loss), loss_)
             err, acc = error_and_accuracy(loss_, [(data, net.forward(data.X, net.full_masks()))])
             out[f"{split}_error"] = err
@@ -169,8 +185,10 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
 
 def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
     """Prune ``model`` ranking on the validation split and evaluating the test split."""
-    return prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss, X_test=ds.inputs("test"),
-                 T_test=ds.targets("test", loss), progress=progress, **kwargs)
+    tested = len(ds.inputs("test")) > 0
+    return prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss,
+                 X_test=ds.inputs("test") if tested else None, T_test=ds.targets("test", loss) if tested else None,
+                 progress=progress, **kwargs)
 
 
 def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progress: bool = False) -> dict:
@@ -194,31 +212,37 @@ def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progre
 def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Path, *, budget_bytes=None,
                     dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
                     report_title: str | None = None, extras: dict | None = None, progress=False,
-                    prefix: str = "shrinknet", overwrite: bool = False, own: tuple[str, ...] = (),
+                    prefix: str = "shrinknet", max_drop=None, overwrite: bool = False, own: tuple[str, ...] = (),
                     models: dict | None = None, **prune_args) -> dict:
-    """Prune ``model`` on ``ds``, keep the step that fits ``budget_bytes`` (else the last), and
-    write ``out`` as a whole, all files or none: model.safetensors (with its own metrics), the
-    exports in ``formats`` ("onnx", "c"), the run (run.json, steps.csv, analysis.json), with
-    ``report_title`` report/, and ``models`` ({file name: (model, meta)}, e.g. the trained
-    network). An existing non-empty ``out`` is replaced only with ``overwrite`` (or when it holds
-    only names in ``own``; see ``files.staged_dir``). ``prune_args`` go to ``prune`` (method,
-    algorithm, checkpoint, resume, ...). Returns {"result", "step", "network", "exports", "seconds"}.
+    """Prune ``model`` on ``ds``, keep the step ``PruneResult.pick(budget_bytes, max_drop)`` chooses
+    (one of them is required), and write ``out`` as a whole, all files or none: model.safetensors
+    (with its own metrics), the exports in ``formats`` ("onnx", "c"), the run (run.json, steps.csv,
+    analysis.json), with ``report_title`` report/, and ``models`` ({file name: (model, meta)}, e.g.
+    the trained network). An existing non-empty ``out`` is replaced only with ``overwrite`` (or when
+    it holds only names in ``own``; see ``files.staged_dir``). ``prune_args`` go to ``prune`` (method,
+    algorithm, checkpoint, resume, ...).
+    Returns {"result", "step", "chosen_by", "network", "exports", "seconds"}.
     """
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
 
     t0 = time.perf_counter()
-    result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype, **prune_args)
+    if budget_bytes is None and max_drop is None:
+        raise ValueError("give a memory budget or a max_drop: without either the run would keep the "
+                         "one-neuron-per-layer endpoint")
+    result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype,
+                      max_drop=max_drop, **prune_args)
     seconds = time.perf_counter() - t0
-    k = result.fit(budget_bytes)[0] if budget_bytes is not None else len(result.steps) - 1
+    k, chosen_by = result.pick(budget_bytes, max_drop)
     small = result.network(k)
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
-    extras = {**(extras or {}), "budget_bytes": budget_bytes, "chosen_step": k, "seconds": round(seconds, 2),
-              "data": ds.meta()}
+    extras = {**(extras or {}), "budget_bytes": budget_bytes, "max_drop": result.config.get("max_drop"),
+              "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
     small_meta = {**meta, "metrics": evaluate(small, ds, loss),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
-                             "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes}}
+                             "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
+                             "max_drop": result.config.get("max_drop"), "chosen_by": chosen_by}}
     exports = {}
     with staged_dir(out, overwrite=overwrite, own=own) as stage:
         for name, (m, m_meta) in (models or {}).items():
@@ -228,11 +252,16 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
             exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)
             extras["export_bytes"] = exports[f].flash_bytes
             extras[f"{f}_ram_bytes"] = exports[f].ram_bytes
+        extras["exports"] = {e.paths[0].name: {"files": [p.name for p in e.paths], "format": e.format,
+                                               "dtype": e.dtype, "flash_bytes": e.flash_bytes,
+                                               "ram_bytes": e.ram_bytes if e.format == "c" else None}
+                             for e in exports.values()}
         run_dir = stage / "run" if report_title else stage
         runs.save_run(run_dir, result, name=name or None, analysis=analysis, extras=extras)
         if report_title:
             write_report([run_dir], stage / "report", title=report_title)
-    return {"result": result, "step": k, "network": small, "exports": exports, "seconds": seconds}
+    return {"result": result, "step": k, "chosen_by": chosen_by, "network": small, "exports": exports,
+            "seconds": seconds}
 
 
 def curve_at(result: PruneResult, metric: str) -> list[float | None]:
@@ -295,3 +324,30 @@ def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
     return (f"budget {memory.format_bytes(budget)} ({budget} B at {dtype}) lands at step {k}: "
             f"{s.n_removed} neurons removed ({s.fraction_removed:.0%}), kept {s.kept}, "
             f"{s.bytes} B{acc}, validation error {s.error:.4g}")
+
+
+def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str) -> str:
+    """One line: which step was kept, under which limit, and what it costs against the start."""
+    k, by = result.pick(budget, max_drop)
+    s, s0 = result.steps[k], result.steps[0]
+    drop = result.drop(k)
+    lost = (f"{-drop * 100:+.2f} accuracy points" if s0.accuracy is not None
+            else f"{drop:+.2%} validation error")
+    limits = []
+    if budget is not None:
+        limits.append(f"budget {memory.format_bytes(budget)} ({budget} B at {dtype})")
+    if max_drop is not None:
+        limits.append(f"max drop {_drop_text(max_drop, s0.accuracy is not None)}")
+    why = {"budget": "the budget", "max_drop": "the max drop"}[by]
+    if budget is not None and max_drop is not None:  # pick: the budget wins only when nothing within the drop fits
+        why += (" (the tighter limit: it also fits the budget)" if by == "max_drop"
+                else " (no network within the max drop fits it, so this one loses more)")
+    acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
+    return (f"kept step {k} by {why} [{', '.join(limits)}]: {s.n_removed} neurons removed "
+            f"({s.fraction_removed:.0%}), kept {s.kept}, {s.bytes} B{acc}, validation error {s.error:.4g} "
+            f"({lost} against the start)")
+
+
+def _drop_text(max_drop: float, classification: bool) -> str:
+    return f"{max_drop * 100:g} accuracy points" if classification else f"{max_drop:.2%} error increase"
+

@@ -118,11 +118,7 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         raise ValueError(f"unknown export dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     path = Path(path)
     if format == "c":
-        if not _C_IDENTIFIER.match(prefix):
-            raise ValueError(
-                f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
-                "not starting with a digit"
-            )
+        check_prefix(prefix)
         if path.suffix != ".c":
             raise ValueError(
                 f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
@@ -147,6 +143,16 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
 
 
 # -- shared -----------------------------------------------------------------------------------
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can name C functions and macros (a C identifier), else ValueError."""
+    if not isinstance(prefix, str) or not _C_IDENTIFIER.match(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return prefix
+
+
 def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
     """(weight, bias) of every layer on the CPU at the storage ``dtype``; raises on non-finite."""
     tdtype = getattr(torch, dtype)

@@ -92,6 +92,42 @@ class PruneResult:
         k = min(fitting, key=lambda i: (self.steps[i].error, i))
         return k, (self.network(k) if self.original is not None else None)
 
+    def drop(self, k: int) -> float:
+        """How much worse steps[k] is than the start, in the units of ``max_drop``: accuracy points
+        lost (0.01 = one point) for classification, relative increase of the validation error
+        ((E_k - E_0) / E_0) for regression. Negative when steps[k] is better than the start."""
+        self._check_step(k)
+        return step_drop(self.steps[0], self.steps[k])
+
+    def within(self, max_drop: float | str) -> int:
+        """The smallest network (fewest bytes; ties: least error, then earliest step) of the run
+        whose validation accuracy is within ``max_drop`` of the start (regression: whose error
+        grew by at most that fraction). Step 0 always qualifies. ``max_drop`` as in parse_drop."""
+        d = parse_drop(max_drop)
+        if self.steps[0].accuracy is not None and d >= 1:  # "1" meant as one point, most likely
+            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {d:g} points write "
+                             f"'{d:g}%' or {d / 100:g}")
+        ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
+        return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
+
+    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None) -> tuple[int, str]:
+        """(k, "budget" or "max_drop"): the step to keep under a memory budget, an accuracy limit, or both.
+
+        Budget alone: ``fit(budget_bytes)`` (least error that fits). ``max_drop`` alone:
+        ``within(max_drop)`` (the smallest network within the drop). Both, whichever is tighter:
+        the smallest network within the drop when it also fits the budget ("max_drop"), else the
+        budget's step ("budget"; it then loses more than ``max_drop``: a device limit is hard).
+        """
+        if budget_bytes is None and max_drop is None:
+            raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
+        kd = None if max_drop is None else self.within(max_drop)
+        if budget_bytes is None:
+            return kd, "max_drop"
+        kb = self.fit(budget_bytes)[0]
+        if kd is not None and self.steps[kd].bytes <= memory.parse_size(budget_bytes):
+            return kd, "max_drop"
+        return kb, "budget"
+
     def _check_step(self, k: int) -> None:
         if not 0 <= k < len(self.steps):
             raise IndexError(f"step {k} out of range: this run has steps 0..{len(self.steps) - 1}")
@@ -140,6 +176,28 @@ class PruneResult:
         return [s for s in self.steps if s.fraction_removed <= fraction + 1e-12][-1]
 
 
+def parse_drop(value: float | str) -> float:
+    """A ``max_drop`` as a fraction: "1%" -> 0.01, "0.01" or 0.01 -> 0.01. Non-negative and finite."""
+    text = str(value).strip()
+    try:
+        d = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"cannot read max_drop {value!r}: write e.g. 1% or 0.01") from None
+    if isinstance(value, bool) or not math.isfinite(d) or d < 0:
+        raise ValueError(f"max_drop must be a finite number >= 0 (e.g. 1% or 0.01), got {value!r}")
+    return d
+
+
+def step_drop(start: Step, step: Step) -> float:
+    """Accuracy points lost from ``start`` to ``step`` (classification), else the relative increase
+    of the validation error (regression; infinite when the start's error is 0 and it grows)."""
+    if start.accuracy is not None and step.accuracy is not None:
+        return start.accuracy - step.accuracy
+    if start.error > 0:
+        return (step.error - start.error) / start.error
+    return math.inf if step.error > start.error else 0.0
+
+
 def prune(
     model,
     X,
@@ -160,6 +218,7 @@ def prune(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     pairs: int = 8,
+    max_drop: float | str | None = None,
     checkpoint=None,
     resume: dict | None = None,
 ) -> PruneResult:
@@ -177,6 +236,11 @@ def prune(
         budget_bytes: memory budget for all weights and biases at ``dtype`` (int or "16KiB").
             With a budget and no ``max_fraction``, stops as soon as the network fits unless
             ``full_curve`` is set.
+        max_drop: accuracy points (classification; 0.01 or "1%" = one point) or relative error
+            increase (regression) the kept network may lose against the start. Without
+            ``max_fraction`` or ``full_curve`` the run stops at the first removal that loses more
+            (recorded, so the crossing shows); with a budget too, once both are reached.
+            ``PruneResult.pick(budget_bytes, max_drop)`` then chooses the step.
         dtype: storage dtype for byte counts: "float32", "float16" or "float64".
         max_fraction: stop after removing this fraction of all hidden neurons (default 1.0:
             everything but one neuron per layer). The last neuron of a layer is never removed.
@@ -228,8 +292,9 @@ def prune(
             f"budget of {budget} bytes is below the smallest network reachable by removing hidden "
             f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
         )
+    drop = None if max_drop is None else parse_drop(max_drop)
     config = dict(
-        method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, dtype=dtype,
+        method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
     )
@@ -247,6 +312,8 @@ def prune(
         limit = min(limit, math.floor(max_fraction * total + 1e-9))
     if resume is None:
         result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
+        if drop is not None:
+            result.within(drop)  # refuses a drop of 100 accuracy points or more before any work
         order = pruner.single_ranking() if algorithm == "single" else None
     else:
         result, order = _resume(pruner, resume, config, net, algorithm)
@@ -259,7 +326,7 @@ def prune(
         if checkpoint is not None:
             checkpoint(state)
         while pruner.n_removed < limit:
-            if budget is not None and max_fraction is None and not full_curve and result.steps[-1].bytes <= budget:
+            if max_fraction is None and not full_curve and _targets_reached(result, budget, drop):
                 break
             removed, score = pruner.choose(algorithm, order, limit - pruner.n_removed)
             pruner.remove(removed)
@@ -279,6 +346,17 @@ def prune(
     return result
 
 
+def _targets_reached(result: PruneResult, budget: int | None, max_drop: float | None) -> bool:
+    """Whether every stopping target given is reached: the last step fits ``budget``, and it has
+    lost more than ``max_drop`` (so the curve shows where the limit is crossed). None: not given."""
+    if budget is None and max_drop is None:
+        return False
+    last = len(result.steps) - 1
+    fits = budget is None or result.steps[last].bytes <= budget
+    crossed = max_drop is None or result.drop(last) > max_drop + 1e-12
+    return fits and crossed
+
+
 @dataclass
 class _State:
     """What a checkpoint holds: enough to continue the run exactly (see shrinknet.checkpoint)."""
@@ -288,7 +366,7 @@ class _State:
     ranking: list | None = None  # Algorithm I's ranking of the unpruned network, whole
 
     def to_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint, "steps": [asdict(s) for s in self.result.steps],
+        return {"fingerprint": self.fingerprint, "steps": [dict(vars(s)) for s in self.result.steps],
                 "ranking": self.ranking}
 
 

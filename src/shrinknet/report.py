@@ -8,7 +8,9 @@ embedded, so the report is one file with no external resource.
 Figures, after the paper's (Wolfe et al. 2017, section 4):
 
     curves     accuracy and error vs fraction of hidden neurons removed, one line per run
-               (colour = method, line style = algorithm)
+               (colour = method, line style = algorithm; runs sharing both get a colour each),
+               the kept step (budget and/or max drop) marked on every curve
+    along      Spearman agreement of each estimate with brute force along the run
     estimates  estimated vs true Delta E (brute force) per estimate, with rank agreement
     gain       error as one neuron's output is scaled by alpha, with the Taylor models
     layers     neurons kept per hidden layer vs neurons removed
@@ -31,16 +33,22 @@ from .files import staged_dir, write_bytes, write_text
 from .memory import format_bytes
 from .saliency import METHODS
 
-FIGURES = ("curves", "estimates", "gain", "layers", "size")
+FIGURES = ("curves", "estimates", "along", "gain", "layers", "size")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")  # matplotlib's tab10, so figure_data needs no matplotlib
 FRACTIONS = tuple(f / 10 for f in range(1, 9))  # the paper's table columns: 10% ... 80% removed
 LINESTYLES = {"single": "--", "iterative": "-", "iterative_pairs": ":"}
 TOP_PAIRS = 10
 
 _CAPTIONS = {
     "curves": "Validation accuracy and error as hidden neurons are removed; colour = method, "
-              "line style = algorithm (dashed: single ranking, solid: iterative, dotted: iterative pairs).",
+              "line style = algorithm (dashed: single ranking, solid: iterative, dotted: iterative pairs); "
+              "runs sharing a method and algorithm get a colour each. A star marks the kept network (the "
+              "budget and/or max-drop step); a dotted horizontal line, the lowest accuracy the max drop allows.",
     "estimates": "Estimated against true change in error (brute force) when each neuron is switched off "
                  "on the unpruned network; the dashed line is y = x.",
+    "along": "Spearman rank correlation of each estimate with brute force on the partly pruned network, "
+             "as neurons are removed (1: the same order as the truth).",
     "gain": "Error as one neuron's output is scaled by alpha (0: switched off, 1: as trained), with the "
             "first-order line and second-order parabola drawn from alpha = 1.",
     "layers": "Neurons kept in each hidden layer as neurons are removed.",
@@ -49,6 +57,7 @@ _CAPTIONS = {
 _SKIPPED = {
     "estimates": "no run directory has an analysis.json with estimates",
     "gain": "no run directory has an analysis.json with gain curves",
+    "along": "no run directory has an analysis.json with agreement along the run",
 }
 _RC = {  # one look for every figure
     "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "lines.linewidth": 1.8,
@@ -64,7 +73,10 @@ def figure_data(runs: list[dict]) -> dict:
         runs: dicts as returned by :func:`shrinknet.runs.load_run`.
 
     Returns:
-        {"curves": [{label, method, algorithm, loss, fractions, error, accuracy, test_accuracy}],
+        {"curves": [{label, method, algorithm, loss, color, linestyle, fractions, error, accuracy,
+                     test_accuracy, chosen: {step, fraction, bytes, accuracy, error, by, text} or None,
+                     accuracy_floor: lowest accuracy max_drop allows, or None}],
+         "along": [{label, ..., fractions, spearman: {method: [...]}}],
          "estimates": [{label, ..., methods: {method: {x: true Delta E, y: estimate, layer,
                         agreement}}}] (finite pairs only; runs with estimates only),
          "gain": [{label, ..., alphas, base_error, curves: [{neuron, error, taylor1, taylor2}]}],
@@ -74,11 +86,12 @@ def figure_data(runs: list[dict]) -> dict:
         Accuracies are None for regression runs; values are those of run.json, unrounded.
     """
     runs = list(runs)
-    keys = [_run_key(r, label) for r, label in zip(runs, _labels(runs))]
+    keys = [{**_run_key(r, label), **style} for r, label, style in zip(runs, _labels(runs), _styles(runs))]
     metric = "accuracy" if all(r["result"].steps[0].accuracy is not None for r in runs) else "error"
     return {
         "curves": [_curve_data(r, k) for r, k in zip(runs, keys)],
         "estimates": [d for r, k in zip(runs, keys) if (d := _estimate_data(r, k))],
+        "along": [d for r, k in zip(runs, keys) if (d := _along_data(r, k))],
         "gain": [d for r, k in zip(runs, keys) if (d := _gain_data(r, k))],
         "layers": [_layer_data(r, k) for r, k in zip(runs, keys)],
         "size": {"metric": metric, "runs": [_size_data(r, k, metric) for r, k in zip(runs, keys)]},
@@ -86,10 +99,67 @@ def figure_data(runs: list[dict]) -> dict:
 
 
 def _labels(runs: list[dict]) -> list[str]:
-    """Run name, or "algorithm method"; a name shared by several runs gets its directory added."""
+    """Distinct labels: the run name (or "algorithm method"); a name shared by several runs gets
+    as much of its directory path as tells them apart, and failing that its position (#i)."""
     base = [r.get("name") or "{algorithm} {method}".format(**r["result"].config) for r in runs]
     count = Counter(base)
-    return [f"{b} ({Path(r['dir']).name})" if count[b] > 1 and r.get("dir") else b for b, r in zip(base, runs)]
+    labels = list(base)
+    for name in [b for b, c in count.items() if c > 1]:
+        idx = [i for i, b in enumerate(base) if b == name]
+        parts = [Path(str(runs[i].get("dir") or "")).resolve().parts if runs[i].get("dir") else () for i in idx]
+        tails, depth = [""] * len(idx), 0
+        for depth in range(1, max(map(len, parts), default=0) + 1):
+            tails = ["/".join(p[-depth:]) for p in parts]
+            if len(set(tails)) == len(tails):
+                break
+        for n, (i, p) in enumerate(zip(idx, parts)):
+            tail = "/".join(p[-depth:]) if p and len(set(tails)) == len(tails) else f"#{n + 1}"
+            labels[i] = f"{name} ({tail})"
+    return labels
+
+
+def _styles(runs: list[dict]) -> list[dict]:
+    """{"color", "linestyle"} per run: colour = method and dashes = algorithm, as in the paper's
+    figures; when runs share a method and algorithm, every run gets its own colour instead."""
+    cfgs = [(r["result"].config["method"], r["result"].config["algorithm"]) for r in runs]
+    shared = len(set(cfgs)) < len(cfgs)
+    out = []
+    for i, (method, algorithm) in enumerate(cfgs):
+        c = i if shared else (METHODS.index(method) if method in METHODS else len(METHODS))
+        out.append({"color": _color(c, len(runs) if shared else len(PALETTE)),
+                    "linestyle": LINESTYLES.get(algorithm, "-.")})
+    return out
+
+
+def _color(i: int, n: int) -> str:
+    """The i-th of n distinct colours: tab10 up to 10, evenly spaced hues beyond."""
+    if n <= len(PALETTE):
+        return PALETTE[i % len(PALETTE)]
+    import colorsys
+
+    r, g, b = colorsys.hsv_to_rgb(i / n, 0.75, 0.8)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def _chosen(run: dict) -> dict | None:
+    """The kept step (PruneResult.pick of the run's budget and max drop), or None without either."""
+    result = run["result"]
+    budget, drop = result.config.get("budget_bytes"), result.config.get("max_drop")
+    if budget is None and drop is None:
+        return None
+    try:
+        k, by = result.pick(budget, drop)
+    except ValueError:
+        return None
+    s = result.steps[k]
+    parts = ([f"budget {format_bytes(budget)}"] if budget is not None else []) + \
+        ([f"max drop {_drop_text(drop, s.accuracy is not None)}"] if drop is not None else [])
+    return {"step": k, "fraction": s.fraction_removed, "bytes": s.bytes, "accuracy": s.accuracy, "error": s.error,
+            "by": by, "text": " + ".join(parts) + (f" (by {by.replace('_', ' ')})" if len(parts) > 1 else "")}
+
+
+def _drop_text(drop: float, classification: bool) -> str:
+    return f"{drop * 100:g} pt" if classification else f"{drop:.0%} error"
 
 
 def _run_key(run: dict, label: str) -> dict:
@@ -100,8 +170,19 @@ def _run_key(run: dict, label: str) -> dict:
 def _curve_data(run: dict, key: dict) -> dict:
     result = run["result"]
     fractions, error = result.curve("error")
+    drop, a0 = result.config.get("max_drop"), result.steps[0].accuracy
     return {**key, "fractions": fractions, "error": error, "accuracy": result.curve("accuracy")[1],
-            "test_accuracy": result.curve("test_accuracy")[1]}
+            "test_accuracy": result.curve("test_accuracy")[1], "chosen": _chosen(run),
+            "accuracy_floor": a0 - drop if drop is not None and a0 is not None else None}
+
+
+def _along_data(run: dict, key: dict) -> dict | None:
+    rows = (run.get("analysis") or {}).get("along_run")
+    if not rows:
+        return None
+    methods = list(dict.fromkeys(m for row in rows for m in row["overall"]))
+    return {**key, "fractions": [row["fraction"] for row in rows],
+            "spearman": {m: [(row["overall"].get(m) or {}).get("spearman") for row in rows] for m in methods}}
 
 
 def _estimate_data(run: dict, key: dict) -> dict | None:
@@ -137,8 +218,12 @@ def _size_data(run: dict, key: dict, metric: str) -> dict:
         export = {str(k): v for k, v in export.items() if _finite(v)}
     else:
         export = {"exported": export} if _finite(export) else {}
+    exports = extras.get("exports")
+    if isinstance(exports, dict) and exports:
+        export = {str(name): e.get("flash_bytes") for name, e in exports.items()
+                  if isinstance(e, dict) and _finite(e.get("flash_bytes"))}
     return {**key, "bytes": [s.bytes for s in result.steps], "values": [getattr(s, metric) for s in result.steps],
-            "budget_bytes": result.config.get("budget_bytes"), "export_bytes": export}
+            "budget_bytes": result.config.get("budget_bytes"), "export_bytes": export, "chosen": _chosen(run)}
 
 
 def _finite(v) -> bool:
@@ -189,9 +274,8 @@ def _new_figure(n_panels: int, ncols: int, panel: tuple[float, float], **subplot
 
 
 def _style(run: dict) -> dict:
-    """Line style of a run, as in the paper's figures: colour per method, dashes per algorithm."""
-    i = METHODS.index(run["method"]) if run["method"] in METHODS else len(METHODS)
-    return {"color": f"C{i}", "linestyle": LINESTYLES.get(run["algorithm"], "-.")}
+    """Line style of a run, from figure_data (see _styles)."""
+    return {"color": run["color"], "linestyle": run["linestyle"]}
 
 
 def _floats(values) -> list[float]:
@@ -228,12 +312,37 @@ def _curves_figure(curves: list[dict]):
             if key == "accuracy" and _any_finite(c["test_accuracy"]):
                 ax.plot(c["fractions"], _floats(c["test_accuracy"]), label=f"{c['label']} (test)",
                         alpha=0.45, linewidth=1, **_style(c))
+            if key == "accuracy" and _finite(c["accuracy_floor"]):
+                ax.axhline(c["accuracy_floor"], color=c["color"], linestyle=":", linewidth=1)
+            ch = c["chosen"]
+            if ch and _finite(ch[key]):
+                ax.plot([ch["fraction"]], [ch[key]], marker="*", markersize=13, color=c["color"],
+                        markeredgecolor="k", markeredgewidth=0.6, linestyle="none", zorder=5,
+                        label=f"kept: {ch['text']}" if key == panels[-1] else None)
         ax.set_xlabel("fraction of hidden neurons removed")
         ax.set_ylabel(ylabels[key])
         ax.set_xlim(0, max(max(c["fractions"]) for c in curves) or 1)
     _log_if_wide(axes[-1], [v for c in curves for v in c["error"]])
     axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: the lines fill the panels
     fig.suptitle(f"{' and '.join(panels).capitalize()} vs neurons removed")
+    return fig
+
+
+@_styled
+def _along_figure(along: list[dict]):
+    """One panel per run: Spearman correlation of each estimate with brute force vs fraction removed."""
+    fig, axes = _new_figure(len(along), 3, (4.2, 3.2), sharey=True)
+    for ax, run in zip(axes, along):
+        for m, values in run["spearman"].items():
+            i = METHODS.index(m) if m in METHODS else len(METHODS)
+            ax.plot(run["fractions"], _floats(values), marker="o", markersize=3.5, color=PALETTE[i % len(PALETTE)],
+                    label=m)
+        ax.axhline(0, color="0.5", linewidth=0.8)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(run["label"])
+        ax.set_xlabel("fraction of hidden neurons removed")
+        ax.set_ylabel("Spearman with brute force")
+        ax.legend(loc="lower left")
     return fig
 
 
@@ -312,10 +421,19 @@ def _size_figure(size: dict):
     fig, (ax,) = _new_figure(1, 1, (7.0, 4.2))
     for run in size["runs"]:
         ax.plot(run["bytes"], _floats(run["values"]), label=run["label"], **_style(run))
+        ch = run.get("chosen")
+        if ch and _finite(ch.get(size["metric"])):
+            ax.plot([ch["bytes"]], [ch[size["metric"]]], marker="*", markersize=13, color=run["color"],
+                    markeredgecolor="k", markeredgewidth=0.6, linestyle="none", zorder=5)
     marks = {}  # bytes -> (text, colour, line style); a budget wins over an export of the same size
-    for r in size["runs"]:
+    exporting = [r for r in size["runs"] if r["export_bytes"]]
+    for r in exporting:
+        by_size = {}
         for name, b in r["export_bytes"].items():
-            marks[b] = (f"{name} {format_bytes(int(b))} ({r['label']})", _style(r)["color"], ":")
+            by_size.setdefault(b, []).append(name)
+        for b, names in by_size.items():
+            who = f" ({r['label']})" if len(exporting) > 1 else ""
+            marks[b] = (f"{', '.join(names)} {format_bytes(int(b))}{who}", _style(r)["color"], ":")
     for r in size["runs"]:
         if _finite(b := r["budget_bytes"]):
             marks[b] = (f"budget {format_bytes(int(b))}", "0.3", "-.")
@@ -347,7 +465,7 @@ def _tick_bytes(v: float) -> str:
     return f"{v:g} B"
 
 
-_DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "gain": _gain_figure,
+_DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "along": _along_figure, "gain": _gain_figure,
          "layers": _layers_figure, "size": _size_figure}
 
 
@@ -467,16 +585,37 @@ def _summary(runs: list[dict]) -> str:
 
 
 def _budget_cells(result) -> list:
-    """budget, step, removed, bytes, accuracy, error of the step ``result.fit`` picks for its budget."""
-    b = result.config.get("budget_bytes")
-    if b is None:
-        return [None, "no budget", None, None, None, None]
+    """budget, max drop, chosen by, step, removed, bytes, validation and test accuracy and error of
+    the step ``result.pick`` keeps for the run's budget and max drop."""
+    b, d = result.config.get("budget_bytes"), result.config.get("max_drop")
+    limits = [None if b is None else format_bytes(b),
+              None if d is None else _drop_text(d, result.steps[0].accuracy is not None)]
+    if b is None and d is None:
+        return [*limits, "no budget or max drop", *[None] * 8]
     try:
-        k, _ = result.fit(b)
+        k, by = result.pick(b, d)
     except ValueError as e:
-        return [format_bytes(b), str(e), None, None, None, None]
+        return [*limits, str(e), *[None] * 8]
     s = result.steps[k]
-    return [format_bytes(b), k, s.n_removed, format_bytes(s.bytes), s.accuracy, s.error]
+    return [*limits, by.replace("_", " "), k, s.n_removed, format_bytes(s.bytes), s.accuracy, s.test_accuracy,
+            s.error, s.test_error]
+
+
+def _export_rows(runs: list[dict], labels: list[str]) -> list[list]:
+    """run, file, format, dtype, flash bytes, RAM bytes of every exported file the runs record."""
+    rows = []
+    for r, label in zip(runs, labels):
+        extras = r.get("extras") or {}
+        exports = extras.get("exports")
+        if isinstance(exports, dict):
+            for name, e in exports.items():
+                if isinstance(e, dict):
+                    files = ", ".join(e.get("files") or [name])
+                    rows.append([label, files, e.get("format"), e.get("dtype"), e.get("flash_bytes"), e.get("ram_bytes")])
+        elif _finite(extras.get("export_bytes")):  # runs written before exports were listed
+            ram = next((v for k, v in extras.items() if k.endswith("_ram_bytes") and _finite(v) and v), None)
+            rows.append([label, "exported", None, None, extras["export_bytes"], ram])
+    return rows
 
 
 def _run_tables(runs: list[dict], labels: list[str]) -> str:
@@ -496,23 +635,30 @@ def _run_tables(runs: list[dict], labels: list[str]) -> str:
     if any(a is not None for row in at["accuracy"] for a in row[1:]):
         parts += ["<h3>Validation accuracy by fraction of neurons removed</h3>", _table(["run", *cols], at["accuracy"])]
     parts += ["<h3>Validation error by fraction of neurons removed</h3>", _table(["run", *cols], at["error"]),
-              "<h3>Where the memory budget lands</h3>",
-              "<p>The least-error step that fits the run's budget (<code>PruneResult.fit</code>).</p>",
-              _table(["run", "budget", "step", "removed", "bytes", "accuracy", "error"], budget)]
+              "<h3>The kept network: memory budget and max drop</h3>",
+              "<p>The step <code>PruneResult.pick</code> keeps: the least-error step that fits the budget, the "
+              "smallest network within the max drop of the starting validation accuracy, or with both the "
+              "tighter of the two.</p>",
+              _table(["run", "budget", "max drop", "chosen by", "step", "removed", "bytes", "val accuracy",
+                      "test accuracy", "val error", "test error"], budget)]
+    exports = _export_rows(runs, labels)
+    if exports:
+        parts += ["<h3>Exported files</h3>",
+                  "<p>Flash: bytes of all weights and biases at the export's dtype; RAM: the C code's static "
+                  "scratch buffer (ONNX's working memory belongs to its runtime).</p>",
+                  _table(["run", "file(s)", "format", "dtype", "flash bytes", "RAM bytes"], exports)]
     return "".join(parts)
 
 
 def _analysis_tables(runs: list[dict], labels: list[str]) -> str:
     """Agreement of estimates with brute force (at the start and along the run), correlated pairs."""
-    agree, along, pairs = [], [], []
+    agree, pairs = [], []
     for r, label in zip(runs, labels):
         an = r.get("analysis") or {}
         for m, a in (an.get("estimates") or {}).get("agreement", {}).items():
             o = a.get("overall", {})
             agree.append([label, m, o.get("n"), o.get("pearson"), o.get("spearman"), o.get("kendall"),
                           o.get("k"), o.get("overlap")])
-        for row in an.get("along_run") or []:
-            along.append((label, row))
         top = sorted(an.get("pairs") or [], key=lambda p: -abs(p.get("corr") or 0))[:TOP_PAIRS]
         pairs += [[label, *(p.get(c) for c in ("layer", "j", "k", "corr", "delta_j", "delta_k", "delta_both",
                                                 "interaction"))] for p in top]
@@ -522,12 +668,6 @@ def _analysis_tables(runs: list[dict], labels: list[str]) -> str:
                   "<p>Correlation of each estimate with the brute-force ΔE over all hidden neurons; "
                   "overlap = share of the k lowest that both agree on.</p>",
                   _table(["run", "estimate", "n", "Pearson", "Spearman", "Kendall", "k", "overlap"], agree)]
-    if along:
-        methods = list(dict.fromkeys(m for _, row in along for m in row["overall"]))
-        parts += ["<h3>Spearman correlation with brute force along the run</h3>",
-                  _table(["run", "fraction removed", "step", *methods],
-                         [[label, row["fraction"], row["step"],
-                           *((row["overall"].get(m) or {}).get("spearman") for m in methods)] for label, row in along])]
     if pairs:
         parts += [f"<h3>Most correlated neuron pairs (top {TOP_PAIRS} per run)</h3>",
                   "<p>ΔE of switching off the first, the second, and both; interaction = both − first − second "
@@ -555,7 +695,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
         _run_tables(runs, labels),
         "<h2>Size</h2>", fig["size"], fig["layers"],
-        "<h2>How good are the estimates?</h2>", fig["estimates"], _analysis_tables(runs, labels),
+        "<h2>How good are the estimates?</h2>", fig["estimates"], fig["along"], _analysis_tables(runs, labels),
         "<h2>Gain curves</h2>", fig["gain"],
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
