@@ -40,6 +40,8 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
     from safetensors.torch import save_file
 
     net = as_net(model)
+    if getattr(net, "general", False):  # convolutions: the description of layers/io.py
+        return _save_general(Path(path), net, meta, dtype)
     tensors = {}
     desc = []
     for k, layer in enumerate(net.layers):
@@ -75,6 +77,9 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tup
         ) from None
     try:
         doc = json.loads(header["shrinknet"])
+        if isinstance(doc, dict) and doc.get("format") == "shrinknet-seq":
+            model, meta = _load_general(doc, tensors)
+            return (model if dtype is None else model.to(dtype)), meta
         assert doc["format"] == FORMAT
         layers = []
         for k, d in enumerate(doc["layers"]):
@@ -137,3 +142,28 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int], activation: str 
         return model
     except TypeError as e:
         raise ModelFileError(f"{path}: {e}") from None
+
+
+def _save_general(path: Path, net, meta: dict | None, dtype: str | None) -> Path:
+    """A general (CNN) network: tensors ``layers.K.weight/bias`` and the layers/io.py description."""
+    from safetensors.torch import save_file
+
+    from .layers import io
+
+    conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
+    tensors = {k: conv(t).detach().cpu().contiguous() for k, t in io.tensors(net).items()}
+    doc = {**io.describe(net), "meta": meta or {}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"shrinknet": json.dumps(doc)})
+    return path
+
+
+def _load_general(doc: dict, tensors: dict) -> tuple[nn.Sequential, dict]:
+    """(nn.Sequential, meta) of a general network's file; the input shape goes into meta."""
+    from .layers import io
+
+    net = io.build(doc, tensors)
+    meta = dict(doc.get("meta") or {})
+    if net.in_shape is not None:
+        meta["input_shape"] = list(net.in_shape)
+    return net.to_sequential(), meta

@@ -137,7 +137,7 @@ void {prefix}_forward(const float *input, float *output);
         nonlocal n_map
         off = 0 if n_map % 2 == 0 else scratch - size
         n_map += 1
-        return f"scratch + {off}"
+        return f"(scratch + {off})"
 
     def c3(s):
         return s if len(s) == 3 else (s[0], 1, 1)

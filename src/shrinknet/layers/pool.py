@@ -209,16 +209,19 @@ class AdaptiveAvgPool:
         return {"op": "adaptive_avgpool", "size": list(self.size)}
 
     def onnx(self, g, x: str, p: str, dims: int, in_shape: tuple) -> str:
+        """GlobalAveragePool for size 1; otherwise the window matrices as MatMul constants
+        (ONNX has no adaptive pooling): out = Ah u Aw^T, exactly torch's uneven windows."""
         if all(s == 1 for s in self.size):
             return g.node("GlobalAveragePool", [x], f"{p}.avgpool")
-        ins = in_shape[1:]
-        if any(n % s for n, s in zip(ins, self.size)):
-            raise ValueError(
-                f"ONNX has no adaptive average pooling: an input of {tuple(ins)} does not divide evenly into "
-                f"{self.size}; use an output size that divides the map, or export as C"
-            )
-        k = [n // s for n, s in zip(ins, self.size)]
-        return g.node("AveragePool", [x], f"{p}.avgpool", kernel_shape=k[-dims:], strides=k[-dims:])
+        import numpy as np
+
+        ref = torch.zeros((), dtype=torch.float64)
+        Aw = _window_matrix(in_shape[2], self.size[1], ref).T.numpy().astype(np.float32)  # (w, j)
+        x = g.node("MatMul", [x, g.constant(f"{p}.avgpool.columns", Aw)], f"{p}.avgpool.w")
+        if dims == 1:
+            return x
+        Ah = _window_matrix(in_shape[1], self.size[0], ref).numpy().astype(np.float32)  # (i, h)
+        return g.node("MatMul", [g.constant(f"{p}.avgpool.rows", Ah), x], f"{p}.avgpool")
 
     def c_code(self, src: str, dst: str, in_shape: tuple, out_shape: tuple) -> str:
         C, H, W = in_shape
