@@ -183,3 +183,24 @@ def test_unsupported_layers_refused_with_one_line_naming_them(layers, needle):
 def test_mlp_path_is_unchanged_for_plain_mlps():
     model = nn.Sequential(nn.Linear(4, 3), nn.Sigmoid(), nn.Linear(3, 2))
     assert not getattr(shrinknet.as_net(model), "general", False)
+
+
+def test_ram_budget_stops_pruning_and_matches_each_shrunk_network():
+    s = SETTINGS[5]
+    model, units, X, T = build(s)
+    shape = tuple(X.shape[1:])
+    start = shrinknet.memory.ram_bytes(model, input_shape=shape)
+    result = shrinknet.prune(model, X, T, loss=s.loss, ram_budget_bytes=start - 1, progress=False)
+    assert result.steps[-1].ram_bytes <= start - 1 < result.steps[-2].ram_bytes
+    for k, step in enumerate(result.steps):
+        assert step.ram_bytes == shrinknet.memory.ram_bytes(result.network(k), input_shape=shape)
+    k, _ = result.fit(None, start - 1)
+    assert result.steps[k].ram_bytes <= start - 1
+    with pytest.raises(ValueError, match="RAM budget"):
+        shrinknet.prune(model, X, T, loss=s.loss, ram_budget_bytes=4, progress=False)
+
+
+def test_mlp_ram_is_the_c_scratch(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 7), nn.Sigmoid(), nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 2))
+    res = shrinknet.export(model, tmp_path / "m.c", format="c")
+    assert shrinknet.memory.ram_bytes(model) == res.ram_bytes == 4 * (7 + 5)

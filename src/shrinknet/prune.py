@@ -47,6 +47,7 @@ class Step:
     params: int  # weights + biases of the physically pruned network
     bytes: int  # params at the storage dtype
     kept: list[int]  # neurons kept per hidden layer
+    ram_bytes: int | None = None  # peak activation memory of a batch-1 forward (memory.ram_bytes)
 
 
 @dataclass
@@ -77,11 +78,15 @@ class PruneResult:
         masks = [m.to(self.original.device) for m in self.masks(k)]
         return shrink(self.original, masks)
 
-    def fit(self, budget_bytes: int | str) -> tuple[int, nn.Sequential | None]:
-        """(k, network): the least-validation-error step whose size fits ``budget_bytes``.
+    def fit(self, budget_bytes: int | str | None, ram_budget_bytes: int | str | None = None
+            ) -> tuple[int, nn.Sequential | None]:
+        """(k, network): the least-validation-error step whose size fits ``budget_bytes`` (weights)
+        and ``ram_budget_bytes`` (peak activation memory, ``Step.ram_bytes``) where given.
 
         The network is None when the result has no original network attached.
         """
+        if ram_budget_bytes is not None:
+            return _fit_ram(self, budget_bytes, memory.parse_size(ram_budget_bytes))
         budget = memory.parse_size(budget_bytes)
         fitting = [k for k, s in enumerate(self.steps) if s.bytes <= budget]
         if not fitting:
@@ -219,6 +224,7 @@ def prune(
     chunk_size: int | None = None,
     pairs: int = 8,
     max_drop: float | str | None = None,
+    ram_budget_bytes: int | str | None = None,
     checkpoint=None,
     resume: dict | None = None,
 ) -> PruneResult:
@@ -241,6 +247,9 @@ def prune(
             ``max_fraction`` or ``full_curve`` the run stops at the first removal that loses more
             (recorded, so the crossing shows); with a budget too, once both are reached.
             ``PruneResult.pick(budget_bytes, max_drop)`` then chooses the step.
+        ram_budget_bytes: budget for the peak activation memory of a batch-1 forward pass
+            (``memory.ram_bytes``: the two largest consecutive float32 maps); a stopping target
+            like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
         dtype: storage dtype for byte counts: "float32", "float16" or "float64".
         max_fraction: stop after removing this fraction of all hidden neurons (default 1.0:
             everything but one neuron per layer). The last neuron of a layer is never removed.
@@ -293,11 +302,14 @@ def prune(
             f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
         )
     drop = None if max_drop is None else parse_drop(max_drop)
+    ram = _check_ram_budget(net, ram_budget_bytes)
     config = dict(
         method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
     )
+    if ram is not None:
+        config["ram_budget_bytes"] = ram
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
@@ -326,7 +338,7 @@ def prune(
         if checkpoint is not None:
             checkpoint(state)
         while pruner.n_removed < limit:
-            if max_fraction is None and not full_curve and _targets_reached(result, budget, drop):
+            if max_fraction is None and not full_curve and _stop(result, budget, drop, ram):
                 break
             removed, score = pruner.choose(algorithm, order, limit - pruner.n_removed)
             pruner.remove(removed)
@@ -344,6 +356,38 @@ def prune(
     if checkpoint is not None:
         checkpoint(state, final=True)
     return result
+
+
+def _fit_ram(result: PruneResult, budget_bytes, ram_budget: int) -> tuple[int, nn.Sequential | None]:
+    """``fit`` with a RAM budget (and a weight budget unless None)."""
+    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
+    fitting = [k for k, s in enumerate(result.steps)
+               if (budget is None or s.bytes <= budget) and s.ram_bytes is not None and s.ram_bytes <= ram_budget]
+    if not fitting:
+        raise ValueError(f"no step of this run fits {budget if budget is not None else 'any number of'} bytes of "
+                         f"weights and {ram_budget} bytes of RAM; the smallest RAM reached is "
+                         f"{min((s.ram_bytes or 0) for s in result.steps)} bytes")
+    k = min(fitting, key=lambda i: (result.steps[i].error, i))
+    return k, (result.network(k) if result.original is not None else None)
+
+
+def _check_ram_budget(net, ram_budget_bytes) -> int | None:
+    if ram_budget_bytes is None:
+        return None
+    ram = memory.parse_size(ram_budget_bytes)
+    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    if ram < least:
+        raise ValueError(f"RAM budget of {ram} bytes is below the smallest reachable by removing hidden units: "
+                         f"{least} bytes (one unit per hidden layer)")
+    return ram
+
+
+def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int | None) -> bool:
+    """The weight/accuracy targets (``_targets_reached``) and the RAM budget are all reached."""
+    if ram is None:
+        return _targets_reached(result, budget, drop)
+    others = budget is None and drop is None or _targets_reached(result, budget, drop)
+    return others and (result.steps[-1].ram_bytes or 0) <= ram
 
 
 def _targets_reached(result: PruneResult, budget: int | None, max_drop: float | None) -> bool:
@@ -490,6 +534,7 @@ class _Pruner:
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
             test_accuracy=tacc, params=params, bytes=params * memory.dtype_bytes(dtype), kept=kept,
+            ram_bytes=memory.ram_bytes(self.net, self.masks),
         )
 
 
