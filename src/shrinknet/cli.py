@@ -279,7 +279,8 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
 @click.option("--hidden", default="100,100", show_default=True, callback=lambda c, p, v: _hidden(v),
               help="Hidden widths, comma-separated.")
-@click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(HIDDEN_ACTIVATIONS))
+@click.option("--activation", default=None, type=click.Choice(HIDDEN_ACTIVATIONS),
+              help="Hidden activation (default: sigmoid for --arch mlp, relu for --arch cnn).")
 @click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice([*HIDDEN_ACTIVATIONS, "none"]))
 @click.option("--loss", default="mse", show_default=True, type=click.Choice(["mse", "cross_entropy"]))
 @click.option("--epochs", default=300, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
@@ -292,25 +293,42 @@ def _interrupted(e: KeyboardInterrupt):
               help="Override the guess from the targets (whole numbers are read as class labels).")
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs.")
+@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn"]),
+              help="cnn: per --channels entry conv 3x3 -> BatchNorm -> activation -> max pool 2, then one Linear "
+                   "layer (BatchNorm is folded into the convolutions when saved). Needs --shape.")
+@click.option("--channels", default="8,16", show_default=True, callback=lambda c, p, v: _hidden(v),
+              help="With --arch cnn: output channels of the conv blocks.")
+@click.option("--shape", "shape", default=None,
+              help="View each instance as an image or signal: 'image' (mnist5k 1x20x20, mnist5k-784 1x28x28, "
+                   "digits 1x8x8) or C,H,W / C,L. Default with --arch cnn: image.")
 @click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
 @click.pass_context
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
-          standardize, out, overwrite):
+          standardize, arch, channels, shape, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import train_on
     from .files import claim, staged_dir
 
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
+    if arch == "mlp" and shape is not None:
+        raise UserError("--shape is for --arch cnn (an MLP reads flat feature rows)")
+    if arch == "cnn" and standardize:
+        raise UserError("--standardize is not supported with --arch cnn yet: train without it")
+    activation = activation or ("relu" if arch == "cnn" else "sigmoid")
     ds = datasets.load(data, seed=seed, size=size, task=task)
+    input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if arch == "cnn" else None
     _say(ctx, ds.describe())
     _scaling_hint(ds, standardize)
     with claim(out):
         t0 = time.perf_counter()
-        model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+        model, meta = train_on(ds, channels if arch == "cnn" else hidden, activation,
+                               "identity" if out_activation == "none" else out_activation,
                                loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
-                               standardize=standardize)
+                               standardize=standardize, input_shape=input_shape)
+        for note in meta["training"].get("notes", []):
+            _say(ctx, note)
         seconds = time.perf_counter() - t0
         with staged_dir(out, overwrite=overwrite) as stage:
             modelio.save_model(stage / "model.safetensors", model, meta)
@@ -402,6 +420,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               type=click.Choice(METHODS))
 @click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
+@click.option("--ram-budget", default=None, help="Peak activation RAM of a batch-1 forward pass (the two largest "
+              "consecutive float32 maps, the exported C's scratch buffer), e.g. 4KiB.")
 @click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
               "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
@@ -425,7 +445,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
               help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
 @_heldout_options
 @click.pass_context
-def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, max_drop, dtype,
+def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
+          max_drop, dtype,
           max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
           checkpoint_every, val, test):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
@@ -445,6 +466,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
 
     t0 = time.perf_counter()
     budget_bytes = None if budget is None else memory.parse_size(budget)
+    ram_bytes = None if ram_budget is None else memory.parse_size(ram_budget)
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
     for f in formats:
@@ -462,7 +484,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
     _check_widths(net_model, ds, data or ds.name)
-    _require_target(budget, max_drop)
+    _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     loss = _loss_of(meta, loss)
     hook = Checkpointer(ckpt_path, every=checkpoint_every)
     try:
@@ -471,7 +493,8 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                extras={"source_model": str(model), **_heldout_extras(val, test)},
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
-                               overwrite=overwrite, checkpoint=hook, resume=saved)
+                               overwrite=overwrite, checkpoint=hook, resume=saved,
+                               **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
         if not hook.writes:
             raise
@@ -481,7 +504,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
-    click.echo(choice_summary(result, budget_bytes, drop, dtype))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "

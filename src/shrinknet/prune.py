@@ -115,7 +115,8 @@ class PruneResult:
         ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
         return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
 
-    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None) -> tuple[int, str]:
+    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None,
+             ram_budget_bytes: int | str | None = None) -> tuple[int, str]:
         """(k, "budget" or "max_drop"): the step to keep under a memory budget, an accuracy limit, or both.
 
         Budget alone: ``fit(budget_bytes)`` (least error that fits). ``max_drop`` alone:
@@ -123,6 +124,8 @@ class PruneResult:
         the smallest network within the drop when it also fits the budget ("max_drop"), else the
         budget's step ("budget"; it then loses more than ``max_drop``: a device limit is hard).
         """
+        if ram_budget_bytes is not None:  # RAM is a device limit too: the step must fit both budgets
+            return _pick_ram(self, budget_bytes, max_drop, memory.parse_size(ram_budget_bytes))
         if budget_bytes is None and max_drop is None:
             raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
         kd = None if max_drop is None else self.within(max_drop)
@@ -371,6 +374,21 @@ def _fit_ram(result: PruneResult, budget_bytes, ram_budget: int) -> tuple[int, n
     return k, (result.network(k) if result.original is not None else None)
 
 
+def _pick_ram(result: PruneResult, budget_bytes, max_drop, ram: int) -> tuple[int, str]:
+    """``pick`` with a RAM budget: the smallest network within ``max_drop`` that fits both
+    budgets, else the least-error step that fits them."""
+    kb = _fit_ram(result, budget_bytes, ram)[0]
+    if max_drop is None:
+        return kb, "budget"
+    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
+    d = parse_drop(max_drop)
+    ok = [k for k, s in enumerate(result.steps) if result.drop(k) <= d + 1e-12 and (s.ram_bytes or 0) <= ram
+          and (budget is None or s.bytes <= budget)]
+    if ok:
+        return min(ok, key=lambda k: (result.steps[k].bytes, result.steps[k].error, k)), "max_drop"
+    return kb, "budget"
+
+
 def _check_ram_budget(net, ram_budget_bytes) -> int | None:
     if ram_budget_bytes is None:
         return None
@@ -501,14 +519,14 @@ class _Pruner:
     def best_pair(self) -> tuple[list[tuple[int, int]] | None, float]:
         """The most correlated pairs of each layer, switched off together by brute force;
         returns the pair with the least Delta E per neuron removed."""
-        from .analysis import contribution_correlation, top_pairs
+        from .analysis import top_pairs, unit_correlation
 
         best, best_score = None, math.inf
         for h in range(self.net.n_hidden):
             if int(self.masks[h].sum()) <= 2:
                 continue
             o = torch.cat([t.o[h] for _, t in self.val])
-            corr = contribution_correlation(o, self.net.layers[h + 1].weight)
+            corr = unit_correlation(self.net, o, h)
             for j, k, _ in top_pairs(corr, self.masks[h], self.pairs):
                 delta = sum(
                     float(switch_off_delta(self.net, self.loss, d, self.masks, t, h, [j, k])) for d, t in self.val

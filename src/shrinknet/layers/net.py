@@ -354,7 +354,10 @@ class SeqNet(Net):
                 mods.append(nn.Flatten())
             mods.append(b.param.module(self.dims))
             mods.extend(m for m in (op.module(self.dims) for op in b.tail) if m is not None)
-        return nn.Sequential(*mods)
+        seq = nn.Sequential(*mods)
+        if self.in_shape is not None:
+            seq.shrinknet_input_shape = tuple(self.in_shape)  # read back by parse()
+        return seq
 
     def layout(self) -> dict:
         """What identifies the architecture (widths, ops, input shape), JSON-ready."""

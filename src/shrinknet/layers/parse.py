@@ -56,7 +56,11 @@ def _pad(m, where: str, dims: int) -> tuple[int, int]:
 
 
 def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
-    """Parse ``model`` into a SeqNet. Raises TypeError with one line naming the offending layer."""
+    """Parse ``model`` into a SeqNet. Raises TypeError with one line naming the offending layer.
+
+    ``in_shape`` (one instance, e.g. (1, 20, 20)) defaults to the model's ``shrinknet_input_shape``
+    attribute, which ``SeqNet.to_sequential`` and ``train.cnn`` set; else it is bound from data.
+    """
     from ..network import _flatten
 
     if not isinstance(model, nn.Sequential):
@@ -169,6 +173,7 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
     if not blocks[0].weight.dtype.is_floating_point:
         raise TypeError(f"weights must be floating point, got {blocks[0].weight.dtype}")
     net = SeqNet(blocks, dims, None, notes)
+    in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
     if in_shape is not None:
         net.bind(in_shape)
     elif blocks[0].param.kind == "linear":
