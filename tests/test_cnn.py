@@ -204,3 +204,55 @@ def test_mlp_ram_is_the_c_scratch(tmp_path):
     model = nn.Sequential(nn.Linear(4, 7), nn.Sigmoid(), nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 2))
     res = shrinknet.export(model, tmp_path / "m.c", format="c")
     assert shrinknet.memory.ram_bytes(model) == res.ram_bytes == 4 * (7 + 5)
+
+
+@pytest.mark.parametrize("algorithm", ["iterative_pairs", "single"])
+def test_cnn_run_resumes_from_a_checkpoint_exactly(algorithm):
+    import json
+
+    from shrinknet import checkpoint
+
+    s = SETTINGS[2]
+    model, units, X, T = build(s)
+    kw = dict(method="brute_force", algorithm=algorithm, loss=s.loss, progress=False, pairs=2)
+    want = shrinknet.prune(model, X, T, **kw)
+    saved = []
+    shrinknet.prune(model, X, T, **kw, checkpoint=lambda state, final=False: saved.append(
+        checkpoint.decode(json.loads(checkpoint.dumps(state.to_dict())))))
+    got = shrinknet.prune(model, X, T, **kw, resume=saved[len(saved) // 2])
+    assert got.steps == want.steps
+
+
+def test_analyses_run_on_channels():
+    s = SETTINGS[3]
+    model, units, X, T = build(s)
+    cmp = shrinknet.compare_estimates(model, X, T, loss=s.loss, methods=("taylor1", "taylor2"))
+    assert_close(cmp["truth"][0], shrinknet.saliency(model, X, T, "brute_force", loss=s.loss)[0])
+    curves = shrinknet.gain_curves(model, X, T, [(0, 1)], loss=s.loss, alphas=[0.0, 1.0])
+    E0 = curves["base_error"]
+    assert math.isclose(float(curves["curves"][0]["error"][0]) - E0, float(cmp["truth"][0][1]), rel_tol=1e-9)
+    assert math.isclose(float(curves["curves"][0]["error"][1]), E0, rel_tol=1e-12)
+    for row in shrinknet.correlated_pairs(model, X, T, loss=s.loss, top=2):
+        assert -1 - 1e-9 <= row["corr"] <= 1 + 1e-9
+
+
+@pytest.mark.parametrize("method", ["brute_force", "taylor1", "taylor2", "magnitude"])
+def test_general_path_equals_the_mlp_fast_path_on_mlps(method):
+    """The layer modules carry MLPs too: parsed as a SeqNet, an MLP scores exactly as on its own path."""
+    from helpers import SETTINGS as MLP_SETTINGS
+    from helpers import build as build_mlp
+
+    from shrinknet import losses, network
+    from shrinknet.layers import parse
+    from shrinknet.saliency import score_batch
+
+    for s in MLP_SETTINGS[::5]:
+        model, _, X, T = build_mlp(s)
+        fast, general = shrinknet.as_net(model), parse(model)
+        assert not getattr(fast, "general", False) and general.general
+        loss = losses.get(s.loss)
+        for net in (fast, general):
+            net.scores = score_batch(method, net, loss, network.prepare(net, X, T, loss), net.full_masks())
+        for a, b in zip(fast.scores, general.scores):
+            assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert shrinknet.memory.network_params(general) == shrinknet.memory.network_params(fast)

@@ -108,7 +108,6 @@ class SeqNet(Net):
                 raise ValueError(f"each instance must have shape {self.in_shape}, got {shape}")
             return
         first = self.blocks[0].param
-        want = 2 + self.dims if first.kind == "conv" else None
         if first.kind == "conv" and (len(shape) != 1 + self.dims or shape[0] != first.in_units):
             raise ValueError(
                 f"the network starts with a {self.dims}-D convolution over {first.in_units} channel(s): each "
@@ -116,7 +115,6 @@ class SeqNet(Net):
             )
         if first.kind == "linear" and math.prod(shape) != first.weight.shape[1]:
             raise ValueError(f"the first Linear expects {first.weight.shape[1]} features per instance, got shape {shape}")
-        del want
         try:
             self.map_shapes(shape)
         except (RuntimeError, ValueError) as e:
