@@ -66,7 +66,7 @@ def test_prune_run_agrees_with_the_api(flow):
     got = runs.load_run(tmp / "run")
     net, meta = modelio.load_model(model)
     ds = datasets.reload(meta["data"])
-    want = prune_on(net, ds, "mse", budget_bytes=300, full_curve=True)
+    want = prune_on(net, ds, "mse", budget_bytes=300, full_curve=True, refit="final")  # the CLI default
     assert [s.removed for s in got["result"].steps] == [s.removed for s in want.steps]
     assert [s.error for s in got["result"].steps] == pytest.approx([s.error for s in want.steps], rel=1e-6)
     # the budget lands where the JSON says, and the saved network is that step's

@@ -21,6 +21,7 @@ from shrinknet.export import DTYPES, ExportResult, export
 from shrinknet.memory import network_bytes
 from shrinknet.modelio import load_model
 from shrinknet.network import as_net
+from shrinknet.quantize import fake_quantize
 from shrinknet.surgery import shrink
 
 ACTS = {
@@ -35,7 +36,7 @@ ACTS = {
 }
 IN, HIDDEN, OUT = 7, (5, 9, 3), 3  # odd widths
 N_INPUTS = 200
-TOL = {"float32": 1e-5, "float16": 1e-3}
+TOL = {"float32": 1e-5, "float16": 1e-3, "int8": 1e-5}  # int8: against the dequantized network
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,15 @@ def inputs(seed: int = 1) -> torch.Tensor:
 
 
 def reference(model: nn.Sequential, dtype: str) -> np.ndarray:
-    """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first."""
+    """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first (int8:
+    each weight row quantized and dequantized, biases float32)."""
     ref = copy.deepcopy(model)
     with torch.no_grad():
-        for p in ref.parameters():
-            p.copy_(p.to(getattr(torch, dtype)).float())
+        for name, p in ref.named_parameters():
+            if dtype == "int8":
+                p.copy_(fake_quantize(p.float()) if name.endswith("weight") else p.float())
+            else:
+                p.copy_(p.to(getattr(torch, dtype)).float())
         return ref(inputs()).numpy()
 
 
@@ -169,6 +174,7 @@ DRIVER = """\
 #include <string.h>
 #include "float32.h"
 #include "float16.h"
+#include "int8.h"
 
 /* Reads float32 rows of FLOAT32_INPUT_SIZE from stdin; for each writes the float32 network's
  * output, the float16 network's output, and the float32 output computed in place. */
@@ -180,6 +186,8 @@ int main(void)
         float32_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
         float16_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        int8_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
         memcpy(both, in, sizeof in);
         float32_forward(both, both);
@@ -209,8 +217,9 @@ def test_c_matches_torch(case, cc, tmp_path):
             "INPUT_SIZE": IN, "OUTPUT_SIZE": OUT, "FLASH_BYTES": flash, "RAM_BYTES": res.ram_bytes,
         }
         assert f"Flash: {flash} bytes" in header and f"RAM:   {res.ram_bytes} bytes" in header
-    out = compile_and_run(cc, tmp_path, DRIVER, ["float32.c", "float16.c"], inputs().numpy().tobytes())
-    y32, y16, y32_in_place = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, 3, OUT).transpose(1, 0, 2)
+    out = compile_and_run(cc, tmp_path, DRIVER, ["float32.c", "float16.c", "int8.c"], inputs().numpy().tobytes())
+    y32, y16, y8, y32_in_place = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, 4, OUT).transpose(1, 0, 2)
+    assert max_diff(y8, reference(model, "int8")) <= TOL["int8"]
     assert max_diff(y32, reference(model, "float32")) <= TOL["float32"]
     assert max_diff(y16, reference(model, "float16")) <= TOL["float16"]
     assert np.array_equal(y32_in_place, y32)
@@ -244,7 +253,7 @@ def test_c_half_decoder_is_exact_for_every_bit_pattern(cc, tmp_path):
 
 
 # -- safetensors ------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("dtype", [d for d in DTYPES if d != "int8"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_safetensors_round_trip(case, dtype, tmp_path):
     model = build(case)
@@ -269,8 +278,14 @@ def test_unknown_format_names_the_choices(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMAT_PATHS)
 def test_unknown_dtype_names_the_choices(fmt, tmp_path):
-    with pytest.raises(ValueError, match="unknown export dtype 'int8'.*float32, float16"):
-        export(build(CASES[0]), tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="int8")
+    with pytest.raises(ValueError, match="unknown export dtype 'int4'.*float32, float16, int8"):
+        export(build(CASES[0]), tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="int4")
+    assert not any(tmp_path.iterdir())
+
+
+def test_safetensors_refuses_int8(tmp_path):
+    with pytest.raises(ValueError, match="safetensors export stores float weights.*onnx or c"):
+        export(build(CASES[0]), tmp_path / "m.safetensors", format="safetensors", dtype="int8")
     assert not any(tmp_path.iterdir())
 
 

@@ -137,7 +137,7 @@ def test_budget_below_smallest_network_is_refused_with_the_smallest_size():
         (dict(budget_bytes="12 potatoes"), "cannot read"),
         (dict(max_fraction=1.5), "max_fraction"),
         (dict(method="taylor1", algorithm="iterative_pairs"), "brute_force"),
-        (dict(dtype="int8"), "storage dtype"),
+        (dict(dtype="int4"), "storage dtype"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(kwargs, message):

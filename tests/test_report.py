@@ -52,10 +52,23 @@ def _make_runs(root):
     train.train(mr, Xr[:80], Tr[:80], Xr[80:100], Tr[80:100], epochs=20)
     reg = shrinknet.prune(mr, Xr[100:], Tr[100:], progress=False)
     return [
-        runs.save_run(root / "bf", bf, analysis=analysis, extras={"budget_bytes": 400, "export_bytes": 380}),
+        runs.save_run(root / "bf", bf, analysis=analysis,
+                      extras={"budget_bytes": 400, "export_bytes": 380, "frontier": _frontier(bf, 400)}),
         runs.save_run(root / "t2", t2),
         runs.save_run(root / "reg", reg, name="cos regression"),
     ]
+
+
+def _frontier(result, budget):
+    """Variant points as shrink_and_save records them (the run's own, fine-tuned, from scratch)."""
+    k = result.fit(budget)[0]
+    s = result.steps[k]
+    own = {"name": "switch-off, float32", "kind": "run", "bytes": s.bytes, "test_accuracy": s.test_accuracy,
+           "test_error": s.test_error}
+    return [own, {**own, "name": "fine-tuned", "kind": "finetuned", "test_accuracy": 1.0,
+                  "before_test_accuracy": s.test_accuracy},
+            *[{**own, "name": f"from scratch, seed {i}", "kind": "scratch", "test_accuracy": 0.5 + i / 10}
+              for i in range(3)]]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +100,8 @@ def test_html_is_self_contained(full_report):
     assert "<script" not in text and "<link" not in text
     assert "<h1>Two runs</h1>" in text
     assert "skipped" not in text
-    for heading in ("The kept network: memory budget and max drop", "Estimates against the truth", "Most correlated neuron pairs"):
+    for heading in ("The kept network: memory budget and max drop", "Estimates against the truth",
+                    "Most correlated neuron pairs", "Size/accuracy frontier", "pruning beat training from scratch"):
         assert heading in text
 
 

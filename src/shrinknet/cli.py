@@ -23,6 +23,8 @@ HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
 _QUIET_KEY = "shrinknet.quiet"
 DEMO_DIR = "shrinknet-demo"
 DEMO_BUDGET = "64KiB"
+#: --refit default of prune, chosen by held-out test accuracy in benchmarks/bench_frontier.py
+DEFAULT_REFIT = "final"
 
 
 class UserError(click.ClickException):
@@ -425,8 +427,9 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
               "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64"]),
-              help="Storage dtype the budget is counted in (the dtype you will export).")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
+              help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
+              "float32 scale per row and float32 biases, ranked and recorded as the device computes.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
               "record the whole curve (the kept network is chosen from all of it).")
@@ -434,6 +437,16 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
+@click.option("--refit", default=DEFAULT_REFIT, show_default=True, type=click.Choice(["final", "every_step", "none"]),
+              help="Refit the layers above the pruned ones by ridge least squares to the unpruned network's "
+              "pre-activations (training split): final = on the networks handed out, every_step = also before "
+              "scoring each choice; none = the paper's plain switch-off.")
+@click.option("--ridge", default=1e-3, show_default=True, type=click.FloatRange(min=0), help="Relative ridge term of --refit.")
+@click.option("--finetune", default=None, type=click.IntRange(min=1), metavar="EPOCHS",
+              help="Fine-tune the kept network on the training split for at most EPOCHS (early stopping on "
+              "validation, best weights kept; int8 is fine-tuned in float and re-quantized).")
+@click.option("--baseline", default=None, type=click.Choice(["scratch"]),
+              help="Also train networks of the kept shape from scratch (3 seeds, the model's recipe) and compare.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="With --export c: name prefix of the C function and macros.")
 @click.option("--out", default=None, type=click.Path(),
               help="Run directory to write (required unless --resume RUN_DIR names it).")
@@ -448,7 +461,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
           max_drop, dtype,
           max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
-          checkpoint_every, val, test):
+          checkpoint_every, val, test, refit, ridge, finetune, baseline):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
 
     Needs --budget, --max-drop or both: the saved network is the least-error one that fits the
@@ -486,6 +499,8 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _check_widths(net_model, ds, data or ds.name)
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     loss = _loss_of(meta, loss)
+    _check_retrain(ds, meta, finetune, baseline)
+    refit = _cnn_refit(ctx, net_model, refit, dtype)
     hook = Checkpointer(ckpt_path, every=checkpoint_every)
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
@@ -494,7 +509,8 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
                                overwrite=overwrite, checkpoint=hook, resume=saved,
-                               **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
+                               refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
+                               baseline=baseline, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
         if not hook.writes:
             raise
@@ -505,12 +521,33 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
     click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
+    _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
     click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _cnn_refit(ctx, net_model, refit: str, dtype: str) -> str:
+    """--refit for a convolutional network: what the library supports there (see README)."""
+    from .network import as_net
+
+    if not getattr(as_net(net_model), "general", False):
+        return refit
+    if dtype == "int8":
+        raise UserError("--dtype int8 is not supported for convolutional networks yet: use float32 or float16")
+    if refit != "none" and not _supports_cnn_refit():
+        if ctx.get_parameter_source("refit") != click.core.ParameterSource.DEFAULT:
+            raise UserError("--refit is not supported for convolutional networks yet: use --refit none")
+        _say(ctx, "note: refit is not supported for convolutional networks yet; pruning without it")
+        return "none"
+    return refit
+
+
+def _supports_cnn_refit() -> bool:
+    return False
 
 
 def _require_target(budget, max_drop) -> None:
@@ -547,6 +584,32 @@ def _prune_outputs(ctx, inputs, out, overwrite, resume):
                         "or delete it to start afresh")
     interrupt.kept(ckpt, "(run the same command with --resume to continue)")
     return out, ckpt, saved
+
+
+def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
+    """--finetune and --baseline need a training split (and the baseline the model's recipe)."""
+    if (finetune or baseline) and ds.sizes().get("train", 0) == 0:
+        opt = "--finetune" if finetune else "--baseline scratch"
+        raise UserError(f"{opt} needs training data, and this data set has no training split: "
+                        "pass --data with the data the model was trained on")
+    if baseline and not meta.get("training"):
+        raise UserError("--baseline scratch trains with the model's recorded recipe, and this model file records "
+                        "none: train it with 'shrinknet train' or leave --baseline out")
+
+
+def _print_frontier(points: list[dict]) -> None:
+    from .retrain import baseline_summary
+
+    for p in points:
+        if p.get("kind") == "finetuned":
+            a0, a1 = p.get("before_test_accuracy"), p.get("test_accuracy")
+            what = (f"test accuracy {a0:.4f} -> {a1:.4f}" if a1 is not None
+                    else f"test error {p['before_test_error']:.4g} -> {p['test_error']:.4g}")
+            kept = " (no epoch beat the start; kept it)" if p.get("kept_start") else ""
+            click.echo(f"fine-tuned {p['epochs_run']} epochs: {what}{kept}")
+    line = baseline_summary(points)
+    if line:
+        click.echo(line)
 
 
 def _print_steps(ctx, result) -> None:
@@ -587,7 +650,8 @@ def report(run_dirs, out, title, overwrite):
 @click.argument("model", type=click.Path())
 @_model_options
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]))
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
+              help="int8: int8 weights with a float32 scale per row (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
@@ -626,7 +690,7 @@ def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: di
 @_model_options
 def info(model, hidden, activation, out_activation):
     """Show a model file's layers, size at each storage dtype, data set and recorded metrics."""
-    from .memory import DTYPE_BYTES, format_bytes, network_bytes
+    from .memory import STORAGE_DTYPES, format_bytes, network_bytes
     from .network import as_net
 
     net_model, meta = _load_model(model, hidden, activation, out_activation)
@@ -635,7 +699,7 @@ def info(model, hidden, activation, out_activation):
     acts = [layer.act.name for layer in net.layers]
     click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
                f"{sum(net.hidden_sizes)} hidden neurons")
-    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in DTYPE_BYTES))
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if meta.get("data"):
         d = meta["data"]
         click.echo(f"data: {d.get('name')} (seed {d.get('seed')}, {d.get('n_train')}/{d.get('n_val')}/{d.get('n_test')} "

@@ -216,7 +216,10 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
 
 
 def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
-    """Prune ``model`` ranking on the validation split and evaluating the test split."""
+    """Prune ``model`` ranking on the validation split and evaluating the test split; a refit is
+    calibrated on the training split when there is one (else on the validation split)."""
+    if kwargs.get("refit") and kwargs.get("X_calib") is None and ds.sizes().get("train", 0) > 0:
+        kwargs["X_calib"] = ds.inputs("train")
     tested = len(ds.inputs("test")) > 0
     return prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss,
                  X_test=ds.inputs("test") if tested else None, T_test=ds.targets("test", loss) if tested else None,
@@ -245,7 +248,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                     dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
                     report_title: str | None = None, extras: dict | None = None, progress=False,
                     prefix: str = "shrinknet", max_drop=None, overwrite: bool = False, own: tuple[str, ...] = (),
-                    models: dict | None = None, **prune_args) -> dict:
+                    models: dict | None = None, finetune: int | None = None, baseline: str | None = None,
+                    **prune_args) -> dict:
     """Prune ``model`` on ``ds``, keep the step ``PruneResult.pick(budget_bytes, max_drop)`` chooses
     (one of them is required), and write ``out`` as a whole, all files or none: model.safetensors
     (with its own metrics), the exports in ``formats`` ("onnx", "c"), the run (run.json, steps.csv,
@@ -253,7 +257,12 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     the trained network). An existing non-empty ``out`` is replaced only with ``overwrite`` (or when
     it holds only names in ``own``; see ``files.staged_dir``). ``prune_args`` go to ``prune`` (method,
     algorithm, checkpoint, resume, ...).
-    Returns {"result", "step", "chosen_by", "network", "exports", "seconds"}.
+    Returns {"result", "step", "chosen_by", "network", "exports", "seconds", "frontier"}.
+
+    ``finetune`` (epochs): the kept network is fine-tuned on the training split (see
+    ``retrain.finetune``) and that is what is saved and exported; ``baseline="scratch"``: networks of
+    the kept shape are trained from scratch (3 seeds) with the model's recorded recipe. Both, and the
+    plain switch-off network of the same step, are recorded in the run's ``extras["frontier"]``.
     """
     from .export import export as export_network
     from .files import staged_dir
@@ -272,10 +281,13 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "max_drop": result.config.get("max_drop"),
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
+    small, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune, baseline,
+                                                progress)
     small_meta = {**meta, "metrics": evaluate(small, ds, loss),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
-                             "max_drop": result.config.get("max_drop"), "chosen_by": chosen_by}}
+                             "max_drop": result.config.get("max_drop"), "chosen_by": chosen_by,
+                             "refit": result.config.get("refit"), "finetune": finetune}}
     exports = {}
     with staged_dir(out, overwrite=overwrite, own=own) as stage:
         for name, (m, m_meta) in (models or {}).items():
@@ -294,7 +306,57 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
         if report_title:
             write_report([run_dir], stage / "report", title=report_title)
     return {"result": result, "step": k, "chosen_by": chosen_by, "network": small, "exports": exports,
-            "seconds": seconds}
+            "seconds": seconds, "frontier": extras["frontier"]}
+
+
+def variant_name(config: dict) -> str:
+    """"refit final, int8" etc.: how a run's networks are made."""
+    parts = [f"refit {config['refit']}" if config.get("refit") else "switch-off"]
+    return ", ".join(parts + [config.get("dtype", "float32")])
+
+
+def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: PruneResult, k: int, small,
+                    finetune: int | None = None, baseline: str | None = None, progress=False):
+    """(network to save, points): test accuracy/error against bytes of every variant at step k --
+    the run's own network, the plain switch-off network of the same neurons (when the run refit
+    or quantized), the fine-tuned network and the from-scratch networks of the same shape."""
+    from . import retrain
+    from .surgery import shrink
+
+    cfg, step = result.config, result.steps[k]
+    dtype = cfg.get("dtype", "float32")
+    int8 = dtype == "int8"
+
+    def point(name, net, nbytes, **more):
+        m = evaluate(net, ds, loss)
+        return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
+                "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"), **more}
+
+    points = [point(variant_name(cfg), small, step.bytes, kind="run")]
+    if cfg.get("refit") or int8:
+        plain = shrink(result.original, [m.to(result.original.device) for m in result.masks(k)])
+        points.append(point("switch-off, float32", plain, memory.network_bytes(plain, "float32"), kind="plain"))
+    has_train = ds.sizes().get("train", 0) > 0
+    tested = (ds.inputs("test"), ds.targets("test", loss)) if ds.sizes().get("test", 0) > 0 else (None, None)
+    if finetune:
+        recipe = meta.get("training", {})
+        lr = 0.1 * float(recipe.get("lr", retrain.DEFAULT_RECIPE["lr"]))
+        tuned, facts = retrain.finetune(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
+                                        ds.targets("val", loss), loss=loss, epochs=finetune, lr=lr,
+                                        batch_size=int(recipe.get("batch_size", 64)),
+                                        patience=max(1, min(finetune, 10)), seed=0, int8=int8, progress=progress)
+        before = points[0]
+        points.append(point(variant_name(cfg) + ", fine-tuned", tuned, step.bytes, kind="finetuned",
+                            before_test_accuracy=before["test_accuracy"], before_test_error=before["test_error"],
+                            **facts))
+        small = tuned
+    if baseline == "scratch" and has_train:
+        runs_ = retrain.scratch_baseline(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
+                                         ds.targets("val", loss), *tested,
+                                         loss=loss, recipe=meta.get("training"), int8=int8, progress=progress)
+        for r in runs_:
+            points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch", **r})
+    return small, points
 
 
 def curve_at(result: PruneResult, metric: str) -> list[float | None]:

@@ -41,6 +41,17 @@ float32 in every format, and a float64 model is stored as float32. With ``"float
   binary32 and refuses to compile otherwise).
 * safetensors stores float16 tensors.
 
+With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output row
+(:func:`shrinknet.quantize.quantize_rows`: int8 values, one float32 scale per row); biases stay
+float32. Quantizing a network that already carries dequantized int8 weights (what
+``PruneResult.network(k)`` of an int8 run returns) gives back exactly the run's int8 values and
+scales. The arithmetic is float (the device needs an FPU; integer-only inference is not offered):
+
+* ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row) and a
+  zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0) feeds the ``Gemm``.
+* C stores ``int8_t`` weight arrays and ``float`` scale arrays; each weight is used as
+  ``(float)q * scale`` -- the same float32 number torch's dequantized weight holds.
+
 ``ExportResult.flash_bytes`` is the bytes of all weights and biases at ``dtype``, exactly
 :func:`shrinknet.memory.network_bytes` (code size and ONNX/safetensors framing are not counted).
 ``ExportResult.ram_bytes`` is the C code's scratch buffer; it is 0 for ONNX and safetensors,
@@ -65,10 +76,11 @@ from torch import Tensor
 
 from .files import replace_files, write_bytes
 from .memory import network_bytes
+from .quantize import quantize_rows
 from .network import Layer, Net, as_net
 
 FORMATS = ("onnx", "c", "safetensors")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int8")
 ONNX_OPSET = 17
 ONNX_IR_VERSION = 8  # the IR version that came with opset 17; onnxruntime >= 1.12 loads it
 
@@ -100,7 +112,8 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         model: feed-forward network of Linear layers and elementwise activations.
         path: the output file (for ``format="c"`` the ``.c`` file; the ``.h`` goes next to it).
         format: "onnx", "c" or "safetensors".
-        dtype: storage type of weights and biases, "float32" or "float16".
+        dtype: storage type of weights and biases, "float32", "float16" or "int8" (ONNX and C:
+            int8 weights with per-row float32 scales, float32 biases).
         prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
         meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
             safetensors header).
@@ -132,6 +145,9 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     if format == "safetensors":
         from .modelio import save_model
 
+        if dtype == "int8":
+            raise ValueError("safetensors export stores float weights: use dtype float32 or float16 "
+                             "(int8 storage is exported as onnx or c)")
         _stored(net, dtype)  # same finiteness check as the other formats
         save_model(path, net, meta, dtype=dtype)
         return ExportResult([path], flash, 0, format, dtype)
@@ -192,7 +208,7 @@ def check_prefix(prefix: str) -> str:
 
 def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
     """(weight, bias) of every layer on the CPU at the storage ``dtype``; raises on non-finite."""
-    tdtype = getattr(torch, dtype)
+    tdtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
     out = []
     for k, layer in enumerate(net.layers):
         pair = tuple(None if t is None else t.detach().cpu().to(tdtype) for t in (layer.weight, layer.bias))
@@ -238,7 +254,16 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
     x = "input"
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
         p = f"layers.{k}"
-        gemm_in = [x, constant(f"{p}.weight", W.numpy())]
+        if dtype == "int8":  # int8 values, per-row scales, DequantizeLinear along axis 0 (rows)
+            q, scale = quantize_rows(W)
+            inits.append(numpy_helper.from_array(q.numpy(), f"{p}.weight"))
+            inits.append(numpy_helper.from_array(scale.numpy(), f"{p}.weight_scale"))
+            inits.append(numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{p}.weight_zero_point"))
+            w = node("DequantizeLinear", [f"{p}.weight", f"{p}.weight_scale", f"{p}.weight_zero_point"],
+                     f"{p}.weight_dequantized", axis=0)
+        else:
+            w = constant(f"{p}.weight", W.numpy())
+        gemm_in = [x, w]
         if b is not None:
             gemm_in.append(constant(f"{p}.bias", b.numpy()))
         x = node("Gemm", gemm_in, f"{p}.linear", transB=1)
@@ -282,15 +307,17 @@ def _scratch_size(net: Net) -> int:
     return max([h[0]] + [a + b for a, b in zip(h, h[1:])])
 
 
-def _c_array(name: str, t: Tensor, dtype: str) -> str:
+def _c_array(name: str, t: Tensor, dtype: str, ctype: str = "weight_t") -> str:
     """``static const weight_t name[n] = {...};`` holding ``t`` flattened row-major at ``dtype``."""
     flat = t.reshape(-1).numpy()
-    if dtype == "float16":
+    if dtype == "int8":
+        items, per_line = [str(int(v)) for v in flat], 16
+    elif dtype == "float16":
         items, per_line = [f"0x{v:04x}" for v in flat.view(np.uint16)], 12
     else:  # shortest decimal that reads back as the same float32
         items, per_line = [f"{v!s}f" for v in flat.astype(np.float32)], 8
     lines = ",\n    ".join(", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
-    return f"static const weight_t {name}[{len(items)}] = {{\n    {lines}\n}};\n"
+    return f"static const {ctype} {name}[{len(items)}] = {{\n    {lines}\n}};\n"
 
 
 def _c_float(v: float) -> str:
@@ -337,6 +364,25 @@ _C_SINGLE = """\
 typedef float weight_t;
 
 #define LOAD(w) (w)
+"""
+
+_C_INT8 = """\
+typedef int8_t weight_t; /* weights; biases and per-row scales are float */
+"""
+
+_C_DENSE_INT8 = """\
+/* y[i] = b[i] + sum_j (q[i * n_in + j] * s[i]) * x[j]; b may be NULL. */
+static void dense(const weight_t *q, const float *s, const float *b, int n_in, int n_out, const float *x, float *y)
+{
+    int i, j;
+    for (i = 0; i < n_out; i++) {
+        const weight_t *row = q + (size_t)i * (size_t)n_in;
+        float acc = b ? b[i] : 0.0f;
+        for (j = 0; j < n_in; j++)
+            acc += ((float)row[j] * s[i]) * x[j];
+        y[i] = acc;
+    }
+}
 """
 
 _C_DENSE = """\
@@ -403,7 +449,8 @@ def _c_sources(net: Net, dtype: str, prefix: str, header_name: str, flash: int, 
     scratch = ram // 4
     lines = [
         f"Generated by shrinknet {__version__}; do not edit, export again instead.",
-        f"Network (weights and biases stored as {dtype}):",
+        "Network (int8 weights with one float32 scale per row, float32 biases):" if dtype == "int8"
+        else f"Network (weights and biases stored as {dtype}):",
         *(f"  layer {k}: {_describe(layer)}" for k, layer in enumerate(net.layers)),
         f"Flash: {flash} bytes of weights and biases ({dtype}), not counting code.",
         f"RAM:   {ram} bytes of scratch (one static buffer of {scratch} floats), "
@@ -441,17 +488,22 @@ void {prefix}_forward(const float *input, float *output);
     arrays, calls = [], []
     src, offset = "input", 0
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
-        arrays.append(
-            f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
-            + _c_array(f"layer{k}_weight", W, dtype)
-            + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype))
-        )
+        head = f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
+        if dtype == "int8":
+            q, scale = quantize_rows(W)
+            arrays.append(head + _c_array(f"layer{k}_weight", q, "int8")
+                          + _c_array(f"layer{k}_scale", scale, "float32", "float")
+                          + ("" if b is None else _c_array(f"layer{k}_bias", b, "float32", "float")))
+        else:
+            arrays.append(head + _c_array(f"layer{k}_weight", W, dtype)
+                          + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype)))
         last = k == len(net.layers) - 1
         # hidden layers alternate between the two ends of the scratch buffer
         offset = 0 if k % 2 == 0 else scratch - layer.out_features
         dst = "output" if last else f"scratch + {offset}"
         bias = f"layer{k}_bias" if b is not None else "NULL"
-        calls.append(f"dense(layer{k}_weight, {bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
+        scale = f"layer{k}_scale, " if dtype == "int8" else ""
+        calls.append(f"dense(layer{k}_weight, {scale}{bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
         act = layer.act
         if act.name != "identity":
             extra = f", {_c_float(act.beta)}, {_c_float(act.threshold)}" if act.name == "softplus" else ""
@@ -462,17 +514,19 @@ void {prefix}_forward(const float *input, float *output);
     includes = ["<math.h>", "<stddef.h>"]
     if dtype == "float16":
         includes = ["<float.h>", *includes, "<stdint.h>", "<string.h>"]
+    elif dtype == "int8":
+        includes = [*includes, "<stdint.h>"]
     body = "\n    ".join(calls)
     source = (
         banner
         + "\n"
         + "".join(f"#include {inc}\n" for inc in includes)
         + f'\n#include "{header_name}"\n\n'
-        + (_C_HALF if dtype == "float16" else _C_SINGLE)
+        + {"float16": _C_HALF, "int8": _C_INT8}.get(dtype, _C_SINGLE)
         + "\n"
         + "\n".join(arrays)
         + f"\nstatic float scratch[{scratch}];\n\n"
-        + _C_DENSE
+        + (_C_DENSE_INT8 if dtype == "int8" else _C_DENSE)
         + "".join("\n" + a for a in activations)
         + f"\nvoid {prefix}_forward(const float *input, float *output)\n{{\n    {body}\n}}\n"
     )

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 import torch
 
-#: Storage dtypes and their bytes per number.
+#: Float storage dtypes and their bytes per number.
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+#: Every storage dtype: the float ones, and "int8" (int8 weights with one float32 scale per row and
+#: float32 biases, see quantize.py; its bytes are not a fixed number per parameter).
+STORAGE_DTYPES = (*DTYPE_BYTES, "int8")
 
 _UNITS = {
     "": 1,
@@ -58,16 +61,20 @@ def _size_error(text) -> str:
 
 
 def dtype_name(dtype: str | torch.dtype) -> str:
-    """The name of a storage dtype ("float32", "float16", "float64"), from a name or a torch dtype."""
+    """The name of a storage dtype ("float32", "float16", "float64", "int8"), from a name or a torch dtype."""
     name = str(dtype).replace("torch.", "")
-    if name not in DTYPE_BYTES:
-        raise ValueError(f"unsupported storage dtype {dtype!r}: choose float32, float16 or float64")
+    if name not in STORAGE_DTYPES:
+        raise ValueError(f"unsupported storage dtype {dtype!r}: choose float32, float16, float64 or int8")
     return name
 
 
 def dtype_bytes(dtype: str | torch.dtype) -> int:
-    """Bytes per number of a storage dtype ("float32", "float16", "float64" or a torch dtype)."""
-    return DTYPE_BYTES[dtype_name(dtype)]
+    """Bytes per number of a float storage dtype ("float32", "float16", "float64" or a torch dtype)."""
+    name = dtype_name(dtype)
+    if name == "int8":
+        raise ValueError("int8 storage has no fixed bytes per number (scales and biases are float32): "
+                         "use network_bytes")
+    return DTYPE_BYTES[name]
 
 
 def network_params(model, masks=None) -> int:
@@ -86,8 +93,19 @@ def network_params(model, masks=None) -> int:
 
 def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> int:
     """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
-    counting only kept neurons when ``masks`` (True = kept) is given."""
-    return network_params(model, masks) * dtype_bytes(dtype)
+    counting only kept neurons when ``masks`` (True = kept) is given.
+
+    At "int8": int8 weights + one float32 scale per output row + float32 biases (quantize.py).
+    """
+    if dtype_name(dtype) != "int8":
+        return network_params(model, masks) * dtype_bytes(dtype)
+    from .network import as_net
+    from .quantize import int8_layer_bytes
+
+    net = as_net(model)
+    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
+    sizes = [net.in_features, *kept, net.out_features]
+    return sum(int8_layer_bytes(sizes[k + 1], sizes[k], layer.bias is not None) for k, layer in enumerate(net.layers))
 
 
 def format_bytes(n: int) -> str:

@@ -25,6 +25,7 @@ from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
 from .network import Data, Layer, Net, Trace, as_net, check_positive_int
+from .refit import DEFAULT_RIDGE, Refitter, check_refit
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
 from .surgery import shrink
 
@@ -58,6 +59,8 @@ class PruneResult:
     steps: list[Step]
     layout: dict  # in, hidden, out, bias, activations of the original network
     original: Net | None = field(default=None, repr=False)
+    # builds the network as it will run (refit, int8) from the original and masks; None: plain
+    builder: Refitter | None = field(default=None, repr=False)
 
     # -- masks and networks -------------------------------------------------------------------
     def masks(self, k: int) -> list[Tensor]:
@@ -70,13 +73,18 @@ class PruneResult:
         return masks
 
     def network(self, k: int) -> nn.Sequential:
-        """The physically pruned ``nn.Sequential`` after steps[k]: smaller Linear layers."""
+        """The physically pruned ``nn.Sequential`` after steps[k]: smaller Linear layers, as it
+        will run: refit when the run was (``refit``), with dequantized int8 weights at int8."""
         if self.original is None:
             raise ValueError(
                 "this result was loaded from JSON without its network; pass model= to PruneResult.from_json"
             )
         masks = [m.to(self.original.device) for m in self.masks(k)]
-        return shrink(self.original, masks)
+        if self.builder is None and (self.config.get("refit") or self.config.get("dtype") == "int8"):
+            raise ValueError("this refit run was loaded without its calibration data: pass X_calib= to "
+                             "PruneResult.from_json to rebuild its networks")
+        net = self.original if self.builder is None else self.builder.build(masks)
+        return shrink(net, masks)
 
     def fit(self, budget_bytes: int | str | None, ram_budget_bytes: int | str | None = None
             ) -> tuple[int, nn.Sequential | None]:
@@ -154,7 +162,7 @@ class PruneResult:
         return json.dumps(jsonable(self.to_dict()), indent=1)
 
     @classmethod
-    def from_dict(cls, d: dict, model=None) -> "PruneResult":
+    def from_dict(cls, d: dict, model=None, X_calib=None) -> "PruneResult":
         if not isinstance(d, dict) or d.get("shrinknet_run") != 1:
             raise ValueError("not a shrinknet run: missing 'shrinknet_run': 1")
         steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in d["steps"]]
@@ -166,11 +174,21 @@ class PruneResult:
                     f"the model ({_describe(_layout(original))}) is not the one the run was made on "
                     f"({_describe(d['layout'])})"
                 )
-        return cls(d["config"], steps, d["layout"], original)
+        builder = None
+        cfg = d["config"]
+        if original is not None and (cfg.get("refit") or cfg.get("dtype") == "int8"):
+            if not cfg.get("refit") or X_calib is not None:
+                Xc = None if X_calib is None else torch.as_tensor(X_calib).to(original.device, original.dtype)
+                ridge = DEFAULT_RIDGE if cfg.get("ridge") is None else cfg["ridge"]
+                builder = Refitter(original, Xc, ridge, refit=bool(cfg.get("refit")),
+                                   int8=cfg.get("dtype") == "int8")
+        return cls(cfg, steps, d["layout"], original, builder)
 
     @classmethod
-    def from_json(cls, text: str, model=None) -> "PruneResult":
-        return cls.from_dict(json.loads(text), model)
+    def from_json(cls, text: str, model=None, X_calib=None) -> "PruneResult":
+        """A run from JSON; with ``model`` its networks can be rebuilt (a refit run also needs the
+        calibration inputs ``X_calib`` it was refit on)."""
+        return cls.from_dict(json.loads(text), model, X_calib)
 
     # -- views ------------------------------------------------------------------------------
     def curve(self, key: str = "accuracy") -> tuple[list[float], list]:
@@ -226,6 +244,9 @@ def prune(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     pairs: int = 8,
+    refit: str | None = None,
+    ridge: float = DEFAULT_RIDGE,
+    X_calib=None,
     max_drop: float | str | None = None,
     ram_budget_bytes: int | str | None = None,
     checkpoint=None,
@@ -253,7 +274,11 @@ def prune(
         ram_budget_bytes: budget for the peak activation memory of a batch-1 forward pass
             (``memory.ram_bytes``: the two largest consecutive float32 maps); a stopping target
             like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
-        dtype: storage dtype for byte counts: "float32", "float16" or "float64".
+        dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
+            weights with a float32 scale per row and float32 biases, see ``quantize``). At int8,
+            scoring, refit and recorded errors use the dequantized int8 network (what the device
+            computes); scoring switches a neuron off in the current int8 network without
+            re-quantizing, and every removal re-quantizes the rows it changes.
         max_fraction: stop after removing this fraction of all hidden neurons (default 1.0:
             everything but one neuron per layer). The last neuron of a layer is never removed.
         X_test, T_test: optional test data, evaluated (not used for ranking) at every step.
@@ -264,6 +289,14 @@ def prune(
             absolute deviations (1.4826 * MAD) above the median of the candidates' scores is
             replaced by their mean or median; nothing is clipped when the MAD is 0.
         batch_size, chunk_size: memory bounds, as in ``saliency``; they do not change results.
+        refit: None (the paper's switch-off), "final" (every recorded step, ``network(k)`` and
+            ``fit`` use the network whose layers above the lowest pruned layer are refit by ridge
+            least squares to the unpruned network's pre-activations, see ``refit``) or
+            "every_step" (the same, and each choice is scored on the refit network; with brute
+            force every candidate is literally removed, the network refit and re-evaluated).
+        ridge: relative ridge term of the refit (``refit.ridge_solve``).
+        X_calib: calibration inputs of the refit (N, in); default ``X``. N must be at least the
+            widest hidden layer + 1.
         checkpoint: None, or a callable ``checkpoint(state, final=False)`` called after the first
             record and after every step, and with ``final=True`` when the loop ends or is
             interrupted (KeyboardInterrupt, SIGTERM); ``state.to_dict()`` is the JSON-ready state
@@ -286,12 +319,24 @@ def prune(
     if max_fraction is not None and not 0 <= max_fraction <= 1:
         raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
     net = _copy_net(as_net(model))
+    if getattr(net, "general", False) and (refit is not None or dtype == "int8"):
+        raise ValueError("refit and int8 storage are not supported for convolutional networks yet: "
+                         "prune without them (float32 or float16)")
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
     check_positive_int("chunk_size", chunk_size, optional=True)
     check_positive_int("pairs", pairs)
     check_positive_int("batch_size", batch_size, optional=True)
+    refit = check_refit(refit)
+    if dtype == "int8" and net.dtype == torch.float64:
+        raise ValueError("int8 storage runs in float32 on the device; prune a float32 model (model.float()) "
+                         "or choose dtype float32, float16 or float64")
+    if algorithm == "iterative_pairs" and refit == "every_step":
+        raise ValueError("algorithm 'iterative_pairs' scores pairs by switch-off; use refit='final' or None with it")
+    if not (isinstance(ridge, (int, float)) and ridge >= 0 and math.isfinite(ridge)):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     val = network.prepare(net, X, T, loss_)
+    Xc = _calibration(net, val, X_calib) if refit else None
     test = None
     if X_test is not None or T_test is not None:
         if X_test is None or T_test is None:
@@ -310,9 +355,11 @@ def prune(
         method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
         n_val=len(val), n_test=None if test is None else len(test),
+        refit=refit, ridge=ridge if refit else None, n_calib=None if Xc is None else len(Xc),
     )
     if ram is not None:
         config["ram_budget_bytes"] = ram
+    builder = Refitter(net, Xc, ridge, refit=refit is not None, int8=dtype == "int8")
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
@@ -320,7 +367,7 @@ def prune(
         if resume is not None:
             ckpt.check(resume, state.fingerprint)
     pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
-                     trace=resume is None)
+                     builder=builder, refit=refit, trace=resume is None)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
     if max_fraction is not None:
@@ -332,6 +379,8 @@ def prune(
         order = pruner.single_ranking() if algorithm == "single" else None
     else:
         result, order = _resume(pruner, resume, config, net, algorithm)
+    # networks handed out are built as they will run (refit, int8)
+    result.builder = builder if (refit or dtype == "int8") else None
     if state is not None:
         state.result = result
         state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)
@@ -408,6 +457,21 @@ def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int 
     return others and (result.steps[-1].ram_bytes or 0) <= ram
 
 
+def _calibration(net: Net, val: Data, X_calib) -> Tensor:
+    """Calibration inputs of the refit, checked: enough instances for the widest hidden layer."""
+    Xc = val.X if X_calib is None else torch.as_tensor(X_calib)
+    if Xc.ndim != 2 or Xc.shape[1] != net.in_features:
+        raise ValueError(f"X_calib must have shape (N, {net.in_features}), got {tuple(Xc.shape)}")
+    need = max(net.hidden_sizes) + 1
+    if len(Xc) < need:
+        raise ValueError(f"refit needs at least {need} calibration instances (the widest hidden layer, "
+                         f"{need - 1} neurons, + 1 for the bias); got {len(Xc)}: give more calibration data or turn refit off")
+    Xc = Xc.to(net.device, net.dtype)
+    if not bool(torch.isfinite(Xc).all()):
+        raise ValueError("X_calib contains NaN or infinite values")
+    return Xc
+
+
 def _targets_reached(result: PruneResult, budget: int | None, max_drop: float | None) -> bool:
     """Whether every stopping target given is reached: the last step fits ``budget``, and it has
     lost more than ``max_drop`` (so the curve shows where the limit is crossed). None: not given."""
@@ -454,17 +518,28 @@ def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: s
         pruner.n_removed += len(step.removed)
     if pruner.n_removed != steps[-1].n_removed:
         raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
+    pruner._rebuild()
     pruner._refresh(None)
     return PruneResult(config, steps, _layout(net), net), order
 
 
 class _Pruner:
-    """Masks and cached forward passes of one run."""
+    """Masks and cached forward passes of one run.
+
+    ``scoring`` is the network choices are scored on (the original, quantized at int8, refit with
+    "every_step"); ``device`` is the network as it will be saved, whose errors are recorded.
+    Both keep the original shapes (removed inputs weigh 0) and change only above a removal.
+    """
 
     def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
+                 builder: Refitter | None = None, refit: str | None = None,
                  trace: bool = True):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
+        self.builder = builder or Refitter(net, None, refit=False)
+        self.every = refit == "every_step"
+        self.final = refit == "final"
+        self.score_builder = self.builder if self.every else Refitter(net, None, refit=False, int8=self.builder.int8)
         self.chunk_size, self.pairs = chunk_size, pairs
         self.workspace: dict = {}  # scratch buffers reused by every step's scoring
         self.masks = net.full_masks()
@@ -472,24 +547,54 @@ class _Pruner:
         self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
         self.n_removed = 0
         self.total = sum(net.hidden_sizes)
+        self._rebuild()
         if trace:
             self._refresh(None)
+
+    def _rebuild(self) -> None:
+        self.scoring = self.score_builder.build(self.masks)
+        self.device = self.builder.build(self.masks) if self.final else self.scoring
 
     def _refresh(self, changed: int | None) -> None:
         for parts in (self.val, self.test or []):
             for p in parts:
                 trace = None if changed is None else p[1]
-                p[1] = self.net.forward(p[0].X, self.masks, trace=trace, changed=changed or 0)
+                p[1] = self.scoring.forward(p[0].X, self.masks, trace=trace, changed=changed or 0)
 
     # -- scoring ----------------------------------------------------------------------------
     def scores(self) -> list[Tensor]:
         """Scores of every neuron on the current masked network; removed ones +inf."""
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
+        elif self.every and self.method == "brute_force":
+            s = self.refit_brute_force()
         else:
             with torch.no_grad():
-                s = score_parts(self.method, self.net, self.loss, self.val, self.masks, self.chunk_size, self.workspace)
+                s = score_parts(self.method, self.scoring, self.loss, self.val, self.masks, self.chunk_size,
+                                self.workspace)
         return _clip(removed_to_inf(s, self.masks), self.clip)
+
+    def refit_brute_force(self) -> list[Tensor]:
+        """Exact Delta E of removing each kept neuron and refitting the layers above it
+        (refit="every_step"): the network is rebuilt and re-evaluated for every candidate."""
+        with torch.no_grad():
+            err0 = sum(float(self.loss.per_instance(t.o[-1], d.T).sum()) for d, t in self.val)
+            out = []
+            for h, m in enumerate(self.masks):
+                s = torch.full(m.shape, math.inf, dtype=torch.float64)
+                if int(m.sum()) > 1:
+                    for j in m.nonzero().squeeze(1).tolist():
+                        masks = list(self.masks)
+                        masks[h] = m.clone()
+                        masks[h][j] = False
+                        net = self.score_builder.build(masks, start=h + 1, base=self.scoring)
+                        err = 0.0
+                        for d, t in self.val:
+                            y = net.forward(d.X, masks, trace=t, changed=h).o[-1]
+                            err += float(self.loss.per_instance(y, d.T).sum())
+                        s[j] = err - err0
+                out.append(s.to(self.net.dtype))
+        return out
 
     def single_ranking(self) -> deque[tuple[int, int, float]]:
         """All neurons, ascending by score on the unpruned network (ties: layer, then index)."""
@@ -526,10 +631,10 @@ class _Pruner:
             if int(self.masks[h].sum()) <= 2:
                 continue
             o = torch.cat([t.o[h] for _, t in self.val])
-            corr = unit_correlation(self.net, o, h)
+            corr = unit_correlation(self.scoring, o, h)
             for j, k, _ in top_pairs(corr, self.masks[h], self.pairs):
                 delta = sum(
-                    float(switch_off_delta(self.net, self.loss, d, self.masks, t, h, [j, k])) for d, t in self.val
+                    float(switch_off_delta(self.scoring, self.loss, d, self.masks, t, h, [j, k])) for d, t in self.val
                 )
                 if delta / 2 < best_score:
                     best, best_score = [(h, j), (h, k)], delta / 2
@@ -541,17 +646,24 @@ class _Pruner:
             self.masks[h] = self.masks[h].clone()
             self.masks[h][j] = False
         self.n_removed += len(removed)
+        self._rebuild()
         self._refresh(min(h for h, _ in removed))
 
     def record(self, removed, score, dtype) -> Step:
-        err, acc = error_and_accuracy(self.loss, self.val)
-        terr, tacc = error_and_accuracy(self.loss, self.test) if self.test else (None, None)
+        """The step as the network will be saved (refit, int8 included)."""
+        val, test = self.val, self.test
+        if self.device is not self.scoring:
+            with torch.no_grad():
+                val = [(d, self.device.forward(d.X, self.masks)) for d, _ in self.val]
+                test = None if self.test is None else [(d, self.device.forward(d.X, self.masks)) for d, _ in self.test]
+        err, acc = error_and_accuracy(self.loss, val)
+        terr, tacc = error_and_accuracy(self.loss, test) if test else (None, None)
         kept = [int(m.sum()) for m in self.masks]
         params = memory.network_params(self.net, self.masks)
         return Step(
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
-            test_accuracy=tacc, params=params, bytes=params * memory.dtype_bytes(dtype), kept=kept,
+            test_accuracy=tacc, params=params, bytes=memory.network_bytes(self.net, dtype, self.masks), kept=kept,
             ram_bytes=memory.ram_bytes(self.net, self.masks),
         )
 

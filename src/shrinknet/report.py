@@ -33,7 +33,7 @@ from .files import staged_dir, write_bytes, write_text
 from .memory import format_bytes
 from .saliency import METHODS
 
-FIGURES = ("curves", "estimates", "along", "gain", "layers", "size")
+FIGURES = ("curves", "estimates", "along", "gain", "layers", "size", "frontier")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")  # matplotlib's tab10, so figure_data needs no matplotlib
 FRACTIONS = tuple(f / 10 for f in range(1, 9))  # the paper's table columns: 10% ... 80% removed
@@ -53,8 +53,12 @@ _CAPTIONS = {
             "first-order line and second-order parabola drawn from alpha = 1.",
     "layers": "Neurons kept in each hidden layer as neurons are removed.",
     "size": "Accuracy (error for regression) against the bytes of all weights and biases.",
+    "frontier": "Test accuracy (error for regression) against bytes on the device: each run's curve (as its "
+                "networks are saved: refit and int8 included), and at the chosen step the plain switch-off "
+                "float32 network, the fine-tuned one and networks of the same shape trained from scratch.",
 }
 _SKIPPED = {
+    "frontier": "no run records its variants (written by 'shrinknet prune')",
     "estimates": "no run directory has an analysis.json with estimates",
     "gain": "no run directory has an analysis.json with gain curves",
     "along": "no run directory has an analysis.json with agreement along the run",
@@ -95,7 +99,21 @@ def figure_data(runs: list[dict]) -> dict:
         "gain": [d for r, k in zip(runs, keys) if (d := _gain_data(r, k))],
         "layers": [_layer_data(r, k) for r, k in zip(runs, keys)],
         "size": {"metric": metric, "runs": [_size_data(r, k, metric) for r, k in zip(runs, keys)]},
+        "frontier": [d for r, k in zip(runs, keys) if (d := _frontier_data(r, k, metric))],
     }
+
+
+def _frontier_data(run: dict, key: dict, metric: str) -> dict | None:
+    """The test curve against bytes and the variants recorded at the chosen step (extras["frontier"])."""
+    points = (run.get("extras") or {}).get("frontier")
+    if not points:
+        return None
+    result = run["result"]
+    return {**key, "metric": metric, "bytes": [s.bytes for s in result.steps],
+            "values": [getattr(s, f"test_{metric}") for s in result.steps],
+            "budget_bytes": result.config.get("budget_bytes"),
+            "points": [{"name": p["name"], "kind": p.get("kind"), "bytes": p["bytes"],
+                        "value": p.get(f"test_{metric}")} for p in points]}
 
 
 def _labels(runs: list[dict]) -> list[str]:
@@ -455,6 +473,64 @@ def _size_figure(size: dict):
     return fig
 
 
+_MARKERS = {"run": "o", "plain": "s", "finetuned": "^", "scratch": "x"}
+
+
+@_styled
+def _frontier_figure(frontier: list[dict]):
+    """Test accuracy (or error) vs bytes: every run's curve, its variants as markers, the budget."""
+    mpl = _matplotlib()
+    fig, (ax,) = _new_figure(1, 1, (7.0, 4.2))
+    budgets = set()
+    for run in frontier:
+        line = ax.plot(run["bytes"], _floats(run["values"]), label=f"{run['label']}: test curve", **_style(run))[0]
+        seen = set()
+        for p in run["points"]:
+            if not _finite(p["value"]):
+                continue
+            name = "from scratch (each seed)" if p["kind"] == "scratch" else p["name"]
+            ax.scatter([p["bytes"]], [p["value"]], marker=_MARKERS.get(p["kind"], "o"), s=40, zorder=3,
+                       color=line.get_color() if p["kind"] in ("run", "finetuned") else "0.25",
+                       label=None if name in seen else name)
+            seen.add(name)
+        if _finite(run["budget_bytes"]):
+            budgets.add(run["budget_bytes"])
+    for b in sorted(budgets):
+        ax.axvline(b, color="0.3", linestyle="-.", linewidth=1)
+        ax.annotate(f"budget {format_bytes(int(b))}", xy=(b, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                    ha="right", va="bottom", fontsize=8, color="0.3")
+    largest = max([1.0, *(v for r in frontier for v in r["bytes"]), *budgets])
+    step = 2.0 ** math.ceil(math.log2(largest / 8))
+    ax.xaxis.set_major_locator(mpl.ticker.MultipleLocator(max(step, 1.0)))
+    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: _tick_bytes(v)))
+    ax.set_xlabel("bytes on the device (weights, biases, int8 scales)")
+    metric = frontier[0]["metric"]
+    ax.set_ylabel("test accuracy" if metric == "accuracy" else "test error")
+    if metric == "error":
+        _log_if_wide(ax, [v for r in frontier for v in r["values"]])
+    ax.legend(loc="best")
+    ax.set_title("Size/accuracy frontier" if metric == "accuracy" else "Size/error frontier")
+    return fig
+
+
+def _frontier_table(runs: list[dict], labels: list[str]) -> str:
+    """Every recorded variant with its bytes and test numbers, and the plain verdict on the baseline."""
+    from .retrain import baseline_summary
+
+    parts = []
+    for r, label in zip(runs, labels):
+        points = (r.get("extras") or {}).get("frontier")
+        if not points:
+            continue
+        rows = [[p["name"], p["bytes"], p.get("test_accuracy"), p.get("test_error"),
+                 p.get("before_test_accuracy") if p.get("kind") == "finetuned" else ""] for p in points]
+        parts.append(f"<h3>{html.escape(label)}</h3>"
+                     + _table(["variant", "bytes", "test accuracy", "test error", "before fine-tuning"], rows))
+        if line := baseline_summary(points):
+            parts.append(f'<p class="note">{html.escape(line)}</p>')
+    return "\n".join(parts)
+
+
 def _tick_bytes(v: float) -> str:
     """Axis label for a byte count: 0, 512 B, 16 KiB, 1.5 MiB (no trailing zeros)."""
     if v < 0:
@@ -466,7 +542,8 @@ def _tick_bytes(v: float) -> str:
 
 
 _DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "along": _along_figure, "gain": _gain_figure,
-         "layers": _layers_figure, "size": _size_figure}
+         "layers": _layers_figure, "size": _size_figure,
+         "frontier": _frontier_figure}
 
 
 def _render(fig, formats) -> dict[str, bytes]:
@@ -695,6 +772,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
         _run_tables(runs, labels),
         "<h2>Size</h2>", fig["size"], fig["layers"],
+        "<h2>Size/accuracy frontier</h2>", fig["frontier"], _frontier_table(runs, labels),
         "<h2>How good are the estimates?</h2>", fig["estimates"], fig["along"], _analysis_tables(runs, labels),
         "<h2>Gain curves</h2>", fig["gain"],
     ]

@@ -1,0 +1,153 @@
+"""Least-squares refit: compensate for removed neurons without retraining.
+
+After hidden neurons are switched off, every Linear layer above the lowest pruned hidden layer
+gets new weights over its kept inputs and a new bias, chosen by ridge least squares so that its
+pre-activations reproduce those of the *unpruned* network on calibration data:
+
+    min_{W, b}  sum_n || W o_n + b - x_n ||^2 + lambda ||W||^2        (bias not penalized)
+
+where o_n are the layer's kept inputs in the pruned (already refit) network and x_n the original
+network's pre-activations of that layer. Layers are solved from the input up, each one fed by the
+refit layers below it. The solve is the normal equations in float64:
+
+    (A^T A + lambda D) theta = A^T X,   A = [O, 1],  D = diag(1, ..., 1, 0),  theta = [W^T; b^T]
+
+with lambda = ridge * mean_j (sum_n o_nj^2) (relative to the inputs' scale, so ``ridge`` has no
+units). ``ridge=0`` is plain least squares.
+
+Networks here keep their original shapes: removed inputs get weight 0 (their outputs are masked
+to 0 anyway), so a refit network works with the same masks, scoring and surgery as any other.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .network import Layer, Net, linear
+from .quantize import fake_quantize
+
+REFITS = (None, "final", "every_step")
+DEFAULT_RIDGE = 1e-3
+
+
+def check_refit(refit) -> str | None:
+    if refit not in REFITS:
+        raise ValueError(f"unknown refit {refit!r}: choose None, 'final' or 'every_step'")
+    return refit
+
+
+def ridge_solve(O: Tensor, X: Tensor, ridge: float, bias: bool = True) -> tuple[Tensor, Tensor | None]:
+    """(W (out, d), b (out,) or None) minimizing ||O W^T + b - X||^2 + lambda ||W||^2, in float64.
+
+    O: (N, d) inputs, X: (N, out) target pre-activations; lambda = ridge * mean column sum of O^2.
+    """
+    O64, X64 = O.detach().to(torch.float64), X.detach().to(torch.float64)
+    A = torch.cat([O64, torch.ones(len(O64), 1, dtype=torch.float64, device=O64.device)], 1) if bias else O64
+    G = A.T @ A  # (d+1, d+1)
+    d = O64.shape[1]
+    lam = ridge * float((O64 * O64).sum()) / max(d, 1)
+    if lam > 0:
+        G[torch.arange(d), torch.arange(d)] += lam
+    rhs = A.T @ X64  # (d+1, out)
+    try:
+        theta = torch.linalg.solve(G, rhs)
+    except RuntimeError:  # singular (e.g. ridge 0 and a dead input): minimum-norm solution
+        theta = torch.linalg.lstsq(G, rhs, driver="gelsd" if G.device.type == "cpu" else None).solution
+    W = theta[:d].T
+    b = theta[d] if bias else None
+    return W, b
+
+
+class Refitter:
+    """Builds the network as it will run for given masks: refit (optional) and int8 (optional).
+
+    net: the unpruned network; X: calibration inputs (N, in); ridge: see module docstring;
+    refit: whether to refit; int8: whether weights are stored as int8 (then every layer is
+    quantized per row, and each refit is fed by the quantized layers below it).
+    """
+
+    def __init__(self, net: Net, X: Tensor | None, ridge: float = DEFAULT_RIDGE, refit: bool = True,
+                 int8: bool = False):
+        self.net, self.ridge, self.refit, self.int8 = net, float(ridge), refit, int8
+        self.X = X
+        if refit:
+            if X is None:
+                raise ValueError("refit needs calibration inputs")
+            with torch.no_grad():
+                self.target = net.forward(X, net.full_masks()).x  # original pre-activations, per layer
+
+    def first_refit_layer(self, masks) -> int | None:
+        """The lowest layer that is refit: one above the lowest hidden layer with a removal."""
+        if not self.refit:
+            return None
+        pruned = [h for h, m in enumerate(masks) if not bool(m.all())]
+        return None if not pruned else pruned[0] + 1
+
+    def build(self, masks, start: int | None = None, base: "Net | None" = None) -> Net:
+        """The network as it will run with ``masks``: layers below the first refit layer keep their
+        weights (quantized at int8); from ``start`` (default: ``first_refit_layer``) up each layer is
+        refit on the calibration data, fed by the (refit, quantized) layers below it.
+
+        ``base``: a network this Refitter built for masks that differ from ``masks`` only in hidden
+        layers >= start - 1; its layers below ``start`` and its calibration outputs are reused.
+        The result's calibration hidden outputs are kept in ``result.calib_o`` (refit only).
+        """
+        masks = self.net.check_masks(masks)
+        if getattr(self.net, "general", False):  # CNNs: no refit or int8 (prune refuses them), weights as they are
+            return self.net
+        if start is None:
+            start = self.first_refit_layer(masks)
+        layers = list(self.net.layers)
+        if start is None or base is None:
+            if self.int8:
+                layers = [Layer(self._q(l.weight, masks, k), l.bias, l.act) for k, l in enumerate(layers)]
+        if start is None and not self.refit:
+            return Net(layers)
+        if start is None:  # nothing pruned: no solve, but the calibration outputs for later reuse
+            start = len(layers)
+        with torch.no_grad():
+            if base is not None:  # reuse everything below ``start``
+                layers[:start] = base.layers[:start]
+                o, first = base.calib_o[start - 1] * masks[start - 1], start
+                outs = [*base.calib_o[: start - 1], o]
+            else:
+                o, first, outs = self.X, 0, []
+            for k in range(first, len(layers)):
+                layer = layers[k]
+                if k >= start:
+                    layer = self._solve(k, o, masks)
+                    layers[k] = layer
+                if k < len(masks):
+                    o = layer.act(linear(o, layer)) * masks[k]
+                    outs.append(o)
+        net = Net(layers)
+        net.calib_o = outs  # (N, hidden_k) masked outputs of every hidden layer on the calibration data
+        return net
+
+    def _solve(self, k: int, o: Tensor, masks) -> Layer:
+        orig = self.net.layers[k]
+        keep = masks[k - 1].nonzero().squeeze(1)
+        W_kept, b = ridge_solve(o[:, keep], self.target[k], self.ridge, bias=orig.bias is not None)
+        W = torch.zeros_like(orig.weight)
+        W[:, keep] = W_kept.to(W.dtype)
+        if self.int8:
+            W = self._q(W, masks, k)
+        return Layer(W, None if b is None else b.to(orig.weight.dtype), orig.act)
+
+    @staticmethod
+    def _q(W: Tensor, masks, k: int) -> Tensor:
+        if k > 0 and not bool(masks[k - 1].all()):
+            W = W * masks[k - 1].to(W.dtype)  # the pruned layer's rows: removed inputs do not set the scale
+        return fake_quantize(W)
+
+
+def reconstruction_error(net: Net, reference: Net, X: Tensor, masks, k: int) -> float:
+    """sum_n ||x_k(net, masks) - x_k(reference, unpruned)||^2: how well layer k's pre-activations
+    are reproduced."""
+    with torch.no_grad():
+        a = net.forward(X, masks).x[k]
+        b = reference.forward(X, reference.full_masks()).x[k]
+    return float(((a.double() - b.double()) ** 2).sum())
+
+

@@ -1,0 +1,146 @@
+"""Retraining, for users who can: fine-tuning a pruned network, and the from-scratch baseline.
+
+``finetune`` trains a (pruned) network further on training data with early stopping on
+validation data and keeps the best weights -- where the start itself competes, so fine-tuning
+never returns a network with lower validation accuracy (or, for regression, higher validation
+error) than it was given. int8 networks are fine-tuned in float and re-quantized per row, and
+the re-quantized network is what competes with the start.
+
+``scratch_baseline`` trains networks of exactly a given shape from fresh initial weights with a
+training recipe (3 seeds by default): what a user gets without pruning at all.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from . import losses, network, train
+from .network import as_net
+from .prune import error_and_accuracy
+from .quantize import fake_quantize
+
+#: The recipe used when a model records none (shrinknet train's defaults).
+DEFAULT_RECIPE = {"epochs": 300, "lr": 0.01, "batch_size": 64, "patience": 20}
+
+
+def evaluate(model, X, T, loss: str) -> tuple[float, float | None]:
+    """(error summed over instances, accuracy or None) of ``model`` on (X, T)."""
+    net = as_net(model)
+    loss_ = losses.get(loss)
+    data = network.prepare(net, X, T, loss_)
+    with torch.no_grad():
+        return error_and_accuracy(loss_, [(data, net.forward(data.X, net.full_masks()))])
+
+
+def _better(a: tuple[float, float | None], b: tuple[float, float | None]) -> bool:
+    """Whether (error, accuracy) a is strictly better than b: accuracy first, then error."""
+    if a[1] is not None and b[1] is not None and a[1] != b[1]:
+        return a[1] > b[1]
+    return a[0] < b[0]
+
+
+def _quantize_weights(model: nn.Sequential) -> nn.Sequential:
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(fake_quantize(m.weight))
+    return model
+
+
+def finetune(model, X, T, X_val, T_val, loss: str = "mse", epochs: int = 20, lr: float = 1e-3,
+             batch_size: int = 64, patience: int = 5, seed: int = 0, int8: bool = False,
+             progress: bool = False) -> tuple[nn.Sequential, dict]:
+    """Fine-tune a copy of ``model`` (not modified); returns (network, facts).
+
+    Args:
+        model: the pruned ``nn.Sequential`` (at int8: with dequantized int8 weights).
+        X, T: training data; X_val, T_val: validation data for early stopping and selection.
+        epochs, lr, batch_size, patience, seed: Adam training as in ``train.train``.
+        int8: re-quantize the fine-tuned weights per row before comparing with the start.
+
+    facts: start and final validation error/accuracy, epochs run, best epoch, and ``kept_start``
+    (True when no fine-tuned network beat the start, which is then returned unchanged).
+    """
+    network.check_positive_int("epochs", epochs)
+    start = evaluate(model, X_val, T_val, loss)
+    tuned = copy.deepcopy(model)
+    log = train.train(tuned, X, T, X_val, T_val, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
+                      patience=patience, seed=seed)
+    if int8:
+        _quantize_weights(tuned)
+    end = evaluate(tuned, X_val, T_val, loss)
+    kept_start = not _better(end, start)
+    best = copy.deepcopy(model) if kept_start else tuned
+    final = start if kept_start else end
+    return best, {
+        "epochs": epochs, "epochs_run": log.epochs, "best_epoch": log.best_epoch, "lr": lr, "seed": seed,
+        "int8_requantized": int8, "kept_start": kept_start,
+        "start_val_error": start[0], "start_val_accuracy": start[1],
+        "val_error": final[0], "val_accuracy": final[1],
+    }
+
+
+def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse", recipe: dict | None = None,
+                     seeds=(0, 1, 2), int8: bool = False, progress: bool = False) -> list[dict]:
+    """Train fresh networks of exactly ``model``'s shape (widths, activations, bias) with
+    ``recipe`` (epochs, lr, batch_size, patience; default ``DEFAULT_RECIPE``), one per seed;
+    at int8 their weights are quantized per row after training; without X_test the test numbers
+    are None. Returns one dict per seed:
+    seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
+    net = as_net(model)
+    r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
+    sizes = [net.in_features, *net.hidden_sizes, net.out_features]
+    hidden_act, out_act = net.layers[0].act, net.layers[-1].act
+    if any(layer.act.to_dict() != hidden_act.to_dict() for layer in net.layers[:-1]):
+        raise ValueError("the scratch baseline needs one activation for every hidden layer")
+    bias = net.layers[0].bias is not None
+    out = []
+    for seed in seeds:
+        fresh = train.mlp(sizes, hidden_act.name, out_act.name, bias=bias, seed=seed, dtype=net.dtype)
+        _copy_activations(fresh, net)
+        log = train.train(fresh, X, T, X_val, T_val, loss=loss, epochs=r["epochs"], lr=r["lr"],
+                          batch_size=r["batch_size"], patience=r["patience"], seed=seed, progress=progress)
+        if int8:
+            _quantize_weights(fresh)
+        verr, vacc = evaluate(fresh, X_val, T_val, loss)
+        terr, tacc = (None, None) if X_test is None else evaluate(fresh, X_test, T_test, loss)
+        out.append({"seed": seed, "test_error": terr, "test_accuracy": tacc, "val_error": verr,
+                    "val_accuracy": vacc, "epochs_run": log.epochs})
+    return out
+
+
+def _copy_activations(fresh: nn.Sequential, net) -> None:
+    """Give ``fresh`` the exact activation modules (e.g. Softplus beta) of ``net``."""
+    acts = [layer.act.to_module() for layer in net.layers]
+    i = 0
+    for idx, m in enumerate(fresh):
+        if isinstance(m, nn.Linear):
+            i += 1
+        elif acts[i - 1] is not None:
+            fresh[idx] = acts[i - 1]
+
+
+def baseline_summary(points: list[dict]) -> str | None:
+    """One line: the saved network's test accuracy (or error) beside the from-scratch ones, and plainly
+    whether pruning beat them (their mean)."""
+    scratch = [p for p in points if p.get("kind") == "scratch"]
+    if not scratch:
+        return None
+    mine = [p for p in points if p.get("kind") == "finetuned"] or [p for p in points if p.get("kind") == "run"]
+    me = mine[0]
+    keys = [k for k in ("test_accuracy", "test_error", "val_accuracy", "val_error")
+            if all(p.get(k) is not None for p in [me, *scratch])]
+    if not keys:
+        return None
+    key = keys[0]
+    vals = [p[key] for p in scratch]
+    mean = sum(vals) / len(vals)
+    better = me[key] > mean if key.endswith("accuracy") else me[key] < mean
+    what = key.replace("_", " ")
+    verdict = ("pruning beat training from scratch" if better else
+               "pruning did NOT beat training this shape from scratch: consider training the small network directly")
+    return (f"{what}: pruned ({me['name']}) {me[key]:.4g} vs from scratch at the same shape "
+            f"{' / '.join(f'{v:.4g}' for v in vals)} (mean {mean:.4g}, {len(vals)} seeds): {verdict}")
