@@ -256,3 +256,41 @@ def test_general_path_equals_the_mlp_fast_path_on_mlps(method):
         for a, b in zip(fast.scores, general.scores):
             assert_close(a, b, rtol=1e-10, atol=1e-12)
         assert shrinknet.memory.network_params(general) == shrinknet.memory.network_params(fast)
+
+
+@pytest.mark.parametrize("s", [SETTINGS[0], SETTINGS[7]], ids=[SETTINGS[0].id, SETTINGS[7].id])
+def test_refit_is_ridge_least_squares_over_all_positions(s):
+    """Each refit layer's weights solve the normal equations of its pre-activations, built here
+    from torch's own unfold/flatten on the refit network; shrunk == masked; error no worse at step 1+."""
+    from shrinknet.refit import Refitter
+
+    model, units, X, T = build(s, n=40)
+    net = shrinknet.as_net(model)
+    net.bind(tuple(X.shape[1:]))
+    masks = net.full_masks()
+    masks[0][1] = False
+    ref = Refitter(net, X, ridge=0.0)
+    fit = ref.build(masks)
+    trace = fit.forward(X, masks)
+    target = net.forward(X, net.full_masks()).x
+    for k in range(1, len(fit.blocks)):
+        p, o = fit.blocks[k].param, trace.o[k - 1]
+        keep = masks[k - 1].nonzero().squeeze(1) if k == 1 else torch.arange(o.shape[1])
+        if p.kind == "conv":
+            cols = torch.nn.functional.unfold(o[:, keep], p.weight.shape[2:], p.dilation, p.padding, p.stride)
+            A = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            Y = target[k].flatten(2).transpose(1, 2).reshape(-1, p.out_units)
+            W = p.weight[:, keep].reshape(p.out_units, -1)
+        else:
+            A = o.reshape(len(o), o.shape[1], -1)[:, keep].reshape(len(o), -1)
+            Y = target[k]
+            W = p.weight.view(p.out_units, o.shape[1], -1)[:, keep].reshape(p.out_units, -1)
+        A1 = torch.cat([A, torch.ones(len(A), 1, dtype=A.dtype)], 1)
+        theta = torch.cat([W.T, p.bias[None]], 0)
+        grad = A1.T @ (A1 @ theta - Y)  # zero at the least-squares solution
+        assert grad.abs().max() <= 1e-8 * max(1.0, float((A1.T @ Y).abs().max()))
+    result = shrinknet.prune(model, X, T, loss=s.loss, refit="final", ridge=0.0, progress=False, max_fraction=0.3)
+    for k in range(len(result.steps)):
+        small = result.network(k)
+        with torch.no_grad():
+            assert_close(ref.build(result.masks(k)).forward(X, result.masks(k)).o[-1], small(X), rtol=1e-9, atol=1e-10)

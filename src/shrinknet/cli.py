@@ -531,23 +531,14 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
 
 
 def _cnn_refit(ctx, net_model, refit: str, dtype: str) -> str:
-    """--refit for a convolutional network: what the library supports there (see README)."""
+    """--refit for a convolutional network (refit works; int8 is refused before any work)."""
     from .network import as_net
 
     if not getattr(as_net(net_model), "general", False):
         return refit
     if dtype == "int8":
         raise UserError("--dtype int8 is not supported for convolutional networks yet: use float32 or float16")
-    if refit != "none" and not _supports_cnn_refit():
-        if ctx.get_parameter_source("refit") != click.core.ParameterSource.DEFAULT:
-            raise UserError("--refit is not supported for convolutional networks yet: use --refit none")
-        _say(ctx, "note: refit is not supported for convolutional networks yet; pruning without it")
-        return "none"
     return refit
-
-
-def _supports_cnn_refit() -> bool:
-    return False
 
 
 def _require_target(budget, max_drop) -> None:

@@ -319,9 +319,8 @@ def prune(
     if max_fraction is not None and not 0 <= max_fraction <= 1:
         raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
     net = _copy_net(as_net(model))
-    if getattr(net, "general", False) and (refit is not None or dtype == "int8"):
-        raise ValueError("refit and int8 storage are not supported for convolutional networks yet: "
-                         "prune without them (float32 or float16)")
+    if getattr(net, "general", False) and dtype == "int8":
+        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
     check_positive_int("chunk_size", chunk_size, optional=True)
@@ -460,7 +459,9 @@ def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int 
 def _calibration(net: Net, val: Data, X_calib) -> Tensor:
     """Calibration inputs of the refit, checked: enough instances for the widest hidden layer."""
     Xc = val.X if X_calib is None else torch.as_tensor(X_calib)
-    if Xc.ndim != 2 or Xc.shape[1] != net.in_features:
+    if getattr(net, "general", False):  # (N, C, H, W), or flat rows of the known shape
+        Xc = network._prepare_general_input(net, Xc)
+    elif Xc.ndim != 2 or Xc.shape[1] != net.in_features:
         raise ValueError(f"X_calib must have shape (N, {net.in_features}), got {tuple(Xc.shape)}")
     need = max(net.hidden_sizes) + 1
     if len(Xc) < need:

@@ -62,6 +62,21 @@ class Conv:
         y = F.conv2d(o[:, J], w, None, self.stride, self.padding, self.dilation, groups=C)  # (N, C*o, H', W')
         return y.view(o.shape[0], C, self.out_units, *y.shape[2:]).transpose(0, 1)
 
+    def refit(self, o: Tensor, target: Tensor, keep: Tensor, ridge: float) -> "Conv":
+        """Ridge least squares over every position (refit.py): the kernel over the kept input
+        channels ``keep`` and the bias that best reproduce ``target`` (N, o, H', W') from ``o``.
+        Each output position is one row: the unfolded patch of kept channels -> the o outputs."""
+        from ..refit import ridge_solve
+
+        kh, kw = self.weight.shape[2:]
+        cols = F.unfold(o[:, keep], (kh, kw), self.dilation, self.padding, self.stride)  # (N, c*kh*kw, P)
+        A = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        X = target.flatten(2).transpose(1, 2).reshape(-1, self.out_units)  # (N*P, o)
+        W_kept, b = ridge_solve(A, X, ridge, bias=self.bias is not None)
+        W = torch.zeros_like(self.weight)
+        W[:, keep] = W_kept.view(self.out_units, len(keep), kh, kw).to(W.dtype)
+        return replace(self, weight=W, bias=None if b is None else b.to(W.dtype))
+
     def input_norms(self) -> Tensor:
         """||outgoing weights|| of every input channel: (c,)."""
         return torch.linalg.vector_norm(self.weight, dim=(0, 2, 3))

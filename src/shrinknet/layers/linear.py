@@ -50,6 +50,18 @@ class Dense:
         Wc = self.weight.view(self.out_units, C, self.block)[:, J]  # (i, c, p)
         return torch.einsum("ncp,icp->cni", oc, Wc)
 
+    def refit(self, o: Tensor, target: Tensor, keep: Tensor, ridge: float) -> "Dense":
+        """Ridge least squares (refit.py): the columns of the kept units ``keep`` and the bias that
+        best reproduce ``target`` (N, i) from ``o``."""
+        from ..refit import ridge_solve
+
+        N, C = o.shape[0], self.in_units
+        A = o.reshape(N, C, self.block)[:, keep].reshape(N, -1)
+        W_kept, b = ridge_solve(A, target, ridge, bias=self.bias is not None)
+        W = torch.zeros_like(self.weight).view(self.out_units, C, self.block)
+        W[:, keep] = W_kept.view(self.out_units, len(keep), self.block).to(W.dtype)
+        return replace(self, weight=W.view(self.out_units, -1), bias=None if b is None else b.to(W.dtype))
+
     def input_norms(self) -> Tensor:
         return torch.linalg.vector_norm(self.weight.view(self.out_units, self.in_units, self.block), dim=(0, 2))
 
