@@ -56,3 +56,11 @@ def test_bad_shapes_are_one_line_exit_2(args, needle, tmp_path):
     pytest.importorskip("sklearn")
     r = CliRunner().invoke(cli, ["train", *args, "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_info_describes_the_cnn(trained):
+    tmp, _ = trained
+    r = invoke("info", tmp / "m" / "model.safetensors")
+    assert r.exit_code == 0, r.output
+    assert "input 1x8x8" in r.output and "layer 0: conv 1 -> 3 channels" in r.output and "RAM: " in r.output
+    assert "int8" not in r.output

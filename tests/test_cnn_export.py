@@ -17,7 +17,7 @@ from shrinknet.memory import network_bytes, ram_bytes
 from shrinknet.modelio import load_model, save_model
 
 from cnn_helpers import SETTINGS, build
-from test_export import CFLAGS, TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
+from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
 
 N_INPUTS = 100
 

@@ -686,11 +686,14 @@ def info(model, hidden, activation, out_activation):
 
     net_model, meta = _load_model(model, hidden, activation, out_activation)
     net = as_net(net_model)
-    widths = [net.in_features, *net.hidden_sizes, net.out_features]
-    acts = [layer.act.name for layer in net.layers]
-    click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
-               f"{sum(net.hidden_sizes)} hidden neurons")
-    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
+    if getattr(net, "general", False):
+        _info_general(model, net)
+    else:
+        widths = [net.in_features, *net.hidden_sizes, net.out_features]
+        acts = [layer.act.name for layer in net.layers]
+        click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
+                   f"{sum(net.hidden_sizes)} hidden neurons")
+        click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if meta.get("data"):
         d = meta["data"]
         click.echo(f"data: {d.get('name')} (seed {d.get('seed')}, {d.get('n_train')}/{d.get('n_val')}/{d.get('n_test')} "
@@ -700,6 +703,21 @@ def info(model, hidden, activation, out_activation):
     if meta.get("pruned"):
         click.echo("pruned: " + ", ".join(f"{k} {v}" for k, v in meta["pruned"].items()))
     _info_scaling(meta.get("scaling"))
+
+
+def _info_general(model, net) -> None:
+    """info for a convolutional network: its layers, flash at each float dtype, RAM."""
+    from .memory import format_bytes, network_bytes, ram_bytes
+
+    shape = "x".join(map(str, net.in_shape)) if net.in_shape else "unknown"
+    click.echo(f"{model}: input {shape}, {len(net.hidden_sizes)} hidden layers of {list(net.hidden_sizes)} "
+               f"channels/features ({sum(net.hidden_sizes)} units)")
+    for k, d in enumerate(net.describe()):
+        click.echo(f"  layer {k}: {d}")
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}"
+                                    for d in ("float16", "float32", "float64")))
+    if net.in_shape:
+        click.echo(f"RAM: {format_bytes(ram_bytes(net))} (peak activations of a batch-1 forward pass, float32)")
 
 
 def _info_scaling(sc) -> None:

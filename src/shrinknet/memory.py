@@ -103,6 +103,8 @@ def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> in
     from .quantize import int8_layer_bytes
 
     net = as_net(model)
+    if getattr(net, "general", False):
+        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
     sizes = [net.in_features, *kept, net.out_features]
     return sum(int8_layer_bytes(sizes[k + 1], sizes[k], layer.bias is not None) for k, layer in enumerate(net.layers))

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from .. import activations as A
 from ..network import Net, Trace
-from .act import Act
 from .conv import Conv
 from .linear import Dense
 
