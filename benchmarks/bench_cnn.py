@@ -8,9 +8,13 @@ Prints, side by side in one run:
   1. brute force over all 48 channels: shrinknet's vectorized pass (a chunk of candidates batched
      through the layers above) vs a naive loop of masked forward passes, one per channel (ratio);
   2. taylor2 (one forward pass and the second-derivative sweep) vs one torch forward+backward;
-  3. test accuracy at 4, 8, 16 and 32 KiB of float32 weights: shrinknet (iterative brute force,
+  3. test accuracy at 4, 8, 16 and 32 KiB (shrinknet also with refit="final": ridge least squares
+     of the layers above on the training split, over every position) of float32 weights: shrinknet (iterative brute force,
      Algorithm II) vs Torch-Pruning's Taylor importance (global ranking, pruned step by step on
-     the same validation data until the same byte count; BatchNorm counted folded), no retraining.
+     the same validation data until the same byte count; BatchNorm counted folded), without
+     retraining and then after the same fine-tuning (``retrain.finetune``: Adam, --finetune epochs,
+     early stopping on validation) of each pruned network. Torch-Pruning's network keeps its
+     BatchNorm layers, which fine-tuning also updates; shrinknet's has them folded.
 
 Run: python benchmarks/bench_cnn.py [--epochs 8] [--repeats 3]   (needs torch-pruning: the [bench] extra)
 """
@@ -92,6 +96,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--finetune", type=int, default=5, help="fine-tuning epochs (0: none)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ds = datasets.load("mnist5k")
@@ -132,18 +137,30 @@ def main():
     result = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
                              budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False)
     t_prune = time.perf_counter() - t0
+    refit = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
+                            refit="final", X_calib=Xtr)
     print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
           f"in {t_prune:.1f}s")
-    print(f"\n{'budget':>8} | {'shrinknet bytes':>15} {'kept':>9} {'test acc':>8} | {'Torch-Pruning bytes':>19} "
-          f"{'kept':>9} {'test acc':>8}")
+    from shrinknet.retrain import finetune
+
+    def tuned(m):
+        if args.finetune == 0:
+            return float("nan")
+        best, _ = finetune(m, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=args.finetune, lr=1e-3, patience=2)
+        return accuracy(best.eval(), Xte, yte)
+
+    print(f"\ntest accuracy (no retraining | after {args.finetune} epochs of the same fine-tuning)")
+    print(f"{'budget':>8} | {'shrinknet B':>11} {'kept':>9} {'acc':>7} {'refit':>7} {'tuned':>7} | "
+          f"{'Torch-Pruning B':>15} {'kept':>9} {'acc':>7} {'tuned':>7}")
     for kib in BUDGETS_KIB:
         k, small = result.fit(kib * 1024)
         tp_model = torch_pruning_at(model, Xv, yv, kib * 1024)
         tp_kept = [m.out_channels for m in tp_model.modules() if isinstance(m, nn.Conv2d)]
-        print(f"{kib:>5} KiB | {result.steps[k].bytes:>15} {str(result.steps[k].kept):>9} "
-              f"{result.steps[k].test_accuracy:8.4f} | {flash_bytes_folded(tp_model):>19} {str(tp_kept):>9} "
-              f"{accuracy(tp_model, Xte, yte):8.4f}")
-    print("\n(no fine-tuning after pruning for either tool)")
+        print(f"{kib:>5} KiB | {result.steps[k].bytes:>11} {str(result.steps[k].kept):>9} "
+              f"{result.steps[k].test_accuracy:7.4f} {refit.steps[refit.fit(kib * 1024)[0]].test_accuracy:7.4f} "
+              f"{tuned(small):7.4f} | {flash_bytes_folded(tp_model):>15} "
+              f"{str(tp_kept):>9} {accuracy(tp_model, Xte, yte):7.4f} {tuned(tp_model):7.4f}")
 
 
 if __name__ == "__main__":
