@@ -57,6 +57,22 @@ def test_resuming_from_any_checkpoint_gives_the_uninterrupted_run(algorithm, met
         assert got.steps == want.steps, f"resumed after {len(state['steps']) - 1} steps"  # every float, bit for bit
 
 
+@pytest.mark.parametrize("options", [{"refit": "final"}, {"dtype": "int8"},
+                                     {"refit": "every_step", "dtype": "int8", "algorithm": "single"}],
+                         ids=["refit-final", "int8", "single-refit-every-step-int8"])
+def test_refit_and_int8_runs_resume_exactly(options):
+    """Their networks are rebuilt from the masks, so restoring the masks restores them too."""
+    model, X, T = problem()
+    args = {"algorithm": "iterative", "method": "brute_force", "loss": "mse", **options}
+    kw = dict(progress=False, X_test=X[:15], T_test=T[:15])
+    want = prune(model, X, T, **args, **kw)
+    saved = []
+    prune(model, X, T, **args, **kw, checkpoint=lambda state, final=False: saved.append(
+        checkpoint.decode(json.loads(checkpoint.dumps(state.to_dict())))))
+    k = len(saved) // 2
+    assert prune(model, X, T, **args, **kw, resume=saved[k]).steps == want.steps
+
+
 def test_the_hook_sees_the_state_after_an_interruption():
     """Ctrl-C in the middle of a step: the final checkpoint holds the steps completed before it."""
     model, X, T = problem()

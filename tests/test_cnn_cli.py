@@ -17,7 +17,7 @@ def invoke(*args):
 def trained(tmp_path_factory):
     pytest.importorskip("sklearn")
     tmp = tmp_path_factory.mktemp("cnn")
-    r = invoke("train", "--data", "digits", "--arch", "cnn", "--channels", "3,4", "--size", "300", "--epochs", "3",
+    r = invoke("train", "--data", "digits", "--arch", "cnn", "--channels", "3,4", "--size", "300", "--epochs", "25", "--patience", "25",
                "--loss", "cross_entropy", "--out-activation", "none", "--out", tmp / "m")
     assert r.exit_code == 0, r.output
     return tmp, r.output

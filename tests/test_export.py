@@ -32,6 +32,8 @@ ACTS = {
     "softplus_b1.5": lambda: nn.Softplus(beta=1.5),
     # a low threshold so that torch's linear branch (beta * x > threshold -> x) is taken often
     "softplus_b1.5_t2": lambda: nn.Softplus(beta=1.5, threshold=2.0),
+    # no linear branch: a threshold no format can write as a constant becomes the plain formula
+    "softplus_tinf": lambda: nn.Softplus(beta=1.0, threshold=float("inf")),
     "none": None,
 }
 IN, HIDDEN, OUT = 7, (5, 9, 3), 3  # odd widths
@@ -65,6 +67,7 @@ def cases() -> list[Case]:
         Case("relu", 2, bias=True, pruned=True),
         Case("sigmoid", 3, bias=False, pruned=True),
         Case("softplus_b1.5_t2", 3, bias=True, out_act="softplus", pruned=True),
+        Case("softplus_tinf", 2, bias=True, out_act="softplus_tinf"),
     ]
     return table
 
@@ -331,4 +334,17 @@ def test_weights_beyond_float16_range_are_refused(fmt, tmp_path):
         model[0].weight[0, 0] = 1e5
     with pytest.raises(ValueError, match="layer 0 weight .*not finite at float16"):
         export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt, dtype="float16")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "c"])
+@pytest.mark.parametrize("threshold, beta", [(float("nan"), 1.0), (float("-inf"), 1.0), (20.0, float("inf")),
+                                             (20.0, 1e39)], ids=["nan-threshold", "-inf-threshold", "inf-beta",
+                                                                 "beta-beyond-float32"])
+def test_softplus_constants_that_cannot_be_written_are_refused(fmt, threshold, beta, tmp_path):
+    if fmt == "onnx":
+        pytest.importorskip("onnx", reason="onnx is not installed: pip install 'shrinknet[export]'")
+    model = nn.Sequential(nn.Linear(3, 4), nn.Softplus(beta=beta, threshold=threshold), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="layer 0: softplus .* cannot be exported"):
+        export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt)
     assert not any(tmp_path.iterdir())

@@ -282,8 +282,9 @@ def test_killed_and_interrupted_runs_resume_to_the_same_bytes(model, uninterrupt
 ])
 def test_resuming_with_other_data_or_settings_is_refused(model, tmp_path, monkeypatch, change, message):
     checkpoint_of(model, tmp_path)
-    g = np.random.default_rng(5)
-    np.savez(tmp_path / "other.npz", X=g.normal(size=(300, 4)).astype(np.float32), y=g.integers(0, 3, 300))
+    g = np.random.default_rng(5)  # other blobs like the model's: it classifies them (no start-check stop)
+    y = g.integers(0, 3, 300)
+    np.savez(tmp_path / "other.npz", X=(g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32), y=y)
     monkeypatch.chdir(tmp_path)
     before = listing(tmp_path)
     r = CliRunner().invoke(cli, ["--quiet", "prune", str(model), *PRUNE, *change, "--out", "run", "--resume"],

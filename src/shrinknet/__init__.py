@@ -5,6 +5,7 @@ Implements Wolfe et al., "The Incredible Shrinking Neural Network" (arXiv 1701.0
 
 from .analysis import compare_estimates, correlated_pairs, estimates_along_run, gain_curves
 from .backprop2 import Derivatives, backprop2
+from .errors import InputError
 from .export import export
 from .memory import format_bytes, network_bytes, parse_size
 from .network import Net, as_net
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALGORITHMS",
     "Derivatives",
+    "InputError",
     "METHODS",
     "Net",
     "PruneResult",

@@ -11,11 +11,16 @@ import json
 import os
 import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import click
 
+from .errors import InputError
 from .activations import NAMES as _ACTIVATIONS
+from .losses import LOSSES
+from .network import as_net
 from .prune import ALGORITHMS
 from .saliency import METHODS
 
@@ -34,18 +39,75 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
+#: What the library raises for bad input (InputError is raised where input is read and validated).
+INPUT_ERRORS = (InputError, ValueError, TypeError, OSError, ImportError)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _debug() -> bool:
+    return os.environ.get("SHRINKNET_DEBUG", "") not in ("", "0")
+
+
+def run_guarded(fn) -> int:
+    """Run ``fn`` (the whole command) and turn every way it can end into an exit status, with at
+    most one line on stderr: bad input -> 2, interrupted -> 130, a bug in shrinknet -> 1 (with a
+    hint to report it; SHRINKNET_DEBUG=1 shows the traceback). Library warnings are not shown
+    (SHRINKNET_DEBUG=1 shows them)."""
+    try:
+        with warnings.catch_warnings():
+            if not _debug():
+                warnings.simplefilter("ignore")
+            rv = fn()
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:
+        e.show()
+        return e.exit_code
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "shrinknet"
+        click.echo(f"error: {_first_line(click.ClickException(e.format_message())).rstrip('.')}; "
+                   f"try '{where} --help'", err=True)
+        return EXIT_INPUT
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:  # an interruption that escaped _Group.invoke
+        _interrupted(KeyboardInterrupt())
+    except INPUT_ERRORS as e:
+        if _debug():
+            traceback.print_exc()
+        click.echo(f"error: {_first_line(e)}", err=True)
+        return EXIT_INPUT
+    except Exception as e:  # a bug in shrinknet, not in the input
+        if _debug():
+            traceback.print_exc()
+        click.echo(f"internal error ({type(e).__name__}: {_first_line(e)}): this is a bug in shrinknet; please "
+                   "report it with the command you ran (SHRINKNET_DEBUG=1 shows the traceback)", err=True)
+        return EXIT_INTERNAL
+
+
 class _Group(click.Group):
-    """Turns the library's ValueError/TypeError/... into one-line errors with exit status 2."""
+    """The one place where exceptions become exit statuses and one-line messages (run_guarded);
+    an interruption (Ctrl-C, SIGTERM) exits through interrupt.py's message and status."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except (ValueError, TypeError, FileNotFoundError, ImportError, IsADirectoryError, PermissionError) as e:
-            raise UserError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (interrupt.Terminated)
             _interrupted(e)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        code = run_guarded(lambda: super(_Group, self).main(args, prog_name, complete_var,
+                                                             standalone_mode=False, **extra))
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
 
 def _quiet(ctx) -> bool:
@@ -106,33 +168,77 @@ def _model_options(f):
     acts = HIDDEN_ACTIVATIONS
     for opt in reversed([
         click.option("--hidden", default=None, callback=lambda c, p, v: _hidden(v),
-                     help="For a plain state_dict (.pt): hidden widths, e.g. 100,100."),
-        click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(acts),
-                     help="For a plain state_dict: the hidden activation."),
-        click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice([*acts, "none"]),
-                     help="For a plain state_dict: the output activation."),
+                     help="Optional check: the hidden widths you expect, e.g. 100,100 (a state_dict's widths "
+                     "come from its tensor shapes)."),
+        click.option("--activation", default=None, type=click.Choice(acts),
+                     help="The hidden activation: required for a plain state_dict; a shrinknet model file "
+                     "records its own."),
+        click.option("--out-activation", default=None, type=click.Choice([*acts, "none"]),
+                     help="The output layer's activation: required for a plain state_dict; a shrinknet model "
+                     "file records its own."),
     ]):
         f = opt(f)
     return f
 
 
-def _load_model(path: str, hidden=None, activation="sigmoid", out_activation="sigmoid"):
+def _shown(act: str | None) -> str | None:
+    """Activation names as the options spell them ("none" for no activation)."""
+    return "none" if act == "identity" else act
+
+
+def _choices(values) -> str:
+    return "|".join(values)
+
+
+def _load_model(path: str, hidden=None, activation=None, out_activation=None, need_activations: bool = True):
+    """(model, meta, record) from a shrinknet model file or a plain state_dict.
+
+    A model file's record wins: an option that contradicts it is refused. A state_dict records
+    nothing: its activations must be given (no silent default), its widths come from its shapes.
+    """
     from . import modelio
 
     p = Path(path)
-    if p.suffix in (".pt", ".pth", ".bin"):
-        if hidden is None:
-            raise UserError(f"{p} is a plain state_dict: give --hidden (e.g. 100,100) and --activation")
-        return modelio.load_state_dict(p, hidden, activation, out_activation), {}
-    return modelio.load_model(p)
+    if modelio.kind(p) == "state_dict":
+        missing = [f"--activation {_choices(HIDDEN_ACTIVATIONS)}" if activation is None else "",
+                   f"--out-activation {_choices([*HIDDEN_ACTIVATIONS, 'none'])}" if out_activation is None else ""]
+        missing = [m for m in missing if m]
+        if missing and need_activations:
+            raise UserError(f"{p} is a plain state_dict, which does not record its activations: give "
+                            f"{' and '.join(missing)} (the ones it was trained with)")
+        model = modelio.load_state_dict(p, hidden, activation or "identity", out_activation or "identity")
+        out = None if out_activation is None else ("identity" if out_activation == "none" else out_activation)
+        return model, {}, modelio.Record(activation=activation, out_activation=out)
+    model, meta = modelio.load_model(p)
+    rec = modelio.record(model, meta)
+    widths = list(as_net(model).hidden_sizes)
+    if hidden is not None and list(hidden) != widths:
+        raise UserError(f"{p} has hidden widths {','.join(map(str, widths))}, not {','.join(map(str, hidden))} "
+                        "as --hidden says")
+    for opt, given, recorded in (("--activation", activation, rec.activation),
+                                 ("--out-activation", out_activation, _shown(rec.out_activation))):
+        if given is not None and given != recorded:
+            raise UserError(f"{opt} {given} contradicts {p}, which records {recorded}: leave {opt} out")
+    return model, meta, rec
 
 
-def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None):
+def _resolve_loss(loss: str | None, rec, path) -> str:
+    """The loss to rank with: the recorded one; an explicit --loss only where none is recorded."""
+    if rec.loss is not None and loss is not None and loss != rec.loss:
+        raise UserError(f"--loss {loss} contradicts {path}, which records loss {rec.loss}: leave --loss out")
+    if loss is None and rec.loss is None:
+        raise UserError(f"{path} does not record its loss: give --loss {_choices(LOSSES)} "
+                        "(the one it was trained with)")
+    return loss or rec.loss
+
+
+def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None, rec=None):
     """The data set to rank on: by default exactly the split the model was trained with.
 
     Given the recorded data set (or no --data), its recorded split settings are kept and only
     --seed/--size override them, with a warning: another split can put training rows into the
-    validation set that ranks the neurons.
+    validation set that ranks the neurons. Other data is read for the recorded task, and class
+    labels are numbered as the model's recorded class values (labels it does not know are refused).
     """
     from . import datasets
 
@@ -141,14 +247,23 @@ def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None)
         raise UserError("this model does not record its data set: pass --data NAME_OR_PATH")
     if recorded and (data is None or _same_data(data, recorded.get("name", ""))):
         if seed is None and size is None:
-            return datasets.reload(recorded)
-        args = {k: recorded[k] for k in ("seed", "val_fraction", "test_fraction", "size", "target") if k in recorded}
-        args.update({k: v for k, v in (("seed", seed), ("size", size)) if v is not None})
-        if any(args.get(k) != recorded.get(k) for k in ("seed", "size")):
-            click.echo("warning: --seed/--size differ from the model's training split; validation rows may "
-                       "include rows the model was trained on", err=True)
-        return datasets.load(recorded["name"], **args)
-    return datasets.load(data, seed=0 if seed is None else seed, size=size)
+            ds = datasets.reload(recorded)
+        else:
+            args = {k: recorded[k] for k in ("seed", "val_fraction", "test_fraction", "size", "target")
+                    if k in recorded}
+            args.update({k: v for k, v in (("seed", seed), ("size", size)) if v is not None})
+            if any(args.get(k) != recorded.get(k) for k in ("seed", "size")):
+                click.echo("warning: --seed/--size differ from the model's training split; validation rows may "
+                           "include rows the model was trained on", err=True)
+            ds = datasets.load(recorded["name"], **args, task=recorded.get("forced_task"))
+    else:
+        task = rec.task if rec is not None else None
+        ds = datasets.load(data, seed=0 if seed is None else seed, size=size, task=task)
+    if rec is not None and rec.class_values is not None:
+        ds = ds.with_classes(rec.class_values)
+    elif rec is not None and rec.task is not None and ds.task != rec.task:
+        raise UserError(f"{data or ds.name} is a {ds.task} data set but the model was trained for {rec.task}")
+    return ds
 
 
 def _heldout_options(f, test: bool = True):
@@ -162,7 +277,7 @@ def _heldout_options(f, test: bool = True):
     return f
 
 
-def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model):
+def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=None):
     """The data set rank/prune use: ``_load_data``'s, with its validation split (what ranks and
     chooses neurons) replaced by the whole --val file and its test split by the whole --test file.
 
@@ -178,14 +293,15 @@ def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model):
     from .network import as_net
 
     if val is None and test is None:
-        return _load_data(data, meta, seed, size)
-    base = _load_data(data, meta, seed, size) if (data is not None or meta.get("data")) else None
+        return _load_data(data, meta, seed, size, rec)
+    base = _load_data(data, meta, seed, size, rec) if (data is not None or meta.get("data")) else None
     if base is None and val is None:
         raise UserError("--test alone needs the model's data set: give --val FILE or --data too")
     net = as_net(net_model)
-    rec = meta.get("data") or {}
-    task = rec.get("task") or (base.task if base is not None else None)
-    values = list(rec.get("class_values") or (base.class_values if base is not None else ()))
+    recorded = meta.get("data") or {}
+    task = (rec.task if rec is not None else None) or recorded.get("task") or (base.task if base is not None else None)
+    values = list((rec.class_values if rec is not None else None) or recorded.get("class_values")
+                  or (base.class_values if base is not None else ()))
     files = {}
     for opt, path in (("--val", val), ("--test", test)):
         if path is None:
@@ -225,8 +341,6 @@ def _same_data(data: str, name: str) -> bool:
 
 
 def _check_widths(model, ds, data_name):
-    from .network import as_net
-
     net = as_net(model)
     if ds.in_features != net.in_features:
         raise UserError(f"data set {data_name} has {ds.in_features} input features but the model expects {net.in_features}")
@@ -241,8 +355,19 @@ def _require(module: str, extra: str) -> None:
         raise UserError(f"this needs {module}: pip install 'shrinknet[{extra}]'")
 
 
-def _loss_of(meta: dict, loss: str | None) -> str:
-    return loss or meta.get("loss") or "mse"
+def _start_check(model, ds, loss: str, force: bool) -> None:
+    """Stop before any work when the starting network is unfit for ranking (sanity.check_start)."""
+    from .sanity import StartCheckError, check_start
+
+    try:
+        check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
+    except StartCheckError as e:
+        raise UserError(f"{e}; --force goes on anyway") from None
+
+
+def _force_option(f):
+    return click.option("--force", is_flag=True, help="Go on even when the starting network is at chance on the "
+                        "ranking data (or no better than the mean), or loss and output activation disagree.")(f)
 
 
 # -- outputs: checked before any work, written whole (files.py), interruptions (interrupt.py) ----
@@ -283,8 +408,9 @@ def _interrupted(e: KeyboardInterrupt):
               help="Hidden widths, comma-separated.")
 @click.option("--activation", default=None, type=click.Choice(HIDDEN_ACTIVATIONS),
               help="Hidden activation (default: sigmoid for --arch mlp, relu for --arch cnn).")
-@click.option("--out-activation", default="sigmoid", show_default=True, type=click.Choice([*HIDDEN_ACTIVATIONS, "none"]))
-@click.option("--loss", default="mse", show_default=True, type=click.Choice(["mse", "cross_entropy"]))
+@click.option("--out-activation", default=None, type=click.Choice([*HIDDEN_ACTIVATIONS, "none"]),
+              help="Output layer activation. Default: sigmoid for mse, none for cross_entropy (which takes logits).")
+@click.option("--loss", default="mse", show_default=True, type=click.Choice(LOSSES))
 @click.option("--epochs", default=300, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
 @click.option("--patience", default=20, show_default=True, type=click.IntRange(min=1), help="Stop after this many epochs without a better validation error.")
 @click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
@@ -310,9 +436,12 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
           standardize, arch, channels, shape, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
-    from .experiments import train_on
+    from .experiments import check_trainable, train_on
     from .files import claim, staged_dir
+    from .sanity import target_problem
 
+    if out_activation is None:
+        out_activation = "none" if loss == "cross_entropy" else "sigmoid"
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     if arch == "mlp" and shape is not None:
         raise UserError("--shape is for --arch cnn (an MLP reads flat feature rows)")
@@ -321,6 +450,10 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     activation = activation or ("relu" if arch == "cnn" else "sigmoid")
     ds = datasets.load(data, seed=seed, size=size, task=task)
     input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if arch == "cnn" else None
+    problem = target_problem(out_activation, ds.targets("train", loss), loss, ds.out_features)
+    if problem:
+        raise UserError(problem)
+    check_trainable(ds, channels if arch == "cnn" else hidden)
     _say(ctx, ds.describe())
     _scaling_hint(ds, standardize)
     with claim(out):
@@ -358,13 +491,16 @@ def _scaling_hint(ds, standardize: bool) -> None:
 @_model_options
 @click.option("--methods", default="brute_force,taylor1,taylor2,taylor2_exact,magnitude", show_default=True,
               help="Comma-separated saliency methods.")
-@click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
+@click.option("--loss", default=None, type=click.Choice(LOSSES),
+              help="The loss the model was trained with: required for a plain state_dict; a model file records its own.")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows to print per layer.")
+@_force_option
 @click.option("--out", default=None, type=click.Path(), help="Directory for scores.csv and analysis.json.")
 @_overwrite_option
 @functools.partial(_heldout_options, test=False)
 @click.pass_context
-def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, out, overwrite, val):
+def rank(ctx, model, data, seed, size, hidden, activation, out_activation, methods, loss, top, force, out, overwrite,
+         val):
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
@@ -378,12 +514,13 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     _require("scipy", "report")
     if out:
         _check_out(out, inputs=[model, _data_path(data), _data_path(val)], overwrite=overwrite)
-    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    net_model, meta, rec = _load_model(model, hidden, activation, out_activation)
+    loss = _resolve_loss(loss, rec, model)
     if out:
         ctx.with_resource(claim(out))
-    ds = _data_with_heldout(data, meta, seed, size, val, None, net_model)
+    ds = _data_with_heldout(data, meta, seed, size, val, None, net_model, rec)
     _check_widths(net_model, ds, data or ds.name)
-    loss = _loss_of(meta, loss)
+    _start_check(net_model, ds, loss, force)
     X, T = ds.inputs("val"), ds.targets("val", loss)
     estimates = [m for m in methods if m not in ("brute_force", "random")]
     cmp = shrinknet.compare_estimates(net_model, X, T, loss, methods=estimates, progress=not _quiet(ctx))
@@ -434,7 +571,9 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
               "record the whole curve (the kept network is chosen from all of it).")
 @click.option("--clip", default=None, type=click.Choice(["mean", "median"]), help="Replace outlier scores (3 scaled MADs) by the mean or median.")
-@click.option("--loss", default=None, type=click.Choice(["mse", "cross_entropy"]), help="Default: the model's.")
+@click.option("--loss", default=None, type=click.Choice(LOSSES),
+              help="The loss the model was trained with: required for a plain state_dict; a model file records its own.")
+@_force_option
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
 @click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
 @click.option("--refit", default=DEFAULT_REFIT, show_default=True, type=click.Choice(["final", "every_step", "none"]),
@@ -459,8 +598,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @_heldout_options
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
-          max_drop, dtype,
-          max_fraction, full_curve, clip, loss, analyze, export_formats, prefix, out, overwrite, resume,
+          max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out,
+          overwrite, resume,
           checkpoint_every, val, test, refit, ridge, finetune, baseline):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
 
@@ -494,13 +633,14 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     if analyze:
         _require("scipy", "report")
     out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
-    net_model, meta = _load_model(model, hidden, activation, out_activation)
-    ds = _data_with_heldout(data, meta, seed, size, val, test, net_model)
+    net_model, meta, rec = _load_model(model, hidden, activation, out_activation)
+    loss = _resolve_loss(loss, rec, model)
+    ds = _data_with_heldout(data, meta, seed, size, val, test, net_model, rec)
     _check_widths(net_model, ds, data or ds.name)
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
-    loss = _loss_of(meta, loss)
     _check_retrain(ds, meta, finetune, baseline)
     refit = _cnn_refit(ctx, net_model, refit, dtype)
+    _start_check(net_model, ds, loss, force)
     hook = Checkpointer(ckpt_path, every=checkpoint_every)
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
@@ -508,7 +648,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                extras={"source_model": str(model), **_heldout_extras(val, test)},
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
-                               overwrite=overwrite, checkpoint=hook, resume=saved,
+                               overwrite=overwrite, checkpoint=hook, resume=saved, force=True,
                                refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
                                baseline=baseline, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
@@ -653,7 +793,7 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     _check_out(out, "file", inputs=[model])
     if fmt == "c" and Path(out).suffix == ".c":
         _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
-    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    net_model, meta, _ = _load_model(model, hidden, activation, out_activation)
     with claim(out):  # creates a missing directory; a second export to the same file at once is refused
         res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
@@ -684,15 +824,20 @@ def info(model, hidden, activation, out_activation):
     from .memory import STORAGE_DTYPES, format_bytes, network_bytes
     from .network import as_net
 
-    net_model, meta = _load_model(model, hidden, activation, out_activation)
+    net_model, meta, rec = _load_model(model, hidden, activation, out_activation, need_activations=False)
     net = as_net(net_model)
     if getattr(net, "general", False):
         _info_general(model, net)
     else:
         widths = [net.in_features, *net.hidden_sizes, net.out_features]
         acts = [layer.act.name for layer in net.layers]
+        if rec.activation is None or rec.out_activation is None:  # a state_dict without --activation/--out-activation
+            acts = ["not recorded (plain state_dict)"]
         click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
                    f"{sum(net.hidden_sizes)} hidden neurons")
+        if rec.loss or rec.class_values:
+            classes = f", classes {', '.join(map(str, rec.class_values))}" if rec.class_values else ""
+            click.echo(f"trained for: {rec.task or 'unknown task'}, loss {rec.loss or 'not recorded'}{classes}")
         click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if meta.get("data"):
         d = meta["data"]

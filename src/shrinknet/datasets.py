@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 NAMES = ("mnist5k", "mnist5k-784", "digits", "cosine", "diamond", "random-shape")
 SPLITS = ("train", "val", "test")
 LOSSES = ("mse", "cross_entropy")
@@ -54,7 +56,7 @@ _GENERATE, _SUBSAMPLE, _SPLIT = range(3)  # independent random streams drawn fro
 _LOAD_ARGS = ("seed", "val_fraction", "test_fraction", "size", "target")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data set that cannot be loaded or split; the message says what to do."""
 
 
@@ -135,6 +137,40 @@ class Dataset:
                 "fingerprint": self.fingerprint()}
 
     to_dict = meta
+
+    def with_classes(self, class_values) -> "Dataset":
+        """These splits with labels numbered as a model's recorded ``class_values`` number them.
+
+        A data set holding only some of the classes (a small validation file) is renumbered to the
+        model's outputs; a label the model was not trained on, or quantities (regression), raise DataError.
+        """
+        known = list(class_values)
+        if self.task != "classification":
+            raise DataError(f"{self.name} holds quantities (regression targets) but the model was trained to "
+                            f"classify {_show_values(known)}")
+        index = {_label_key(v): i for i, v in enumerate(known)}
+        unknown = [v for v in self.class_values if _label_key(v) not in index]
+        if unknown:
+            raise DataError(f"{self.name} has class label(s) {_show_values(unknown)} that the model was not "
+                            f"trained on (it knows {_show_values(known)}): use data with the model's classes")
+        remap = np.array([index[_label_key(v)] for v in self.class_values], dtype=np.int64)
+        if np.array_equal(remap, np.arange(len(known))):
+            return self
+        return replace(self, y_train=remap[self.y_train], y_val=remap[self.y_val], y_test=remap[self.y_test],
+                       n_classes=len(known), class_values=tuple(known))
+
+
+def _label_key(v):
+    """Labels compare as the model file stored them: 3, 3.0 and "3" are one label; "cat" is a name."""
+    if isinstance(v, str):
+        n = _number(v)
+        return v if n is None else n
+    return float(v)
+
+
+def _show_values(values: list, most: int = 6) -> str:
+    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:most])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > most else "")
 
 
 def _plural(n: int, word: str) -> str:
@@ -415,6 +451,9 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
             data = np.loadtxt(path, delimiter=delim, skiprows=int(header is not None), ndmin=2,
                               comments=None, encoding="utf-8-sig")
     except ValueError as e:
+        named = _csv_named_classes(path, delim, header, target)
+        if named is not None:
+            return named
         raise DataError(_csv_problem(path, delim, header, len(first)) or f"cannot read {path}: {e}") from None
     if data.size == 0:
         raise DataError(f"{path.name} has a header but no data rows")
@@ -430,8 +469,37 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
             raise DataError(f"{path.name} has no column {target!r}; its columns are {', '.join(header)}")
         col = header.index(target)
     t = data[:, col]
-    y = t.astype(np.int64) if np.array_equal(t, np.round(t)) else t.astype(np.float32)
+    y = t.astype(np.int64) if _whole_labels(t) else t.astype(np.float32)
     return _make_raw(path.name, np.delete(data, col, axis=1), y, ".csv")
+
+
+def _csv_named_classes(path: Path, delim: str, header: list | None, target: str | None) -> _Raw | None:
+    """A CSV whose target column holds class names (e.g. "cat", "dog") and whose other cells are all
+    finite numbers, read as classification; None for any other CSV."""
+    with _open(path, text=True) as f:
+        rows = [(n, r) for n, r in enumerate(csv.reader(f, delimiter=delim), start=1) if r][int(header is not None):]
+    if not rows or len({len(r) for _, r in rows}) != 1 or len(rows[0][1]) < 2:
+        return None
+    col = header.index(target) if header is not None and target in header else len(rows[0][1]) - 1
+    names = [r[col].strip() for _, r in rows]
+    if all(_number(n) is not None for n in names):
+        return None
+    features = []
+    for line, r in rows:
+        features.append([_number(c) for j, c in enumerate(r) if j != col])
+        bad = next((j for j, v in enumerate(features[-1]) if v is None or not math.isfinite(v)), None)
+        if bad is not None and line == 1:
+            return None  # a half-numeric header row: _csv_problem says so
+        if bad is not None:
+            j = bad + (bad >= col)
+            raise DataError(f"{path.name} line {line}, column {j + 1} has {r[j].strip()!r}, not a finite number: "
+                            "fix or remove that row")
+    return _make_raw(path.name, np.array(features, dtype=np.float32), np.array(names), ".csv, named classes")
+
+
+def _whole_labels(t: np.ndarray) -> bool:
+    """Whole numbers small enough to be exact int64 labels (beyond 2**53 floats are not exact)."""
+    return bool(np.array_equal(t, np.round(t)) and np.abs(t).max(initial=0) < 2**53)
 
 
 def _number(cell: str) -> float | None:
@@ -508,19 +576,21 @@ _READERS = {"npz": _read_npz, "csv": _read_csv, "idx": _read_idx}
 def _make_raw(name: str, X, y, source: str) -> _Raw:
     """Check and convert: X -> (n, d) float32; integer y -> labels 0..C-1; float y -> (n, k) float32."""
     X, y = np.asarray(X), np.asarray(y)
-    for what, a in (("X", X), ("y", y)):
-        if a.dtype.kind not in "biuf" or a.ndim == 0:
-            raise DataError(f"{name}: {what} must be a numeric array with one row per instance, "
-                            f"got dtype {a.dtype} and shape {a.shape}")
+    for what, a, kinds in (("X", X, "biuf"), ("y", y, "biufUS")):
+        if a.dtype.kind not in kinds or a.ndim == 0:
+            raise DataError(f"{name}: {what} must be a numeric array{' (or class names)' * (what == 'y')} with "
+                            f"one row per instance, got dtype {a.dtype} and shape {a.shape}")
     if len(X) != len(y):
         raise DataError(f"{name}: X has {len(X)} rows but y has {len(y)}: one target per instance")
     if len(X) < MIN_INSTANCES:
         raise DataError(f"{name} has {len(X)} instances: at least {MIN_INSTANCES} are needed to split it")
     X = X.reshape(len(X), -1).astype(np.float32)
     class_values = ()
-    if y.dtype.kind in "biu":
+    if y.dtype.kind in "biuUS":  # integers and names are class labels
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        if y.dtype.kind == "S":
+            y = np.char.decode(y, "utf-8", "replace")
         if y.ndim != 1:
             raise DataError(f"{name}: integer y must be 1-D class labels, got shape {y.shape}; "
                             f"store regression targets as floats or load with task='regression'")
@@ -552,8 +622,9 @@ def _as_task(raw: _Raw, task: str | None) -> _Raw:
         return replace(raw, y=values[raw.y].astype(np.float32).reshape(-1, 1), class_values=(), strata=None)
     if task == "classification" and not raw.class_values:
         y = raw.y
-        if y.shape[1] != 1 or not np.array_equal(y, np.round(y)):
-            raise DataError(f"{raw.name}: classification needs one column of whole-number labels")
+        if y.shape[1] != 1 or not _whole_labels(y):
+            raise DataError(f"{raw.name}: classification needs one column of whole-number labels "
+                            f"(below 2**53), got values such as {y.flat[0]:g}")
         return _make_raw(raw.name, raw.X, y[:, 0].astype(np.int64), raw.source)
     return raw
 

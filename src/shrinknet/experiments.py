@@ -121,7 +121,10 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
 
     standardize: train on inputs standardized with the training split's mean and std, then fold
     the scaling into the first layer (``scaling.fold``): the returned model takes raw inputs.
+    meta records what the model is for (modelio.Record): loss, task and class values.
+    Raises InputError before allocating anything when the network cannot fit in memory.
     """
+    check_trainable(ds, hidden)
     from . import scaling
 
     if input_shape is not None:
@@ -141,6 +144,8 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
         model = scaling.fold(model, mean, std)
     meta = {
         "loss": loss,
+        "task": ds.task,
+        **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
         "data": ds.meta(),
         "training": {"activation": activation, "out_activation": out_activation, "hidden": list(hidden),
                      "epochs": epochs, "lr": lr, "batch_size": batch_size, "patience": patience, "seed": seed,
@@ -167,6 +172,8 @@ def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch
     model = net.to_sequential()
     meta = {
         "loss": loss,
+        "task": ds.task,
+        **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
         "data": ds.meta(),
         "training": {"arch": "cnn", "input_shape": list(shape), "channels": list(channels), "activation": activation,
                      "out_activation": out_activation, "hidden": list(channels), "epochs": epochs, "lr": lr,
@@ -175,6 +182,13 @@ def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch
         "metrics": evaluate(model, ds, loss),
     }
     return model, meta
+
+
+def check_trainable(ds: datasets.Dataset, hidden) -> None:
+    """Raise InputError, before allocating anything, when training this network on ``ds`` cannot fit in memory."""
+    sizes = [ds.in_features, *hidden, ds.out_features]
+    memory.check_fits_in_memory(f"training a {'-'.join(map(str, sizes))} network",
+                                memory.training_bytes(sizes, max(ds.sizes().values())))
 
 
 def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progress=False, save: bool = True,
@@ -248,7 +262,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                     dtype: str = "float32", formats=(), analyze: bool = True, name: str = "",
                     report_title: str | None = None, extras: dict | None = None, progress=False,
                     prefix: str = "shrinknet", max_drop=None, overwrite: bool = False, own: tuple[str, ...] = (),
-                    models: dict | None = None, finetune: int | None = None, baseline: str | None = None,
+                    models: dict | None = None, finetune: int | None = None, baseline: str | None = None, force: bool = False,
                     **prune_args) -> dict:
     """Prune ``model`` on ``ds``, keep the step ``PruneResult.pick(budget_bytes, max_drop)`` chooses
     (one of them is required), and write ``out`` as a whole, all files or none: model.safetensors
@@ -263,16 +277,22 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     ``retrain.finetune``) and that is what is saved and exported; ``baseline="scratch"``: networks of
     the kept shape are trained from scratch (3 seeds) with the model's recorded recipe. Both, and the
     plain switch-off network of the same step, are recorded in the run's ``extras["frontier"]``.
+
+    First the starting network is checked on the ranking (validation) split (sanity.check_start):
+    a wrong loss/output-activation setting or a network near chance raises StartCheckError before
+    any work, unless ``force``.
     """
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
+    from .sanity import check_start
 
     t0 = time.perf_counter()
     ram_budget = prune_args.get("ram_budget_bytes")
     if budget_bytes is None and max_drop is None and ram_budget is None:
         raise ValueError("give a memory budget or a max_drop: without either the run would keep the "
                          "one-neuron-per-layer endpoint")
+    check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
     result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype,
                       max_drop=max_drop, **prune_args)
     seconds = time.perf_counter() - t0
@@ -283,7 +303,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
     small, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune, baseline,
                                                 progress)
-    small_meta = {**meta, "metrics": evaluate(small, ds, loss),
+    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": evaluate(small, ds, loss),
+                  **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
                              "max_drop": result.config.get("max_drop"), "chosen_by": chosen_by,

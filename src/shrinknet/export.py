@@ -11,7 +11,9 @@ layers and elementwise activations, or a :class:`~shrinknet.network.Net`) and wr
     ``Relu`` or ``Softplus``. ONNX's Softplus has no beta and no threshold, so torch's
     ``softplus(x; beta, threshold)`` is built exactly: ``bx = beta * x`` (``Mul``, only when
     beta != 1), ``Softplus(bx) / beta`` (``Div``, only when beta != 1), and
-    ``Where(bx > threshold, x, ...)`` for torch's linear branch. With ``meta`` the dictionary is
+    ``Where(bx > threshold, x, ...)`` for torch's linear branch. A threshold of +inf (or beyond
+    float32) has no linear branch: the plain formula is written, in C too; a NaN or -inf threshold
+    or a beta that is not a positive float32 number is refused (ValueError). With ``meta`` the dictionary is
     stored as JSON under the model's metadata key ``"shrinknet.meta"``.
 
 ``format="c"`` -- ``path`` names the ``.c`` file (it must end in ``.c``); the header goes next to
@@ -65,6 +67,7 @@ both files that were there before are left as they were.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -220,6 +223,20 @@ def _stored(net: Net, dtype: str) -> list[tuple[Tensor, Tensor | None]]:
     return out
 
 
+def _softplus_threshold(act, k: int) -> float | None:
+    """The softplus threshold as a float32 constant, or None for "never linear" (+inf, or beyond
+    float32: beta * x in float32 never exceeds it). Raises ValueError for what no format can express."""
+    big = float(np.finfo(np.float32).max)
+    if not (math.isfinite(act.beta) and 0 < act.beta <= big):
+        raise ValueError(f"layer {k}: softplus beta {act.beta!r} cannot be exported: it must be a positive "
+                         "finite float32 number")
+    t = float(act.threshold)
+    if math.isnan(t) or t < -big:
+        raise ValueError(f"layer {k}: softplus threshold {t!r} cannot be exported: use a finite float32 "
+                         "threshold, or +inf for the plain formula")
+    return None if t > big else t
+
+
 def _describe(layer: Layer) -> str:
     act = layer.act.name
     if act == "softplus":
@@ -271,6 +288,7 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
         if act.name in ("sigmoid", "tanh", "relu"):
             x = node({"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}[act.name], [x], f"{p}.{act.name}")
         elif act.name == "softplus":  # torch: x if beta*x > threshold else log(1 + exp(beta*x)) / beta
+            threshold = _softplus_threshold(act, k)
             bx, sp = x, None
             if act.beta != 1:
                 beta = scalar(f"{p}.softplus.beta", act.beta)
@@ -278,8 +296,11 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
                 sp = node("Div", [node("Softplus", [bx], f"{p}.softplus.of_beta_x"), beta], f"{p}.softplus.smooth")
             else:
                 sp = node("Softplus", [x], f"{p}.softplus.smooth")
-            above = node("Greater", [bx, scalar(f"{p}.softplus.threshold", act.threshold)], f"{p}.softplus.linear")
-            x = node("Where", [above, x, sp], f"{p}.softplus")
+            if threshold is None:  # never linear: the plain formula
+                x = node("Identity", [sp], f"{p}.softplus")
+            else:
+                above = node("Greater", [bx, scalar(f"{p}.softplus.threshold", threshold)], f"{p}.softplus.linear")
+                x = node("Where", [above, x, sp], f"{p}.softplus")
     nodes[-1].output[0] = "output"  # the last node's result is the graph output
 
     graph = helper.make_graph(
@@ -425,6 +446,15 @@ static void act_relu(float *y, int n)
         y[i] = y[i] > 0.0f ? y[i] : 0.0f;
 }
 """,
+    "softplus_plain": """\
+/* log(1 + exp(beta * x)) / beta (torch's softplus with no linear threshold). */
+static void act_softplus_plain(float *y, int n, float beta)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        y[i] = log1pf(expf(beta * y[i])) / beta;
+}
+""",
     "softplus": """\
 /* As torch: x where beta * x > threshold, else log(1 + exp(beta * x)) / beta. */
 static void act_softplus(float *y, int n, float beta, float threshold)
@@ -505,11 +535,17 @@ void {prefix}_forward(const float *input, float *output);
         scale = f"layer{k}_scale, " if dtype == "int8" else ""
         calls.append(f"dense(layer{k}_weight, {scale}{bias}, {layer.in_features}, {layer.out_features}, {src}, {dst});")
         act = layer.act
-        if act.name != "identity":
-            extra = f", {_c_float(act.beta)}, {_c_float(act.threshold)}" if act.name == "softplus" else ""
-            calls.append(f"act_{act.name}({dst}, {layer.out_features}{extra});")
+        if act.name == "softplus":
+            threshold = _softplus_threshold(act, k)
+            if threshold is None:  # never linear: the plain formula
+                calls.append(f"act_softplus_plain({dst}, {layer.out_features}, {_c_float(act.beta)});")
+            else:
+                calls.append(f"act_softplus({dst}, {layer.out_features}, {_c_float(act.beta)}, {_c_float(threshold)});")
+        elif act.name != "identity":
+            calls.append(f"act_{act.name}({dst}, {layer.out_features});")
         src = dst
-    used = {layer.act.name for layer in net.layers}
+    used = {layer.act.name if layer.act.name != "softplus" or _softplus_threshold(layer.act, k) is not None
+            else "softplus_plain" for k, layer in enumerate(net.layers)}
     activations = [text for name, text in _C_ACTIVATIONS.items() if name in used]
     includes = ["<math.h>", "<stddef.h>"]
     if dtype == "float16":

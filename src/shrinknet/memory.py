@@ -49,7 +49,9 @@ def parse_size(text: str | int) -> int:
     if unit not in _UNITS:
         raise ValueError(_size_error(text))
     size = value * _UNITS[unit]
-    if size <= 0 or size != size or size == float("inf"):
+    if size != size or size == float("inf"):
+        raise ValueError(f"{text!r} is too large to be a size: give a finite number of bytes, e.g. 48KiB")
+    if size <= 0:
         raise ValueError(f"size must be positive, got {text!r}")
     if size != int(size):
         raise ValueError(f"{text!r} is not a whole number of bytes")
@@ -132,3 +134,39 @@ def ram_bytes(model, masks=None, input_shape=None) -> int:
         return 4 * net.ram_floats(masks)
     h = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
     return 4 * max([h[0]] + [a + b for a, b in zip(h, h[1:])])
+
+
+def available_bytes() -> int | None:
+    """Memory the system can still give this process (Linux MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def training_bytes(sizes, rows: int, dtype: str | torch.dtype = "float32") -> int:
+    """A lower estimate of the memory training an MLP with layer widths ``sizes`` needs: weights,
+    gradients, Adam's two moments and the kept best copy (5 copies of the parameters), plus the
+    activations of ``rows`` instances (pre-activation and output of every layer)."""
+    sizes = [int(s) for s in sizes]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return (5 * params + 2 * rows * sum(sizes[1:])) * dtype_bytes(dtype)
+
+
+def check_fits_in_memory(what: str, needed: int) -> None:
+    """Raise InputError (one line) before allocating when ``needed`` bytes exceed what is available."""
+    from .errors import InputError
+
+    free = available_bytes()
+    if free is not None and needed > free:
+        raise InputError(f"{what} needs at least {format_bytes(needed)} of memory but only {format_bytes(free)} "
+                          "is available: use fewer or narrower hidden layers, or less data")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -290,8 +291,8 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
     T may be (N, out) floats; (N,) floats when out == 1; or (N,) integer class labels,
     which become one-hot rows (for either loss) when out > 1.
     """
-    X = torch.as_tensor(X)
-    T = torch.as_tensor(T)
+    X = _as_tensor("X", X)
+    T = _as_tensor("T", T)
     if getattr(net, "general", False):
         X = _prepare_general_input(net, X)
     if X.ndim != 2 and not getattr(net, "general", False):
@@ -357,3 +358,25 @@ def _prepare_general_input(net, X: Tensor) -> Tensor:
         X = X.reshape(X.shape[0], *net.in_shape)  # flat rows of a known image shape
     net.bind(tuple(X.shape[1:]))
     return X
+
+
+def _as_tensor(what: str, a) -> Tensor:
+    """``a`` as a tensor, refusing (ValueError) what cannot be numbers: strings, objects, labels
+    beyond int64, unsigned tensors that torch cannot compare."""
+    if isinstance(a, Tensor):
+        if a.dtype in (torch.uint16, torch.uint32, torch.uint64):
+            raise ValueError(f"{what} is a {a.dtype} tensor: give class labels as int64")
+        return a
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{what} cannot be read as an array of numbers: {e}") from None
+    if arr.dtype.kind in "USO":
+        raise ValueError(f"{what} holds {'strings' if arr.dtype.kind in 'US' else 'Python objects'}, not numbers"
+                         + (": number the classes 0..C-1 first, e.g. np.unique(y, return_inverse=True)"
+                            if what == "T" else ""))
+    if arr.dtype.kind == "u" and arr.dtype.itemsize >= 2:
+        if arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"{what} has values beyond int64 ({int(arr.max())}): class labels must be 0..C-1")
+        arr = arr.astype(np.int64)
+    return torch.as_tensor(arr)

@@ -71,14 +71,16 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         result = PruneResult.from_dict(doc)
-    except (json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+    except RecursionError:
+        raise ValueError(f"{path} is not a valid shrinknet run: its JSON is nested too deeply") from None
+    except (json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{path} is not a valid shrinknet run: {e}") from None
     analysis = None
     apath = run_dir / "analysis.json"
     if apath.is_file():
         try:
             analysis = json.loads(apath.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ValueError(f"{apath} is not valid JSON: {e}") from None
     return {"dir": run_dir, "name": doc.get("name", run_dir.name), "result": result,
             "extras": doc.get("extras", {}), "analysis": analysis}

@@ -1,0 +1,127 @@
+"""Checks before any pruning: do the loss, the output activation and the targets fit together,
+and is the starting network any good on the ranking data? Pure functions of (network, data, loss).
+
+A network read with the wrong loss, activations, input scaling or data ranks its neurons by
+noise; pruning it gives a useless network that looks like a result. These checks stop that.
+
+Near chance (classification): the network's accuracy on the ranking data is at most
+``majority + CHANCE_MARGIN * (1 - majority)``, where ``majority`` is the share of the most common
+class there (what always answering that class scores). With CHANCE_MARGIN = 0.2 the network closes
+less than a fifth of the gap between guessing and perfect: on 10 balanced classes, accuracy <= 0.28.
+
+Worse than the mean (regression): the network's squared error is at least ``1 - MEAN_MARGIN`` times
+that of predicting every target by the targets' mean, i.e. R^2 <= MEAN_MARGIN = 0.05.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from . import losses, network
+from .errors import InputError
+
+CHANCE_MARGIN = 0.2
+MEAN_MARGIN = 0.05
+#: Closed ranges of the output activations (the targets they can reach, at the limit).
+RANGES = {"identity": (-math.inf, math.inf), "sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0),
+          "relu": (0.0, math.inf), "softplus": (0.0, math.inf)}
+CAUSES = "the loss, the activations, the input scaling or the data are likely not the ones it was trained with"
+
+
+class StartCheckError(InputError):
+    """The starting network or its setting is unfit for ranking; the message names the likely cause."""
+
+
+@dataclass(frozen=True)
+class StartQuality:
+    """How the starting network does on the ranking data.
+
+    classification: accuracy and chance (the majority-class share); regression: r2 = 1 - SSE / SSE(mean).
+    """
+
+    task: str
+    error: float
+    accuracy: float | None = None
+    chance: float | None = None
+    r2: float | None = None
+
+    @property
+    def near_chance(self) -> bool:
+        if self.task == "classification":
+            return self.accuracy <= self.chance + CHANCE_MARGIN * (1 - self.chance)
+        return self.r2 <= MEAN_MARGIN
+
+
+def setting_problem(model, T, loss: str) -> str | None:
+    """What makes ``loss`` with this output activation and these targets wrong, or None.
+
+    cross_entropy reads the outputs as logits: an output activation is refused. Targets outside the
+    output activation's range cannot be reached: refused (e.g. targets 25..346 with a sigmoid output).
+    """
+    net = network.as_net(model)
+    return target_problem(net.layers[-1].act.name, T, loss, net.out_features)
+
+
+def target_problem(out: str, T, loss: str, out_features: int) -> str | None:
+    """``setting_problem`` for an output activation named ``out`` and ``out_features`` outputs."""
+    out = "identity" if out == "none" else out
+    if loss == "cross_entropy" and out_features < 2:
+        return "cross_entropy needs at least 2 outputs (one logit per class); this network has 1: use loss mse"
+    if loss == "cross_entropy" and out != "identity":
+        return (f"cross_entropy reads the outputs as logits, but the output layer applies {out}: use an output "
+                f"layer without activation (--out-activation none) or loss mse")
+    T = torch.as_tensor(T)
+    if not T.dtype.is_floating_point or T.ndim == 1 and out_features > 1 or T.numel() == 0:
+        return None  # class labels: the loss makes its own targets
+    lo, hi = RANGES[out]
+    tmin, tmax = float(T.min()), float(T.max())
+    if tmin < lo or tmax > hi:
+        return (f"the targets span {tmin:.4g}..{tmax:.4g} but the output activation {out} only reaches "
+                f"{_interval(lo, hi)}: scale the targets into that range as in training, or use an output "
+                f"activation that reaches them (--out-activation none)")
+    return None
+
+
+def start_quality(model, X, T, loss: str) -> StartQuality:
+    """Error, and accuracy vs chance (classification) or R^2 (regression), of ``model`` on (X, T)."""
+    from .prune import error_and_accuracy
+
+    net = network.as_net(model)
+    loss_ = losses.get(loss)
+    with torch.no_grad():
+        data = network.prepare(net, X, T, loss_)
+        trace = net.forward(data.X, net.full_masks())
+        err, acc = error_and_accuracy(loss_, [(data, trace)])
+        if data.labels is not None:
+            chance = float(torch.bincount(data.labels).max()) / len(data)
+            return StartQuality("classification", err, accuracy=acc, chance=chance)
+        y = trace.o[-1]
+        sse = float(((y - data.T) ** 2).sum())
+        mean_sse = float(((data.T - data.T.mean(0)) ** 2).sum())
+        r2 = 1 - sse / mean_sse if mean_sse > 0 else (1.0 if sse == 0 else -math.inf)
+        return StartQuality("regression", err, r2=r2)
+
+
+def check_start(model, X, T, loss: str, force: bool = False) -> StartQuality:
+    """Raise StartCheckError (one line, naming the likely cause) when the setting is wrong or the
+    starting network is near chance / no better than the mean on (X, T); ``force`` skips both."""
+    problem = setting_problem(model, T, loss)
+    if problem and not force:
+        raise StartCheckError(problem)
+    q = start_quality(model, X, T, loss)
+    if q.near_chance and not force:
+        if q.task == "classification":
+            raise StartCheckError(
+                f"the starting network is at chance on the ranking data (accuracy {q.accuracy:.3f}; always "
+                f"answering the most common class scores {q.chance:.3f}): {CAUSES}")
+        raise StartCheckError(
+            f"the starting network predicts no better than the mean of the targets on the ranking data "
+            f"(R^2 {q.r2:.3g}): {CAUSES}")
+    return q
+
+
+def _interval(lo: float, hi: float) -> str:
+    return f"[{lo:g}, {hi:g}]"
