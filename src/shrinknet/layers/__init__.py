@@ -9,6 +9,10 @@
     net.py     SeqNet: blocks strung together (forward, sweep, brute force, gates, memory, surgery)
     parse.py   nn.Sequential -> SeqNet (BatchNorm folded) or the MLP's Net
     export.py  ONNX graph and C99 source of a SeqNet
+    io.py      the model-file description of a SeqNet
+
+The MLP keeps its own specialised kernels (network.Net, saliency.brute_force, backprop2.sweep);
+an MLP parsed here (``parse(model)``) gives the same scores through these modules (tested).
 """
 
 from .net import Block, SeqNet
