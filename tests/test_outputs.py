@@ -297,6 +297,7 @@ def test_resuming_with_other_data_or_settings_is_refused(model, tmp_path, monkey
 def checkpoint_of(model, tmp_path) -> Path:
     """A checkpoint of an interrupted run, made in-process through the library hook."""
     from shrinknet import checkpoint, datasets
+    from shrinknet.cli import DEFAULT_REFIT
     from shrinknet.experiments import prune_on
 
     net, meta = modelio.load_model(model)
@@ -311,7 +312,7 @@ def checkpoint_of(model, tmp_path) -> Path:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        prune_on(net, ds, "mse", budget_bytes=300, full_curve=True, checkpoint=hook)
+        prune_on(net, ds, "mse", budget_bytes=300, full_curve=True, checkpoint=hook, refit=DEFAULT_REFIT)  # as the CLI
     return ck.path
 
 

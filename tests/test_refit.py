@@ -249,3 +249,28 @@ def test_json_round_trip_rebuilds_the_same_networks(refit, dtype):
     if refit:
         with pytest.raises(ValueError, match="pass X_calib="):
             shrinknet.PruneResult.from_json(res.to_json(), model=model).network(k)
+
+
+@pytest.mark.parametrize("refit,dtype", [("final", "float32"), ("every_step", "int8")])
+def test_resuming_a_refit_run_gives_the_uninterrupted_run(refit, dtype):
+    """Checkpoints (shrinknet.checkpoint) of refit and int8 runs: resuming rebuilds the refit network."""
+    import json
+
+    from shrinknet import checkpoint
+
+    s = REFIT_SETTINGS[0]
+    model, _, X, T = build(s, n=30)
+    model, X, T = model.float(), X.float(), T.float()
+    kw = dict(refit=refit, dtype=dtype, max_fraction=0.5, progress=False, X_test=X[:10], T_test=T[:10])
+    want = shrinknet.prune(model, X, T, **kw)
+    saved = []
+    shrinknet.prune(model, X, T, checkpoint=lambda state, final=False: saved.append(
+        checkpoint.decode(json.loads(checkpoint.dumps(state.to_dict())))), **kw)
+    for state in (saved[1], saved[len(saved) // 2]):
+        got = shrinknet.prune(model, X, T, resume=state, **kw)
+        assert got.steps == want.steps
+        k = len(got.steps) - 1
+        assert all(torch.equal(a, b) for a, b in zip(got.network(k).parameters(), want.network(k).parameters()))
+    if refit:
+        with pytest.raises(ValueError):  # other calibration data: another run
+            shrinknet.prune(model, X, T, resume=saved[1], X_calib=X.flip(0), **kw)

@@ -134,3 +134,14 @@ def test_refit_with_too_few_calibration_instances_is_one_line(trained, tmp_path)
     assert r.exit_code == 2
     assert re.fullmatch(r"error: refit needs at least 10 calibration instances .*turn refit off\n", r.output)
     assert not (tmp_path / "out").exists()
+
+
+def test_scratch_baseline_with_identity_scaling_is_the_plain_one():
+    """The standardize-and-fold path of the baseline, with mean 0 and std 1, trains the same networks."""
+    model, tr, va, te = small_problem(1)
+    recipe = {"epochs": 4, "lr": 0.01, "batch_size": 32, "patience": 3}
+    plain = retrain.scratch_baseline(model, *tr, *va, *te, recipe=recipe, seeds=(0,))
+    ident = {"mean": np.zeros(4), "std": np.ones(4)}
+    scaled = retrain.scratch_baseline(model, *tr, *va, *te, recipe=recipe, seeds=(0,), scaling=ident)
+    assert scaled[0]["test_accuracy"] == plain[0]["test_accuracy"]
+    assert scaled[0]["test_error"] == pytest.approx(plain[0]["test_error"], rel=1e-5)

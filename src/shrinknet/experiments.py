@@ -374,7 +374,8 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
     if baseline == "scratch" and has_train:
         runs_ = retrain.scratch_baseline(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
                                          ds.targets("val", loss), *tested,
-                                         loss=loss, recipe=meta.get("training"), int8=int8, progress=progress)
+                                         loss=loss, recipe=meta.get("training"), int8=int8, progress=progress,
+                                         scaling=meta.get("scaling"))
         for r in runs_:
             points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch", **r})
     return small, points

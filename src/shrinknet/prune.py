@@ -362,7 +362,8 @@ def prune(
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
-        state = _State(ckpt.fingerprint(net, [val, test], settings))
+        calib = [] if Xc is None else [Data(Xc, Xc[:, :0], None)]  # a refit's calibration inputs count too
+        state = _State(ckpt.fingerprint(net, [val, test, *calib], settings))
         if resume is not None:
             ckpt.check(resume, state.fingerprint)
     pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,

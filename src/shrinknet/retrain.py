@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import losses, network, train
+from . import scaling as sc
 from .network import as_net
 from .prune import error_and_accuracy
 from .quantize import fake_quantize
@@ -84,11 +85,14 @@ def finetune(model, X, T, X_val, T_val, loss: str = "mse", epochs: int = 20, lr:
 
 
 def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse", recipe: dict | None = None,
-                     seeds=(0, 1, 2), int8: bool = False, progress: bool = False) -> list[dict]:
+                     seeds=(0, 1, 2), int8: bool = False, progress: bool = False,
+                     scaling: dict | None = None) -> list[dict]:
     """Train fresh networks of exactly ``model``'s shape (widths, activations, bias) with
     ``recipe`` (epochs, lr, batch_size, patience; default ``DEFAULT_RECIPE``), one per seed;
     at int8 their weights are quantized per row after training; without X_test the test numbers
-    are None. Returns one dict per seed:
+    are None. ``scaling`` (a model file's record, ``{"mean", "std"}``, of ``train --standardize``):
+    train on standardized inputs and fold the scaling into the first layer, as the model was.
+    Returns one dict per seed:
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
     r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
@@ -101,8 +105,13 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
     for seed in seeds:
         fresh = train.mlp(sizes, hidden_act.name, out_act.name, bias=bias, seed=seed, dtype=net.dtype)
         _copy_activations(fresh, net)
-        log = train.train(fresh, X, T, X_val, T_val, loss=loss, epochs=r["epochs"], lr=r["lr"],
+        Xs, Xvs = X, X_val
+        if scaling:
+            Xs, Xvs = (sc.standardize(x, scaling["mean"], scaling["std"]) for x in (X, X_val))
+        log = train.train(fresh, Xs, T, Xvs, T_val, loss=loss, epochs=r["epochs"], lr=r["lr"],
                           batch_size=r["batch_size"], patience=r["patience"], seed=seed, progress=progress)
+        if scaling:
+            fresh = sc.fold(fresh, scaling["mean"], scaling["std"])
         if int8:
             _quantize_weights(fresh)
         verr, vacc = evaluate(fresh, X_val, T_val, loss)
