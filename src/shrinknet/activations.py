@@ -21,6 +21,7 @@ class Activation:
     name: str
     beta: float = 1.0  # softplus only
     threshold: float = 20.0  # softplus only: linear above beta*x > threshold, as torch does
+    slope: float = 0.01  # leaky_relu only: negative_slope
 
     def __call__(self, x: Tensor, inplace: bool = False) -> Tensor:
         """sigma(x); with ``inplace`` the result may overwrite ``x`` (a scratch tensor)."""
@@ -34,6 +35,10 @@ class Activation:
             return x.relu_() if inplace else torch.relu(x)
         if self.name == "softplus":
             return F.softplus(x, beta=self.beta, threshold=self.threshold)
+        if self.name == "relu6":
+            return x.clamp_(0, 6) if inplace else x.clamp(0, 6)
+        if self.name == "leaky_relu":
+            return F.leaky_relu(x, self.slope, inplace=inplace)
         raise AssertionError(self.name)  # unreachable: names are checked in ``from_module``
 
     def derivatives(self, x: Tensor, o: Tensor) -> tuple[Tensor, Tensor]:
@@ -56,6 +61,11 @@ class Activation:
             d1 = torch.where(linear, torch.ones_like(s), s)
             d2 = torch.where(linear, torch.zeros_like(s), self.beta * s * (1 - s))
             return d1, d2
+        if self.name == "relu6":
+            # as torch's autograd: gradient 1 strictly inside (0, 6), 0 at and beyond the corners
+            return ((x > 0) & (x < 6)).to(x.dtype), torch.zeros_like(x)
+        if self.name == "leaky_relu":
+            return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, self.slope)), torch.zeros_like(x)
         raise AssertionError(self.name)
 
     def to_module(self) -> nn.Module | None:
@@ -64,16 +74,24 @@ class Activation:
             return None
         if self.name == "softplus":
             return nn.Softplus(beta=self.beta, threshold=self.threshold)
+        if self.name == "leaky_relu":
+            return nn.LeakyReLU(self.slope)
+        if self.name == "relu6":
+            return nn.ReLU6()
         return {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}[self.name]()
 
     def to_dict(self) -> dict:
         if self.name == "softplus":
             return {"name": self.name, "beta": self.beta, "threshold": self.threshold}
+        if self.name == "leaky_relu":
+            return {"name": self.name, "slope": self.slope}
         return {"name": self.name}
 
 
 IDENTITY = Activation("identity")
 NAMES = ("identity", "sigmoid", "tanh", "relu", "softplus")
+#: Activations only the general (CNN) path handles; the MLP path and its exporters keep ``NAMES``.
+GENERAL_NAMES = NAMES + ("relu6", "leaky_relu")
 
 
 def from_module(module: nn.Module) -> Activation | None:
@@ -89,9 +107,20 @@ def from_module(module: nn.Module) -> Activation | None:
     return None
 
 
-def from_name(name: str, beta: float = 1.0, threshold: float = 20.0) -> Activation:
-    """Activation by name ("sigmoid", "tanh", "relu", "softplus", "identity"/"none")."""
+def from_module_general(module: nn.Module) -> Activation | None:
+    """As :func:`from_module`, plus ReLU6 and LeakyReLU (handled by the general layer path)."""
+    if isinstance(module, nn.ReLU6):
+        return Activation("relu6")
+    if isinstance(module, nn.LeakyReLU):
+        return Activation("leaky_relu", slope=float(module.negative_slope))
+    return from_module(module)
+
+
+def from_name(name: str, beta: float = 1.0, threshold: float = 20.0, slope: float = 0.01,
+              names: tuple = NAMES) -> Activation:
+    """Activation by name ("sigmoid", "tanh", "relu", "softplus", "identity"/"none"; ``names``
+    widens the choice, e.g. to ``GENERAL_NAMES``)."""
     key = "identity" if name in ("none", "linear") else name
-    if key not in NAMES:
-        raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(NAMES)}")
-    return Activation(key, beta=beta, threshold=threshold)
+    if key not in names:
+        raise ValueError(f"unknown activation {name!r}: choose one of {', '.join(names)}")
+    return Activation(key, beta=beta, threshold=threshold, slope=slope)

@@ -25,7 +25,7 @@ from torch import Tensor
 from . import losses, network, threads
 from .backprop2 import sweep
 from .network import as_net
-from .saliency import brute_force, candidate_bar, removed_to_inf, score_batch
+from .saliency import candidate_bar, removed_to_inf, score_batch
 
 ESTIMATES = ("taylor1", "taylor2", "taylor2_exact", "magnitude")
 
@@ -84,7 +84,7 @@ def compare_estimates(model, X, T, loss: str = "mse", methods=ESTIMATES, mask=No
     slow = 1 + sum(m == "taylor2_exact" for m in methods)
     with torch.no_grad(), candidate_bar(progress, masks, slow, "brute force vs estimates") as bar:
         workers = threads.workers_for(threads.scoring_work(net, len(data)))
-        truth = removed_to_inf(brute_force(net, loss_, data, masks, trace, bar=bar, workers=workers), masks)
+        truth = removed_to_inf(score_batch("brute_force", net, loss_, data, masks, trace, bar=bar, workers=workers), masks)
         out = {"truth": truth, "scores": {}, "agreement": {}}
         for m in methods:
             s = removed_to_inf(score_batch(m, net, loss_, data, masks, trace, bar=bar), masks)
@@ -138,10 +138,14 @@ def gain_curves(model, X, T, neurons, loss: str = "mse", alphas=None, mask=None)
         for h, j in neurons:
             if not (0 <= h < net.n_hidden and 0 <= j < net.hidden_sizes[h]):
                 raise ValueError(f"no neuron ({h}, {j}) in hidden sizes {net.hidden_sizes}")
-            o = trace.o[h][:, j]  # (N,)
-            w = net.layers[h + 1].weight[:, j]  # (i,)
-            # x^(h+1) + (alpha - 1) o_j w_j for every alpha: (A, N, i)
-            xs = trace.x[h + 1] + (a - 1)[:, None, None] * o[None, :, None] * w[None, None, :]
+            if getattr(net, "general", False):  # a channel: its whole contribution to the next layer
+                c = net.blocks[h + 1].param.contribution(trace.o[h], torch.tensor([j], device=net.device))[0]
+                xs = trace.x[h + 1] + (a - 1).view(-1, *[1] * c.ndim) * c
+            else:
+                o = trace.o[h][:, j]  # (N,)
+                w = net.layers[h + 1].weight[:, j]  # (i,)
+                # x^(h+1) + (alpha - 1) o_j w_j for every alpha: (A, N, i)
+                xs = trace.x[h + 1] + (a - 1)[:, None, None] * o[None, :, None] * w[None, None, :]
             err = E0 + loss_.delta(net.output_from(h + 1, xs, masks), y, data.T).sum(-1)
             r = records[h]
             g1 = (r.o[:, j] * r.dE_do[:, j]).sum()
@@ -165,6 +169,21 @@ def contribution_correlation(o: Tensor, W: Tensor) -> Tensor:
     return torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def unit_correlation(net, o: Tensor, h: int) -> Tensor:
+    """``contribution_correlation`` of hidden layer h's units; for a general (CNN) network the
+    contributions are each channel's whole map of change to the next layer (conv.py/linear.py
+    ``contribution``), correlated over instances and every position and output."""
+    if not getattr(net, "general", False):
+        return contribution_correlation(o, net.layers[h + 1].weight)
+    units = torch.arange(o.shape[1], device=o.device)
+    c = net.blocks[h + 1].param.contribution(o, units).flatten(2)  # (C, N, R)
+    # the contribution is linear in o: centre o over instances, as the MLP formula does
+    c = c - net.blocks[h + 1].param.contribution(o.mean(0, keepdim=True), units).flatten(2)
+    cov = torch.einsum("jnr,knr->jk", c, c)
+    d = cov.diagonal()
+    return torch.nan_to_num(cov / torch.sqrt(torch.outer(d, d)), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def top_pairs(corr: Tensor, mask: Tensor, count: int) -> list[tuple[int, int, float]]:
     """The ``count`` pairs j < k of kept neurons with the largest |correlation|."""
     J = corr.shape[0]
@@ -185,7 +204,7 @@ def correlated_pairs(model, X, T, loss: str = "mse", top: int = 10, mask=None) -
     rows = []
     with torch.no_grad():
         for h in range(net.n_hidden):
-            corr = contribution_correlation(trace.o[h], net.layers[h + 1].weight)
+            corr = unit_correlation(net, trace.o[h], h)
             for j, k, c in top_pairs(corr, masks[h], top):
                 dj, dk, both = (
                     float(switch_off_delta(net, loss_, data, masks, trace, h, js)) for js in ([j], [k], [j, k])

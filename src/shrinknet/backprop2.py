@@ -38,6 +38,8 @@ class Derivatives(NamedTuple):
 
 def sweep(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace | None = None) -> list[Derivatives]:
     """eqs. 73-75 on one batch; returns one record per hidden layer, in forward order."""
+    if getattr(net, "general", False):  # convolutions: layers/net.py strings the layer modules together
+        return net.sweep(loss, data, masks, trace)
     if trace is None:
         trace = net.forward(data.X, masks)
     dE_do, d2E_do2 = loss.derivatives(trace.o[-1], data.T)  # eqs. 13, 14 at the output

@@ -406,7 +406,8 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--data", required=True, help="Built-in data set name or a .npz/.csv/IDX file.")
 @click.option("--hidden", default="100,100", show_default=True, callback=lambda c, p, v: _hidden(v),
               help="Hidden widths, comma-separated.")
-@click.option("--activation", default="sigmoid", show_default=True, type=click.Choice(HIDDEN_ACTIVATIONS))
+@click.option("--activation", default=None, type=click.Choice(HIDDEN_ACTIVATIONS),
+              help="Hidden activation (default: sigmoid for --arch mlp, relu for --arch cnn).")
 @click.option("--out-activation", default=None, type=click.Choice([*HIDDEN_ACTIVATIONS, "none"]),
               help="Output layer activation. Default: sigmoid for mse, none for cross_entropy (which takes logits).")
 @click.option("--loss", default="mse", show_default=True, type=click.Choice(LOSSES))
@@ -420,11 +421,19 @@ def _interrupted(e: KeyboardInterrupt):
               help="Override the guess from the targets (whole numbers are read as class labels).")
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs.")
+@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn"]),
+              help="cnn: per --channels entry conv 3x3 -> BatchNorm -> activation -> max pool 2, then one Linear "
+                   "layer (BatchNorm is folded into the convolutions when saved). Needs --shape.")
+@click.option("--channels", default="8,16", show_default=True, callback=lambda c, p, v: _hidden(v),
+              help="With --arch cnn: output channels of the conv blocks.")
+@click.option("--shape", "shape", default=None,
+              help="View each instance as an image or signal: 'image' (mnist5k 1x20x20, mnist5k-784 1x28x28, "
+                   "digits 1x8x8) or C,H,W / C,L. Default with --arch cnn: image.")
 @click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
 @click.pass_context
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
-          standardize, out, overwrite):
+          standardize, arch, channels, shape, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
     from . import datasets, modelio
     from .experiments import check_trainable, train_on
@@ -434,18 +443,27 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     if out_activation is None:
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
+    if arch == "mlp" and shape is not None:
+        raise UserError("--shape is for --arch cnn (an MLP reads flat feature rows)")
+    if arch == "cnn" and standardize:
+        raise UserError("--standardize is not supported with --arch cnn yet: train without it")
+    activation = activation or ("relu" if arch == "cnn" else "sigmoid")
     ds = datasets.load(data, seed=seed, size=size, task=task)
+    input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if arch == "cnn" else None
     problem = target_problem(out_activation, ds.targets("train", loss), loss, ds.out_features)
     if problem:
         raise UserError(problem)
-    check_trainable(ds, hidden)
+    check_trainable(ds, channels if arch == "cnn" else hidden)
     _say(ctx, ds.describe())
     _scaling_hint(ds, standardize)
     with claim(out):
         t0 = time.perf_counter()
-        model, meta = train_on(ds, hidden, activation, "identity" if out_activation == "none" else out_activation,
+        model, meta = train_on(ds, channels if arch == "cnn" else hidden, activation,
+                               "identity" if out_activation == "none" else out_activation,
                                loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
-                               standardize=standardize)
+                               standardize=standardize, input_shape=input_shape)
+        for note in meta["training"].get("notes", []):
+            _say(ctx, note)
         seconds = time.perf_counter() - t0
         with staged_dir(out, overwrite=overwrite) as stage:
             modelio.save_model(stage / "model.safetensors", model, meta)
@@ -599,6 +617,8 @@ def _leave_distributed():
               type=click.Choice(METHODS))
 @click.option("--algorithm", default="iterative", show_default=True, type=click.Choice(ALGORITHMS))
 @click.option("--budget", default=None, help="Memory for all weights and biases, e.g. 16KiB, 48KB, 0.5MB, 20000.")
+@click.option("--ram-budget", default=None, help="Peak activation RAM of a batch-1 forward pass (the two largest "
+              "consecutive float32 maps, the exported C's scratch buffer), e.g. 4KiB.")
 @click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
               "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
@@ -636,8 +656,9 @@ def _leave_distributed():
 @_heldout_options
 @_speed_options
 @click.pass_context
-def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, max_drop, dtype,
-          max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out, overwrite, resume,
+def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
+          max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out,
+          overwrite, resume,
           checkpoint_every, val, test, refit, ridge, finetune, baseline, speed, screen_size, block_fraction, checks,
           threads):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
@@ -666,6 +687,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                  threads=threads, group=group)
     _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm)
     budget_bytes = None if budget is None else memory.parse_size(budget)
+    ram_bytes = None if ram_budget is None else memory.parse_size(ram_budget)
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
     for f in formats:
@@ -687,8 +709,9 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     loss = _resolve_loss(loss, rec, model)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model, rec)
     _check_widths(net_model, ds, data or ds.name)
-    _require_target(budget, max_drop)
+    _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     _check_retrain(ds, meta, finetune, baseline)
+    refit = _cnn_refit(ctx, net_model, refit, dtype)
     _start_check(net_model, ds, loss, force)
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
@@ -699,7 +722,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
                                overwrite=overwrite, checkpoint=hook, resume=saved, force=True,
                                refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
-                               baseline=baseline, **scale)
+                               baseline=baseline, **scale, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
         if hook is None or not hook.writes:
             raise
@@ -711,7 +734,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
-    click.echo(choice_summary(result, budget_bytes, drop, dtype))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
@@ -720,6 +743,17 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")
     _print_agreement(ctx, result)
+
+
+def _cnn_refit(ctx, net_model, refit: str, dtype: str) -> str:
+    """--refit for a convolutional network (refit works; int8 is refused before any work)."""
+    from .network import as_net
+
+    if not getattr(as_net(net_model), "general", False):
+        return refit
+    if dtype == "int8":
+        raise UserError("--dtype int8 is not supported for convolutional networks yet: use float32 or float16")
+    return refit
 
 
 def _require_target(budget, max_drop) -> None:
@@ -877,16 +911,19 @@ def info(model, hidden, activation, out_activation):
 
     net_model, meta, rec = _load_model(model, hidden, activation, out_activation, need_activations=False)
     net = as_net(net_model)
-    widths = [net.in_features, *net.hidden_sizes, net.out_features]
-    acts = [layer.act.name for layer in net.layers]
-    if rec.activation is None or rec.out_activation is None:  # a state_dict without --activation/--out-activation
-        acts = ["not recorded (plain state_dict)"]
-    click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
-               f"{sum(net.hidden_sizes)} hidden neurons")
-    if rec.loss or rec.class_values:
-        classes = f", classes {', '.join(map(str, rec.class_values))}" if rec.class_values else ""
-        click.echo(f"trained for: {rec.task or 'unknown task'}, loss {rec.loss or 'not recorded'}{classes}")
-    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
+    if getattr(net, "general", False):
+        _info_general(model, net)
+    else:
+        widths = [net.in_features, *net.hidden_sizes, net.out_features]
+        acts = [layer.act.name for layer in net.layers]
+        if rec.activation is None or rec.out_activation is None:  # a state_dict without --activation/--out-activation
+            acts = ["not recorded (plain state_dict)"]
+        click.echo(f"{model}: {'-'.join(map(str, widths))}, activations {', '.join(acts)}, "
+                   f"{sum(net.hidden_sizes)} hidden neurons")
+        if rec.loss or rec.class_values:
+            classes = f", classes {', '.join(map(str, rec.class_values))}" if rec.class_values else ""
+            click.echo(f"trained for: {rec.task or 'unknown task'}, loss {rec.loss or 'not recorded'}{classes}")
+        click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if meta.get("data"):
         d = meta["data"]
         click.echo(f"data: {d.get('name')} (seed {d.get('seed')}, {d.get('n_train')}/{d.get('n_val')}/{d.get('n_test')} "
@@ -896,6 +933,21 @@ def info(model, hidden, activation, out_activation):
     if meta.get("pruned"):
         click.echo("pruned: " + ", ".join(f"{k} {v}" for k, v in meta["pruned"].items()))
     _info_scaling(meta.get("scaling"))
+
+
+def _info_general(model, net) -> None:
+    """info for a convolutional network: its layers, flash at each float dtype, RAM."""
+    from .memory import format_bytes, network_bytes, ram_bytes
+
+    shape = "x".join(map(str, net.in_shape)) if net.in_shape else "unknown"
+    click.echo(f"{model}: input {shape}, {len(net.hidden_sizes)} hidden layers of {list(net.hidden_sizes)} "
+               f"channels/features ({sum(net.hidden_sizes)} units)")
+    for k, d in enumerate(net.describe()):
+        click.echo(f"  layer {k}: {d}")
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}"
+                                    for d in ("float16", "float32", "float64")))
+    if net.in_shape:
+        click.echo(f"RAM: {format_bytes(ram_bytes(net))} (peak activations of a batch-1 forward pass, float32)")
 
 
 def _info_scaling(sc) -> None:

@@ -692,3 +692,25 @@ def _check_choice(what: str, value: str, choices: tuple) -> str:
     if value not in choices:
         raise DataError(f"unknown {what} {value!r}: choose one of {', '.join(choices)}")
     return value
+
+
+#: Image shapes (C, H, W) of the bundled image sets, for ``--shape image`` and CNNs.
+IMAGE_SHAPES = {"mnist5k": (1, 20, 20), "mnist5k-784": (1, 28, 28), "digits": (1, 8, 8)}
+
+
+def image_shape(name: str, in_features: int, spec: str = "image") -> tuple[int, ...]:
+    """The shape of one instance: ``spec`` "image" (a bundled image set, one-vs-all variants
+    included) or explicit sizes "C,H,W" / "C,L" whose product is ``in_features``."""
+    if spec == "image":
+        base = re.sub(r"-\d+vall$", "", name)
+        if base not in IMAGE_SHAPES:
+            raise DataError(f"{name} has no image shape: --shape image works for {', '.join(IMAGE_SHAPES)}; "
+                            "give the shape as C,H,W (or C,L for signals)")
+        return IMAGE_SHAPES[base]
+    try:
+        shape = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        raise DataError(f"cannot read --shape {spec!r}: give image, or sizes such as 1,20,20 or 1,40") from None
+    if len(shape) not in (2, 3) or min(shape) < 1 or int(np.prod(shape)) != in_features:
+        raise DataError(f"--shape {spec} must be C,H,W or C,L with a product of {in_features} (the features per instance)")
+    return shape

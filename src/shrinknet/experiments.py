@@ -114,8 +114,10 @@ def expand(names: list[str]) -> list[Experiment]:
 
 # -- pipelines ---------------------------------------------------------------------------------
 def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation="sigmoid", loss="mse",
-             epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False, standardize=False):
-    """Train a fresh MLP on ``ds``; returns (model, meta) with meta ready for a model file.
+             epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False, standardize=False,
+             input_shape=None):
+    """Train a fresh MLP on ``ds`` (with ``input_shape``, e.g. (1, 20, 20): a CNN, ``train.cnn``
+    with conv channels ``hidden``); returns (model, meta) with meta ready for a model file.
 
     standardize: train on inputs standardized with the training split's mean and std, then fold
     the scaling into the first layer (``scaling.fold``): the returned model takes raw inputs.
@@ -125,6 +127,11 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     check_trainable(ds, hidden)
     from . import scaling
 
+    if input_shape is not None:
+        if standardize:
+            raise ValueError("--standardize is not supported for CNNs yet: train without it")
+        return _train_cnn(ds, hidden, activation, out_activation, loss, epochs, lr, batch_size, patience, seed,
+                          progress, tuple(input_shape))
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
     X_tr, X_va = ds.inputs("train"), ds.inputs("val")
     if standardize:
@@ -148,6 +155,33 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     if standardize:
         meta["scaling"] = scaling.record(mean, std)
     return model, meta  # no wall-clock time in meta: same seed, same model file bytes
+
+
+def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch_size, patience, seed, progress,
+               shape):
+    """``train_on`` for a CNN: instances viewed as ``shape``; BatchNorm folded into the
+    convolutions after training (meta["training"]["notes"] says so)."""
+    from .network import as_net
+
+    model = train.cnn(shape, ds.out_features, channels, activation, out_activation, seed=seed)
+    view = lambda X: X.reshape(len(X), *shape)  # noqa: E731
+    log = train.train(model, view(ds.inputs("train")), ds.targets("train", loss), view(ds.inputs("val")),
+                      ds.targets("val", loss), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
+                      patience=patience, seed=seed, progress=progress)
+    net = as_net(model.eval())
+    model = net.to_sequential()
+    meta = {
+        "loss": loss,
+        "task": ds.task,
+        **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
+        "data": ds.meta(),
+        "training": {"arch": "cnn", "input_shape": list(shape), "channels": list(channels), "activation": activation,
+                     "out_activation": out_activation, "hidden": list(channels), "epochs": epochs, "lr": lr,
+                     "batch_size": batch_size, "patience": patience, "seed": seed, "epochs_run": log.epochs,
+                     "best_epoch": log.best_epoch, "notes": list(net.notes)},
+        "metrics": evaluate(model, ds, loss),
+    }
+    return model, meta
 
 
 def check_trainable(ds: datasets.Dataset, hidden) -> None:
@@ -254,7 +288,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     from .sanity import check_start
 
     t0 = time.perf_counter()
-    if budget_bytes is None and max_drop is None:
+    ram_budget = prune_args.get("ram_budget_bytes")
+    if budget_bytes is None and max_drop is None and ram_budget is None:
         raise ValueError("give a memory budget or a max_drop: without either the run would keep the "
                          "one-neuron-per-layer endpoint")
     check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
@@ -263,7 +298,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     seconds = time.perf_counter() - t0
     if prune_args.get("group") is not None and torch.distributed.get_rank(prune_args["group"]) != 0:
         return {"result": result, "step": None, "network": None, "exports": {}, "seconds": seconds}  # rank 0 writes
-    k, chosen_by = result.pick(budget_bytes, max_drop)
+    k, chosen_by = result.pick(budget_bytes, max_drop, ram_budget)
     small = result.network(k)
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "max_drop": result.config.get("max_drop"),
@@ -410,9 +445,10 @@ def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
             f"{s.bytes} B{acc}, validation error {s.error:.4g}")
 
 
-def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str) -> str:
+def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str,
+                   ram_budget: int | None = None) -> str:
     """One line: which step was kept, under which limit, and what it costs against the start."""
-    k, by = result.pick(budget, max_drop)
+    k, by = result.pick(budget, max_drop, ram_budget)
     s, s0 = result.steps[k], result.steps[0]
     drop = result.drop(k)
     lost = (f"{-drop * 100:+.2f} accuracy points" if s0.accuracy is not None
@@ -422,13 +458,16 @@ def choice_summary(result: PruneResult, budget: int | None, max_drop: float | No
         limits.append(f"budget {memory.format_bytes(budget)} ({budget} B at {dtype})")
     if max_drop is not None:
         limits.append(f"max drop {_drop_text(max_drop, s0.accuracy is not None)}")
+    if ram_budget is not None:
+        limits.append(f"RAM budget {memory.format_bytes(ram_budget)}")
     why = {"budget": "the budget", "max_drop": "the max drop"}[by]
     if budget is not None and max_drop is not None:  # pick: the budget wins only when nothing within the drop fits
         why += (" (the tighter limit: it also fits the budget)" if by == "max_drop"
                 else " (no network within the max drop fits it, so this one loses more)")
     acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
+    ram = "" if s.ram_bytes is None else f" flash, {s.ram_bytes} B RAM"
     return (f"kept step {k} by {why} [{', '.join(limits)}]: {s.n_removed} neurons removed "
-            f"({s.fraction_removed:.0%}), kept {s.kept}, {s.bytes} B{acc}, validation error {s.error:.4g} "
+            f"({s.fraction_removed:.0%}), kept {s.kept}, {s.bytes} B{ram}{acc}, validation error {s.error:.4g} "
             f"({lost} against the start)")
 
 

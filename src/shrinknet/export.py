@@ -108,7 +108,7 @@ class ExportResult:
 
 
 def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "float32",
-           prefix: str = "shrinknet", meta: dict | None = None) -> ExportResult:
+           prefix: str = "shrinknet", meta: dict | None = None, input_shape=None) -> ExportResult:
     """Write ``model`` (nn.Sequential or Net) to ``path`` as ONNX, C99 source, or safetensors.
 
     Args:
@@ -120,6 +120,8 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
         meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
             safetensors header).
+        input_shape: the shape of one instance, e.g. (1, 20, 20), for a convolutional network
+            whose input shape is not known from data or its model file (ONNX and C need it).
 
     Raises:
         ValueError: unknown format or dtype, a prefix that is not a C identifier, a C path not
@@ -140,6 +142,8 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
                 f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
             )
     net = as_net(model)
+    if getattr(net, "general", False):  # convolutions: layers/export.py
+        return _export_general(net, path, format, dtype, prefix, meta, input_shape)
     flash = network_bytes(net, dtype)
     if format == "safetensors":
         from .modelio import save_model
@@ -158,6 +162,39 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     ram = _scratch_size(net) * 4
     h_text, c_text = _c_sources(net, dtype, prefix, header.name, flash, ram, meta)
     replace_files([(header, h_text), (path, c_text)])  # both or neither, the old pair kept on failure
+    return ExportResult([path, header], flash, ram, format, dtype)
+
+
+def _export_general(net, path: Path, format: str, dtype: str, prefix: str, meta: dict | None,
+                    input_shape) -> ExportResult:
+    """Export of a general (CNN) network: each layer module writes its own ONNX node and C loops."""
+    from . import __version__
+    from .layers import export as lx
+
+    if input_shape is not None:
+        net.bind(tuple(input_shape))
+    if net.in_shape is None and format != "safetensors":
+        raise ValueError("the input shape of this convolutional network is not known: pass input_shape=(C, H, W)")
+    flash = network_bytes(net, dtype)
+    stored = _stored(net, dtype)
+    if format == "safetensors":
+        from .modelio import save_model
+
+        save_model(path, net, meta, dtype=dtype)
+        return ExportResult([path], flash, 0, format, dtype)
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"ONNX export needs the onnx package: {_INSTALL_HINT}") from e
+        model = lx.onnx_model(net, stored, dtype, meta, __version__, ONNX_OPSET, ONNX_IR_VERSION)
+        write_bytes(path, model.SerializeToString())
+        return ExportResult([path], flash, 0, format, dtype)
+    header = path.with_suffix(".h")
+    prelude = _C_HALF if dtype == "float16" else _C_SINGLE
+    h_text, c_text, ram = lx.c_sources(net, stored, dtype, prefix, header.name, flash, meta, __version__,
+                                       _c_array, _c_float, prelude)
+    replace_files([(header, h_text), (path, c_text)])
     return ExportResult([path, header], flash, ram, format, dtype)
 
 

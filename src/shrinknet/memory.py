@@ -85,6 +85,8 @@ def network_params(model, masks=None) -> int:
     from .network import as_net
 
     net = as_net(model)
+    if getattr(net, "general", False):  # kernels and per-channel column blocks: layers/*.py ``params``
+        return net.params(masks)
     kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
     sizes = [net.in_features, *kept, net.out_features]
     return sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if layer.bias is not None else 0)
@@ -103,6 +105,8 @@ def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> in
     from .quantize import int8_layer_bytes
 
     net = as_net(model)
+    if getattr(net, "general", False):
+        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
     sizes = [net.in_features, *kept, net.out_features]
     return sum(int8_layer_bytes(sizes[k + 1], sizes[k], layer.bias is not None) for k, layer in enumerate(net.layers))
@@ -114,6 +118,22 @@ def format_bytes(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{n} B"
+
+
+def ram_bytes(model, masks=None, input_shape=None) -> int:
+    """Peak activation memory of a batch-1 forward pass in bytes (float32 maps): the two largest
+    consecutive intermediate maps, as the exported C's scratch buffer holds them side by side
+    (the caller's input and output not counted). For an MLP the maps are the hidden layers.
+    ``input_shape`` is needed for a convolutional network that has not seen data yet."""
+    from .network import as_net
+
+    net = as_net(model)
+    if getattr(net, "general", False):
+        if input_shape is not None:
+            net.bind(tuple(input_shape))
+        return 4 * net.ram_floats(masks)
+    h = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
+    return 4 * max([h[0]] + [a + b for a, b in zip(h, h[1:])])
 
 
 def available_bytes() -> int | None:

@@ -93,6 +93,8 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
 
     net = as_net(model)
     _check_meta(meta or {}, "meta")
+    if getattr(net, "general", False):  # convolutions: the description of layers/io.py
+        return _save_general(Path(path), net, meta, dtype)
     tensors = {}
     desc = []
     for k, layer in enumerate(net.layers):
@@ -162,6 +164,9 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tup
         doc = json.loads(header["shrinknet"])
     except (json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: its shrinknet description is not readable JSON (or nested too deeply)") from None
+    if isinstance(doc, dict) and doc.get("format") == "shrinknet-seq":  # convolutions: layers/io.py
+        model, meta = _load_general(path, doc, tensors)
+        return (model if dtype is None else model.to(dtype)), meta
     bad = _check_doc(doc)
     if bad:
         raise ModelFileError(f"{path} has an invalid shrinknet description: {bad}")
@@ -342,3 +347,41 @@ def _check_meta(meta, what: str, raise_: bool = True) -> str | None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def _save_general(path: Path, net, meta: dict | None, dtype: str | None) -> Path:
+    """A general (CNN) network: tensors ``layers.K.weight/bias`` and the layers/io.py description."""
+    from safetensors.torch import save_file
+
+    from .layers import io
+
+    conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
+    tensors = {k: conv(t).detach().cpu().contiguous() for k, t in io.tensors(net).items()}
+    doc = {**io.describe(net), "meta": meta or {}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"shrinknet": json.dumps(doc)})
+    return path
+
+
+def _load_general(path: Path, doc: dict, tensors: dict) -> tuple[nn.Sequential, dict]:
+    """(nn.Sequential, meta) of a general network's file; the input shape goes into meta.
+    Tensors are checked as for MLP files (floating point, finite, none unused)."""
+    from .layers import io
+
+    for key, t in tensors.items():
+        _check_tensor(path, key, t)
+    bad = _check_meta(doc.get("meta", {}), "'meta'", raise_=False)
+    if bad:
+        raise ModelFileError(f"{path} has an invalid shrinknet description: {bad}")
+    try:
+        net = io.build(doc, tensors)
+        unused = sorted(set(tensors) - set(io.tensors(net)))
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise ModelFileError(f"{path} has an invalid shrinknet-seq description: {_first_line(e)}") from None
+    if unused:
+        raise ModelFileError(f"{path} holds tensors its description does not use ({', '.join(unused[:3])}): "
+                             "refusing a file that does not describe itself")
+    meta = dict(doc.get("meta") or {})
+    if net.in_shape is not None:
+        meta["input_shape"] = list(net.in_shape)
+    return net.to_sequential(), meta

@@ -200,6 +200,11 @@ def as_net(model: nn.Module | Net) -> Net:
     """
     if isinstance(model, Net):
         return model
+    if isinstance(model, nn.Sequential):
+        from .layers import needs_general, parse
+
+        if needs_general(model):  # convolutions, pooling, BatchNorm, ReLU6, LeakyReLU
+            return parse(model)
     if not isinstance(model, nn.Sequential):
         raise TypeError(
             f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
@@ -288,9 +293,11 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
     """
     X = _as_tensor("X", X)
     T = _as_tensor("T", T)
-    if X.ndim != 2:
+    if getattr(net, "general", False):
+        X = _prepare_general_input(net, X)
+    if X.ndim != 2 and not getattr(net, "general", False):
         raise ValueError(f"X must be 2-D (instances x features), got shape {tuple(X.shape)}")
-    if X.shape[1] != net.in_features:
+    if not getattr(net, "general", False) and X.shape[1] != net.in_features:
         raise ValueError(
             f"X has {X.shape[1]} features per instance but the network's first Linear expects "
             f"{net.in_features}"
@@ -341,6 +348,16 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
 
 def _is_one_hot(T: Tensor) -> bool:
     return bool(((T == 0) | (T == 1)).all()) and bool((T.sum(1) == 1).all())
+
+
+def _prepare_general_input(net, X: Tensor) -> Tensor:
+    """Check X against a general network's instance shape (binding it at first use)."""
+    if X.ndim < 2:
+        raise ValueError(f"X must have one row per instance, got shape {tuple(X.shape)}")
+    if net.in_shape is not None and X.ndim == 2 and len(net.in_shape) > 1 and X.shape[1] == net.in_features:
+        X = X.reshape(X.shape[0], *net.in_shape)  # flat rows of a known image shape
+    net.bind(tuple(X.shape[1:]))
+    return X
 
 
 def _as_tensor(what: str, a) -> Tensor:

@@ -51,6 +51,7 @@ class Step:
     params: int  # weights + biases of the physically pruned network
     bytes: int  # params at the storage dtype
     kept: list[int]  # neurons kept per hidden layer
+    ram_bytes: int | None = None  # peak activation memory of a batch-1 forward (memory.ram_bytes)
 
 
 @dataclass
@@ -93,11 +94,15 @@ class PruneResult:
         net = self.original if self.builder is None else self.builder.build(masks)
         return shrink(net, masks)
 
-    def fit(self, budget_bytes: int | str) -> tuple[int, nn.Sequential | None]:
-        """(k, network): the least-validation-error step whose size fits ``budget_bytes``.
+    def fit(self, budget_bytes: int | str | None, ram_budget_bytes: int | str | None = None
+            ) -> tuple[int, nn.Sequential | None]:
+        """(k, network): the least-validation-error step whose size fits ``budget_bytes`` (weights)
+        and ``ram_budget_bytes`` (peak activation memory, ``Step.ram_bytes``) where given.
 
         The network is None when the result has no original network attached.
         """
+        if ram_budget_bytes is not None:
+            return _fit_ram(self, budget_bytes, memory.parse_size(ram_budget_bytes))
         budget = memory.parse_size(budget_bytes)
         fitting = [k for k, s in enumerate(self.steps) if s.bytes <= budget]
         if not fitting:
@@ -126,7 +131,8 @@ class PruneResult:
         ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
         return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
 
-    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None) -> tuple[int, str]:
+    def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None,
+             ram_budget_bytes: int | str | None = None) -> tuple[int, str]:
         """(k, "budget" or "max_drop"): the step to keep under a memory budget, an accuracy limit, or both.
 
         Budget alone: ``fit(budget_bytes)`` (least error that fits). ``max_drop`` alone:
@@ -134,6 +140,8 @@ class PruneResult:
         the smallest network within the drop when it also fits the budget ("max_drop"), else the
         budget's step ("budget"; it then loses more than ``max_drop``: a device limit is hard).
         """
+        if ram_budget_bytes is not None:  # RAM is a device limit too: the step must fit both budgets
+            return _pick_ram(self, budget_bytes, max_drop, memory.parse_size(ram_budget_bytes))
         if budget_bytes is None and max_drop is None:
             raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
         kd = None if max_drop is None else self.within(max_drop)
@@ -250,6 +258,7 @@ def prune(
     ridge: float = DEFAULT_RIDGE,
     X_calib=None,
     max_drop: float | str | None = None,
+    ram_budget_bytes: int | str | None = None,
     checkpoint=None,
     resume: dict | None = None,
     speed: str = "exact",
@@ -278,6 +287,9 @@ def prune(
             ``max_fraction`` or ``full_curve`` the run stops at the first removal that loses more
             (recorded, so the crossing shows); with a budget too, once both are reached.
             ``PruneResult.pick(budget_bytes, max_drop)`` then chooses the step.
+        ram_budget_bytes: budget for the peak activation memory of a batch-1 forward pass
+            (``memory.ram_bytes``: the two largest consecutive float32 maps); a stopping target
+            like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
         dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
             weights with a float32 scale per row and float32 biases, see ``quantize``). At int8,
             scoring, refit and recorded errors use the dequantized int8 network (what the device
@@ -342,9 +354,13 @@ def prune(
                          "checkpointed): start afresh")
     if group is not None and algorithm == "iterative_pairs":
         raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
+    if speed != "exact" and getattr(as_net(model), "general", False):
+        raise ValueError(f"speed {speed!r} handles fully connected networks; use speed 'exact' for convolutional ones")
     if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
         raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
     net = _copy_net(as_net(model))
+    if getattr(net, "general", False) and dtype == "int8":
+        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
     check_positive_int("chunk_size", chunk_size, optional=True)
@@ -373,6 +389,7 @@ def prune(
             f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
         )
     drop = None if max_drop is None else parse_drop(max_drop)
+    ram = _check_ram_budget(net, ram_budget_bytes)
     config = dict(
         method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=clip, seed=seed, full_curve=full_curve,
@@ -380,6 +397,8 @@ def prune(
         refit=refit, ridge=ridge if refit else None, n_calib=None if Xc is None else len(Xc),
     )
     config.update(speed_.to_config(), world_size=distributed.world_size(group))
+    if ram is not None:
+        config["ram_budget_bytes"] = ram
     builder = Refitter(net, Xc, ridge, refit=refit is not None, int8=dtype == "int8")
     state = None
     if checkpoint is not None or resume is not None:
@@ -416,7 +435,7 @@ def prune(
         if checkpoint is not None:
             checkpoint(state)
         while pruner.n_removed < limit:
-            if max_fraction is None and not full_curve and _targets_reached(result, budget, drop):
+            if max_fraction is None and not full_curve and _stop(result, budget, drop, ram):
                 break
             removed, score = pruner.choose(algorithm, order, limit - pruner.n_removed)
             pruner.remove(removed)
@@ -452,10 +471,59 @@ def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
     return shard(val), shard(test)
 
 
+def _fit_ram(result: PruneResult, budget_bytes, ram_budget: int) -> tuple[int, nn.Sequential | None]:
+    """``fit`` with a RAM budget (and a weight budget unless None)."""
+    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
+    fitting = [k for k, s in enumerate(result.steps)
+               if (budget is None or s.bytes <= budget) and s.ram_bytes is not None and s.ram_bytes <= ram_budget]
+    if not fitting:
+        raise ValueError(f"no step of this run fits {budget if budget is not None else 'any number of'} bytes of "
+                         f"weights and {ram_budget} bytes of RAM; the smallest RAM reached is "
+                         f"{min((s.ram_bytes or 0) for s in result.steps)} bytes")
+    k = min(fitting, key=lambda i: (result.steps[i].error, i))
+    return k, (result.network(k) if result.original is not None else None)
+
+
+def _pick_ram(result: PruneResult, budget_bytes, max_drop, ram: int) -> tuple[int, str]:
+    """``pick`` with a RAM budget: the smallest network within ``max_drop`` that fits both
+    budgets, else the least-error step that fits them."""
+    kb = _fit_ram(result, budget_bytes, ram)[0]
+    if max_drop is None:
+        return kb, "budget"
+    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
+    d = parse_drop(max_drop)
+    ok = [k for k, s in enumerate(result.steps) if result.drop(k) <= d + 1e-12 and (s.ram_bytes or 0) <= ram
+          and (budget is None or s.bytes <= budget)]
+    if ok:
+        return min(ok, key=lambda k: (result.steps[k].bytes, result.steps[k].error, k)), "max_drop"
+    return kb, "budget"
+
+
+def _check_ram_budget(net, ram_budget_bytes) -> int | None:
+    if ram_budget_bytes is None:
+        return None
+    ram = memory.parse_size(ram_budget_bytes)
+    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    if ram < least:
+        raise ValueError(f"RAM budget of {ram} bytes is below the smallest reachable by removing hidden units: "
+                         f"{least} bytes (one unit per hidden layer)")
+    return ram
+
+
+def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int | None) -> bool:
+    """The weight/accuracy targets (``_targets_reached``) and the RAM budget are all reached."""
+    if ram is None:
+        return _targets_reached(result, budget, drop)
+    others = budget is None and drop is None or _targets_reached(result, budget, drop)
+    return others and (result.steps[-1].ram_bytes or 0) <= ram
+
+
 def _calibration(net: Net, val: Data, X_calib) -> Tensor:
     """Calibration inputs of the refit, checked: enough instances for the widest hidden layer."""
     Xc = val.X if X_calib is None else torch.as_tensor(X_calib)
-    if Xc.ndim != 2 or Xc.shape[1] != net.in_features:
+    if getattr(net, "general", False):  # (N, C, H, W), or flat rows of the known shape
+        Xc = network._prepare_general_input(net, Xc)
+    elif Xc.ndim != 2 or Xc.shape[1] != net.in_features:
         raise ValueError(f"X_calib must have shape (N, {net.in_features}), got {tuple(Xc.shape)}")
     need = max(net.hidden_sizes) + 1
     if len(Xc) < need:
@@ -552,7 +620,7 @@ class _Pruner:
         exact_mode = speed is None or speed.name == "exact"
         # exact brute force reuses work between steps where that is exact (exact.Incremental); it
         # scores the plain network, so not with refit="every_step" or int8 (their scoring net changes)
-        plain = not self.every and not self.builder.int8
+        plain = not self.every and not self.builder.int8 and not getattr(net, "general", False)
         self.incremental = (Incremental(net, loss, self.val, workers, chunk_size)
                             if method == "brute_force" and exact_mode and plain else None)
         self.chooser = None if exact_mode else Chooser(net, loss, self.val, speed, workers, chunk_size, group, self.limit)
@@ -671,14 +739,14 @@ class _Pruner:
     def best_pair(self) -> tuple[list[tuple[int, int]] | None, float]:
         """The most correlated pairs of each layer, switched off together by brute force;
         returns the pair with the least Delta E per neuron removed."""
-        from .analysis import contribution_correlation, top_pairs
+        from .analysis import top_pairs, unit_correlation
 
         best, best_score = None, math.inf
         for h in range(self.net.n_hidden):
             if int(self.masks[h].sum()) <= 2:
                 continue
             o = torch.cat([t.o[h] for _, t in self.val])
-            corr = contribution_correlation(o, self.scoring.layers[h + 1].weight)
+            corr = unit_correlation(self.scoring, o, h)
             for j, k, _ in top_pairs(corr, self.masks[h], self.pairs):
                 delta = sum(
                     float(switch_off_delta(self.scoring, self.loss, d, self.masks, t, h, [j, k])) for d, t in self.val
@@ -713,11 +781,14 @@ class _Pruner:
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
             test_accuracy=tacc, params=params, bytes=memory.network_bytes(self.net, dtype, self.masks), kept=kept,
+            ram_bytes=memory.ram_bytes(self.net, self.masks),
         )
 
 
 def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
     """Exact Delta E (summed over the batch) of switching off ``neurons`` of hidden layer h together."""
+    if getattr(net, "general", False):
+        return net.switch_off_delta(loss, data, masks, trace, h, neurons)
     J = torch.as_tensor(neurons, device=net.device)
     W = net.layers[h + 1].weight
     xs = trace.x[h + 1] - trace.o[h][:, J] @ W[:, J].T  # remove all their contributions at once
@@ -768,6 +839,8 @@ def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
 
 
 def _copy_net(net: Net) -> Net:
+    if getattr(net, "general", False):
+        return net.copy()
     return Net([Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act) for l in net.layers])
 
 
@@ -777,6 +850,8 @@ def _describe(layout: dict) -> str:
 
 
 def _layout(net: Net) -> dict:
+    if getattr(net, "general", False):
+        return net.layout()
     return {
         "in": net.in_features,
         "hidden": list(net.hidden_sizes),

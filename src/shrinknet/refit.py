@@ -94,6 +94,8 @@ class Refitter:
         The result's calibration hidden outputs are kept in ``result.calib_o`` (refit only).
         """
         masks = self.net.check_masks(masks)
+        if getattr(self.net, "general", False):  # CNNs: layers/*.py refit over all positions; no int8
+            return self._build_general(masks)
         if start is None:
             start = self.first_refit_layer(masks)
         layers = list(self.net.layers)
@@ -122,6 +124,27 @@ class Refitter:
         net = Net(layers)
         net.calib_o = outs  # (N, hidden_k) masked outputs of every hidden layer on the calibration data
         return net
+
+    def _build_general(self, masks):
+        """A convolutional network refit from the first refit layer up, each layer by its own
+        module's ``refit`` (ridge least squares over every position), fed by the refit layers below."""
+        from .layers import Block, SeqNet
+
+        start = self.first_refit_layer(masks)
+        if start is None:
+            return self.net
+        net = self.net
+        blocks = list(net.blocks)
+        with torch.no_grad():
+            o = net._internal(self.X)
+            for k, b in enumerate(blocks):
+                if k >= start:
+                    keep = masks[k - 1].nonzero().squeeze(1)
+                    b = blocks[k] = Block(b.param.refit(o, self.target[k], keep, self.ridge), b.tail)
+                if k < len(masks):
+                    o = b.run_tail(b.param.forward(o))
+                    o = o * net._expand(masks[k], o)
+        return SeqNet(blocks, net.dims, net.in_shape)
 
     def _solve(self, k: int, o: Tensor, masks) -> Layer:
         orig = self.net.layers[k]

@@ -122,6 +122,8 @@ def score_batch(
     """
     if trace is None:
         trace = net.forward(data.X, masks)
+    if getattr(net, "general", False):
+        return _score_general(method, net, loss, data, masks, trace, chunk_size, bar)
     if method == "brute_force":
         return brute_force(net, loss, data, masks, trace, chunk_size, bar, workers)
     if method == "magnitude":
@@ -140,6 +142,36 @@ def score_batch(
             for h, r in enumerate(records)
         ]
     raise ValueError(f"unknown method {method!r}")
+
+
+def _score_general(method: str, net, loss: Loss, data: Data, masks: Masks, trace: Trace,
+                   chunk_size: int | None, bar) -> list[Tensor]:
+    """The criteria on a general (CNN) network, units = output channels; sums run over the
+    instances and every position of the channel's map (see layers/net.py)."""
+    if method == "brute_force":
+        return net.brute_force(loss, data, masks, trace, chunk_size, bar)
+    if method == "magnitude":
+        return net.magnitude(trace)
+    if method == "taylor2_exact":  # eq. 8 on the channel gate g: -dE/dg + 1/2 d2E/dg2, exactly
+        out = []
+        for h in range(net.n_hidden):
+            with torch.enable_grad():
+                g1, g2 = net.gate_hessian_diagonal(loss, data, masks, trace, h, chunk_size, bar)
+            out.append(-g1 + 0.5 * g2)
+        return out
+    records = sweep(net, loss, data, masks, trace)
+    if method == "taylor1":  # eq. 6 with the channel as the unit: -sum over positions of o dE/do
+        return [_per_channel(-r.o * r.dE_do) for r in records]
+    if method == "taylor2":
+        # eq. 8 on the channel gate, the gate's second derivative taken as sum over positions of
+        # o^2 d2E/do^2 (cross-position terms dropped, as the paper drops cross-neuron terms)
+        return [_per_channel(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2) for r in records]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _per_channel(t: Tensor) -> Tensor:
+    """Sum of (N, C, ...) over instances and positions: (C,)."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1).sum(1)
 
 
 def brute_force(

@@ -24,6 +24,8 @@ def shrink(model, masks: Masks) -> nn.Sequential:
     """
     net = as_net(model)
     masks = net.check_masks(masks)
+    if getattr(net, "general", False):  # channels: layers/conv.py and layers/linear.py ``keep``
+        return net.shrink(masks).to_sequential()
     layers = []
     for k, layer in enumerate(net.layers):
         W, b = layer.weight, layer.bias

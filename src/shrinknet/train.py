@@ -39,6 +39,47 @@ def mlp(sizes, activation: str = "sigmoid", out_activation: str = "identity", bi
     return nn.Sequential(*mods)
 
 
+#: The default small CNN of ``train --arch cnn``: two conv blocks, then one Linear layer.
+CNN_CHANNELS = (8, 16)
+
+
+def cnn(in_shape, n_out: int, channels=CNN_CHANNELS, activation: str = "relu", out_activation: str = "identity",
+        seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """A small CNN for (C, H, W) or (C, L) inputs: per entry of ``channels`` a block
+    conv 3 (padding 1) -> BatchNorm -> activation -> max pool 2, then Flatten -> Linear(n_out).
+
+    Returned in eval mode (BatchNorm uses running statistics; ``train`` switches modes itself);
+    shrinknet folds the BatchNorm into the convolutions when it parses the network.
+    """
+    in_shape = tuple(int(s) for s in in_shape)
+    if len(in_shape) not in (2, 3) or not channels:
+        raise ValueError(f"cnn needs an input shape (C, H, W) or (C, L) and at least one conv block, got {in_shape}")
+    dims = len(in_shape) - 1
+    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d))
+    mods: list[nn.Module] = []
+    c, spatial = in_shape[0], list(in_shape[1:])
+    for ch in channels:
+        act = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
+        mods += [Conv(c, ch, 3, padding=1, dtype=dtype), BN(ch, dtype=dtype), *([act] if act else []), Pool(2)]
+        c, spatial = ch, [s // 2 for s in spatial]
+        if min(spatial) < 1:
+            raise ValueError(f"input {in_shape} is too small for {len(channels)} conv blocks (each halves it)")
+    mods += [nn.Flatten(), nn.Linear(c * int(torch.tensor(spatial).prod()), n_out, dtype=dtype)]
+    out = A.from_name(out_activation).to_module()
+    if out is not None:
+        mods.append(out)
+    model = nn.Sequential(*mods).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
+        for m in model:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                bound = 1 / (m.weight[0].numel()) ** 0.5
+                m.weight.uniform_(-bound, bound, generator=gen)
+                m.bias.uniform_(-bound, bound, generator=gen)
+    model.shrinknet_input_shape = in_shape
+    return model
+
+
 @dataclass
 class TrainLog:
     epochs: int  # epochs run

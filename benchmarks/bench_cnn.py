@@ -1,0 +1,167 @@
+"""CNN channel pruning on MNIST 5k (1x20x20): speed ratios and accuracy at a byte budget.
+
+Network (the issue's): conv 3x3 16 -> BN -> ReLU -> max pool 2 -> conv 3x3 32 -> BN -> ReLU ->
+max pool 2 -> Linear 10, cross-entropy, trained here for a few epochs (Adam, early stopping on the
+validation split); BatchNorm is folded into the convolutions when shrinknet parses it. Float32, CPU.
+
+Prints, side by side in one run:
+  1. brute force over all 48 channels: shrinknet's vectorized pass (a chunk of candidates batched
+     through the layers above) vs a naive loop of masked forward passes, one per channel (ratio);
+  2. taylor2 (one forward pass and the second-derivative sweep) vs one torch forward+backward;
+  3. test accuracy at 4, 8, 16 and 32 KiB (shrinknet also with refit="final": ridge least squares
+     of the layers above on the training split, over every position) of float32 weights: shrinknet (iterative brute force,
+     Algorithm II) vs Torch-Pruning's Taylor importance (global ranking, pruned step by step on
+     the same validation data until the same byte count; BatchNorm counted folded), without
+     retraining and then after the same fine-tuning (``retrain.finetune``: Adam, --finetune epochs,
+     early stopping on validation) of each pruned network. Torch-Pruning's network keeps its
+     BatchNorm layers, which fine-tuning also updates; shrinknet's has them folded.
+
+Run: python benchmarks/bench_cnn.py [--epochs 8] [--repeats 3]   (needs torch-pruning: the [bench] extra)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from torch import nn
+
+import shrinknet
+from shrinknet import datasets, losses, network
+from shrinknet.train import cnn, train
+
+BUDGETS_KIB = (4, 8, 16, 32)
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def naive_brute_force(net, data, loss):
+    """Switch off each channel in turn and run the whole masked network again."""
+    masks = net.full_masks()
+    E0 = loss.per_instance(net.forward(data.X, masks).o[-1], data.T).sum()
+    out = []
+    with torch.no_grad():
+        for h, size in enumerate(net.hidden_sizes):
+            s = torch.empty(size)
+            for c in range(size):
+                m = [mm.clone() for mm in masks]
+                m[h][c] = False
+                s[c] = loss.per_instance(net.forward(data.X, m).o[-1], data.T).sum() - E0
+            out.append(s)
+    return out
+
+
+def flash_bytes_folded(model) -> int:
+    """float32 bytes of conv and linear weights and biases (BatchNorm folded into the conv bias)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            n += m.weight.numel() + (m.bias.numel() if m.bias is not None else m.out_channels)
+    return 4 * n
+
+
+def accuracy(model, X, y) -> float:
+    with torch.no_grad():
+        return float((model(X).argmax(1) == y).float().mean())
+
+
+def torch_pruning_at(model, Xv, yv, budget: int):
+    """Torch-Pruning, Taylor importance, global ranking, small iterative steps until <= budget bytes."""
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model).eval()
+    last = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1]
+    pruner = tp.pruner.MetaPruner(m, torch.zeros(1, *Xv.shape[1:]), importance=tp.importance.TaylorImportance(),
+                                  global_pruning=True, pruning_ratio=0.97, iterative_steps=200,
+                                  ignored_layers=[last])
+    for _ in range(200):
+        if flash_bytes_folded(m) <= budget:
+            break
+        m.zero_grad()
+        nn.functional.cross_entropy(m(Xv), yv, reduction="sum").backward()
+        pruner.step()
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--finetune", type=int, default=5, help="fine-tuning epochs (0: none)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    ds = datasets.load("mnist5k")
+    shape = (1, 20, 20)
+    view = lambda a: torch.as_tensor(a).reshape(len(a), *shape)  # noqa: E731
+    Xtr, Xv, Xte = view(ds.inputs("train")), view(ds.inputs("val")), view(ds.inputs("test"))
+    ytr, yv, yte = (torch.as_tensor(ds.targets(s, "cross_entropy")).long() for s in ("train", "val", "test"))
+    model = cnn(shape, 10, (16, 32), "relu")
+    t0 = time.perf_counter()
+    log = train(model, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=args.epochs, patience=3, lr=3e-3)
+    model.eval()
+    print(f"trained {log.epochs} epochs in {time.perf_counter() - t0:.1f}s; test accuracy {accuracy(model, Xte, yte):.4f}; "
+          f"{flash_bytes_folded(model)} B of float32 weights (BatchNorm folded)")
+
+    net = shrinknet.as_net(model)
+    loss = losses.get("cross_entropy")
+    data = network.prepare(net, Xv, yv, loss)
+    fast = shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy")
+    slow = naive_brute_force(net, data, loss)
+    worst = max(float(((a - b).abs() / b.abs().clamp_min(1e-6)).max()) for a, b in zip(fast, slow))
+    t_fast = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy"), args.repeats)
+    t_slow = best_of(lambda: naive_brute_force(net, data, loss), args.repeats)
+    t_t2 = best_of(lambda: shrinknet.saliency(model, Xv, yv, "taylor2", loss="cross_entropy"), args.repeats)
+
+    def fwd_bwd():
+        m = copy.deepcopy(model)
+        nn.functional.cross_entropy(m(Xv), yv, reduction="sum").backward()
+
+    t_fb = best_of(fwd_bwd, args.repeats)
+    print(f"\nspeed on {len(Xv)} validation images, 48 channels (best of {args.repeats}; shared, noisy 2-core machine)")
+    print(f"{'':34} {'seconds':>9} {'ratio':>7}")
+    print(f"{'brute force, naive masked loop':34} {t_slow:9.3f} {1:7.2f}")
+    print(f"{'brute force, shrinknet':34} {t_fast:9.3f} {t_slow / t_fast:7.2f}x faster   (max rel. diff {worst:.1e})")
+    print(f"{'one forward+backward (torch)':34} {t_fb:9.3f} {1:7.2f}")
+    print(f"{'taylor2 (forward + 2nd-order sweep)':34} {t_t2:9.3f} {t_t2 / t_fb:7.2f}x its time")
+
+    t0 = time.perf_counter()
+    result = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False)
+    t_prune = time.perf_counter() - t0
+    refit = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
+                            refit="final", X_calib=Xtr)
+    print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
+          f"in {t_prune:.1f}s")
+    from shrinknet.retrain import finetune
+
+    def tuned(m):
+        if args.finetune == 0:
+            return float("nan")
+        best, _ = finetune(m, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=args.finetune, lr=1e-3, patience=2)
+        return accuracy(best.eval(), Xte, yte)
+
+    print(f"\ntest accuracy (no retraining | after {args.finetune} epochs of the same fine-tuning)")
+    print(f"{'budget':>8} | {'shrinknet B':>11} {'kept':>9} {'acc':>7} {'refit':>7} {'tuned':>7} | "
+          f"{'Torch-Pruning B':>15} {'kept':>9} {'acc':>7} {'tuned':>7}")
+    for kib in BUDGETS_KIB:
+        k, small = result.fit(kib * 1024)
+        tp_model = torch_pruning_at(model, Xv, yv, kib * 1024)
+        tp_kept = [m.out_channels for m in tp_model.modules() if isinstance(m, nn.Conv2d)]
+        print(f"{kib:>5} KiB | {result.steps[k].bytes:>11} {str(result.steps[k].kept):>9} "
+              f"{result.steps[k].test_accuracy:7.4f} {refit.steps[refit.fit(kib * 1024)[0]].test_accuracy:7.4f} "
+              f"{tuned(small):7.4f} | {flash_bytes_folded(tp_model):>15} "
+              f"{str(tp_kept):>9} {accuracy(tp_model, Xte, yte):7.4f} {tuned(tp_model):7.4f}")
+
+
+if __name__ == "__main__":
+    main()
