@@ -129,3 +129,19 @@ def test_c_export_of_a_folded_model_takes_raw_inputs(trained, tmp_path):
     with torch.no_grad():
         want = model(torch.as_tensor(X)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_nearly_constant_feature_is_not_blown_up():
+    """A pixel that is 0 but in one image of 1000: its plain std would make that image's value a
+    ~32-sigma input; the floor keeps every standardized training value within 1 / STD_FLOOR, and
+    leaves ordinary features' std alone."""
+    g = np.random.default_rng(0)
+    X = np.zeros((1000, 3))
+    X[:, 0] = g.normal(size=1000) * 40 + 100  # ordinary feature
+    X[7, 1] = 255.0  # nearly constant pixel
+    X[:, 2] = 3.0  # constant
+    mean, std = scaling.fit(X)
+    assert std[0] == pytest.approx(X[:, 0].std(), rel=1e-12)
+    assert std[1] == pytest.approx(scaling.STD_FLOOR * 255.0) and X[:, 1].std() < std[1]
+    assert std[2] == 1.0
+    assert np.abs((X - mean) / std).max() <= 1 / scaling.STD_FLOOR + 1e-9

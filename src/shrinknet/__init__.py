@@ -11,6 +11,7 @@ from .memory import format_bytes, network_bytes, parse_size
 from .network import Net, as_net
 from .prune import ALGORITHMS, PruneResult, Step, prune
 from .saliency import METHODS, saliency
+from .speed import SPEEDS
 from .surgery import shrink
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "Derivatives",
     "InputError",
     "METHODS",
+    "SPEEDS",
     "Net",
     "PruneResult",
     "Step",

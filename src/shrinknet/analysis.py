@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import losses, network
+from . import losses, network, threads
 from .backprop2 import sweep
 from .network import as_net
 from .saliency import candidate_bar, removed_to_inf, score_batch
@@ -70,6 +70,7 @@ def agreement(estimate: Tensor, truth: Tensor, k: int | None = None) -> dict:
     }
 
 
+@threads.heavy
 def compare_estimates(model, X, T, loss: str = "mse", methods=ESTIMATES, mask=None, k: int | None = None,
                       progress: bool = False) -> dict:
     """Each estimate against brute force, per hidden layer and over all neurons.
@@ -82,7 +83,8 @@ def compare_estimates(model, X, T, loss: str = "mse", methods=ESTIMATES, mask=No
     net, loss_, data, masks, trace = _setup(model, X, T, loss, mask)
     slow = 1 + sum(m == "taylor2_exact" for m in methods)
     with torch.no_grad(), candidate_bar(progress, masks, slow, "brute force vs estimates") as bar:
-        truth = removed_to_inf(score_batch("brute_force", net, loss_, data, masks, trace, bar=bar), masks)
+        workers = threads.workers_for(threads.scoring_work(net, len(data)))
+        truth = removed_to_inf(score_batch("brute_force", net, loss_, data, masks, trace, bar=bar, workers=workers), masks)
         out = {"truth": truth, "scores": {}, "agreement": {}}
         for m in methods:
             s = removed_to_inf(score_batch(m, net, loss_, data, masks, trace, bar=bar), masks)

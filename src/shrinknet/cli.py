@@ -551,6 +551,64 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 
 
 # -- prune -------------------------------------------------------------------------------------
+def _speed_options(f):
+    """--speed and friends, --threads (issue 10); their values go to prune() as they are."""
+    from .speed import SPEEDS
+
+    for opt in reversed([
+        click.option("--speed", default="exact", show_default=True, type=click.Choice(SPEEDS),
+                     help="Iterative brute force: exact (the exact greedy choice every step), screen (second-order "
+                          "screen, exact scores for a shortlist) or fast (screen plus several removals per scoring "
+                          "while far from the end). Approximate runs record their agreement with exact."),
+        click.option("--screen-size", default=None, type=int,
+                     help="screen/fast: candidates scored exactly per step, per criterion (default 32)."),
+        click.option("--block-fraction", default=None, type=float,
+                     help="fast: fraction of the removals still to go taken per scoring (default 0.05)."),
+        click.option("--checks", default=None, type=int,
+                     help="screen/fast: removals at which the exact greedy choice is also computed (default 20)."),
+        click.option("--threads", default=None, type=int,
+                     help="Worker threads over candidate chunks (default: by workload size; env SHRINKNET_THREADS)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm) -> None:
+    """The speed and thread settings, checked before any work (prune() checks them again)."""
+    from . import threads as thread_policy
+    from .speed import settings
+
+    settings(speed, screen_size, block_fraction, checks, method, algorithm)
+    thread_policy.requested(threads)
+
+
+def _join_distributed():
+    """Under torchrun: join the process group (gloo on CPU); ranks other than 0 go silent.
+    Returns the group, or None when this process runs alone."""
+    import atexit
+    import os
+
+    from . import distributed
+
+    group = distributed.init_from_env("cpu")
+    if group is None:
+        return None
+    _DISTRIBUTED.append(group)
+    atexit.register(_leave_distributed)
+    if distributed.rank(group) != 0:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    return group
+
+
+def _leave_distributed():
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 @cli.command()
 @click.argument("model", type=click.Path())
 @_data_options
@@ -596,11 +654,13 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 @click.option("--checkpoint-every", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds of pruning between checkpoints (also written on Ctrl-C/SIGTERM).")
 @_heldout_options
+@_speed_options
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
           max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out,
           overwrite, resume,
-          checkpoint_every, val, test, refit, ridge, finetune, baseline):
+          checkpoint_every, val, test, refit, ridge, finetune, baseline, speed, screen_size, block_fraction, checks,
+          threads):
     """Remove hidden neurons one at a time; save the shrunk network and the whole run.
 
     Needs --budget, --max-drop or both: the saved network is the least-error one that fits the
@@ -609,14 +669,23 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     The run's progress is checkpointed beside the run directory (RUN_DIR.checkpoint.json) while it
     prunes; after an interruption, the same command with --resume continues where it stopped and
     ends with the same result as an uninterrupted run.
+
+    Under torchrun (torchrun --standalone --nproc_per_node=2 -m shrinknet prune ...) the
+    instances are split over the processes; rank 0 prints and writes.
     """
-    from . import memory
+    from . import distributed, memory
     from .checkpoint import Checkpointer
     from .experiments import choice_summary, shrink_and_save
     from .export import check_prefix
     from .prune import parse_drop
 
     t0 = time.perf_counter()
+    group = _join_distributed()
+    if group is not None and resume is not None:
+        raise UserError("--resume does not work under torchrun: resume the run in one process")
+    scale = dict(speed=speed, screen_size=screen_size, block_fraction=block_fraction, checks=checks,
+                 threads=threads, group=group)
+    _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm)
     budget_bytes = None if budget is None else memory.parse_size(budget)
     ram_bytes = None if ram_budget is None else memory.parse_size(ram_budget)
     drop = None if max_drop is None else parse_drop(max_drop)
@@ -632,7 +701,10 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         _require("onnx", "export")
     if analyze:
         _require("scipy", "report")
-    out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
+    if distributed.rank(group) == 0:
+        out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
+    else:  # the other ranks only compute: no output checks, claims or checkpoints
+        out, ckpt_path, saved = Path(out or "."), None, None
     net_model, meta, rec = _load_model(model, hidden, activation, out_activation)
     loss = _resolve_loss(loss, rec, model)
     ds = _data_with_heldout(data, meta, seed, size, val, test, net_model, rec)
@@ -641,7 +713,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _check_retrain(ds, meta, finetune, baseline)
     refit = _cnn_refit(ctx, net_model, refit, dtype)
     _start_check(net_model, ds, loss, force)
-    hook = Checkpointer(ckpt_path, every=checkpoint_every)
+    hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
                                formats=formats, analyze=analyze, name=f"{algorithm} {method}",
@@ -650,13 +722,15 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
                                overwrite=overwrite, checkpoint=hook, resume=saved, force=True,
                                refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
-                               baseline=baseline, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
+                               baseline=baseline, **scale, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
-        if not hook.writes:
+        if hook is None or not hook.writes:
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"{first}; the pruning so far is kept in {ckpt_path}: run the same command with --resume "
                         "to continue from it") from None
+    if distributed.rank(group) != 0:
+        return  # rank 0 prints and writes
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result)
@@ -668,6 +742,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")
+    _print_agreement(ctx, result)
 
 
 def _cnn_refit(ctx, net_model, refit: str, dtype: str) -> str:
@@ -715,6 +790,16 @@ def _prune_outputs(ctx, inputs, out, overwrite, resume):
                         "or delete it to start afresh")
     interrupt.kept(ckpt, "(run the same command with --resume to continue)")
     return out, ckpt, saved
+
+
+def _print_agreement(ctx, result) -> None:
+    from .speed import summary
+
+    a = summary(result.agreement)
+    if a is not None:
+        click.echo(f"speed {result.config['speed']}: {a['same']} of {a['checks']} checked removals were the exact greedy "
+                   f"choice; exact ΔE of the removed neuron exceeded the best by {a['mean_excess_delta']:.4g} on average "
+                   f"(max {a['max_excess_delta']:.4g})")
 
 
 def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
@@ -953,13 +1038,14 @@ def demo(ctx, out, budget, size, overwrite):
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
                            name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
                            report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
-                           own=own, models={"trained.safetensors": (model, meta)})
+                           own=own, models={"trained.safetensors": (model, meta)}, refit=DEFAULT_REFIT)
     result, k, c = done["result"], done["step"], done["exports"]["c"]
     s0, sk = result.steps[0], result.steps[k]
     click.echo(
         f"\nshrunk {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} "
         f"(budget {memory.format_bytes(budget_bytes)}): kept {sk.kept} of {result.layout['hidden']} hidden neurons\n"
-        f"test accuracy {s0.test_accuracy:.4f} -> {sk.test_accuracy:.4f}\n"
+        f"test accuracy {s0.test_accuracy:.4f} -> {sk.test_accuracy:.4f} (iterative brute force, refit "
+        f"{DEFAULT_REFIT}, as prune does by default; the paper's plain switch-off: shrinknet reproduce)\n"
         f"{budget_summary(result, budget_bytes, 'float32')}\n"
         f"wrote {out / 'model.safetensors'}, {out / 'model.onnx'}, {out / 'model.c'} (+ .h: {c.flash_bytes} B "
         f"flash, {c.ram_bytes} B RAM), report {out / 'report' / 'report.html'}\n"
@@ -982,7 +1068,31 @@ def main(argv=None) -> None:
     from . import interrupt
 
     interrupt.install()  # SIGTERM cleans up like Ctrl-C; see _interrupted for the exit status
-    cli.main(args=argv, prog_name="shrinknet")
+    try:
+        cli.main(args=argv, prog_name="shrinknet")
+    except SystemExit as e:
+        if _DISTRIBUTED:
+            _exit_distributed(e.code)
+        raise
+
+
+_DISTRIBUTED: list = []  # set when this process joined a torch.distributed group
+
+
+def _exit_distributed(code) -> None:
+    """Leave the process group and end the process without interpreter teardown: with gloo
+    (torch 2.13) a rank that exits normally aborts now and then ("terminate called without an
+    active exception", SIGABRT) after destroy_process_group, which torchrun reports as a failure."""
+    import os
+    import sys
+
+    _leave_distributed()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 if __name__ == "__main__":

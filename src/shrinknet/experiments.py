@@ -296,6 +296,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype,
                       max_drop=max_drop, **prune_args)
     seconds = time.perf_counter() - t0
+    if prune_args.get("group") is not None and torch.distributed.get_rank(prune_args["group"]) != 0:
+        return {"result": result, "step": None, "network": None, "exports": {}, "seconds": seconds}  # rank 0 writes
     k, chosen_by = result.pick(budget_bytes, max_drop, ram_budget)
     small = result.network(k)
     analysis = analyses(model, ds, loss, result, progress) if analyze else None

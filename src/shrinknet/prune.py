@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -20,13 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from . import losses, memory, network
+from . import distributed, losses, memory, network, threads as thread_policy
 from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
 from .network import Data, Layer, Net, Trace, as_net, check_positive_int
 from .refit import DEFAULT_RIDGE, Refitter, check_refit
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
+from .exact import Incremental
+from .speed import Chooser, Speed, settings as speed_settings
 from .surgery import shrink
 
 ALGORITHMS = ("single", "iterative", "iterative_pairs")
@@ -61,6 +64,11 @@ class PruneResult:
     original: Net | None = field(default=None, repr=False)
     # builds the network as it will run (refit, int8) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
+    # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
+    agreement: list[dict] = field(default_factory=list)
+    # how the work was done (passes, seconds, workers): in memory only, not saved; it differs
+    # between a resumed and an uninterrupted run, whose files are the same bytes
+    stats: dict = field(default_factory=dict)
 
     # -- masks and networks -------------------------------------------------------------------
     def masks(self, k: int) -> list[Tensor]:
@@ -155,6 +163,7 @@ class PruneResult:
             "config": self.config,
             "layout": self.layout,
             "steps": [asdict(s) for s in self.steps],
+            "agreement": self.agreement,
         }
 
     def to_json(self) -> str:
@@ -182,7 +191,7 @@ class PruneResult:
                 ridge = DEFAULT_RIDGE if cfg.get("ridge") is None else cfg["ridge"]
                 builder = Refitter(original, Xc, ridge, refit=bool(cfg.get("refit")),
                                    int8=cfg.get("dtype") == "int8")
-        return cls(cfg, steps, d["layout"], original, builder)
+        return cls(cfg, steps, d["layout"], original, builder, agreement=list(d.get("agreement") or []))
 
     @classmethod
     def from_json(cls, text: str, model=None, X_calib=None) -> "PruneResult":
@@ -224,6 +233,7 @@ def step_drop(start: Step, step: Step) -> float:
     return math.inf if step.error > start.error else 0.0
 
 
+@thread_policy.heavy
 def prune(
     model,
     X,
@@ -251,6 +261,12 @@ def prune(
     ram_budget_bytes: int | str | None = None,
     checkpoint=None,
     resume: dict | None = None,
+    speed: str = "exact",
+    screen_size: int | None = None,
+    block_fraction: float | None = None,
+    checks: int | None = None,
+    threads: int | None = None,
+    group=None,
 ) -> PruneResult:
     """Remove hidden neurons one at a time, in the best order ``method`` can find.
 
@@ -297,6 +313,18 @@ def prune(
         ridge: relative ridge term of the refit (``refit.ridge_solve``).
         X_calib: calibration inputs of the refit (N, in); default ``X``. N must be at least the
             widest hidden layer + 1.
+        speed: iterative brute force only: "exact" (default; every step the exact greedy choice),
+            "screen" (cheap second-order screen, exact scores for a shortlist) or "fast" (screen
+            plus several removals per scoring while far from the end); see ``shrinknet.speed``.
+        screen_size: shortlist size per criterion for "screen"/"fast" (default 32); at least the
+            number of candidates makes "screen" exact.
+        block_fraction: "fast": fraction of the removals still to go taken per scoring (default 0.05).
+        checks: approximate speeds: removals (spread over the run) at which the exact greedy
+            choice is also computed and recorded in ``result.agreement`` (default 20; 0: none).
+        threads: worker threads over candidate chunks (default: by workload size, see
+            ``shrinknet.threads``; $SHRINKNET_THREADS overrides).
+        group: a ``torch.distributed`` process group to split the instances over (every rank calls
+            ``prune`` with the same arguments and gets the same result); None: this process alone.
         checkpoint: None, or a callable ``checkpoint(state, final=False)`` called after the first
             record and after every step, and with ``final=True`` when the loop ends or is
             interrupted (KeyboardInterrupt, SIGTERM); ``state.to_dict()`` is the JSON-ready state
@@ -318,6 +346,18 @@ def prune(
         raise ValueError(f"unknown clip {clip!r}: choose None, 'mean' or 'median'")
     if max_fraction is not None and not 0 <= max_fraction <= 1:
         raise ValueError(f"max_fraction must be between 0 and 1, got {max_fraction}")
+    speed_ = speed_settings(speed, screen_size, block_fraction, checks, method, algorithm)
+    if speed_.name != "exact" and clip is not None:
+        raise ValueError("clip applies to speed 'exact' only")
+    if resume is not None and speed != "exact":
+        raise ValueError(f"a speed {speed!r} run cannot be resumed exactly (its shortlist and blocks are not "
+                         "checkpointed): start afresh")
+    if group is not None and algorithm == "iterative_pairs":
+        raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
+    if speed != "exact" and getattr(as_net(model), "general", False):
+        raise ValueError(f"speed {speed!r} handles fully connected networks; use speed 'exact' for convolutional ones")
+    if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
+        raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
     net = _copy_net(as_net(model))
     if getattr(net, "general", False) and dtype == "int8":
         raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
@@ -356,6 +396,7 @@ def prune(
         n_val=len(val), n_test=None if test is None else len(test),
         refit=refit, ridge=ridge if refit else None, n_calib=None if Xc is None else len(Xc),
     )
+    config.update(speed_.to_config(), world_size=distributed.world_size(group))
     if ram is not None:
         config["ram_budget_bytes"] = ram
     builder = Refitter(net, Xc, ridge, refit=refit is not None, int8=dtype == "int8")
@@ -366,12 +407,16 @@ def prune(
         state = _State(ckpt.fingerprint(net, [val, test, *calib], settings))
         if resume is not None:
             ckpt.check(resume, state.fingerprint)
-    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
-                     builder=builder, refit=refit, trace=resume is None)
+    val, test = _split_over(group, net, val, test, config)
+    workers = thread_policy.workers_for(thread_policy.scoring_work(net, len(val)), threads)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
     if max_fraction is not None:
         limit = min(limit, math.floor(max_fraction * total + 1e-9))
+    stop_at = budget if budget is not None and max_fraction is None and not full_curve else None
+    pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
+                     builder=builder, refit=refit, trace=resume is None, speed=speed_, workers=workers, group=group,
+                     limit=limit, stop_at=(stop_at, dtype))
     if resume is None:
         result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
         if drop is not None:
@@ -407,7 +452,23 @@ def prune(
         bar.close()
     if checkpoint is not None:
         checkpoint(state, final=True)
+    result.agreement = pruner.chooser.agreement if pruner.chooser else []
+    result.stats = pruner.stats()
     return result
+
+
+def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
+    """This rank's rows of the validation and test data, after all ranks agree on everything."""
+    if group is None:
+        return val, test
+    tensors = [t for layer in net.layers for t in (layer.weight, layer.bias) if t is not None]
+    tensors += [val.X, val.T] + ([] if test is None else [test.X, test.T])
+    distributed.check_same(distributed.fingerprint(tensors, config), group, net.device)
+    w = distributed.world_size(group)
+    if len(val) < w or (test is not None and len(test) < w):
+        raise ValueError(f"fewer instances than the {w} distributed ranks: run with fewer processes")
+    shard = lambda d: None if d is None else d.rows(distributed.shard_rows(len(d), group))  # noqa: E731
+    return shard(val), shard(test)
 
 
 def _fit_ram(result: PruneResult, budget_bytes, ram_budget: int) -> tuple[int, nn.Sequential | None]:
@@ -522,6 +583,8 @@ def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: s
         raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
     pruner._rebuild()
     pruner._refresh(None)
+    if pruner.incremental is not None:
+        pruner.incremental.resume([step.removed for step in steps[1:]])
     return PruneResult(config, steps, _layout(net), net), order
 
 
@@ -536,22 +599,57 @@ class _Pruner:
     def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
                  builder: Refitter | None = None, refit: str | None = None,
-                 trace: bool = True):
+                 trace: bool = True, *, speed: Speed | None = None, workers: int = 1, group=None,
+                 limit: int | None = None, stop_at: tuple = (None, "float32")):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
         self.final = refit == "final"
         self.score_builder = self.builder if self.every else Refitter(net, None, refit=False, int8=self.builder.int8)
         self.chunk_size, self.pairs = chunk_size, pairs
-        self.workspace: dict = {}  # scratch buffers reused by every step's scoring
+        self.workers, self.group, self.stop_at = workers, group, stop_at
         self.masks = net.full_masks()
         self.val = [[b, None] for b in batches(val, batch_size)]
         self.test = None if test is None else [[b, None] for b in batches(test, batch_size)]
         self.n_removed = 0
         self.total = sum(net.hidden_sizes)
+        self.limit = self.total - net.n_hidden if limit is None else limit
         self._rebuild()
         if trace:
             self._refresh(None)
+        exact_mode = speed is None or speed.name == "exact"
+        # exact brute force reuses work between steps where that is exact (exact.Incremental); it
+        # scores the plain network, so not with refit="every_step" or int8 (their scoring net changes)
+        plain = not self.every and not self.builder.int8 and not getattr(net, "general", False)
+        self.incremental = (Incremental(net, loss, self.val, workers, chunk_size)
+                            if method == "brute_force" and exact_mode and plain else None)
+        self.chooser = None if exact_mode else Chooser(net, loss, self.val, speed, workers, chunk_size, group, self.limit)
+        self.score_seconds = 0.0
+
+    def stats(self) -> dict:
+        """How the work was done (for run.json; not part of the result's numbers)."""
+        out = {"world_size": distributed.world_size(self.group), "workers": self.workers,
+               "score_seconds": round(self.score_seconds, 3)}
+        if self.incremental is not None:
+            out.update(full_passes=self.incremental.full_passes, cheap_passes=self.incremental.cheap_passes)
+        if self.chooser is not None:
+            out.update(exact_evaluations=self.chooser.exact_evaluations, scorings=self.chooser.scorings,
+                       check_seconds=round(self.chooser.check_seconds, 3))
+        return out
+
+    def gap(self) -> int:
+        """Removals still to go: to the end of the run, or (estimated) to the budget."""
+        room = self.limit - self.n_removed
+        budget, dtype = self.stop_at
+        if budget is None:
+            return room
+        size = memory.network_bytes(self.net, dtype, self.masks)
+        smallest = memory.network_bytes(self.net, dtype, [torch.ones(1, dtype=torch.bool)] * self.net.n_hidden)
+        removable = sum(int(m.sum()) for m in self.masks) - self.net.n_hidden
+        if size <= budget or removable <= 0:
+            return 1
+        per_neuron = (size - smallest) / removable
+        return max(1, min(room, math.ceil((size - budget) / per_neuron)))
 
     def _rebuild(self) -> None:
         self.scoring = self.score_builder.build(self.masks)
@@ -566,14 +664,21 @@ class _Pruner:
     # -- scoring ----------------------------------------------------------------------------
     def scores(self) -> list[Tensor]:
         """Scores of every neuron on the current masked network; removed ones +inf."""
+        t0 = time.perf_counter()
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
-        elif self.every and self.method == "brute_force":
-            s = self.refit_brute_force()
         else:
-            with torch.no_grad():
-                s = score_parts(self.method, self.scoring, self.loss, self.val, self.masks, self.chunk_size,
-                                self.workspace)
+            if self.every and self.method == "brute_force":
+                s = self.refit_brute_force()
+            else:
+                with torch.no_grad():
+                    if self.incremental is not None:
+                        s = self.incremental.scores(self.masks)
+                    else:
+                        s = score_parts(self.method, self.scoring, self.loss, self.val, self.masks, self.chunk_size,
+                                        workers=self.workers)
+            distributed.all_reduce_sum(s, self.group)  # partial sums over each rank's rows
+        self.score_seconds += time.perf_counter() - t0
         return _clip(removed_to_inf(s, self.masks), self.clip)
 
     def refit_brute_force(self) -> list[Tensor]:
@@ -611,12 +716,20 @@ class _Pruner:
                 if self.masks[h][j] and int(self.masks[h].sum()) > 1:
                     return [(h, j)], v
             raise AssertionError("ranking exhausted before the removal limit")
+        if self.chooser is not None:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                (h, j), score = self.chooser.next(self.masks, self.n_removed, self.gap())
+            self.score_seconds += time.perf_counter() - t0
+            h, j = distributed.broadcast_ints([h, j], self.group, self.net.device)
+            return [(h, j)], score
         s = self.scores()  # fresh tensors: safe to overwrite
         for h, m in enumerate(self.masks):
             if int(m.sum()) == 1:
                 s[h][:] = math.inf  # never remove the last neuron of a layer
         best = min(((float(x.min()), h, int(x.argmin())) for h, x in enumerate(s)))
-        removed, score = [(best[1], best[2])], best[0]
+        h, j = distributed.broadcast_ints([best[1], best[2]], self.group, self.net.device)
+        removed, score = [(h, j)], best[0]
         if algorithm == "iterative_pairs" and room >= 2:
             pair, pair_score = self.best_pair()
             if pair is not None and pair_score < score:
@@ -650,6 +763,8 @@ class _Pruner:
         self.n_removed += len(removed)
         self._rebuild()
         self._refresh(min(h for h, _ in removed))
+        if self.incremental is not None:
+            self.incremental.removed(removed)
 
     def record(self, removed, score, dtype) -> Step:
         """The step as the network will be saved (refit, int8 included)."""
@@ -658,8 +773,8 @@ class _Pruner:
             with torch.no_grad():
                 val = [(d, self.device.forward(d.X, self.masks)) for d, _ in self.val]
                 test = None if self.test is None else [(d, self.device.forward(d.X, self.masks)) for d, _ in self.test]
-        err, acc = error_and_accuracy(self.loss, val)
-        terr, tacc = error_and_accuracy(self.loss, test) if test else (None, None)
+        err, acc = error_and_accuracy(self.loss, val, self.group)
+        terr, tacc = error_and_accuracy(self.loss, test, self.group) if test else (None, None)
         kept = [int(m.sum()) for m in self.masks]
         params = memory.network_params(self.net, self.masks)
         return Step(
@@ -681,8 +796,9 @@ def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: i
     return loss.delta(y_new, trace.o[-1], data.T).sum()
 
 
-def error_and_accuracy(loss: Loss, parts) -> tuple[float, float | None]:
-    """Total error and accuracy (None without class labels) over (Data, Trace) pairs."""
+def error_and_accuracy(loss: Loss, parts, group=None) -> tuple[float, float | None]:
+    """Total error and accuracy (None without class labels) over (Data, Trace) pairs
+    (and over the ranks of ``group``, each holding its own rows)."""
     err, correct, n, labelled = 0.0, 0, 0, True
     for data, trace in parts:
         y = trace.o[-1]
@@ -692,6 +808,11 @@ def error_and_accuracy(loss: Loss, parts) -> tuple[float, float | None]:
         else:
             correct += int((y.argmax(1) == data.labels).sum())
         n += len(data)
+    if group is not None:
+        device = parts[0][0].X.device
+        err_t, counts = torch.tensor([err], dtype=torch.float64, device=device), torch.tensor([correct, n], device=device)
+        distributed.all_reduce_sum([err_t, counts], group)
+        err, correct, n = float(err_t), int(counts[0]), int(counts[1])
     return err, (correct / n if labelled else None)
 
 

@@ -756,6 +756,28 @@ def _analysis_tables(runs: list[dict], labels: list[str]) -> str:
     return "".join(parts)
 
 
+def _speed_table(runs: list[dict], labels: list[str]) -> str:
+    """Approximate speeds (screen/fast): how often their removal was the exact greedy choice."""
+    from .speed import summary
+
+    rows = []
+    for r, label in zip(runs, labels):
+        res = r["result"]
+        a = summary(res.agreement)
+        if a is not None:
+            rows.append([label, res.config.get("speed"), res.config.get("screen_size"), res.config.get("block_fraction"),
+                         f"{a['same']} / {a['checks']}", a["mean_best_delta"], a["mean_excess_delta"],
+                         a["max_excess_delta"]])
+    if not rows:
+        return ""
+    return "".join([
+        "<h3>Approximate speeds against exact brute force</h3>",
+        "<p>At sampled removals the run also scored every candidate exactly: how often its removal was the exact "
+        "greedy choice, and how much more the removed neuron's exact ΔE was than the best one's.</p>",
+        _table(["run", "speed", "screen size", "block fraction", "same as exact", "mean best ΔE",
+                "mean excess ΔE", "max excess ΔE"], rows)])
+
+
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
@@ -773,7 +795,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
     body = [
         f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(_summary(runs))}</p>",
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
-        _run_tables(runs, labels),
+        _run_tables(runs, labels), _speed_table(runs, labels),
         "<h2>Size</h2>", fig["size"], fig["layers"],
         "<h2>Size/accuracy frontier</h2>", fig["frontier"], _frontier_table(runs, labels),
         "<h2>How good are the estimates?</h2>", fig["estimates"], fig["along"], _analysis_tables(runs, labels),

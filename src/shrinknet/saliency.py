@@ -20,10 +20,11 @@ import math
 import torch
 from torch import Tensor
 
-from . import losses, network
+from . import exact, losses, network
 from .backprop2 import batches, sweep
 from .losses import Loss
 from .network import Data, Masks, Net, Trace, check_positive_int, linear
+from .threads import policy as thread_policy, scoring_work
 
 METHODS = ("brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random")
 
@@ -43,6 +44,7 @@ def saliency(
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool = False,
+    threads: int | None = None,
 ) -> list[Tensor]:
     """Estimated Delta E of switching off each hidden neuron, summed over the instances of X.
 
@@ -57,6 +59,8 @@ def saliency(
         chunk_size: candidate neurons evaluated together by "brute_force" and "taylor2_exact"
             (default: as many as fit in ``CHUNK_MEMORY`` bytes of scratch).
         progress: show a progress bar over candidate chunks (brute_force, taylor2_exact).
+        threads: worker threads for brute force (default: ``threads.policy`` by workload size,
+            or $SHRINKNET_THREADS).
 
     Returns:
         One 1-D tensor per hidden layer, in forward order, on the model's device and dtype.
@@ -71,18 +75,19 @@ def saliency(
     if method == "random":
         return removed_to_inf(random_scores(net, seed), masks)
     n_batches = -(-len(data) // (batch_size or len(data)))
-    with torch.no_grad(), candidate_bar(progress and method in SLOW, masks, n_batches, method) as bar:
+    with torch.no_grad(), candidate_bar(progress and method in SLOW, masks, n_batches, method) as bar, \
+            thread_policy(scoring_work(net, len(data)), threads) as workers:
         parts = ((batch, None) for batch in batches(data, batch_size))
-        total = score_parts(method, net, loss_, parts, masks, chunk_size, bar=bar)
+        total = score_parts(method, net, loss_, parts, masks, chunk_size, bar=bar, workers=workers)
     return removed_to_inf(total, masks)
 
 
 def score_parts(method: str, net: Net, loss: Loss, parts, masks: Masks, chunk_size: int | None = None,
-                workspace: dict | None = None, bar=None) -> list[Tensor]:
+                bar=None, workers: int = 1) -> list[Tensor]:
     """``score_batch`` summed over (Data, Trace or None) parts, e.g. the batches of one data set."""
     total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
     for data, trace in parts:
-        for t, s in zip(total, score_batch(method, net, loss, data, masks, trace, chunk_size, workspace, bar)):
+        for t, s in zip(total, score_batch(method, net, loss, data, masks, trace, chunk_size, bar, workers)):
             t += s
     return total
 
@@ -107,19 +112,20 @@ def score_batch(
     masks: Masks,
     trace: Trace | None = None,
     chunk_size: int | None = None,
-    workspace: dict | None = None,
     bar=None,
+    workers: int = 1,
 ) -> list[Tensor]:
     """Scores summed over one batch, before removed neurons are set to +inf.
 
     ``bar``: an optional progress bar (``update(n)``) advanced per evaluated candidate chunk.
+    ``workers``: threads over candidate chunks for brute_force (see threads.py).
     """
     if trace is None:
         trace = net.forward(data.X, masks)
     if getattr(net, "general", False):
         return _score_general(method, net, loss, data, masks, trace, chunk_size, bar)
     if method == "brute_force":
-        return brute_force(net, loss, data, masks, trace, chunk_size, workspace, bar)
+        return brute_force(net, loss, data, masks, trace, chunk_size, bar, workers)
     if method == "magnitude":
         return [
             torch.linalg.vector_norm(net.layers[h + 1].weight, dim=0) * trace.o[h].abs().sum(0)
@@ -170,39 +176,17 @@ def _per_channel(t: Tensor) -> Tensor:
 
 def brute_force(
     net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None,
-    workspace: dict | None = None, bar=None,
+    bar=None, workers: int = 1,
 ) -> list[Tensor]:
     """Exact Delta E of switching off each kept neuron (§2.1), summed over the batch.
 
     Switching off neuron j of hidden layer h changes the next layer's pre-activations by a
-    rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched.
-    A chunk of C candidates is therefore one (C, N, out_{h+1}) tensor pushed through the
-    downstream layers in a single batched pass, instead of C full forward passes.
-
-    ``workspace``: a dict the caller keeps between calls (as the pruning loop does) to reuse
-    the scratch buffers; fresh multi-MB tensors cost more in page faults than the arithmetic
-    that fills them.
+    rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched; each
+    candidate's perturbed pre-activations are pushed through the layers above in fused,
+    cache-sized chunks (``exact.layer_deltas``), ``workers`` threads over candidate chunks.
+    Removed neurons score 0 here (``removed_to_inf`` makes them +inf).
     """
-    y = trace.o[-1]
-    scores = []
-    for h in range(net.n_hidden):
-        o = trace.o[h]  # (N, j)
-        W = net.layers[h + 1].weight  # (i, j)
-        x_next = trace.x[h + 1]  # (N, i)
-        s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
-        kept = masks[h].nonzero().squeeze(1)
-        C = min(chunk_size or _auto_chunk(net, h, len(data), o.element_size()), o.shape[1])
-        scratch = _scratch(workspace, ("brute_force", h), (C, *x_next.shape), o)
-        for J in kept.split(C):
-            # x^(h+1) - o_j w_j for every candidate j in J: (C, N, i), candidate-major
-            a = o[:, J].T.contiguous().unsqueeze(2)  # (C, N, 1)
-            xs = torch.addcmul(x_next, a, W[:, J].T.unsqueeze(1), value=-1, out=scratch[: len(J)])
-            y_new = net.output_from(h + 1, xs, masks)  # (C, N, out)
-            s[J] = loss.delta(y_new, y, data.T).sum(-1)
-            if bar is not None:
-                bar.update(len(J))
-        scores.append(s)
-    return scores
+    return exact.all_deltas(net, loss, data, masks, trace, workers=workers, chunk_size=chunk_size, bar=bar)
 
 
 def exact_hessian_diagonal(
@@ -238,18 +222,6 @@ def exact_hessian_diagonal(
         if bar is not None:
             bar.update(int(masks[h][cols].sum()))
     return diag
-
-
-def _scratch(workspace: dict | None, key, shape: tuple, like: Tensor) -> Tensor:
-    """An uninitialised contiguous buffer of ``shape``, carved from flat storage kept in
-    ``workspace[key]`` so the next call (any batch size up to the largest) reuses it."""
-    n = math.prod(shape)
-    flat = None if workspace is None else workspace.get(key)
-    if flat is None or flat.numel() < n or flat.dtype != like.dtype or flat.device != like.device:
-        flat = torch.empty(n, dtype=like.dtype, device=like.device)
-        if workspace is not None:
-            workspace[key] = flat
-    return flat[:n].view(shape)
 
 
 def random_scores(net: Net, seed: int) -> list[Tensor]:

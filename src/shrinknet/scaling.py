@@ -8,6 +8,11 @@ first Linear layer gives a network that takes the raw inputs x exactly:
 So the saved model, its pruned versions and its ONNX and C exports all take raw inputs like the
 user's data, and nothing downstream (pruning, surgery, export) needs to know about scaling.
 Constant features (std 0) get std 1: they carry no information, and dividing by 0 is undefined.
+Nearly constant features (a pixel that is 0 in all but a few images) have their std raised to
+``STD_FLOOR`` times their own range, so no standardized training value exceeds 1 / STD_FLOOR in
+magnitude: dividing by their tiny std would turn a rare non-zero value into an input of hundreds
+of standard deviations, make training unstable and, once folded, give the first layer a few huge
+weights that set every int8 row scale. For a typical feature (std about range / 6) it changes nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ from torch import nn
 from .network import Layer, Net, as_net
 
 UNSCALED = 10.0  # inputs beyond +-10 saturate sigmoid/tanh units at the default initialization
+STD_FLOOR = 0.1  # a feature's std is at least this fraction of its range (max - min)
 
 
 def fit(X) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of each input feature of ``X`` (n, d), in float64; std 0 becomes 1."""
+    """(mean, std) of each input feature of ``X`` (n, d), in float64; std 0 becomes 1, and a
+    nearly constant feature's std is raised to ``STD_FLOOR`` times its range."""
     X = np.asarray(X, dtype=np.float64)
     mean = X.mean(axis=0)
     std = X.std(axis=0)
-    std[std <= 1e-12 * (1 + np.abs(mean))] = 1.0
+    constant = std <= 1e-12 * (1 + np.abs(mean))
+    std = np.maximum(std, STD_FLOOR * (X.max(axis=0) - X.min(axis=0)))
+    std[constant] = 1.0
     return mean, std
 
 
