@@ -170,3 +170,23 @@ def test_data_defaults_to_the_models_own_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _load_data("u.csv", {"data": csv.meta()}, None, None).fingerprint() == csv.fingerprint()
     assert _load_data("digits", meta, 4, None).fingerprint() != ds.fingerprint()  # an explicit other split
+
+
+def test_demo_writes_every_file_and_names_its_run(tmp_path):
+    """The README's main command, at a reduced size: every promised file, the run named by what it did
+    (not by a file it also saved), the kept network within the budget, pruned as prune does by default."""
+    import json
+
+    from shrinknet import memory, modelio
+
+    out = tmp_path / "demo"
+    r = invoke("demo", "--size", "300", "--budget", "24KiB", "--out", out)
+    assert r.exit_code == 0, r.output
+    for f in ("model.safetensors", "model.onnx", "model.c", "model.h", "trained.safetensors",
+              "run/run.json", "run/steps.csv", "report/report.html"):
+        assert (out / f).is_file(), f
+    run = json.loads((out / "run" / "run.json").read_text())
+    assert run["name"] == "iterative brute force"
+    assert run["config"]["refit"] == "final"
+    model, _ = modelio.load_model(out / "model.safetensors")
+    assert memory.network_bytes(model, "float32") <= 24 * 1024

@@ -313,8 +313,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                              "refit": result.config.get("refit"), "finetune": finetune}}
     exports = {}
     with staged_dir(out, overwrite=overwrite, own=own) as stage:
-        for name, (m, m_meta) in (models or {}).items():
-            modelio.save_model(stage / name, m, m_meta)
+        for file_name, (m, m_meta) in (models or {}).items():
+            modelio.save_model(stage / file_name, m, m_meta)
         modelio.save_model(stage / "model.safetensors", small, small_meta)
         for f in formats:
             exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)
