@@ -294,3 +294,14 @@ def test_refit_is_ridge_least_squares_over_all_positions(s):
         small = result.network(k)
         with torch.no_grad():
             assert_close(ref.build(result.masks(k)).forward(X, result.masks(k)).o[-1], small(X), rtol=1e-9, atol=1e-10)
+
+
+def test_checkpoint_fingerprint_sees_the_pooling():
+    from shrinknet import checkpoint
+
+    s = SETTINGS[0]
+    model, units, X, T = build(s)
+    other = nn.Sequential(*[nn.AvgPool1d(2, 1) if isinstance(m, nn.MaxPool1d) else m for m in model])
+    a, b = shrinknet.as_net(model), shrinknet.as_net(other)
+    assert [l.weight for l in a.layers][0] is not None and a.layout() != b.layout()
+    assert checkpoint.fingerprint(a, [], {})["model"] != checkpoint.fingerprint(b, [], {})["model"]

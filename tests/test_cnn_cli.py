@@ -40,6 +40,11 @@ def test_prune_cnn_with_ram_budget_and_exports(trained):
     line = next(l for l in r.output.splitlines() if l.startswith("kept step"))
     ram = int(line.split(" B RAM")[0].rsplit(" ", 1)[1])
     assert ram <= 600 and "RAM budget 600 B" in line
+    pytest.importorskip("matplotlib")
+    from shrinknet import report, runs
+
+    chosen = report.figure_data([runs.load_run(tmp / "p")])["curves"][0]["chosen"]  # the report marks the same step
+    assert f"kept step {chosen['step']} " in line and chosen["ram_bytes"] == ram and "RAM" in chosen["text"]
     header = (tmp / "p" / "model.h").read_text()
     assert f"#define SHRINKNET_RAM_BYTES {ram}" in header
     r = invoke("--quiet", "export", tmp / "p" / "model.safetensors", "--format", "c", "--out", tmp / "again.c")

@@ -78,7 +78,7 @@ def figure_data(runs: list[dict]) -> dict:
 
     Returns:
         {"curves": [{label, method, algorithm, loss, color, linestyle, fractions, error, accuracy,
-                     test_accuracy, chosen: {step, fraction, bytes, accuracy, error, by, text} or None,
+                     test_accuracy, chosen: {step, fraction, bytes, accuracy, error, ram_bytes, by, text} or None,
                      accuracy_floor: lowest accuracy max_drop allows, or None}],
          "along": [{label, ..., fractions, spearman: {method: [...]}}],
          "estimates": [{label, ..., methods: {method: {x: true Delta E, y: estimate, layer,
@@ -163,16 +163,19 @@ def _chosen(run: dict) -> dict | None:
     """The kept step (PruneResult.pick of the run's budget and max drop), or None without either."""
     result = run["result"]
     budget, drop = result.config.get("budget_bytes"), result.config.get("max_drop")
-    if budget is None and drop is None:
+    ram = result.config.get("ram_budget_bytes")
+    if budget is None and drop is None and ram is None:
         return None
     try:
-        k, by = result.pick(budget, drop)
+        k, by = result.pick(budget, drop, ram)
     except ValueError:
         return None
     s = result.steps[k]
     parts = ([f"budget {format_bytes(budget)}"] if budget is not None else []) + \
-        ([f"max drop {_drop_text(drop, s.accuracy is not None)}"] if drop is not None else [])
+        ([f"max drop {_drop_text(drop, s.accuracy is not None)}"] if drop is not None else []) + \
+        ([f"RAM {format_bytes(s.ram_bytes)} of {format_bytes(ram)}"] if ram is not None and s.ram_bytes else [])
     return {"step": k, "fraction": s.fraction_removed, "bytes": s.bytes, "accuracy": s.accuracy, "error": s.error,
+            "ram_bytes": s.ram_bytes,
             "by": by, "text": " + ".join(parts) + (f" (by {by.replace('_', ' ')})" if len(parts) > 1 else "")}
 
 
