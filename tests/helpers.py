@@ -210,3 +210,15 @@ def loop_backprop2(blocks, X, T, s: Setting):
             res_g[k - 1][n] = g_o
             res_h[k - 1][n] = h_o
     return list(zip(res_g, res_h))
+
+
+def train_blobs(invoke, tmp, out_name: str):
+    """Three well separated Gaussian blobs in 4-D saved as tmp/blobs.npz, and a 4-7-5-3 network trained on
+    them through the CLI (``invoke``: a CliRunner call) into tmp/out_name; returns its model file."""
+    g = np.random.default_rng(0)
+    y = g.integers(0, 3, 300)
+    X = (g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32)
+    np.savez(tmp / "blobs.npz", X=X, y=y)
+    r = invoke("train", "--data", tmp / "blobs.npz", "--hidden", "7,5", "--epochs", "40", "--out", tmp / out_name)
+    assert r.exit_code == 0, r.output
+    return tmp / out_name / "model.safetensors"

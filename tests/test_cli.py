@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ import shrinknet
 from shrinknet import datasets, modelio, runs
 from shrinknet.cli import cli
 from shrinknet.experiments import evaluate, prune_on
+
+from helpers import train_blobs
 
 SUBCOMMANDS = ["train", "rank", "prune", "report", "export", "info", "reproduce", "demo"]
 
@@ -31,13 +32,7 @@ def invoke(*args):
 def flow(tmp_path_factory):
     """train -> prune -> report on a tiny generated classification set saved as .npz."""
     tmp = tmp_path_factory.mktemp("flow")
-    g = np.random.default_rng(0)
-    y = g.integers(0, 3, 300)
-    X = (g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32)
-    np.savez(tmp / "blobs.npz", X=X, y=y)
-    r = invoke("train", "--data", tmp / "blobs.npz", "--hidden", "7,5", "--epochs", "40", "--out", tmp / "model")
-    assert r.exit_code == 0, r.output
-    model = tmp / "model" / "model.safetensors"
+    model = train_blobs(invoke, tmp, "model")
     r = invoke("prune", model, "--budget", "300B", "--full-curve", "--export", "onnx,c", "--out", tmp / "run")
     assert r.exit_code == 0, r.output
     return tmp, model

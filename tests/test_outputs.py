@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from shrinknet import files, modelio
 from shrinknet.cli import cli
 
+from helpers import train_blobs
 from test_files import dead_pid, listing
 
 PRUNE = ["--budget", "300B", "--full-curve", "--export", "c", "--no-analyze", "--checkpoint-every", "0"]
@@ -31,13 +32,7 @@ def invoke(*args):
 def model(tmp_path_factory):
     """A 4-7-5-3 network trained on well separated blobs (10 removable neurons)."""
     tmp = tmp_path_factory.mktemp("model")
-    g = np.random.default_rng(0)
-    y = g.integers(0, 3, 300)
-    X = (g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32)
-    np.savez(tmp / "blobs.npz", X=X, y=y)
-    r = invoke("train", "--data", tmp / "blobs.npz", "--hidden", "7,5", "--epochs", "40", "--out", tmp / "m")
-    assert r.exit_code == 0, r.output
-    return tmp / "m" / "model.safetensors"
+    return train_blobs(invoke, tmp, "m")
 
 
 def assert_same_run(got: Path, want: Path, why=""):

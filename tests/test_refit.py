@@ -8,7 +8,6 @@ re-evaluates. int8 against the definition of symmetric per-row quantization and 
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ import shrinknet
 from shrinknet.export import export
 from shrinknet.memory import network_bytes
 from shrinknet.network import as_net
-from shrinknet.quantize import dequantize, fake_quantize, quantize_rows
-from shrinknet.refit import Refitter, reconstruction_error, ridge_solve
+from shrinknet.quantize import dequantize, quantize_rows
+from shrinknet.refit import Refitter, reconstruction_error
 from shrinknet.surgery import shrink
 
 from helpers import SETTINGS, build, total_error
@@ -57,8 +56,6 @@ def naive_refit(model, masks, X, ridge):
     """The refit network written from scratch: shrink, then per layer from the bottom up solve the
     independent ridge problem to the original pre-activations; returns the small nn.Sequential."""
     small = shrink(model, masks)
-    lins = [m for m in model if isinstance(m, nn.Linear)]
-    slins = [m for m in small if isinstance(m, nn.Linear)]
     first = min(h for h, m in enumerate(masks) if not m.all()) + 1
     with torch.no_grad():
         h_orig, h_small = X, X
