@@ -13,6 +13,8 @@ from shrinknet import files, interrupt
 from shrinknet.files import OutputError, atomic_path, replace_files, staged_dir, sweep, write_text
 
 
+MARK = b"written by shrinknet: --overwrite may replace this directory as a whole\n"
+
 def listing(root):
     """Every path under ``root`` with its bytes: equal listings mean nothing changed."""
     out = {}
@@ -54,7 +56,7 @@ def test_staged_dir_writes_a_new_directory_whole(tmp_path):
         write_text(stage / "a.txt", "a")
         (stage / "sub").mkdir()
         write_text(stage / "sub" / "b.txt", "b")
-    assert listing(out) == {"a.txt": b"a", "sub/": None, "sub/b.txt": b"b"}
+    assert listing(out) == {"a.txt": b"a", "sub/": None, "sub/b.txt": b"b", files.MARKER: MARK}
     assert os.listdir(tmp_path / "deep") == ["run"]  # no staging directory or lock file left
 
 
@@ -74,9 +76,10 @@ def test_staged_dir_with_overwrite_replaces_the_directory_as_a_whole(tmp_path):
     out.mkdir()
     (out / "old-only.txt").write_text("from the first run")
     (out / "a.txt").write_text("old a")
+    (out / files.MARKER).write_bytes(MARK)  # an earlier shrinknet output
     with staged_dir(out, overwrite=True) as stage:
         write_text(stage / "a.txt", "new a")
-    assert listing(out) == {"a.txt": b"new a"}  # never files of two runs
+    assert listing(out) == {"a.txt": b"new a", files.MARKER: MARK}  # never files of two runs
     assert os.listdir(tmp_path) == ["run"]
 
 
@@ -84,6 +87,7 @@ def test_staged_dir_keeps_the_old_directory_when_the_swap_fails(tmp_path, monkey
     out = tmp_path / "run"
     out.mkdir()
     (out / "a.txt").write_text("old a")
+    (out / files.MARKER).write_bytes(MARK)
     before = listing(tmp_path)
     real_rename = os.rename
 
@@ -94,6 +98,23 @@ def test_staged_dir_keeps_the_old_directory_when_the_swap_fails(tmp_path, monkey
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(OutputError, match="cannot write .*Input/output error"):
+        with staged_dir(out, overwrite=True) as stage:
+            write_text(stage / "a.txt", "new a")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["user folder", "current directory", "parent of the current directory"])
+def test_overwrite_never_replaces_a_folder_shrinknet_did_not_write(tmp_path, monkeypatch, where):
+    """--overwrite replaces shrinknet's own outputs only: a folder of the user's files (no marker), the
+    current directory or one above it are refused, and nothing in them changes."""
+    out = tmp_path / "work"
+    (out / "sub").mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    if where != "user folder":
+        (out / files.MARKER).write_bytes(MARK)  # even a shrinknet output, when it holds the cwd
+        monkeypatch.chdir(out if where == "current directory" else out / "sub")
+    before = listing(tmp_path)
+    with pytest.raises(OutputError, match="did not write" if where == "user folder" else "current directory"):
         with staged_dir(out, overwrite=True) as stage:
             write_text(stage / "a.txt", "new a")
     assert listing(tmp_path) == before

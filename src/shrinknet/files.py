@@ -44,6 +44,11 @@ class OutputError(ValueError):
     """An output location that cannot be written whole (one line, for the user)."""
 
 
+#: Written into every directory shrinknet writes whole: only such a directory (or an empty one) may be
+#: replaced by ``--overwrite``, so a mistyped ``--out`` cannot delete a folder of the user's own files.
+MARKER = ".shrinknet-output"
+
+
 # -- 1. checks before any work -----------------------------------------------------------------
 def check_output(path: str | os.PathLike, kind: str = "dir", *, inputs=(), overwrite: bool = False,
                  own: tuple[str, ...] = (), option: str = "--out") -> Path:
@@ -85,10 +90,21 @@ def check_output(path: str | os.PathLike, kind: str = "dir", *, inputs=(), overw
             raise OutputError(f"{option} {p} is {_describe(mode)}, not a directory: choose a directory path")
         if not os.access(real, os.W_OK | os.X_OK):
             raise OutputError(f"{option} {p} is not writable: choose another directory")
-        entries = os.listdir(real)
-        if entries and not overwrite and not (own and all(e in own for e in entries)):
+        entries = [e for e in os.listdir(real) if e != MARKER]
+        if not entries:
+            return real
+        if own and all(e in own for e in entries):
+            return real
+        if not overwrite:
             raise OutputError(f"{option} {p} already exists and is not empty: choose a new directory, or add "
                               "--overwrite to replace it as a whole")
+        cwd, home = Path(os.path.realpath(os.getcwd())), Path(os.path.realpath(Path.home()))
+        if real == cwd or real in cwd.parents or real == home:
+            raise OutputError(f"{option} {p} is the current directory, one above it or your home directory: "
+                              "--overwrite will not replace it; choose a new directory")
+        if MARKER not in os.listdir(real):
+            raise OutputError(f"{option} {p} holds files shrinknet did not write (no {MARKER} in it): --overwrite "
+                              "only replaces shrinknet's own output directories; choose a new directory")
         return real
     if stat.S_ISDIR(mode):
         raise OutputError(f"{option} {p} is a directory: give a file name, e.g. {p / ('model' + _suffix(p))}")
@@ -318,6 +334,7 @@ def staged_dir(path: str | os.PathLike, overwrite: bool = False, own: tuple[str,
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         try:
+            (stage / MARKER).write_text("written by shrinknet: --overwrite may replace this directory as a whole\n")
             yield stage
             with interrupt.deferred():
                 _swap_in(stage, real)
