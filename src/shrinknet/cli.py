@@ -357,10 +357,17 @@ def _require(module: str, extra: str) -> None:
 
 def _start_check(model, ds, loss: str, force: bool) -> None:
     """Stop before any work when the starting network is unfit for ranking (sanity.check_start)."""
-    from .sanity import StartCheckError, check_start
+    from .sanity import StartCheckError, check_start, start_quality
 
     try:
         check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
+        if ds.sizes().get("test", 0) and not force:  # a --test file on another scale gives chance test numbers
+            q = start_quality(model, ds.inputs("test"), ds.targets("test", loss), loss)
+            if q.near_chance:
+                score = f"accuracy {q.accuracy:.3f}" if q.accuracy is not None else f"R^2 {q.r2:.3g}"
+                raise StartCheckError(f"the starting network is at chance on the test data ({score}) but not on "
+                                      "the validation data: the test data are likely on another input scale or "
+                                      "labelled differently")
     except StartCheckError as e:
         raise UserError(f"{e}; --force goes on anyway") from None
 
@@ -720,7 +727,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                                extras={"source_model": str(model), **_heldout_extras(val, test)},
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
-                               overwrite=overwrite, checkpoint=hook, resume=saved, force=True,
+                               overwrite=overwrite, checkpoint=hook, resume=saved, force=force,
                                refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
                                baseline=baseline, **scale, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept

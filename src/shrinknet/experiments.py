@@ -285,7 +285,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     from .export import export as export_network
     from .files import staged_dir
     from .report import write_report
-    from .sanity import check_start
+    from .sanity import check_kept, check_start
 
     t0 = time.perf_counter()
     ram_budget = prune_args.get("ram_budget_bytes")
@@ -300,6 +300,8 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
         return {"result": result, "step": None, "network": None, "exports": {}, "seconds": seconds}  # rank 0 writes
     k, chosen_by = result.pick(budget_bytes, max_drop, ram_budget)
     small = result.network(k)
+    check_kept(small, ds.inputs("val"), ds.targets("val", loss), loss, f"the {chosen_by.replace('_', ' ')}",
+               force=force)
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "max_drop": result.config.get("max_drop"),
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}

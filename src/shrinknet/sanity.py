@@ -9,6 +9,14 @@ Near chance (classification): the network's accuracy on the ranking data is at m
 class there (what always answering that class scores). With CHANCE_MARGIN = 0.2 the network closes
 less than a fifth of the gap between guessing and perfect: on 10 balanced classes, accuracy <= 0.28.
 
+Logits read as probabilities (classification with mse): the network classifies well above chance
+but its squared error against the one-hot targets is larger than that of always answering the class
+frequencies: its outputs are not on the targets' scale, as the logits of a network trained with
+cross-entropy are not. Ranking by that squared error would prune for the wrong objective.
+
+The kept network is checked the same way (``check_kept``): a budget too tight for the model gives
+a network at chance, which is refused rather than saved as a result.
+
 Worse than the mean (regression): the network's squared error is at least ``1 - MEAN_MARGIN`` times
 that of predicting every target by the targets' mean, i.e. R^2 <= MEAN_MARGIN = 0.05.
 """
@@ -47,12 +55,19 @@ class StartQuality:
     accuracy: float | None = None
     chance: float | None = None
     r2: float | None = None
+    prior_sse: float | None = None  # classification: squared error of always answering the class frequencies
+    sse: float | None = None  # the network's squared error against the (one-hot) targets
 
     @property
     def near_chance(self) -> bool:
         if self.task == "classification":
             return self.accuracy <= self.chance + CHANCE_MARGIN * (1 - self.chance)
         return self.r2 <= MEAN_MARGIN
+
+    @property
+    def off_scale(self) -> bool:
+        """Classifies above chance, yet further from the one-hot targets than the class frequencies are."""
+        return self.task == "classification" and not self.near_chance and self.sse > self.prior_sse
 
 
 def setting_problem(model, T, loss: str) -> str | None:
@@ -95,11 +110,14 @@ def start_quality(model, X, T, loss: str) -> StartQuality:
         data = network.prepare(net, X, T, loss_)
         trace = net.forward(data.X, net.full_masks())
         err, acc = error_and_accuracy(loss_, [(data, trace)])
-        if data.labels is not None:
-            chance = float(torch.bincount(data.labels).max()) / len(data)
-            return StartQuality("classification", err, accuracy=acc, chance=chance)
         y = trace.o[-1]
         sse = float(((y - data.T) ** 2).sum())
+        if data.labels is not None:
+            counts = torch.bincount(data.labels, minlength=data.T.shape[1])
+            chance = float(counts.max()) / len(data)
+            prior = (counts.to(data.T.dtype) / len(data))  # the class frequencies as one output row
+            prior_sse = float(((prior - data.T) ** 2).sum())
+            return StartQuality("classification", err, accuracy=acc, chance=chance, prior_sse=prior_sse, sse=sse)
         mean_sse = float(((data.T - data.T.mean(0)) ** 2).sum())
         r2 = 1 - sse / mean_sse if mean_sse > 0 else (1.0 if sse == 0 else -math.inf)
         return StartQuality("regression", err, r2=r2)
@@ -120,6 +138,26 @@ def check_start(model, X, T, loss: str, force: bool = False) -> StartQuality:
         raise StartCheckError(
             f"the starting network predicts no better than the mean of the targets on the ranking data "
             f"(R^2 {q.r2:.3g}): {CAUSES}")
+    if loss == "mse" and q.off_scale and not force:
+        raise StartCheckError(
+            f"the starting network classifies (accuracy {q.accuracy:.3f}) but its outputs are further from the "
+            f"0/1 targets than the class frequencies are (squared error {q.sse:.4g} vs {q.prior_sse:.4g}): they "
+            "look like logits of a network trained with cross-entropy; use loss cross_entropy with no output "
+            "activation (--loss cross_entropy --out-activation none)")
+    return q
+
+
+def check_kept(model, X, T, loss: str, by: str, force: bool = False) -> StartQuality:
+    """Raise StartCheckError when the network a pruning run keeps (by ``by``: "the budget", ...) is
+    at chance (or no better than the mean) on (X, T): a limit too tight for the model is refused
+    rather than saved as a result; ``force`` keeps it anyway."""
+    q = start_quality(model, X, T, loss)
+    if q.near_chance and not force:
+        what = (f"is at chance (accuracy {q.accuracy:.3f}; the most common class scores {q.chance:.3f})"
+                if q.task == "classification" else f"predicts no better than the mean (R^2 {q.r2:.3g})")
+        raise StartCheckError(
+            f"the network kept by {by} {what} on the validation data: the limit is too tight for this model; "
+            "give a larger budget or a max drop, or --force (force=True) to save it anyway")
     return q
 
 
