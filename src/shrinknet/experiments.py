@@ -210,22 +210,17 @@ def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progr
 
 
 def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
-    """Error (summed) and accuracy (classification) of ``model`` on every split."""
-    from . import losses, network
-    from .prune import error_and_accuracy
+    """Error (summed) and accuracy (classification) of ``model`` on every split (``retrain.evaluate``)."""
+    from .retrain import evaluate as evaluate_split
 
-    net = network.as_net(model)
-    loss_ = losses.get(loss)
     out = {}
-    with torch.no_grad():
-        for split in ("train", "val", "test"):
-            if len(ds.inputs(split)) == 0:  # e.g. only a held-out --val file was given
-                continue
-            data = network.prepare(net, ds.inputs(split), ds.targets(split, loss), loss_)
-            err, acc = error_and_accuracy(loss_, [(data, net.forward(data.X, net.full_masks()))])
-            out[f"{split}_error"] = err
-            if acc is not None:
-                out[f"{split}_accuracy"] = acc
+    for split in ("train", "val", "test"):
+        if len(ds.inputs(split)) == 0:  # e.g. only a held-out --val file was given
+            continue
+        err, acc = evaluate_split(model, ds.inputs(split), ds.targets(split, loss), loss)
+        out[f"{split}_error"] = err
+        if acc is not None:
+            out[f"{split}_accuracy"] = acc
     return out
 
 
