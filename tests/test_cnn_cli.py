@@ -69,3 +69,11 @@ def test_info_describes_the_cnn(trained):
     assert r.exit_code == 0, r.output
     assert "input 1x8x8" in r.output and "layer 0: conv 1 -> 3 channels" in r.output and "RAM: " in r.output
     assert "int8" not in r.output
+
+
+def test_prune_cnn_refuses_int8_before_any_work(trained):
+    tmp, _ = trained
+    r = CliRunner().invoke(cli, ["--quiet", "prune", str(tmp / "m" / "model.safetensors"), "--budget", "1KiB",
+                                 "--dtype", "int8", "--no-analyze", "--out", str(tmp / "int8")])
+    assert r.exit_code == 2 and "--dtype int8 is not supported for convolutional networks" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp / "int8").exists()

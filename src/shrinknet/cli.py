@@ -718,7 +718,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _check_widths(net_model, ds, data or ds.name)
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     _check_retrain(ds, meta, finetune, baseline)
-    refit = _cnn_refit(ctx, net_model, refit, dtype)
+    _check_cnn_dtype(net_model, dtype)
     _start_check(net_model, ds, loss, force)
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
@@ -752,15 +752,12 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _print_agreement(ctx, result)
 
 
-def _cnn_refit(ctx, net_model, refit: str, dtype: str) -> str:
-    """--refit for a convolutional network (refit works; int8 is refused before any work)."""
+def _check_cnn_dtype(net_model, dtype: str) -> None:
+    """--dtype int8 is refused for a convolutional network before any work."""
     from .network import as_net
 
-    if not getattr(as_net(net_model), "general", False):
-        return refit
-    if dtype == "int8":
+    if dtype == "int8" and getattr(as_net(net_model), "general", False):
         raise UserError("--dtype int8 is not supported for convolutional networks yet: use float32 or float16")
-    return refit
 
 
 def _require_target(budget, max_drop) -> None:
@@ -944,7 +941,7 @@ def info(model, hidden, activation, out_activation):
 
 def _info_general(model, net) -> None:
     """info for a convolutional network: its layers, flash at each float dtype, RAM."""
-    from .memory import format_bytes, network_bytes, ram_bytes
+    from .memory import DTYPE_BYTES, format_bytes, network_bytes, ram_bytes
 
     shape = "x".join(map(str, net.in_shape)) if net.in_shape else "unknown"
     click.echo(f"{model}: input {shape}, {len(net.hidden_sizes)} hidden layers of {list(net.hidden_sizes)} "
@@ -952,7 +949,7 @@ def _info_general(model, net) -> None:
     for k, d in enumerate(net.describe()):
         click.echo(f"  layer {k}: {d}")
     click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}"
-                                    for d in ("float16", "float32", "float64")))
+                                    for d in DTYPE_BYTES))  # the float dtypes: int8 is MLP-only
     if net.in_shape:
         click.echo(f"RAM: {format_bytes(ram_bytes(net))} (peak activations of a batch-1 forward pass, float32)")
 

@@ -210,22 +210,17 @@ def trained_model(path: Path, ds: datasets.Dataset, hidden, seed: int = 0, progr
 
 
 def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
-    """Error (summed) and accuracy (classification) of ``model`` on every split."""
-    from . import losses, network
-    from .prune import error_and_accuracy
+    """Error (summed) and accuracy (classification) of ``model`` on every split (``retrain.evaluate``)."""
+    from .retrain import evaluate as evaluate_split
 
-    net = network.as_net(model)
-    loss_ = losses.get(loss)
     out = {}
-    with torch.no_grad():
-        for split in ("train", "val", "test"):
-            if len(ds.inputs(split)) == 0:  # e.g. only a held-out --val file was given
-                continue
-            data = network.prepare(net, ds.inputs(split), ds.targets(split, loss), loss_)
-            err, acc = error_and_accuracy(loss_, [(data, net.forward(data.X, net.full_masks()))])
-            out[f"{split}_error"] = err
-            if acc is not None:
-                out[f"{split}_accuracy"] = acc
+    for split in ("train", "val", "test"):
+        if len(ds.inputs(split)) == 0:  # e.g. only a held-out --val file was given
+            continue
+        err, acc = evaluate_split(model, ds.inputs(split), ds.targets(split, loss), loss)
+        out[f"{split}_error"] = err
+        if acc is not None:
+            out[f"{split}_accuracy"] = acc
     return out
 
 
@@ -305,9 +300,9 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     analysis = analyses(model, ds, loss, result, progress) if analyze else None
     extras = {**(extras or {}), "budget_bytes": budget_bytes, "max_drop": result.config.get("max_drop"),
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
-    small, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune, baseline,
-                                                progress)
-    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": evaluate(small, ds, loss),
+    small, small_metrics, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune,
+                                                               baseline, progress)
+    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": small_metrics,
                   **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
@@ -342,8 +337,8 @@ def variant_name(config: dict) -> str:
 
 def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: PruneResult, k: int, small,
                     finetune: int | None = None, baseline: str | None = None, progress=False):
-    """(network to save, points): test accuracy/error against bytes of every variant at step k --
-    the run's own network, the plain switch-off network of the same neurons (when the run refit
+    """(network to save, its ``evaluate`` metrics, points): test accuracy/error against bytes of
+    every variant at step k -- the run's own network, the plain switch-off network of the same neurons (when the run refit
     or quantized), the fine-tuned network and the from-scratch networks of the same shape."""
     from . import retrain
     from .surgery import shrink
@@ -352,15 +347,16 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
     dtype = cfg.get("dtype", "float32")
     int8 = dtype == "int8"
 
-    def point(name, net, nbytes, **more):
-        m = evaluate(net, ds, loss)
+    def point(name, m, nbytes, **more):  # m: evaluate(network)
         return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
                 "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"), **more}
 
-    points = [point(variant_name(cfg), small, step.bytes, kind="run")]
+    small_metrics = evaluate(small, ds, loss)
+    points = [point(variant_name(cfg), small_metrics, step.bytes, kind="run")]
     if cfg.get("refit") or int8:
         plain = shrink(result.original, [m.to(result.original.device) for m in result.masks(k)])
-        points.append(point("switch-off, float32", plain, memory.network_bytes(plain, "float32"), kind="plain"))
+        points.append(point("switch-off, float32", evaluate(plain, ds, loss), memory.network_bytes(plain, "float32"),
+                            kind="plain"))
     has_train = ds.sizes().get("train", 0) > 0
     tested = (ds.inputs("test"), ds.targets("test", loss)) if ds.sizes().get("test", 0) > 0 else (None, None)
     if finetune:
@@ -371,10 +367,10 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
                                         batch_size=int(recipe.get("batch_size", 64)),
                                         patience=max(1, min(finetune, 10)), seed=0, int8=int8, progress=progress)
         before = points[0]
-        points.append(point(variant_name(cfg) + ", fine-tuned", tuned, step.bytes, kind="finetuned",
+        small, small_metrics = tuned, evaluate(tuned, ds, loss)
+        points.append(point(variant_name(cfg) + ", fine-tuned", small_metrics, step.bytes, kind="finetuned",
                             before_test_accuracy=before["test_accuracy"], before_test_error=before["test_error"],
                             **facts))
-        small = tuned
     if baseline == "scratch" and has_train:
         runs_ = retrain.scratch_baseline(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
                                          ds.targets("val", loss), *tested,
@@ -382,7 +378,7 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
                                          scaling=meta.get("scaling"))
         for r in runs_:
             points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch", **r})
-    return small, points
+    return small, small_metrics, points
 
 
 def curve_at(result: PruneResult, metric: str) -> list[float | None]:

@@ -78,7 +78,7 @@ import torch
 from torch import Tensor
 
 from .files import replace_files, write_bytes
-from .memory import network_bytes
+from .memory import network_bytes, ram_bytes
 from .quantize import quantize_rows
 from .network import Layer, Net, as_net
 
@@ -159,7 +159,7 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         write_bytes(path, data)
         return ExportResult([path], flash, 0, format, dtype)
     header = path.with_suffix(".h")
-    ram = _scratch_size(net) * 4
+    ram = ram_bytes(net)  # the scratch buffer: the two widest consecutive hidden layers, float32
     h_text, c_text = _c_sources(net, dtype, prefix, header.name, flash, ram, meta)
     replace_files([(header, h_text), (path, c_text)])  # both or neither, the old pair kept on failure
     return ExportResult([path, header], flash, ram, format, dtype)
@@ -322,12 +322,6 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
 
 
 # -- C ----------------------------------------------------------------------------------------
-def _scratch_size(net: Net) -> int:
-    """Floats of scratch: consecutive hidden layers must fit side by side."""
-    h = net.hidden_sizes
-    return max([h[0]] + [a + b for a, b in zip(h, h[1:])])
-
-
 def _c_array(name: str, t: Tensor, dtype: str, ctype: str = "weight_t") -> str:
     """``static const weight_t name[n] = {...};`` holding ``t`` flattened row-major at ``dtype``."""
     flat = t.reshape(-1).numpy()

@@ -293,11 +293,11 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
     """
     X = _as_tensor("X", X)
     T = _as_tensor("T", T)
-    if getattr(net, "general", False):
+    if getattr(net, "general", False):  # an instance shape, checked (and bound) by the network
         X = _prepare_general_input(net, X)
-    if X.ndim != 2 and not getattr(net, "general", False):
+    elif X.ndim != 2:
         raise ValueError(f"X must be 2-D (instances x features), got shape {tuple(X.shape)}")
-    if not getattr(net, "general", False) and X.shape[1] != net.in_features:
+    elif X.shape[1] != net.in_features:
         raise ValueError(
             f"X has {X.shape[1]} features per instance but the network's first Linear expects "
             f"{net.in_features}"

@@ -685,7 +685,7 @@ class _Pruner:
         """Exact Delta E of removing each kept neuron and refitting the layers above it
         (refit="every_step"): the network is rebuilt and re-evaluated for every candidate."""
         with torch.no_grad():
-            err0 = sum(float(self.loss.per_instance(t.o[-1], d.T).sum()) for d, t in self.val)
+            err0 = total_error(self.loss, self.val)
             out = []
             for h, m in enumerate(self.masks):
                 s = torch.full(m.shape, math.inf, dtype=torch.float64)
@@ -695,10 +695,7 @@ class _Pruner:
                         masks[h] = m.clone()
                         masks[h][j] = False
                         net = self.score_builder.build(masks, start=h + 1, base=self.scoring)
-                        err = 0.0
-                        for d, t in self.val:
-                            y = net.forward(d.X, masks, trace=t, changed=h).o[-1]
-                            err += float(self.loss.per_instance(y, d.T).sum())
+                        err = total_error(self.loss, ((d, net.forward(d.X, masks, trace=t, changed=h)) for d, t in self.val))
                         s[j] = err - err0
                 out.append(s.to(self.net.dtype))
         return out
@@ -796,17 +793,20 @@ def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: i
     return loss.delta(y_new, trace.o[-1], data.T).sum()
 
 
+def total_error(loss: Loss, parts) -> float:
+    """E = sum_n E_n over (Data, Trace) pairs (any iterable), summed part by part in float."""
+    return sum((float(loss.per_instance(trace.o[-1], data.T).sum()) for data, trace in parts), 0.0)
+
+
 def error_and_accuracy(loss: Loss, parts, group=None) -> tuple[float, float | None]:
-    """Total error and accuracy (None without class labels) over (Data, Trace) pairs
+    """Total error and accuracy (None without class labels) over a list of (Data, Trace) pairs
     (and over the ranks of ``group``, each holding its own rows)."""
-    err, correct, n, labelled = 0.0, 0, 0, True
+    err, correct, n, labelled = total_error(loss, parts), 0, 0, True
     for data, trace in parts:
-        y = trace.o[-1]
-        err += float(loss.per_instance(y, data.T).sum())
         if data.labels is None:
             labelled = False
         else:
-            correct += int((y.argmax(1) == data.labels).sum())
+            correct += int((trace.o[-1].argmax(1) == data.labels).sum())
         n += len(data)
     if group is not None:
         device = parts[0][0].X.device

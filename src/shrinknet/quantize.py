@@ -63,20 +63,3 @@ def int8_layer_bytes(n_out: int, n_in: int, bias: bool) -> int:
     """int8 weights + one float32 scale per row + float32 biases."""
     return n_out * n_in + 4 * n_out + (4 * n_out if bias else 0)
 
-
-def quantized_net(net, masks=None):
-    """A Net computing what the int8 device computes: every layer's weights quantized per row.
-
-    With ``masks`` (True = kept), the columns of switched-off inputs are zeroed first, so each
-    row's scale is that of the physically pruned layer (removed inputs do not widen it).
-    """
-    from .network import Layer, Net
-
-    masks = None if masks is None else net.check_masks(masks)
-    layers = []
-    for k, layer in enumerate(net.layers):
-        W = layer.weight
-        if masks is not None and k > 0 and not bool(masks[k - 1].all()):
-            W = W * masks[k - 1].to(W.dtype)
-        layers.append(Layer(fake_quantize(W), layer.bias, layer.act))
-    return Net(layers)

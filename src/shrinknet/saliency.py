@@ -234,7 +234,10 @@ def removed_to_inf(scores: list[Tensor], masks: Masks) -> list[Tensor]:
 
 
 def _auto_chunk(net: Net, h: int, n: int, itemsize: int, extra: int = 0) -> int:
+    """Candidates per chunk for hidden layer h of a fully connected net (see ``chunk_for``)."""
+    return chunk_for(n, max([layer.out_features for layer in net.layers[h + 1 :]] + [extra]), itemsize)
+
+
+def chunk_for(n: int, width: int, itemsize: int) -> int:
     """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
-    width = max([layer.out_features for layer in net.layers[h + 1 :]] + [extra])
-    per_candidate = 4 * n * width * itemsize
-    return max(1, CHUNK_MEMORY // per_candidate)
+    return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))

@@ -151,12 +151,8 @@ class Chooser:
     def check(self, masks: Masks, n_removed: int, choice: tuple[int, int]) -> None:
         """Record the exact greedy choice at this point beside ``choice``."""
         t0 = time.perf_counter()
-        truth = [torch.zeros(w, dtype=self.net.dtype, device=self.net.device) for w in self.net.hidden_sizes]
-        for data, trace in self.parts:
-            for t, s in zip(truth, exact.all_deltas(self.net, self.loss, data, masks, trace, workers=self.workers,
-                                                    chunk_size=self.chunk_size)):
-                t += s
-        self._reduce(truth)
+        truth = self._reduce(score_parts("brute_force", self.net, self.loss, self.parts, masks, self.chunk_size,
+                                         workers=self.workers))
         (best,) = lowest(truth, _allowed(masks), 1)
         h, j = choice
         self.agreement.append({

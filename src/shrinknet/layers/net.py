@@ -250,13 +250,12 @@ class SeqNet(Net):
         return loss.delta(self.output_from(h + 1, xs, masks), trace.o[-1], data.T).sum()
 
     def _auto_chunk(self, h: int, n: int, itemsize: int) -> int:
-        from ..saliency import CHUNK_MEMORY
+        from ..saliency import chunk_for
 
         shapes = self.map_shapes() if self.in_shape else None
         if shapes is None:
             return 8
-        width = max(math.prod(s) for blk in shapes[h + 1:] for s in blk)
-        return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))
+        return chunk_for(n, max(math.prod(s) for blk in shapes[h + 1:] for s in blk), itemsize)
 
     def magnitude(self, trace: Trace) -> list[Tensor]:
         """||outgoing weights of unit c|| * sum over instances and positions of |o_c|."""
