@@ -348,3 +348,11 @@ def test_softplus_constants_that_cannot_be_written_are_refused(fmt, threshold, b
     with pytest.raises(ValueError, match="layer 0: softplus .* cannot be exported"):
         export(model, tmp_path / FORMAT_PATHS[fmt], format=fmt)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("fmt,name", [("onnx", "b.c"), ("onnx", "b.safetensors"), ("safetensors", "b.onnx")])
+def test_export_refuses_a_file_name_that_says_another_format(tmp_path, fmt, name):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Sigmoid(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=f"ending in .{fmt}"):
+        export(model, tmp_path / name, format=fmt)
+    assert list(tmp_path.iterdir()) == []

@@ -141,6 +141,9 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
             raise ValueError(
                 f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
             )
+    elif path.suffix.lower() in {".c", ".h", ".onnx", ".safetensors"} - {f".{format}"}:
+        raise ValueError(f"{format} export to {path}: the name says {path.suffix[1:]}; give a path ending in "
+                         f".{format}")
     net = as_net(model)
     if getattr(net, "general", False):  # convolutions: layers/export.py
         return _export_general(net, path, format, dtype, prefix, meta, input_shape)

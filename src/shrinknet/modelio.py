@@ -143,9 +143,9 @@ def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
             header = f.metadata() or {}
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
-        what = "an ONNX file? " if path.suffix.lower() == ".onnx" else ""
         raise ModelFileError(
-            f"{path} is not a readable shrinknet model file (safetensors){what}: {_first_line(e)}"
+            f"{path} is not a readable model file: shrinknet reads .safetensors model files and PyTorch "
+            f"state_dicts saved as .pt/.pth/.bin (its safetensors header: {_first_line(e)})"
         ) from None
     return header, out
 
