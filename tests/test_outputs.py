@@ -80,6 +80,8 @@ BAD_OUTPUTS = [  # (id, setup(tmp, model) -> argv, fragment of the message); run
     ("train data inside out", lambda t, m: ["train", "--data", t / "blobs.npz", "--out", t, "--overwrite"], "the input"),
     ("report into a run it reads", lambda t, m: [_full(t / "r"), "report", t / "r", "--out", t / "r", "--overwrite"][1:],
      "is the input"),
+    ("report inside a run it reads", lambda t, m: [_full(t / "r"), "report", t / "r", "--out", t / "r" / "rep"][1:],
+     "inside the input directory"),
     ("existing non-empty out", lambda t, m: ["prune", m, "--out", _full(t / "full")], "--overwrite"),
     ("rank into non-empty out", lambda t, m: ["rank", m, "--out", _full(t / "full")], "--overwrite"),
     ("demo into a foreign directory", lambda t, m: ["demo", "--out", _full(t / "full")], "--overwrite"),

@@ -79,6 +79,9 @@ def check_output(path: str | os.PathLike, kind: str = "dir", *, inputs=(), overw
             what = "is" if same else "contains"
             raise OutputError(f"{option} {p} {what} the input {i}: writing there would replace it; "
                               "choose another output location")
+        if ri.is_dir() and ri in real.parents:  # e.g. a report written into one of the runs it reads
+            raise OutputError(f"{option} {p} is inside the input directory {i}, which would then hold files of two "
+                              "commands; choose a location outside it")
     _check_parents(p, real, option)
     if not (p.exists() or p.is_symlink()):
         return p
