@@ -359,10 +359,10 @@ def prune(
     if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
         raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
     net = _copy_net(as_net(model))
-    if getattr(net, "general", False) and dtype == "int8":
-        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
+    if getattr(net, "general", False) and dtype == "int8":  # after dtype_name: torch.int8 too
+        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     check_positive_int("chunk_size", chunk_size, optional=True)
     check_positive_int("pairs", pairs)
     check_positive_int("batch_size", batch_size, optional=True)
