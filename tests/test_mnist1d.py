@@ -154,6 +154,8 @@ def test_documented_shape_classes_and_stratified_splits():
     for split, n in (("train", 300), ("val", 100), ("test", 100)):  # 500 per class, 60/20/20
         assert np.bincount(ds.targets(split, "cross_entropy"), minlength=10).tolist() == [n] * 10
     assert D.image_shape("mnist1d", 40) == D.image_shape("mnist1d-7vall", 40) == (1, 40)
+    with pytest.raises(D.DataError, match="mnist1d has 60 features, not the 1x40 of --shape image"):
+        D.image_shape("mnist1d", 60)  # e.g. a package version whose default length is not 40
     model = T.cnn(D.image_shape("mnist1d", 40), 10)  # the default CNN follows the input: 1-D
     assert {type(m) for m in model} >= {nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d}
     assert not any(isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)) for m in model)
