@@ -205,3 +205,26 @@ def test_finetuned_int8_cnn_is_requantized_per_channel():
     assert facts["int8_requantized"]
     for m in _weighted(tuned):
         assert torch.equal(m.weight, per_channel_int8(m.weight))
+
+
+@pytest.mark.parametrize("refit", REFITS, ids=[f"refit_{r}" for r in REFITS])
+def test_int8_cnn_run_rebuilds_from_json_and_resumes_exactly(refit):
+    import json
+
+    from shrinknet import checkpoint
+
+    s = SETTINGS[3]
+    model, _, X, T = build(s, n=30)
+    model, X, T = model.float(), X.float(), T.float()
+    model.shrinknet_input_shape = tuple(X.shape[1:])  # the run's layout names the input shape
+    kw = dict(loss=s.loss, dtype="int8", refit=refit, max_fraction=0.5, progress=False)
+    want = shrinknet.prune(model, X, T, **kw)
+    k = len(want.steps) - 1
+    back = shrinknet.PruneResult.from_json(want.to_json(), model=model, X_calib=X if refit else None)
+    assert all(torch.equal(a, b) for a, b in zip(back.network(k).parameters(), want.network(k).parameters()))
+    saved = []
+    shrinknet.prune(model, X, T, checkpoint=lambda state, final=False: saved.append(
+        checkpoint.decode(json.loads(checkpoint.dumps(state.to_dict())))), **kw)
+    got = shrinknet.prune(model, X, T, resume=saved[len(saved) // 2], **kw)
+    assert got.steps == want.steps
+    assert all(torch.equal(a, b) for a, b in zip(got.network(k).parameters(), want.network(k).parameters()))
