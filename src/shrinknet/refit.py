@@ -21,6 +21,8 @@ to 0 anyway), so a refit network works with the same masks, scoring and surgery 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -152,13 +154,12 @@ class Refitter:
                     o = o * net._expand(masks[k], o)
         return SeqNet(blocks, net.dims, net.in_shape)
 
-    def _q_block(self, b, masks, k: int):
+    @staticmethod
+    def _q_block(b, masks, k: int):
         """Block k with its weights quantized per output unit (``_q``)."""
-        from dataclasses import replace
-
         from .layers import Block
 
-        return Block(replace(b.param, weight=self._q(b.param.weight, masks, k)), b.tail)
+        return Block(replace(b.param, weight=Refitter._q(b.param.weight, masks, k)), b.tail)
 
     def _solve(self, k: int, o: Tensor, masks) -> Layer:
         orig = self.net.layers[k]
