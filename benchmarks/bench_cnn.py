@@ -15,6 +15,8 @@ Prints, side by side in one run:
      retraining and then after the same fine-tuning (``retrain.finetune``: Adam, --finetune epochs,
      early stopping on validation) of each pruned network. Torch-Pruning's network keeps its
      BatchNorm layers, which fine-tuning also updates; shrinknet's has them folded.
+     Beside them, shrinknet at int8 storage (``dtype="int8"``: int8 kernels with a float32 scale per
+     output channel, float32 biases; refit="final"; the budget counts all three) at the same budgets.
 
 Run: python benchmarks/bench_cnn.py [--epochs 8] [--repeats 3]   (needs torch-pruning: the [bench] extra)
 """
@@ -140,8 +142,14 @@ def main():
     refit = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
                             refit="final", X_calib=Xtr)
+    t0 = time.perf_counter()
+    int8 = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                           budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
+                           refit="final", X_calib=Xtr, dtype="int8")
+    t_int8 = time.perf_counter() - t0
     print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
-          f"in {t_prune:.1f}s")
+          f"in {t_prune:.1f}s at float32; at int8 (refit final) {len(int8.steps) - 1} from "
+          f"{int8.steps[0].bytes} B in {t_int8:.1f}s")
     from shrinknet.retrain import finetune
 
     def tuned(m):
@@ -150,17 +158,19 @@ def main():
         best, _ = finetune(m, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=args.finetune, lr=1e-3, patience=2)
         return accuracy(best.eval(), Xte, yte)
 
-    print(f"\ntest accuracy (no retraining | after {args.finetune} epochs of the same fine-tuning)")
+    print(f"\ntest accuracy (no retraining | after {args.finetune} epochs of the same fine-tuning; int8: refit final)")
     print(f"{'budget':>8} | {'shrinknet B':>11} {'kept':>9} {'acc':>7} {'refit':>7} {'tuned':>7} | "
-          f"{'Torch-Pruning B':>15} {'kept':>9} {'acc':>7} {'tuned':>7}")
+          f"{'int8 B':>7} {'kept':>9} {'refit':>7} | {'Torch-Pruning B':>15} {'kept':>9} {'acc':>7} {'tuned':>7}")
     for kib in BUDGETS_KIB:
         k, small = result.fit(kib * 1024)
+        q = int8.steps[int8.fit(kib * 1024)[0]]
         tp_model = torch_pruning_at(model, Xv, yv, kib * 1024)
         tp_kept = [m.out_channels for m in tp_model.modules() if isinstance(m, nn.Conv2d)]
         print(f"{kib:>5} KiB | {result.steps[k].bytes:>11} {str(result.steps[k].kept):>9} "
               f"{result.steps[k].test_accuracy:7.4f} {refit.steps[refit.fit(kib * 1024)[0]].test_accuracy:7.4f} "
-              f"{tuned(small):7.4f} | {flash_bytes_folded(tp_model):>15} "
-              f"{str(tp_kept):>9} {accuracy(tp_model, Xte, yte):7.4f} {tuned(tp_model):7.4f}")
+              f"{tuned(small):7.4f} | {q.bytes:>7} {str(q.kept):>9} {q.test_accuracy:7.4f} | "
+              f"{flash_bytes_folded(tp_model):>15} {str(tp_kept):>9} {accuracy(tp_model, Xte, yte):7.4f} "
+              f"{tuned(tp_model):7.4f}")
 
 
 if __name__ == "__main__":

@@ -154,14 +154,6 @@ def test_budget_and_single_ranking_on_a_cnn():
 
 
 # -- refusals -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", ["int8", torch.int8], ids=["name", "torch-dtype"])
-def test_int8_on_a_cnn_is_refused_however_the_dtype_is_named(dtype):
-    s = SETTINGS[1]
-    model, units, X, T = build(s)
-    with pytest.raises(ValueError, match="int8 storage is not supported for convolutional networks"):
-        shrinknet.prune(model.float(), X.float(), T, loss=s.loss, dtype=dtype, budget_bytes=10**6, progress=False)
-
-
 class Residual(nn.Module):
     def __init__(self):
         super().__init__()

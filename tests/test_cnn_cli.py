@@ -1,12 +1,18 @@
-"""The CNN path through the command line: train --arch cnn, rank, prune --ram-budget --export, export, bad input."""
+"""The CNN path through the command line: train --arch cnn, rank, prune --ram-budget --export (float32 and
+int8), export, info, bad input."""
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
-from shrinknet import modelio
+from shrinknet import modelio, runs
 from shrinknet.cli import cli
+from shrinknet.memory import network_bytes
 
 
 def invoke(*args):
@@ -68,12 +74,38 @@ def test_info_describes_the_cnn(trained):
     r = invoke("info", tmp / "m" / "model.safetensors")
     assert r.exit_code == 0, r.output
     assert "input 1x8x8" in r.output and "layer 0: conv 1 -> 3 channels" in r.output and "RAM: " in r.output
-    assert "int8" not in r.output
+    # int8 (3 + 4 channels, 3x3 kernels, Linear 16 -> 10): 3*9 + 2*4*3 | 4*27 + 2*4*4 | 10*16 + 2*4*10
+    assert "431 B at int8" in r.output and (27 + 24) + (108 + 32) + (160 + 80) == 431
 
 
-def test_prune_cnn_refuses_int8_before_any_work(trained):
+C_ARRAYS = re.compile(r"static const \w+ layer\d+_\w+\[\d+\] = \{[^}]*\};")
+
+
+def test_prune_cnn_at_int8_exports_what_it_counted(trained):
+    """prune --dtype int8 --export onnx,c on a CNN: the kept step fits, the exports state its bytes,
+    ONNX computes what the saved (dequantized) network computes, and export --dtype int8 of the saved
+    model file rebuilds exactly the same int8 arrays."""
+    ort = pytest.importorskip("onnxruntime")
     tmp, _ = trained
-    r = CliRunner().invoke(cli, ["--quiet", "prune", str(tmp / "m" / "model.safetensors"), "--budget", "1KiB",
-                                 "--dtype", "int8", "--no-analyze", "--out", str(tmp / "int8")])
-    assert r.exit_code == 2 and "--dtype int8 is not supported for convolutional networks" in r.output, r.output
-    assert len(r.output.strip().splitlines()) == 1 and not (tmp / "int8").exists()
+    out = tmp / "int8"
+    r = invoke("--quiet", "prune", tmp / "m" / "model.safetensors", "--budget", "350", "--dtype", "int8",
+               "--export", "onnx,c", "--no-analyze", "--out", out)
+    assert r.exit_code == 0, r.output
+    run = runs.load_run(out)
+    step = run["result"].steps[run["extras"]["chosen_step"]]
+    assert run["result"].config["dtype"] == "int8" and run["result"].config["refit"] == "final"
+    assert step.bytes <= 350 and f"{step.bytes} B flash" in r.output
+    saved, meta = modelio.load_model(out / "model.safetensors")
+    assert network_bytes(saved, "int8") == step.bytes and meta["pruned"]["dtype"] == "int8"
+    header = (out / "model.h").read_text()
+    assert f"#define SHRINKNET_FLASH_BYTES {step.bytes}\n" in header and f"Flash: {step.bytes} bytes of int8" in header
+    assert f"#define SHRINKNET_RAM_BYTES {step.ram_bytes}\n" in header
+    X = torch.as_tensor(np.random.default_rng(0).random((50, 1, 8, 8)), dtype=torch.float32)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(["output"], {"input": X.numpy()})
+    with torch.no_grad():
+        assert np.abs(y - saved(X).numpy()).max() <= 1e-5
+    r = invoke("--quiet", "export", out / "model.safetensors", "--format", "c", "--dtype", "int8", "--out", tmp / "again.c")
+    assert r.exit_code == 0 and f"flash (weights) {step.bytes} B" in r.output, r.output
+    arrays = C_ARRAYS.findall((out / "model.c").read_text())
+    assert len(arrays) == 9 and C_ARRAYS.findall((tmp / "again.c").read_text()) == arrays  # weight, scale, bias x 3

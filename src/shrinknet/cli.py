@@ -632,7 +632,8 @@ def _leave_distributed():
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
-              "float32 scale per row and float32 biases, ranked and recorded as the device computes.")
+              "float32 scale per row (a convolution: per output channel) and float32 biases, ranked and recorded as the "
+              "device computes.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
               "record the whole curve (the kept network is chosen from all of it).")
@@ -719,7 +720,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _check_widths(net_model, ds, data or ds.name)
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     _check_retrain(ds, meta, finetune, baseline)
-    _check_cnn_dtype(net_model, dtype)
     _start_check(net_model, ds, loss, force)
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
@@ -751,14 +751,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")
     _print_agreement(ctx, result)
-
-
-def _check_cnn_dtype(net_model, dtype: str) -> None:
-    """--dtype int8 is refused for a convolutional network before any work."""
-    from .network import as_net
-
-    if dtype == "int8" and getattr(as_net(net_model), "general", False):
-        raise UserError("--dtype int8 is not supported for convolutional networks yet: use float32 or float16")
 
 
 def _require_target(budget, max_drop) -> None:
@@ -872,7 +864,8 @@ def report(run_dirs, out, title, overwrite):
 @_model_options
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
-              help="int8: int8 weights with a float32 scale per row (ONNX DequantizeLinear, C int8_t), float32 biases.")
+              help="int8: int8 weights with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), "
+              "float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
@@ -941,16 +934,15 @@ def info(model, hidden, activation, out_activation):
 
 
 def _info_general(model, net) -> None:
-    """info for a convolutional network: its layers, flash at each float dtype, RAM."""
-    from .memory import DTYPE_BYTES, format_bytes, network_bytes, ram_bytes
+    """info for a convolutional network: its layers, flash at each storage dtype, RAM."""
+    from .memory import STORAGE_DTYPES, format_bytes, network_bytes, ram_bytes
 
     shape = "x".join(map(str, net.in_shape)) if net.in_shape else "unknown"
     click.echo(f"{model}: input {shape}, {len(net.hidden_sizes)} hidden layers of {list(net.hidden_sizes)} "
                f"channels/features ({sum(net.hidden_sizes)} units)")
     for k, d in enumerate(net.describe()):
         click.echo(f"  layer {k}: {d}")
-    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}"
-                                    for d in DTYPE_BYTES))  # the float dtypes: int8 is MLP-only
+    click.echo("size: " + ", ".join(f"{format_bytes(network_bytes(net, d))} at {d}" for d in STORAGE_DTYPES))
     if net.in_shape:
         click.echo(f"RAM: {format_bytes(ram_bytes(net))} (peak activations of a batch-1 forward pass, float32)")
 

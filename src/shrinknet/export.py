@@ -43,14 +43,16 @@ float32 in every format, and a float64 model is stored as float32. With ``"float
   binary32 and refuses to compile otherwise).
 * safetensors stores float16 tensors.
 
-With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output row
-(:func:`shrinknet.quantize.quantize_rows`: int8 values, one float32 scale per row); biases stay
-float32. Quantizing a network that already carries dequantized int8 weights (what
-``PruneResult.network(k)`` of an int8 run returns) gives back exactly the run's int8 values and
-scales. The arithmetic is float (the device needs an FPU; integer-only inference is not offered):
+With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output row, every
+convolution kernel per output channel (:func:`shrinknet.quantize.quantize_rows`: int8 values, one
+float32 scale per row or channel); biases stay float32. Quantizing a network that already carries
+dequantized int8 weights (what ``PruneResult.network(k)`` of an int8 run returns) gives back
+exactly the run's int8 values and scales. The arithmetic is float (the device needs an FPU;
+integer-only inference is not offered):
 
-* ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row) and a
-  zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0) feeds the ``Gemm``.
+* ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row or
+  output channel) and a zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0)
+  feeds the ``Gemm`` or ``Conv``.
 * C stores ``int8_t`` weight arrays and ``float`` scale arrays; each weight is used as
   ``(float)q * scale`` -- the same float32 number torch's dequantized weight holds.
 
@@ -116,7 +118,7 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         path: the output file (for ``format="c"`` the ``.c`` file; the ``.h`` goes next to it).
         format: "onnx", "c" or "safetensors".
         dtype: storage type of weights and biases, "float32", "float16" or "int8" (ONNX and C:
-            int8 weights with per-row float32 scales, float32 biases).
+            int8 weights with float32 scales per row or output channel, float32 biases).
         prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
         meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
             safetensors header).
@@ -194,9 +196,9 @@ def _export_general(net, path: Path, format: str, dtype: str, prefix: str, meta:
         write_bytes(path, model.SerializeToString())
         return ExportResult([path], flash, 0, format, dtype)
     header = path.with_suffix(".h")
-    prelude = _C_HALF if dtype == "float16" else _C_SINGLE
+    prelude = {"float16": _C_HALF, "int8": _C_INT8 + _C_LOAD_FLOAT}.get(dtype, _C_SINGLE)
     h_text, c_text, ram = lx.c_sources(net, stored, dtype, prefix, header.name, flash, meta, __version__,
-                                       _c_array, _c_float, prelude)
+                                       c_layer_arrays, _c_float, prelude)
     replace_files([(header, h_text), (path, c_text)])
     return ExportResult([path, header], flash, ram, format, dtype)
 
@@ -274,13 +276,8 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
     x = "input"
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
         p = f"layers.{k}"
-        if dtype == "int8":  # int8 values, per-row scales, DequantizeLinear along axis 0 (rows)
-            q, scale = quantize_rows(W)
-            inits.append(numpy_helper.from_array(q.numpy(), f"{p}.weight"))
-            inits.append(numpy_helper.from_array(scale.numpy(), f"{p}.weight_scale"))
-            inits.append(numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{p}.weight_zero_point"))
-            w = node("DequantizeLinear", [f"{p}.weight", f"{p}.weight_scale", f"{p}.weight_zero_point"],
-                     f"{p}.weight_dequantized", axis=0)
+        if dtype == "int8":
+            w = onnx_int8_weight(W, f"{p}.weight", inits, node)
         else:
             w = constant(f"{p}.weight", W.numpy())
         gemm_in = [x, w]
@@ -324,7 +321,31 @@ def _onnx_model(net: Net, dtype: str, meta: dict | None):
     return model
 
 
+def onnx_int8_weight(W: Tensor, name: str, inits: list, node) -> str:
+    """The int8 form of weight W (out, ...): initializers ``name`` (int8, W's shape),
+    ``name_scale`` (float32, one per output unit) and ``name_zero_point`` (int8 zeros), and a
+    ``DequantizeLinear`` along axis 0 whose output (returned) is the float weight the layer's node
+    takes. ``node(op, inputs, name, **attrs)`` adds a node. One form for MLPs and CNNs."""
+    from onnx import numpy_helper
+
+    q, scale = quantize_rows(W)
+    inits.append(numpy_helper.from_array(q.numpy(), name))
+    inits.append(numpy_helper.from_array(scale.numpy(), f"{name}_scale"))
+    inits.append(numpy_helper.from_array(np.zeros(len(scale), dtype=np.int8), f"{name}_zero_point"))
+    return node("DequantizeLinear", [name, f"{name}_scale", f"{name}_zero_point"], f"{name}_dequantized", axis=0)
+
+
 # -- C ----------------------------------------------------------------------------------------
+def c_layer_arrays(k: int, W: Tensor, b: Tensor | None, dtype: str) -> str:
+    """The C arrays of layer k: ``layer<k>_weight`` (and ``layer<k>_bias``) at ``dtype``; at int8
+    ``int8_t layer<k>_weight``, ``float layer<k>_scale`` (one per output unit) and a float bias."""
+    if dtype == "int8":
+        q, scale = quantize_rows(W)
+        return (_c_array(f"layer{k}_weight", q, "int8") + _c_array(f"layer{k}_scale", scale, "float32", "float")
+                + ("" if b is None else _c_array(f"layer{k}_bias", b, "float32", "float")))
+    return _c_array(f"layer{k}_weight", W, dtype) + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype))
+
+
 def _c_array(name: str, t: Tensor, dtype: str, ctype: str = "weight_t") -> str:
     """``static const weight_t name[n] = {...};`` holding ``t`` flattened row-major at ``dtype``."""
     flat = t.reshape(-1).numpy()
@@ -386,6 +407,10 @@ typedef float weight_t;
 
 _C_INT8 = """\
 typedef int8_t weight_t; /* weights; biases and per-row scales are float */
+"""
+
+_C_LOAD_FLOAT = """\
+#define LOAD(v) (v) /* biases are float */
 """
 
 _C_DENSE_INT8 = """\
@@ -479,7 +504,8 @@ def c_header(prefix: str, network: list[str], dtype: str, flash: int, ram: int, 
     lines = [
         f"Generated by shrinknet {__version__}; do not edit, export again instead.",
         *network,
-        f"Flash: {flash} bytes of weights and biases ({dtype}), not counting code.",
+        f"Flash: {flash} bytes of " + ("int8 weights, float32 scales and float32 biases (int8)" if dtype == "int8"
+                                       else f"weights and biases ({dtype})") + ", not counting code.",
         f"RAM:   {ram} bytes of scratch ({scratch_note}), plus the caller's input and output.",
     ]
     if meta:  # JSON may escape "/" as "\/": keeps "*/" from closing the comment
@@ -526,14 +552,7 @@ def _c_sources(net: Net, dtype: str, prefix: str, header_name: str, flash: int, 
     src, offset = "input", 0
     for k, (layer, (W, b)) in enumerate(zip(net.layers, _stored(net, dtype))):
         head = f"/* layer {k}: {_describe(layer)}; weight[i * {layer.in_features} + j]: input j -> neuron i */\n"
-        if dtype == "int8":
-            q, scale = quantize_rows(W)
-            arrays.append(head + _c_array(f"layer{k}_weight", q, "int8")
-                          + _c_array(f"layer{k}_scale", scale, "float32", "float")
-                          + ("" if b is None else _c_array(f"layer{k}_bias", b, "float32", "float")))
-        else:
-            arrays.append(head + _c_array(f"layer{k}_weight", W, dtype)
-                          + ("" if b is None else _c_array(f"layer{k}_bias", b, dtype)))
+        arrays.append(head + c_layer_arrays(k, W, b, dtype))
         last = k == len(net.layers) - 1
         # hidden layers alternate between the two ends of the scratch buffer
         offset = 0 if k % 2 == 0 else scratch - layer.out_features

@@ -97,7 +97,8 @@ def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> in
     """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
     counting only kept neurons when ``masks`` (True = kept) is given.
 
-    At "int8": int8 weights + one float32 scale per output row + float32 biases (quantize.py).
+    At "int8": int8 weights + one float32 scale per output row (a convolution: per output channel)
+    + float32 biases (quantize.py).
     """
     if dtype_name(dtype) != "int8":
         return network_params(model, masks) * dtype_bytes(dtype)
@@ -105,8 +106,8 @@ def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> in
     from .quantize import int8_layer_bytes
 
     net = as_net(model)
-    if getattr(net, "general", False):
-        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
+    if getattr(net, "general", False):  # per layer type: layers/conv.py, layers/linear.py ``int8_bytes``
+        return net.int8_bytes(masks)
     kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
     sizes = [net.in_features, *kept, net.out_features]
     return sum(int8_layer_bytes(sizes[k + 1], sizes[k], layer.bias is not None) for k, layer in enumerate(net.layers))

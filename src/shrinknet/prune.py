@@ -291,7 +291,8 @@ def prune(
             (``memory.ram_bytes``: the two largest consecutive float32 maps); a stopping target
             like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
         dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
-            weights with a float32 scale per row and float32 biases, see ``quantize``). At int8,
+            weights with a float32 scale per row or output channel and float32 biases, see
+            ``quantize``). At int8,
             scoring, refit and recorded errors use the dequantized int8 network (what the device
             computes); scoring switches a neuron off in the current int8 network without
             re-quantizing, and every removal re-quantizes the rows it changes.
@@ -361,8 +362,6 @@ def prune(
     net = _copy_net(as_net(model))
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
-    if getattr(net, "general", False) and dtype == "int8":  # after dtype_name: torch.int8 too
-        raise ValueError("int8 storage is not supported for convolutional networks yet: use float32 or float16")
     check_positive_int("chunk_size", chunk_size, optional=True)
     check_positive_int("pairs", pairs)
     check_positive_int("batch_size", batch_size, optional=True)

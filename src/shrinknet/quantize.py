@@ -1,10 +1,12 @@
-"""int8 storage: symmetric per-row quantization of weights, and its byte count.
+"""int8 storage: symmetric per-output-unit quantization of weights, and its byte count.
 
-A weight matrix W (out, in) is stored as int8 values q (out, in) and one float32 scale per
-output row: ``s_i = max_j |w_ij| / 127`` and ``q_ij = round(w_ij / s_i)`` in [-127, 127]; the
-device computes with the dequantized weights ``q_ij * s_i`` (float arithmetic: it needs an FPU).
-Biases stay float32. Bytes on the device: ``out * in`` (int8 weights) + ``4 * out`` (scales)
-+ ``4 * out`` (biases, when the layer has them).
+A weight tensor W whose first axis is the output unit -- a Linear matrix (out, in), a
+convolution kernel (o, c, kh, kw) or (o, c, k) -- is stored per output unit i, over the row
+``w_i = W.reshape(out, -1)[i]`` (an output channel's whole kernel), as int8 values q (W's shape)
+and one float32 scale: ``s_i = max_j |w_ij| / 127`` and ``q_ij = round(w_ij / s_i)`` in
+[-127, 127]; the device computes with the dequantized weights ``q_ij * s_i`` (float arithmetic:
+it needs an FPU). Biases stay float32. Bytes on the device: ``out * per_row`` (int8 weights) +
+``4 * out`` (scales) + ``4 * out`` (biases, when the layer has them): :func:`int8_layer_bytes`.
 
 The scales are chosen so that quantizing is idempotent on its own output: quantizing the
 dequantized weights again gives back exactly the same int8 values and scales. That is what
@@ -21,22 +23,24 @@ QMAX = 127  # symmetric: -127..127 (-128 unused, so that negation is exact)
 
 
 def _scale(W: Tensor) -> Tensor:
-    """s_i = max_j |w_ij| / 127 (float32), 1 for an all-zero row (its q are all 0)."""
+    """s_i = max_j |w_ij| / 127 (float32) of W (out, per_row), 1 for an all-zero row (its q are all 0)."""
     m = W.detach().abs().amax(dim=1).to(torch.float64) / QMAX
     return torch.where(m > 0, m, torch.ones_like(m)).to(torch.float32)
 
 
 def quantize_rows(W: Tensor) -> tuple[Tensor, Tensor]:
-    """(q, scale): int8 q (out, in) and float32 scale (out,) with W ~ q * scale[:, None].
+    """(q, scale): int8 q of W's shape and float32 scale (out,) with W ~ q * scale (per output unit).
 
+    W: (out, in), or a kernel (o, c, ...) quantized per output channel (rows of W.reshape(o, -1)).
     Each |q * s - w| is at most half a step (s / 2). The scale is iterated to a fixed point (at
     most a few rounds, one in practice) so that ``quantize_rows(dequantize(q, s)) == (q, s)``.
     """
-    if W.ndim != 2:
-        raise ValueError(f"quantize_rows takes a 2-D weight matrix, got shape {tuple(W.shape)}")
+    if W.ndim < 2:
+        raise ValueError(f"quantize_rows takes a weight matrix or kernel (out, ...), got shape {tuple(W.shape)}")
     if not bool(torch.isfinite(W).all()):
         raise ValueError("weights are not finite; cannot quantize to int8")
-    Wc = W.detach().to("cpu", torch.float64)
+    shape = W.shape
+    Wc = W.detach().to("cpu", torch.float64).reshape(shape[0], -1)  # (out, per_row)
     s = _scale(Wc)
     for _ in range(8):
         q = torch.round(Wc / s.double()[:, None]).clamp_(-QMAX, QMAX)
@@ -45,12 +49,12 @@ def quantize_rows(W: Tensor) -> tuple[Tensor, Tensor]:
         if torch.equal(s_again, s):
             break
         Wc, s = deq.double(), s_again
-    return q.to(torch.int8), s
+    return q.to(torch.int8).reshape(shape), s
 
 
 def dequantize(q: Tensor, scale: Tensor) -> Tensor:
-    """Float32 weights the device computes with: q_ij * s_i."""
-    return q.to(torch.float32) * scale.to(torch.float32)[:, None]
+    """Float32 weights the device computes with: q_ij * s_i (q of any shape (out, ...))."""
+    return q.to(torch.float32) * scale.to(torch.float32).view(-1, *([1] * (q.ndim - 1)))
 
 
 def fake_quantize(W: Tensor) -> Tensor:
@@ -59,7 +63,7 @@ def fake_quantize(W: Tensor) -> Tensor:
     return dequantize(q, s).to(W.device, W.dtype)
 
 
-def int8_layer_bytes(n_out: int, n_in: int, bias: bool) -> int:
-    """int8 weights + one float32 scale per row + float32 biases."""
-    return n_out * n_in + 4 * n_out + (4 * n_out if bias else 0)
-
+def int8_layer_bytes(n_out: int, per_row: int, bias: bool) -> int:
+    """int8 weights + one float32 scale per output unit + float32 biases; ``per_row``: weights of
+    one output unit (a Linear's inputs, a convolution's in_channels * kernel size)."""
+    return n_out * per_row + 4 * n_out + (4 * n_out if bias else 0)

@@ -21,6 +21,8 @@ to 0 anyway), so a refit network works with the same masks, scoring and surgery 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -94,7 +96,7 @@ class Refitter:
         The result's calibration hidden outputs are kept in ``result.calib_o`` (refit only).
         """
         masks = self.net.check_masks(masks)
-        if getattr(self.net, "general", False):  # CNNs: layers/*.py refit over all positions; no int8
+        if getattr(self.net, "general", False):  # CNNs: layers/*.py refit over all positions
             return self._build_general(masks)
         if start is None:
             start = self.first_refit_layer(masks)
@@ -127,24 +129,37 @@ class Refitter:
 
     def _build_general(self, masks):
         """A convolutional network refit from the first refit layer up, each layer by its own
-        module's ``refit`` (ridge least squares over every position), fed by the refit layers below."""
+        module's ``refit`` (ridge least squares over every position), fed by the refit (and, at
+        int8, quantized) layers below; at int8 every layer is quantized per output channel/feature."""
         from .layers import Block, SeqNet
 
         start = self.first_refit_layer(masks)
-        if start is None:
-            return self.net
         net = self.net
+        if start is None and not self.int8:
+            return net
         blocks = list(net.blocks)
+        if self.int8:
+            blocks = [self._q_block(b, masks, k) for k, b in enumerate(blocks)]
+        if start is None:
+            return SeqNet(blocks, net.dims, net.in_shape)
         with torch.no_grad():
             o = net._internal(self.X)
             for k, b in enumerate(blocks):
                 if k >= start:
                     keep = masks[k - 1].nonzero().squeeze(1)
-                    b = blocks[k] = Block(b.param.refit(o, self.target[k], keep, self.ridge), b.tail)
+                    b = Block(b.param.refit(o, self.target[k], keep, self.ridge), b.tail)
+                    b = blocks[k] = self._q_block(b, masks, k) if self.int8 else b
                 if k < len(masks):
                     o = b.run_tail(b.param.forward(o))
                     o = o * net._expand(masks[k], o)
         return SeqNet(blocks, net.dims, net.in_shape)
+
+    @staticmethod
+    def _q_block(b, masks, k: int):
+        """Block k with its weights quantized per output unit (``_q``)."""
+        from .layers import Block
+
+        return Block(replace(b.param, weight=Refitter._q(b.param.weight, masks, k)), b.tail)
 
     def _solve(self, k: int, o: Tensor, masks) -> Layer:
         orig = self.net.layers[k]
@@ -158,8 +173,12 @@ class Refitter:
 
     @staticmethod
     def _q(W: Tensor, masks, k: int) -> Tensor:
+        """Layer k's weights quantized per output unit, the weights of removed input units zeroed
+        first so that they do not set the scale. W: (out, in), (o, c, kh, kw), or a Linear after
+        Flatten (i, c * P) with channel c's P columns together: each is (out, units below, rest)."""
         if k > 0 and not bool(masks[k - 1].all()):
-            W = W * masks[k - 1].to(W.dtype)  # the pruned layer's rows: removed inputs do not set the scale
+            m = masks[k - 1]
+            W = (W.reshape(W.shape[0], len(m), -1) * m.to(W.dtype).view(1, -1, 1)).view(W.shape)
         return fake_quantize(W)
 
 

@@ -46,7 +46,7 @@ def _better(a: tuple[float, float | None], b: tuple[float, float | None]) -> boo
 def _quantize_weights(model: nn.Sequential) -> nn.Sequential:
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):  # per row / per output channel
                 m.weight.copy_(fake_quantize(m.weight))
     return model
 

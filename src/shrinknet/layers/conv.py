@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input
 
+from ..quantize import int8_layer_bytes
+
 
 @dataclass(frozen=True)
 class Conv:
@@ -94,6 +96,12 @@ class Conv:
         kh, kw = self.weight.shape[2:]
         return n_out * n_in * kh * kw + (n_out if self.bias is not None else 0)
 
+    def int8_bytes(self, n_out: int, n_in: int) -> int:
+        """Bytes at int8 storage: every output channel's kernel (n_in * kh * kw int8 values), its
+        float32 scale and its float32 bias (quantize.py)."""
+        kh, kw = self.weight.shape[2:]
+        return int8_layer_bytes(n_out, n_in * kh * kw, self.bias is not None)
+
     def module(self, dims: int) -> nn.Module:
         o, c, kh, kw = self.weight.shape
         if dims == 1:
@@ -122,14 +130,15 @@ class Conv:
     # -- export ------------------------------------------------------------------------------
     def onnx(self, g, x: str, p: str, dims: int, W: Tensor, b: Tensor | None) -> str:
         w = W[:, :, 0] if dims == 1 else W
-        ins = [x, g.constant(f"{p}.weight", w.numpy())]
+        ins = [x, g.weight(f"{p}.weight", w)]
         if b is not None:
             ins.append(g.constant(f"{p}.bias", b.numpy()))
         pads = list(self.padding[-dims:])
         return g.node("Conv", ins, f"{p}.conv", kernel_shape=list(W.shape[2:][-dims:]),
                       strides=list(self.stride[-dims:]), pads=pads + pads, dilations=list(self.dilation[-dims:]))
 
-    def c_code(self, src: str, dst: str, w: str, b: str | None, in_shape: tuple, out_shape: tuple) -> str:
+    def c_code(self, src: str, dst: str, w, b: str | None, in_shape: tuple, out_shape: tuple) -> str:
+        """The loop nest; ``w(index, unit)`` is the C float expression of a weight (layers/export.py)."""
         C, H, W = in_shape
         O, OH, OW = out_shape
         kh, kw = self.weight.shape[2:]
@@ -148,7 +157,7 @@ class Conv:
                             for (j = 0; j < {kw}; j++) {{
                                 int iw = ow * {sw} - {pw} + j * {dw};
                                 if (iw < 0 || iw >= {W}) continue;
-                                acc += LOAD({w}[((o * {C} + c) * {kh} + i) * {kw} + j]) * {src}[(c * {H} + ih) * {W} + iw];
+                                acc += {w(f"((o * {C} + c) * {kh} + i) * {kw} + j", "o")} * {src}[(c * {H} + ih) * {W} + iw];
                             }}
                         }}
                     {dst}[(o * {OH} + oh) * {OW} + ow] = acc;

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..quantize import int8_layer_bytes
+
 
 @dataclass(frozen=True)
 class Dense:
@@ -77,6 +79,11 @@ class Dense:
     def params(self, n_out: int, n_in: int) -> int:
         return n_out * n_in * self.block + (n_out if self.bias is not None else 0)
 
+    def int8_bytes(self, n_out: int, n_in: int) -> int:
+        """Bytes at int8 storage: every output feature's row (n_in units * P columns, int8), its
+        float32 scale and its float32 bias (quantize.py)."""
+        return int8_layer_bytes(n_out, n_in * self.block, self.bias is not None)
+
     def module(self, dims: int) -> nn.Module:
         m = nn.Linear(self.weight.shape[1], self.out_units, bias=self.bias is not None,
                       dtype=self.weight.dtype, device=self.weight.device)
@@ -94,12 +101,13 @@ class Dense:
 
     # -- export ------------------------------------------------------------------------------
     def onnx(self, g, x: str, p: str, dims: int, W: Tensor, b: Tensor | None) -> str:
-        ins = [x, g.constant(f"{p}.weight", W.numpy())]
+        ins = [x, g.weight(f"{p}.weight", W)]
         if b is not None:
             ins.append(g.constant(f"{p}.bias", b.numpy()))
         return g.node("Gemm", ins, f"{p}.linear", transB=1)
 
-    def c_code(self, src: str, dst: str, w: str, b: str | None, in_shape: tuple, out_shape: tuple) -> str:
+    def c_code(self, src: str, dst: str, w, b: str | None, in_shape: tuple, out_shape: tuple) -> str:
+        """The loop; ``w(index, unit)`` is the C float expression of a weight (layers/export.py)."""
         n_in = self.weight.shape[1]
         init = f"LOAD({b}[i])" if b else "0.0f"
         return f"""{{ /* linear {n_in} -> {self.out_units} */
@@ -107,7 +115,7 @@ class Dense:
         for (i = 0; i < {self.out_units}; i++) {{
             float acc = {init};
             for (j = 0; j < {n_in}; j++)
-                acc += LOAD({w}[i * {n_in} + j]) * {src}[j];
+                acc += {w(f"i * {n_in} + j", "i")} * {src}[j];
             {dst}[i] = acc;
         }}
     }}"""

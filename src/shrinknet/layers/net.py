@@ -302,12 +302,21 @@ class SeqNet(Net):
     # -- memory ------------------------------------------------------------------------------
     def params(self, masks=None) -> int:
         """Weights and biases counting only kept units (True = kept)."""
+        return self._per_layer("params", masks)
+
+    def int8_bytes(self, masks=None) -> int:
+        """Bytes at int8 storage counting only kept units: int8 weights, a float32 scale per output
+        unit and float32 biases, each layer by its own module (conv.py / linear.py ``int8_bytes``)."""
+        return self._per_layer("int8_bytes", masks)
+
+    def _per_layer(self, count: str, masks) -> int:
+        """The sum over blocks of ``param.<count>(kept outputs, kept inputs)``."""
         kept = list(self.hidden_sizes) if masks is None else [int(m.sum()) for m in masks]
         total = 0
         for k, b in enumerate(self.blocks):
             n_out = kept[k] if k < self.n_hidden else b.param.out_units
             n_in = kept[k - 1] if k > 0 else b.param.in_units
-            total += b.param.params(n_out, n_in)
+            total += getattr(b.param, count)(n_out, n_in)
         return total
 
     def maps(self, masks=None) -> list[int]:
