@@ -144,3 +144,57 @@ def test_scratch_baseline_with_identity_scaling_is_the_plain_one():
     scaled = retrain.scratch_baseline(model, *tr, *va, *te, recipe=recipe, seeds=(0,), scaling=ident)
     assert scaled[0]["test_accuracy"] == plain[0]["test_accuracy"]
     assert scaled[0]["test_error"] == pytest.approx(plain[0]["test_error"], rel=1e-5)
+
+
+def _digits_images(n=240, seed=0):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    idx = np.random.default_rng(seed).permutation(len(X))[:n]
+    return (X[idx] / 16).astype(np.float32), y[idx]
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
+def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8):
+    """A CNN's baseline is train --arch cnn's network with the kept channels (BatchNorm and all), trained
+    with the recipe and folded: checked against doing exactly that by hand (it used to train an MLP whose
+    hidden widths were the channel counts)."""
+    pytest.importorskip("sklearn")
+    from shrinknet import train
+    from shrinknet.network import as_net
+    from shrinknet.quantize import fake_quantize
+
+    X, y = _digits_images()
+    T = np.eye(10, dtype=np.float32)[y]
+    recipe = {"arch": "cnn", "input_shape": [1, 8, 8], "channels": [4, 6], "activation": "relu",
+              "out_activation": "identity", "epochs": 3, "lr": 0.01, "batch_size": 32, "patience": 3}
+    kept = as_net(train.cnn((1, 8, 8), 10, (3, 2), seed=5).eval()).to_sequential()  # a pruned shape: [3, 2]
+    tr, va, te = (X[:120], T[:120]), (X[120:180], T[120:180]), (X[180:], T[180:])
+    got = retrain.scratch_baseline(kept, *tr, *va, *te, loss="cross_entropy", recipe=recipe, seeds=(1,), int8=int8)
+
+    fresh = train.cnn((1, 8, 8), 10, (3, 2), "relu", "identity", seed=1)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fresh)
+    log = train.train(fresh, *tr, *va, loss="cross_entropy", epochs=3, lr=0.01, batch_size=32, patience=3, seed=1)
+    folded = as_net(fresh.eval()).to_sequential()
+    if int8:
+        with torch.no_grad():
+            for m in folded:
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    m.weight.copy_(fake_quantize(m.weight.reshape(len(m.weight), -1)).view_as(m.weight))
+    assert [m.out_channels for m in folded if isinstance(m, torch.nn.Conv2d)] == [3, 2]
+    terr, tacc = retrain.evaluate(folded, *te, "cross_entropy")
+    verr, vacc = retrain.evaluate(folded, *va, "cross_entropy")
+    assert got == [{"seed": 1, "test_error": terr, "test_accuracy": tacc, "val_error": verr, "val_accuracy": vacc,
+                    "epochs_run": log.epochs}]
+
+
+def test_scratch_baseline_of_a_cnn_without_its_recipe_is_refused():
+    from shrinknet import train
+
+    kept = train.cnn((1, 8, 8), 10, (3, 2), seed=0)
+    X, y = _digits_images(60)
+    with pytest.raises(ValueError, match="recipe train --arch cnn records"):
+        retrain.scratch_baseline(kept, X, y, X, y, None, None, loss="cross_entropy", recipe={"epochs": 1})
+    with pytest.raises(ValueError, match="conv blocks"):
+        retrain.scratch_baseline(kept, X, y, X, y, None, None, loss="cross_entropy",
+                                 recipe={"arch": "cnn", "input_shape": [1, 8, 8], "channels": [4, 6, 8]})

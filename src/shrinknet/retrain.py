@@ -7,7 +7,10 @@ error) than it was given. int8 networks are fine-tuned in float and re-quantized
 the re-quantized network is what competes with the start.
 
 ``scratch_baseline`` trains networks of exactly a given shape from fresh initial weights with a
-training recipe (3 seeds by default): what a user gets without pruning at all.
+training recipe (3 seeds by default): what a user gets without pruning at all. A network is
+rebuilt the way its recipe built the original (``train.mlp``; ``train.cnn`` for ``arch: cnn``,
+with its BatchNorm layers, folded after training as ``train --arch cnn`` folds them), only with
+the kept widths.
 """
 
 from __future__ import annotations
@@ -96,20 +99,16 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
     r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
-    sizes = [net.in_features, *net.hidden_sizes, net.out_features]
-    hidden_act, out_act = net.layers[0].act, net.layers[-1].act
-    if any(layer.act.to_dict() != hidden_act.to_dict() for layer in net.layers[:-1]):
-        raise ValueError("the scratch baseline needs one activation for every hidden layer")
-    bias = net.layers[0].bias is not None
+    build = _builder(net, recipe or {})
     out = []
     for seed in seeds:
-        fresh = train.mlp(sizes, hidden_act.name, out_act.name, bias=bias, seed=seed, dtype=net.dtype)
-        _copy_activations(fresh, net)
+        fresh = build(seed)
         Xs, Xvs = X, X_val
         if scaling:
             Xs, Xvs = (sc.standardize(x, scaling["mean"], scaling["std"]) for x in (X, X_val))
         log = train.train(fresh, Xs, T, Xvs, T_val, loss=loss, epochs=r["epochs"], lr=r["lr"],
                           batch_size=r["batch_size"], patience=r["patience"], seed=seed, progress=progress)
+        fresh = as_net(fresh.eval()).to_sequential()  # a CNN's BatchNorm folded, as train --arch cnn saves it
         if scaling:
             fresh = sc.fold(fresh, scaling["mean"], scaling["std"])
         if int8:
@@ -119,6 +118,33 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
         out.append({"seed": seed, "test_error": terr, "test_accuracy": tacc, "val_error": verr,
                     "val_accuracy": vacc, "epochs_run": log.epochs})
     return out
+
+
+def _builder(net, recipe: dict):
+    """seed -> a freshly initialised network of ``net``'s shape, built as the recipe built the original."""
+    if recipe.get("arch") == "cnn":
+        channels = recipe.get("channels") or []
+        if len(net.hidden_sizes) != len(channels) or not recipe.get("input_shape"):
+            raise ValueError(f"the scratch baseline rebuilds train --arch cnn's network ({len(channels)} conv blocks, "
+                             f"then one Linear layer), but this network has {net.n_hidden} hidden layers")
+        return lambda seed: train.cnn(recipe["input_shape"], net.out_features, net.hidden_sizes,
+                                      recipe.get("activation", "relu"), recipe.get("out_activation", "identity"),
+                                      seed=seed, dtype=net.dtype)
+    if getattr(net, "dims", 0):  # convolutions and pooling: only the CNN recipe says how to rebuild them
+        raise ValueError("the scratch baseline of a convolutional network needs the recipe train --arch cnn records "
+                         "(recipe={'arch': 'cnn', 'input_shape': ..., 'channels': ...})")
+    sizes = [net.in_features, *net.hidden_sizes, net.out_features]
+    hidden_act, out_act = net.layers[0].act, net.layers[-1].act
+    if any(layer.act.to_dict() != hidden_act.to_dict() for layer in net.layers[:-1]):
+        raise ValueError("the scratch baseline needs one activation for every hidden layer")
+    bias = net.layers[0].bias is not None
+
+    def build(seed: int) -> nn.Sequential:
+        fresh = train.mlp(sizes, hidden_act.name, out_act.name, bias=bias, seed=seed, dtype=net.dtype)
+        _copy_activations(fresh, net)
+        return fresh
+
+    return build
 
 
 def _copy_activations(fresh: nn.Sequential, net) -> None:
