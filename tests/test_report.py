@@ -114,7 +114,8 @@ def test_figure_data_curves_are_the_run_json_numbers(run_dirs):
         assert curve["error"] == [s["error"] for s in steps]
         assert curve["accuracy"] == [s["accuracy"] for s in steps]
         assert curve["test_accuracy"] == [s["test_accuracy"] for s in steps]
-    assert [c["label"] for c in data["curves"]] == ["iterative brute_force", "single taylor2", "cos regression"]
+    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32", "single taylor2, float32",
+                                                    "cos regression, float32"]  # every label says the dtype
     assert data["size"]["metric"] == "error"  # one regression run: no accuracy to compare
     size = data["size"]["runs"][0]
     assert size["budget_bytes"] == 400 and size["export_bytes"] == {"exported": 380}
@@ -144,7 +145,7 @@ def test_plotted_curves_are_the_steps(run_dirs):
             (line,) = [ln for ln in ax.lines if ln.get_label() == curve["label"]]
             np.testing.assert_array_equal(line.get_xydata(), np.column_stack([x, [s[key] for s in steps]]))
     labels = [ln.get_label() for ln in acc_ax.lines]
-    assert "iterative brute_force (test)" in labels and "single taylor2 (test)" not in labels
+    assert "iterative brute_force, float32 (test)" in labels and "single taylor2, float32 (test)" not in labels
     assert acc_ax.lines[0].get_linestyle() == "-" and acc_ax.lines[-1].get_linestyle() == "--"
 
 
@@ -159,12 +160,12 @@ def test_regression_run_plots_error_only(run_dirs):
 def test_run_without_analysis_reports_and_notes_skipped_figures(run_dirs, tmp_path):
     path = report.write_report([run_dirs[1]], tmp_path, formats=("png",))
     text = path.read_text(encoding="utf-8")
-    for name in ("curves", "layers", "size"):
+    for name in ("curves", "layers", "size", "ram"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
     for name in ("estimates", "gain"):
         assert not (tmp_path / f"{name}.png").exists()
         assert f"Figure “{name}” skipped: no run directory has an analysis.json" in text
-    assert text.count("data:image/png;base64,") == 3
+    assert text.count("data:image/png;base64,") == 4  # curves, size, ram, layers
     assert not list(tmp_path.glob("*.svg"))
 
 
@@ -221,7 +222,7 @@ def test_report_module_and_figure_data_work_without_matplotlib(run_dirs, monkeyp
     spec = importlib.util.find_spec("shrinknet.report")
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)  # a module-level "import matplotlib" would raise here
-    assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2"
+    assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2, float32"
 
 
 # -- runs sharing a method and algorithm, the kept step, exports, test accuracy, along the run --------
@@ -247,7 +248,8 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
     dirs, _ = twin_runs
     data = report.figure_data([runs.load_run(d) for d in dirs])
     labels = [c["label"] for c in data["curves"]]
-    assert labels == ["iterative brute_force (a/run)", "iterative brute_force (b/run)", "single taylor2"]
+    assert labels == ["iterative brute_force, float32 (a/run)", "iterative brute_force, float32 (b/run)",
+                      "single taylor2, float32"]
     styles = [(c["color"], c["linestyle"]) for c in data["curves"]]
     assert len(set(c for c, _ in styles)) == 3
     fig = report._curves_figure(data["curves"])
@@ -259,7 +261,7 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
                                          for m in ("brute_force", "taylor2")]
     # no directories at all: still distinct
     plain = [{**runs.load_run(dirs[0]), "dir": None} for _ in range(2)]
-    assert report._labels(plain) == ["iterative brute_force (#1)", "iterative brute_force (#2)"]
+    assert report._labels(plain) == ["iterative brute_force, float32 (#1)", "iterative brute_force, float32 (#2)"]
 
 
 def test_the_kept_step_is_marked_on_the_curves_and_the_size_figure(twin_runs):
