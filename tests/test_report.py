@@ -435,7 +435,8 @@ def dtype_runs(mlp, tmp_path_factory):
 @pytest.mark.parametrize("figure", ["curves", "size", "ram", "frontier"])
 def test_legend_labels_carry_the_storage_dtype(dtype_runs, figure):
     data = report.figure_data([runs.load_run(d) for d in dtype_runs.values()])
-    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32", "iterative brute_force, int8 (int8)",
+    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32",
+                                                    "iterative brute_force, int8 (int8)",
                                                     "iterative brute_force, int8 (int8-plain)"]
     entries = data[figure]["runs"] if figure == "size" else data[figure]
     fig = report._DRAW[figure](data[figure])

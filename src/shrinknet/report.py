@@ -348,8 +348,8 @@ def _ram_data(run: dict, key: dict, metric: str) -> dict | None:
         return None
     return {**key, "metric": metric, "bytes": [s.bytes for s in result.steps],
             "ram_bytes": [s.ram_bytes for s in result.steps], "values": [getattr(s, metric) for s in result.steps],
-            "budget_bytes": result.config.get("budget_bytes"), "ram_budget_bytes": result.config.get("ram_budget_bytes"),
-            "chosen": _chosen(run)}
+            "budget_bytes": result.config.get("budget_bytes"),
+            "ram_budget_bytes": result.config.get("ram_budget_bytes"), "chosen": _chosen(run)}
 
 
 def _finite(v) -> bool:
