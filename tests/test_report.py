@@ -528,3 +528,26 @@ def test_budgets_and_exports_are_named_in_the_legend_not_on_the_axes(twin_runs):
     for b, _, owners in marks:  # each budget drawn in the colours of the runs that had it
         drawn = [ln for ln in ax.lines if list(ln.get_xdata()) == [b, b]]
         assert [ln.get_color() for ln in drawn] == [e["color"] for e in owners]
+
+
+def test_names_that_read_alike_are_told_apart_by_directory(run_dirs):
+    a, b = runs.load_run(run_dirs[0]), runs.load_run(run_dirs[1])
+    a["name"], b["name"] = "iterative brute force", "Iterative brute_force"  # as demo and prune name them
+    assert report._labels([a, b]) == ["iterative brute force, float32 (bf)", "Iterative brute_force, float32 (t2)"]
+
+
+def test_frontier_variants_of_one_size_are_drawn_side_by_side_at_their_exact_values(run_dirs):
+    (frontier,) = report.figure_data([runs.load_run(run_dirs[0])])["frontier"]
+    points = frontier["points"]  # the run's own, fine-tuned and 3 from scratch, all of one size
+    assert len({p["bytes"] for p in points}) == 1
+    fig = report._frontier_figure([frontier])
+    ax = fig.axes[0]
+    assert len(ax.collections) == len(points)
+    for col, p in zip(ax.collections, points):
+        np.testing.assert_array_equal(col.get_offsets(), [[p["bytes"], p["value"]]])  # the data stay exact
+    fig.canvas.draw()
+    x = {p["kind"]: col.get_offset_transform().transform(col.get_offsets())[0][0]
+         for col, p in zip(ax.collections, points)}
+    centre = ax.transData.transform([[points[0]["bytes"], points[0]["value"]]])[0][0]
+    step = 8 * fig.dpi / 72  # 8 points apart, in pixels
+    assert [x["run"] - centre, x["finetuned"] - centre, x["scratch"] - centre] == pytest.approx([-step, 0, step])

@@ -73,7 +73,8 @@ _CAPTIONS = {
     "frontier": "Test accuracy (error for regression) against bytes on the device: each run's curve (as its "
                 "networks are saved: refit and int8 included), and at the kept step, in the run's colour, its "
                 "own network (circle), the plain switch-off float32 network of the same neurons (square), the "
-                "fine-tuned one (triangle) and networks of the same shape trained from scratch (crosses).",
+                "fine-tuned one (triangle) and networks of the same shape trained from scratch (crosses); "
+                "variants of the same size are drawn side by side.",
 }
 _SKIPPED = {
     "ram": "no run records RAM (runs written before shrinknet 0.2)",
@@ -198,10 +199,11 @@ def _labels(runs: list[dict]) -> list[str]:
     path as tells them apart, and failing that its position (#i)."""
     base = [_with_dtype(r.get("name") or "{algorithm} {method}".format(**r["result"].config),
                         r["result"].config.get("dtype") or "float32") for r in runs]
-    count = Counter(base)
+    same = [b.replace("_", " ").casefold() for b in base]  # "brute_force" and "Brute force" read alike
+    count = Counter(same)
     labels = list(base)
-    for name in [b for b, c in count.items() if c > 1]:
-        idx = [i for i, b in enumerate(base) if b == name]
+    for key in [k for k, c in count.items() if c > 1]:
+        idx = [i for i, k in enumerate(same) if k == key]
         parts = [Path(str(runs[i].get("dir") or "")).resolve().parts if runs[i].get("dir") else () for i in idx]
         tails, depth = [""] * len(idx), 0
         for depth in range(1, max(map(len, parts), default=0) + 1):
@@ -210,7 +212,7 @@ def _labels(runs: list[dict]) -> list[str]:
                 break
         for n, (i, p) in enumerate(zip(idx, parts)):
             tail = "/".join(p[-depth:]) if p and len(set(tails)) == len(tails) else f"#{n + 1}"
-            labels[i] = f"{name} ({tail})"
+            labels[i] = f"{base[i]} ({tail})"
     return labels
 
 
@@ -370,6 +372,7 @@ def _matplotlib():
         import matplotlib.figure  # noqa: F401
         import matplotlib.lines  # noqa: F401
         import matplotlib.ticker  # noqa: F401
+        import matplotlib.transforms  # noqa: F401
     except ImportError as e:
         raise ImportError("shrinknet's figures and report need matplotlib: pip install 'shrinknet[report]'") from e
     return matplotlib
@@ -711,18 +714,27 @@ _MARKERS = {"run": "o", "plain": "s", "finetuned": "^", "scratch": "x"}
 def _frontier_figure(frontier: list[dict]):
     """Test accuracy (or error) vs bytes: every run's curve and, in its colour, its variants as
     markers (one marker per kind) named from their dtype and refit; the budgets."""
+    mpl = _matplotlib()
     fig, (ax,) = _new_figure(1, 1, (8.4, 4.2))
+    order = list(_MARKERS)
     for run in frontier:
         ax.plot(run["bytes"], _floats(run["values"]), label=f"{run['label']}: test curve",
                 **_line_kw(run, len(run["bytes"])))
+        drawn = [p for p in run["points"] if _finite(p["value"])]
+        kinds_at: dict[float, list] = {}  # bytes -> the kinds drawn there, in _MARKERS order
+        for p in sorted(drawn, key=lambda p: order.index(p["kind"]) if p["kind"] in order else len(order)):
+            kinds_at.setdefault(p["bytes"], [])
+            if p["kind"] not in kinds_at[p["bytes"]]:
+                kinds_at[p["bytes"]].append(p["kind"])
         seen = set()
-        for p in run["points"]:
-            if not _finite(p["value"]):
-                continue
+        for p in drawn:
             marker = _MARKERS.get(p["kind"], "o")
             edge = {} if marker == "x" else {"edgecolors": "k", "linewidths": 0.6}
+            kinds = kinds_at[p["bytes"]]  # variants of one size side by side, 8 points apart (the data stay exact)
+            dx = 8 * (kinds.index(p["kind"]) - (len(kinds) - 1) / 2)
             ax.scatter([p["bytes"]], [p["value"]], marker=marker, s=46, zorder=4, color=run["color"],
-                       label=None if p["text"] in seen else p["text"], **edge)
+                       label=None if p["text"] in seen else p["text"],
+                       transform=mpl.transforms.offset_copy(ax.transData, fig=fig, x=dx, units="points"), **edge)
             seen.add(p["text"])
     marks = budget_marks(frontier, "budget_bytes", "flash budget")
     _budget_lines(ax.axvline, marks)
