@@ -551,3 +551,15 @@ def test_frontier_variants_of_one_size_are_drawn_side_by_side_at_their_exact_val
     centre = ax.transData.transform([[points[0]["bytes"], points[0]["value"]]])[0][0]
     step = 8 * fig.dpi / 72  # 8 points apart, in pixels
     assert [x["run"] - centre, x["finetuned"] - centre, x["scratch"] - centre] == pytest.approx([-step, 0, step])
+
+
+@pytest.mark.parametrize("cases,shared", [
+    (["mlp-no-ram-budget", "mlp-ram-budget"], True),  # the same widths: one scale to compare them on
+    (["mlp-no-ram-budget", "cnn-ram-budget"], False),  # 9+7 neurons beside 3+4 channels: each its own
+])
+def test_layers_panels_share_a_scale_only_for_runs_of_the_same_widths(ram_runs, cases, shared):
+    data = report.figure_data([runs.load_run(ram_runs[c]) for c in cases])
+    fig = report._layers_figure(data["layers"])
+    a, b = fig.axes[:2]
+    assert a.get_shared_y_axes().joined(a, b) is shared
+    assert a.get_ylim()[0] == b.get_ylim()[0] == 0

@@ -20,7 +20,8 @@ Figures, after the paper's (Wolfe et al. 2017, section 4):
     frontier   test accuracy vs bytes with the variants recorded at the kept step
 
 Every legend names each run's storage dtype (run labels end in ", float32", ", int8", ...);
-runs that draw the very same curve get alternating markers and a note, so none hides another.
+runs that draw the same curve (or the start of another's) get alternating markers and a note in
+the legend, so none hides another; budgets and exports are named in the legend, not over the plot.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ _CAPTIONS = {
                 "variants of the same size are drawn side by side.",
 }
 _SKIPPED = {
-    "ram": "no run records RAM (runs written before shrinknet 0.2)",
+    "ram": "no run records RAM (its steps have no ram_bytes: written by an older shrinknet)",
     "frontier": "no run records its variants (written by 'shrinknet prune')",
     "estimates": "no run directory has an analysis.json with estimates",
     "gain": "no run directory has an analysis.json with gain curves",
@@ -178,8 +179,9 @@ def _frontier_data(run: dict, key: dict, metric: str) -> dict | None:
 
 
 def point_text(point: dict, config: dict) -> str:
-    """The frontier legend's words for one recorded variant, from its own dtype and refit (recorded
-    with the point since shrinknet 0.2; before, the run's, except the plain switch-off float32 one)."""
+    """The frontier legend's words for one recorded variant, from its own dtype and refit as
+    ``experiments.frontier_points`` records them; for points saved without them, from what the kind
+    means: the run's settings, but float32 switch-off for "plain" and no refit for "scratch"."""
     kind = point.get("kind")
     if kind not in ("run", "plain", "finetuned", "scratch"):
         return str(point.get("name"))
@@ -410,8 +412,8 @@ def _style(run: dict) -> dict:
 
 def _line_kw(run: dict, n_points: int) -> dict:
     """Line style of a run in a figure that compares runs: its colour and dashes; when other runs
-    draw exactly the same curve (``same``), alternating markers and a line thinner than the one
-    below it, so every run of the group shows."""
+    draw the same curve (``same``, see mark_same_curves), alternating markers and a line thinner
+    than the one below it, so every run of the group shows."""
     kw = _style(run)
     i, n = run.get("same") or (0, 1)
     if n > 1:
@@ -422,7 +424,7 @@ def _line_kw(run: dict, n_points: int) -> dict:
 
 
 def same_curve_note(entries: list[dict]) -> str | None:
-    """"Same curve (alternating markers): B = A" for the runs of a figure that draw one curve, or None."""
+    """The legend's note naming the runs of a figure that draw one curve ("A\n= B"), or None."""
     groups: dict[str, list[str]] = {}
     for e in entries:
         if e.get("same_as"):
@@ -613,13 +615,19 @@ def _gain_figure(gains: list[dict]):
 
 @_styled
 def _layers_figure(layers: list[dict]):
-    """One panel per run: neurons kept in each hidden layer vs neurons removed."""
-    fig, axes = _new_figure(len(layers), 3, (3.8, 3.0), sharey=True)
+    """One panel per run: neurons kept in each hidden layer vs neurons removed (one y scale when the
+    runs start from the same widths; else each its own, so 8 channels are not flattened by 100 neurons)."""
+    mpl = _matplotlib()
+    same = len({tuple(run["hidden"]) for run in layers}) == 1
+    fig, axes = _new_figure(len(layers), 3, (3.8, 3.0), sharey=same)
     for ax, run in zip(axes, layers):
         for h, kept in enumerate(run["kept"]):
             ax.plot(run["n_removed"], kept, drawstyle="steps-post", color=f"C{h}",
                     label=f"hidden layer {h} ({run['hidden'][h]})")
         ax.set_title(run["label"])
+        for axis in (ax.xaxis, ax.yaxis):  # counts: whole ticks
+            axis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("neurons removed")
         ax.set_ylabel("neurons kept")
         ax.legend(loc="best")
