@@ -18,23 +18,35 @@ from shrinknet import report, runs, train
 
 
 @pytest.fixture(scope="module")
-def run_dirs(tmp_path_factory):
-    """Two classification runs of one small sigmoid MLP (analysis.json only on the first) and a
-    regression run."""
+def mlp():
+    """A small trained 6-9-7-2 sigmoid MLP and its data (train 200, val 50 for training, 50 for ranking)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threads only add overhead, more so on a busy machine
     try:
-        return _make_runs(tmp_path_factory.mktemp("runs"))
+        g = torch.Generator().manual_seed(0)
+        X = torch.rand(300, 6, generator=g)
+        y = (X[:, 0] + X[:, 1] > 1).long()
+        m = train.mlp([6, 9, 7, 2], "sigmoid", "sigmoid")
+        train.train(m, X[:200], y[:200], X[200:250], y[200:250], epochs=30)
+        return m, X, y
     finally:
         torch.set_num_threads(threads)
 
 
-def _make_runs(root):
-    g = torch.Generator().manual_seed(0)
-    X = torch.rand(300, 6, generator=g)
-    y = (X[:, 0] + X[:, 1] > 1).long()
-    m = train.mlp([6, 9, 7, 2], "sigmoid", "sigmoid")
-    train.train(m, X[:200], y[:200], X[200:250], y[200:250], epochs=30)
+@pytest.fixture(scope="module")
+def run_dirs(mlp, tmp_path_factory):
+    """Two classification runs of one small sigmoid MLP (analysis.json only on the first) and a
+    regression run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _make_runs(tmp_path_factory.mktemp("runs"), *mlp)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _make_runs(root, m, X, y):
+    g = torch.Generator().manual_seed(1)
     Xv, yv = X[250:], y[250:]
     bf = shrinknet.prune(m, Xv, yv, progress=False, budget_bytes=400, full_curve=True,
                          X_test=X[200:250], T_test=y[200:250])
@@ -114,7 +126,8 @@ def test_figure_data_curves_are_the_run_json_numbers(run_dirs):
         assert curve["error"] == [s["error"] for s in steps]
         assert curve["accuracy"] == [s["accuracy"] for s in steps]
         assert curve["test_accuracy"] == [s["test_accuracy"] for s in steps]
-    assert [c["label"] for c in data["curves"]] == ["iterative brute_force", "single taylor2", "cos regression"]
+    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32", "single taylor2, float32",
+                                                    "cos regression, float32"]  # every label says the dtype
     assert data["size"]["metric"] == "error"  # one regression run: no accuracy to compare
     size = data["size"]["runs"][0]
     assert size["budget_bytes"] == 400 and size["export_bytes"] == {"exported": 380}
@@ -144,7 +157,7 @@ def test_plotted_curves_are_the_steps(run_dirs):
             (line,) = [ln for ln in ax.lines if ln.get_label() == curve["label"]]
             np.testing.assert_array_equal(line.get_xydata(), np.column_stack([x, [s[key] for s in steps]]))
     labels = [ln.get_label() for ln in acc_ax.lines]
-    assert "iterative brute_force (test)" in labels and "single taylor2 (test)" not in labels
+    assert "iterative brute_force, float32 (test)" in labels and "single taylor2, float32 (test)" not in labels
     assert acc_ax.lines[0].get_linestyle() == "-" and acc_ax.lines[-1].get_linestyle() == "--"
 
 
@@ -159,12 +172,12 @@ def test_regression_run_plots_error_only(run_dirs):
 def test_run_without_analysis_reports_and_notes_skipped_figures(run_dirs, tmp_path):
     path = report.write_report([run_dirs[1]], tmp_path, formats=("png",))
     text = path.read_text(encoding="utf-8")
-    for name in ("curves", "layers", "size"):
+    for name in ("curves", "layers", "size", "ram"):
         assert (tmp_path / f"{name}.png").stat().st_size > 0
     for name in ("estimates", "gain"):
         assert not (tmp_path / f"{name}.png").exists()
         assert f"Figure “{name}” skipped: no run directory has an analysis.json" in text
-    assert text.count("data:image/png;base64,") == 3
+    assert text.count("data:image/png;base64,") == 4  # curves, size, ram, layers
     assert not list(tmp_path.glob("*.svg"))
 
 
@@ -221,7 +234,7 @@ def test_report_module_and_figure_data_work_without_matplotlib(run_dirs, monkeyp
     spec = importlib.util.find_spec("shrinknet.report")
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)  # a module-level "import matplotlib" would raise here
-    assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2"
+    assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2, float32"
 
 
 # -- runs sharing a method and algorithm, the kept step, exports, test accuracy, along the run --------
@@ -247,7 +260,8 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
     dirs, _ = twin_runs
     data = report.figure_data([runs.load_run(d) for d in dirs])
     labels = [c["label"] for c in data["curves"]]
-    assert labels == ["iterative brute_force (a/run)", "iterative brute_force (b/run)", "single taylor2"]
+    assert labels == ["iterative brute_force, float32 (a/run)", "iterative brute_force, float32 (b/run)",
+                      "single taylor2, float32"]
     styles = [(c["color"], c["linestyle"]) for c in data["curves"]]
     assert len(set(c for c, _ in styles)) == 3
     fig = report._curves_figure(data["curves"])
@@ -259,7 +273,7 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
                                          for m in ("brute_force", "taylor2")]
     # no directories at all: still distinct
     plain = [{**runs.load_run(dirs[0]), "dir": None} for _ in range(2)]
-    assert report._labels(plain) == ["iterative brute_force (#1)", "iterative brute_force (#2)"]
+    assert report._labels(plain) == ["iterative brute_force, float32 (#1)", "iterative brute_force, float32 (#2)"]
 
 
 def test_the_kept_step_is_marked_on_the_curves_and_the_size_figure(twin_runs):
@@ -297,3 +311,255 @@ def test_html_lists_exports_and_test_accuracy_and_plots_along_the_run(twin_runs,
     rows = runs.load_run(dirs[0])["analysis"]["along_run"]
     assert along["fractions"] == [r["fraction"] for r in rows]
     assert along["spearman"]["taylor2"] == [r["overall"]["taylor2"]["spearman"] for r in rows]
+
+
+# -- RAM, storage dtypes in every legend, runs drawing the same curve, frontier labels ---------------
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+
+
+def _cnn_run():
+    """An untrained 1x6x6 conv 3 -> pool -> conv 4 -> pool -> Linear network pruned with a RAM budget."""
+    from shrinknet import memory
+    from shrinknet.network import as_net
+
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.rand(60, 1, 6, 6, generator=g), torch.randint(0, 2, (60,), generator=g)
+    m = train.cnn((1, 6, 6), 2, channels=(3, 4))
+    net = as_net(m)
+    net.bind((1, 6, 6))
+    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    return shrinknet.prune(m, X, y, loss="cross_entropy", progress=False, budget_bytes=10**6,
+                           ram_budget_bytes=least + 16, full_curve=True)
+
+
+RAM_CASES = [  # id, how the run is made, its RAM budget
+    ("mlp-no-ram-budget", "mlp", None),
+    ("mlp-ram-budget", "mlp", 28),  # binds: the 300 B budget alone keeps 9 neurons (36 B of RAM)
+    ("cnn-ram-budget", "cnn", "least+16"),
+]
+
+
+@pytest.fixture(scope="module")
+def ram_runs(mlp, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ram")
+    m, X, y = mlp
+    out = {}
+    for case, kind, ram in RAM_CASES:
+        if kind == "mlp":
+            result = shrinknet.prune(m, X[250:], y[250:], progress=False, budget_bytes=300, ram_budget_bytes=ram,
+                                     full_curve=True)
+        else:
+            result = _cnn_run()
+        out[case] = runs.save_run(root / case, result)
+    return out
+
+
+@pytest.mark.parametrize("case", [c[0] for c in RAM_CASES])
+def test_ram_figure_plots_the_steps_ram_and_the_budgets_the_run_had(ram_runs, case):
+    run = runs.load_run(ram_runs[case])
+    result, steps = run["result"], steps_of(ram_runs[case])
+    (ram,) = report.figure_data([run])["ram"]
+    assert ram["ram_bytes"] == [s["ram_bytes"] for s in steps] and ram["bytes"] == [s["bytes"] for s in steps]
+    assert ram["values"] == [s["accuracy"] for s in steps]
+    if case.startswith("mlp"):  # an MLP's RAM: the two widest consecutive hidden layers, float32
+        assert ram["ram_bytes"] == [4 * max(a + b for a, b in zip(s["kept"], s["kept"][1:])) for s in steps]
+    fig = report._ram_figure([ram])
+    left, right = fig.axes[:2]
+    (line,) = [ln for ln in left.lines if ln.get_label() == ram["label"]]
+    np.testing.assert_array_equal(line.get_xydata(), np.column_stack([ram["bytes"], ram["ram_bytes"]]))
+    np.testing.assert_array_equal(right.lines[0].get_xydata(), np.column_stack([ram["ram_bytes"], ram["values"]]))
+    budget = result.config.get("ram_budget_bytes")
+    horizontal = [ln for ln in left.lines if list(ln.get_ydata()) == [budget] * 2]
+    vertical = [ln for ln in right.lines if list(ln.get_xdata()) == [budget] * 2]
+    legend = _legend_texts(fig)
+    if budget is None:
+        assert "ram_budget_bytes" not in result.config
+        assert not any(t.startswith("RAM budget") for t in legend) and "fits both budgets" not in legend
+        assert len(left.collections) == 0  # no box that fits both
+    else:
+        assert len(horizontal) == len(vertical) == 1
+        assert f"RAM budget {shrinknet.memory.format_bytes(budget)}" in legend and "fits both budgets" in legend
+    assert "flash budget " + shrinknet.memory.format_bytes(result.config["budget_bytes"]) in legend
+    k, _ = result.pick(result.config["budget_bytes"], None, budget)
+    (star,) = [ln for ln in left.lines if ln.get_marker() == "*"]
+    np.testing.assert_array_equal(star.get_xydata(), [[result.steps[k].bytes, result.steps[k].ram_bytes]])
+
+
+def test_kept_network_table_honours_the_ram_budget(ram_runs, tmp_path):
+    run = runs.load_run(ram_runs["mlp-ram-budget"])
+    result = run["result"]
+    k, _ = result.pick(300, None, 28)
+    assert k != result.fit(300)[0]  # the RAM budget moves the kept step here
+    page = report.write_report([ram_runs["mlp-ram-budget"]], tmp_path / "r", formats=("png",)).read_text("utf-8")
+    s = result.steps[k]
+    assert (f"<td>300 B</td><td>—</td><td>28 B</td><td>budget</td><td>{k}</td><td>{s.n_removed}</td>"
+            f"<td>{s.bytes} B</td><td>{s.ram_bytes} B</td>") in page
+    assert "RAM here is the peak activation memory of a batch-1 forward pass" in page
+    assert page.index('alt="size"') < page.index('alt="ram"') < page.index('alt="layers"')
+
+
+def test_runs_without_ram_skip_the_ram_figure(ram_runs, tmp_path):
+    d = tmp_path / "old"
+    d.mkdir()
+    doc = json.loads((ram_runs["mlp-no-ram-budget"] / "run.json").read_text())
+    for step in doc["steps"]:
+        del step["ram_bytes"]  # a run written before RAM was recorded
+    (d / "run.json").write_text(json.dumps(doc))
+    assert report.figure_data([runs.load_run(d)])["ram"] == []
+    page = report.write_report([d], tmp_path / "r", formats=("png",)).read_text("utf-8")
+    assert "Figure “ram” skipped: no run records RAM" in page and not (tmp_path / "r" / "ram.png").exists()
+
+
+@pytest.fixture(scope="module")
+def dtype_runs(mlp, tmp_path_factory):
+    """One model pruned to one budget at float32 (refit final), int8 (refit final) and int8 (switch-off),
+    with the frontier points experiments.frontier_points records."""
+    from shrinknet import datasets, experiments
+
+    root = tmp_path_factory.mktemp("dtypes")
+    m, X, y = mlp
+    Xn, yn = X.numpy(), y.numpy()
+    ds = datasets.Dataset("toy", "classification", Xn[:200], yn[:200], Xn[250:], yn[250:], Xn[200:250], yn[200:250],
+                          n_classes=2)
+    dirs = {}
+    for name, dtype, refit in (("f32", "float32", "final"), ("int8", "int8", "final"), ("int8-plain", "int8", None)):
+        result = shrinknet.prune(m, Xn[250:], yn[250:], progress=False, budget_bytes=200, dtype=dtype, refit=refit,
+                                 X_calib=Xn[:200], X_test=Xn[200:250], T_test=yn[200:250], full_curve=True)
+        k = result.fit(200)[0]
+        *_, points = experiments.frontier_points(m, {}, ds, "mse", result, k, result.network(k))
+        dirs[name] = runs.save_run(root / name, result, extras={"frontier": points})
+    return dirs
+
+
+@pytest.mark.parametrize("figure", ["curves", "size", "ram", "frontier"])
+def test_legend_labels_carry_the_storage_dtype(dtype_runs, figure):
+    data = report.figure_data([runs.load_run(d) for d in dtype_runs.values()])
+    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32",
+                                                    "iterative brute_force, int8 (int8)",
+                                                    "iterative brute_force, int8 (int8-plain)"]
+    entries = data[figure]["runs"] if figure == "size" else data[figure]
+    fig = report._DRAW[figure](data[figure])
+    texts = _legend_texts(fig)
+    for e in entries:
+        assert any(t.startswith(e["label"]) for t in texts), (e["label"], texts)
+    assert any(", float32" in t for t in texts) and any(", int8" in t for t in texts)
+
+
+@pytest.mark.parametrize("name,dtype,label", [
+    ("iterative brute_force", "int8", "iterative brute_force, int8"),
+    ("int8 refit", "int8", "int8 refit"),  # the name says it already
+    ("int8x", "int8", "int8x, int8"),  # ... but only as a whole word
+    ("float16 test", "float32", "float16 test, float32"),  # another dtype in the name: the real one is added
+])
+def test_dtype_is_added_to_a_run_name_unless_it_says_it(name, dtype, label):
+    assert report._with_dtype(name, dtype) == label
+
+
+@pytest.mark.parametrize("run,kind,text", [
+    ("int8", "run", "kept: refit final, int8"),
+    ("int8", "plain", "same neurons: switch-off, float32"),
+    ("int8-plain", "run", "kept: switch-off, int8"),
+    ("int8-plain", "plain", "same neurons: switch-off, float32"),
+    ("f32", "run", "kept: refit final, float32"),
+])
+def test_frontier_labels_come_from_each_points_dtype_and_refit(dtype_runs, run, kind, text):
+    loaded = runs.load_run(dtype_runs[run])
+    (frontier,) = report.figure_data([loaded])["frontier"]
+    (point,) = [p for p in frontier["points"] if p["kind"] == kind]
+    assert point["text"] == text
+    assert text in _legend_texts(report._frontier_figure([frontier]))
+    # a point saved before dtype and refit were recorded, under a stale name: named from the run's settings
+    (raw,) = [p for p in loaded["extras"]["frontier"] if p["kind"] == kind]
+    old = {k: v for k, v in raw.items() if k not in ("dtype", "refit")}
+    assert report.point_text({**old, "name": "switch-off, float32"}, loaded["result"].config) == text
+
+
+@pytest.mark.parametrize("series,groups", [
+    ([[1, 2, 3], [1, 2, 3]], [[0, 2], [1, 2]]),  # identical
+    ([[1, 2, 3], [1, 2]], [[0, 2], [1, 2]]),  # a run that stopped earlier lies under the other
+    ([[1, 2], [1, 2, 3], [1, 5]], [[0, 2], [1, 2], [0, 1]]),
+    ([[1, 2, 3], [1, 2, 4]], [[0, 1], [0, 1]]),  # apart at the last step: both show
+    ([[1, None], [1, float("nan")]], [[0, 2], [1, 2]]),  # missing values are equal
+])
+def test_runs_drawing_the_same_curve_are_grouped(series, groups):
+    entries = [{"label": f"r{i}", "y": y} for i, y in enumerate(series)]
+    report.mark_same_curves(entries, ["y"])
+    assert [e["same"] for e in entries] == groups
+    assert [e["same_as"] is None for e in entries] == [g[0] == 0 for g in groups]
+
+
+@pytest.mark.parametrize("figure", ["curves", "size", "ram"])
+def test_identical_runs_stay_visible_with_distinct_markers_and_a_note(run_dirs, figure):
+    a, b = runs.load_run(run_dirs[0]), {**runs.load_run(run_dirs[0]), "dir": None, "name": "copy"}
+    data = report.figure_data([a, b])
+    entries = data[figure]["runs"] if figure == "size" else data[figure]
+    assert [e["same"] for e in entries] == [[0, 2], [1, 2]] and entries[1]["same_as"] == entries[0]["label"]
+    fig = report._DRAW[figure](data[figure])
+    ax = fig.axes[0]
+    lines = [next(ln for ln in ax.lines if ln.get_label() == e["label"]) for e in entries]
+    np.testing.assert_array_equal(lines[0].get_xydata(), lines[1].get_xydata())  # the same curve...
+    assert lines[0].get_marker() != lines[1].get_marker()  # ... told apart by markers
+    assert lines[0].get_markevery() != lines[1].get_markevery()  # ... that alternate along it
+    assert lines[0].get_linewidth() > lines[1].get_linewidth()  # ... and the one below shows at the edges
+    title = fig.legends[0].get_title().get_text()
+    assert "same curve" in title and entries[0]["label"] in title and entries[1]["label"] in title
+    # apart runs: no markers, no note
+    solo = report.figure_data([a])
+    fig = report._DRAW[figure](solo[figure])
+    assert fig.axes[0].lines[0].get_marker() in ("None", None, "") and fig.legends[0].get_title().get_text() == ""
+
+
+def test_budgets_and_exports_are_named_in_the_legend_not_on_the_axes(twin_runs):
+    dirs, result = twin_runs
+    loaded = [runs.load_run(d) for d in dirs]
+    loaded[1]["result"].config["budget_bytes"] = 300  # a second budget, close to the export size
+    data = report.figure_data(loaded)
+    fig = report._size_figure(data["size"])
+    ax = fig.axes[0]
+    assert len(ax.texts) == 0  # no label drawn over the plot, so none can hide another
+    texts = _legend_texts(fig)
+    assert "flash budget 300 B" in texts and "flash budget 400 B" in texts
+    assert "model.c, model.onnx: 190 B (iterative brute_force, float32 (a/run))" in texts
+    marks = report.budget_marks(data["size"]["runs"], "budget_bytes", "flash budget")
+    assert [(b, t, [e["label"] for e in owners]) for b, t, owners in marks] == [
+        (300, "flash budget 300 B", [data["size"]["runs"][1]["label"]]),
+        (400, "flash budget 400 B", [data["size"]["runs"][0]["label"]])]  # t2 has no budget: no line
+    for b, _, owners in marks:  # each budget drawn in the colours of the runs that had it
+        drawn = [ln for ln in ax.lines if list(ln.get_xdata()) == [b, b]]
+        assert [ln.get_color() for ln in drawn] == [e["color"] for e in owners]
+
+
+def test_names_that_read_alike_are_told_apart_by_directory(run_dirs):
+    a, b = runs.load_run(run_dirs[0]), runs.load_run(run_dirs[1])
+    a["name"], b["name"] = "iterative brute force", "Iterative brute_force"  # as demo and prune name them
+    assert report._labels([a, b]) == ["iterative brute force, float32 (bf)", "Iterative brute_force, float32 (t2)"]
+
+
+def test_frontier_variants_of_one_size_are_drawn_side_by_side_at_their_exact_values(run_dirs):
+    (frontier,) = report.figure_data([runs.load_run(run_dirs[0])])["frontier"]
+    points = frontier["points"]  # the run's own, fine-tuned and 3 from scratch, all of one size
+    assert len({p["bytes"] for p in points}) == 1
+    fig = report._frontier_figure([frontier])
+    ax = fig.axes[0]
+    assert len(ax.collections) == len(points)
+    for col, p in zip(ax.collections, points):
+        np.testing.assert_array_equal(col.get_offsets(), [[p["bytes"], p["value"]]])  # the data stay exact
+    fig.canvas.draw()
+    x = {p["kind"]: col.get_offset_transform().transform(col.get_offsets())[0][0]
+         for col, p in zip(ax.collections, points)}
+    centre = ax.transData.transform([[points[0]["bytes"], points[0]["value"]]])[0][0]
+    step = 8 * fig.dpi / 72  # 8 points apart, in pixels
+    assert [x["run"] - centre, x["finetuned"] - centre, x["scratch"] - centre] == pytest.approx([-step, 0, step])
+
+
+@pytest.mark.parametrize("cases,shared", [
+    (["mlp-no-ram-budget", "mlp-ram-budget"], True),  # the same widths: one scale to compare them on
+    (["mlp-no-ram-budget", "cnn-ram-budget"], False),  # 9+7 neurons beside 3+4 channels: each its own
+])
+def test_layers_panels_share_a_scale_only_for_runs_of_the_same_widths(ram_runs, cases, shared):
+    data = report.figure_data([runs.load_run(ram_runs[c]) for c in cases])
+    fig = report._layers_figure(data["layers"])
+    a, b = fig.axes[:2]
+    assert a.get_shared_y_axes().joined(a, b) is shared
+    assert a.get_ylim()[0] == b.get_ylim()[0] == 0

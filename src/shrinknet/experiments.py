@@ -15,6 +15,7 @@ import torch
 
 from . import datasets, memory, modelio, runs, train
 from .prune import PruneResult, prune
+from .runs import variant_name
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 METHODS = ("brute_force", "taylor2", "taylor1")
@@ -329,12 +330,6 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
             "seconds": seconds, "frontier": extras["frontier"]}
 
 
-def variant_name(config: dict) -> str:
-    """"refit final, int8" etc.: how a run's networks are made."""
-    parts = [f"refit {config['refit']}" if config.get("refit") else "switch-off"]
-    return ", ".join(parts + [config.get("dtype", "float32")])
-
-
 def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: PruneResult, k: int, small,
                     finetune: int | None = None, baseline: str | None = None, progress=False):
     """(network to save, its ``evaluate`` metrics, points): test accuracy/error against bytes of
@@ -351,12 +346,13 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
         return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
                 "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"), **more}
 
+    made = {"dtype": dtype, "refit": cfg.get("refit")}  # how the run's networks are made: the report labels by it
     small_metrics = evaluate(small, ds, loss)
-    points = [point(variant_name(cfg), small_metrics, step.bytes, kind="run")]
+    points = [point(variant_name(cfg), small_metrics, step.bytes, kind="run", **made)]
     if cfg.get("refit") or int8:
         plain = shrink(result.original, [m.to(result.original.device) for m in result.masks(k)])
         points.append(point("switch-off, float32", evaluate(plain, ds, loss), memory.network_bytes(plain, "float32"),
-                            kind="plain"))
+                            kind="plain", dtype="float32", refit=None))
     has_train = ds.sizes().get("train", 0) > 0
     tested = (ds.inputs("test"), ds.targets("test", loss)) if ds.sizes().get("test", 0) > 0 else (None, None)
     if finetune:
@@ -368,7 +364,7 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
                                         patience=max(1, min(finetune, 10)), seed=0, int8=int8, progress=progress)
         before = points[0]
         small, small_metrics = tuned, evaluate(tuned, ds, loss)
-        points.append(point(variant_name(cfg) + ", fine-tuned", small_metrics, step.bytes, kind="finetuned",
+        points.append(point(variant_name(cfg) + ", fine-tuned", small_metrics, step.bytes, kind="finetuned", **made,
                             before_test_accuracy=before["test_accuracy"], before_test_error=before["test_error"],
                             **facts))
     if baseline == "scratch" and has_train:
@@ -377,7 +373,8 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
                                          loss=loss, recipe=meta.get("training"), int8=int8, progress=progress,
                                          scaling=meta.get("scaling"))
         for r in runs_:
-            points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch", **r})
+            points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch",
+                           "dtype": dtype, "refit": None, **r})
     return small, small_metrics, points
 
 

@@ -14,7 +14,14 @@ Figures, after the paper's (Wolfe et al. 2017, section 4):
     estimates  estimated vs true Delta E (brute force) per estimate, with rank agreement
     gain       error as one neuron's output is scaled by alpha, with the Taylor models
     layers     neurons kept per hidden layer vs neurons removed
-    size       accuracy (error for regression) vs bytes, with the budget and exported sizes
+    size       accuracy (error for regression) vs flash bytes, with the budget and exported sizes
+    ram        RAM (peak activations of a batch-1 forward) against flash bytes, with both budgets,
+               and accuracy against RAM (runs that record RAM)
+    frontier   test accuracy vs bytes with the variants recorded at the kept step
+
+Every legend names each run's storage dtype (run labels end in ", float32", ", int8", ...);
+runs that draw the same curve (or the start of another's) get alternating markers and a note in
+the legend, so none hides another; budgets and exports are named in the legend, not over the plot.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import html
 import io
 import math
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -33,11 +41,12 @@ from .files import staged_dir, write_bytes, write_text
 from .memory import format_bytes
 from .saliency import METHODS
 
-FIGURES = ("curves", "estimates", "along", "gain", "layers", "size", "frontier")
+FIGURES = ("curves", "estimates", "along", "gain", "layers", "size", "ram", "frontier")
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")  # matplotlib's tab10, so figure_data needs no matplotlib
 FRACTIONS = tuple(f / 10 for f in range(1, 9))  # the paper's table columns: 10% ... 80% removed
 LINESTYLES = {"single": "--", "iterative": "-", "iterative_pairs": ":"}
+TWIN_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # runs drawing the same curve: one each, alternating
 TOP_PAIRS = 10
 
 _CAPTIONS = {
@@ -52,12 +61,24 @@ _CAPTIONS = {
     "gain": "Error as one neuron's output is scaled by alpha (0: switched off, 1: as trained), with the "
             "first-order line and second-order parabola drawn from alpha = 1.",
     "layers": "Neurons kept in each hidden layer as neurons are removed.",
-    "size": "Accuracy (error for regression) against the bytes of all weights and biases.",
+    "size": "Validation accuracy (error for regression) against flash: the bytes of all weights and biases at "
+            "each run's storage dtype (named in the legend), so an int8 run sits left of the float32 run with the "
+            "same neurons. A star marks the kept network; dashed lines are budgets, in the colours of the runs that "
+            "had them; dotted lines, exported files of another size than the kept network.",
+    "ram": "RAM here is the peak activation memory of a batch-1 forward pass: the two largest consecutive "
+           "float32 feature maps (for an MLP, the two widest consecutive hidden layers), which the exported C "
+           "holds in one static scratch buffer; weights and biases live in flash. Left: RAM against flash at every "
+           "removal, with the flash (vertical) and RAM (horizontal) budgets; the shaded box fits both. Right: "
+           "validation accuracy (error for regression) against RAM; a vertical run of points is removals that "
+           "saved flash but no RAM. A star marks the kept network.",
     "frontier": "Test accuracy (error for regression) against bytes on the device: each run's curve (as its "
-                "networks are saved: refit and int8 included), and at the chosen step the plain switch-off "
-                "float32 network, the fine-tuned one and networks of the same shape trained from scratch.",
+                "networks are saved: refit and int8 included), and at the kept step, in the run's colour, its "
+                "own network (circle), the plain switch-off float32 network of the same neurons (square), the "
+                "fine-tuned one (triangle) and networks of the same shape trained from scratch (crosses); "
+                "variants of the same size are drawn side by side.",
 }
 _SKIPPED = {
+    "ram": "no run records RAM (its steps have no ram_bytes: written by an older shrinknet)",
     "frontier": "no run records its variants (written by 'shrinknet prune')",
     "estimates": "no run directory has an analysis.json with estimates",
     "gain": "no run directory has an analysis.json with gain curves",
@@ -70,6 +91,11 @@ _RC = {  # one look for every figure
 
 
 # -- numbers ------------------------------------------------------------------------------------
+#: the series that make a figure's curve: runs whose series are all equal draw the same curve
+_SAME_CURVE = {"curves": ("fractions", "accuracy", "error", "test_accuracy"), "size": ("bytes", "values"),
+               "ram": ("bytes", "ram_bytes", "values"), "frontier": ("bytes", "values")}
+
+
 def figure_data(runs: list[dict]) -> dict:
     """The numbers every figure plots, keyed by figure name (an empty list: nothing to draw).
 
@@ -77,7 +103,7 @@ def figure_data(runs: list[dict]) -> dict:
         runs: dicts as returned by :func:`shrinknet.runs.load_run`.
 
     Returns:
-        {"curves": [{label, method, algorithm, loss, color, linestyle, fractions, error, accuracy,
+        {"curves": [{label, method, algorithm, loss, dtype, color, linestyle, fractions, error, accuracy,
                      test_accuracy, chosen: {step, fraction, bytes, accuracy, error, ram_bytes, by, text} or None,
                      accuracy_floor: lowest accuracy max_drop allows, or None}],
          "along": [{label, ..., fractions, spearman: {method: [...]}}],
@@ -86,21 +112,57 @@ def figure_data(runs: list[dict]) -> dict:
          "gain": [{label, ..., alphas, base_error, curves: [{neuron, error, taylor1, taylor2}]}],
          "layers": [{label, ..., hidden, n_removed, kept: one list per hidden layer}],
          "size": {"metric": "accuracy" or "error", "runs": [{label, ..., bytes, values,
-                  budget_bytes, export_bytes: {name: bytes}}]}}.
+                  budget_bytes, export_bytes: {name: bytes}}]},
+         "ram": [{label, ..., metric, bytes, ram_bytes, values, budget_bytes, ram_budget_bytes, chosen}]
+                (runs whose every step records ram_bytes),
+         "frontier": [{label, ..., metric, bytes, values, budget_bytes, points: [{name, kind, bytes, value,
+                       text: the legend's words, from the point's dtype and refit}]}]}.
+        Labels end in the run's storage dtype. Entries of curves, size, ram and frontier also carry
+        ``same``: [position, count] among the runs that draw exactly the same curve in that figure
+        ([0, 1]: none), and ``same_as``: the first such run's label (None for the first).
         Accuracies are None for regression runs; values are those of run.json, unrounded.
     """
     runs = list(runs)
     keys = [{**_run_key(r, label), **style} for r, label, style in zip(runs, _labels(runs), _styles(runs))]
     metric = "accuracy" if all(r["result"].steps[0].accuracy is not None for r in runs) else "error"
-    return {
+    data = {
         "curves": [_curve_data(r, k) for r, k in zip(runs, keys)],
         "estimates": [d for r, k in zip(runs, keys) if (d := _estimate_data(r, k))],
         "along": [d for r, k in zip(runs, keys) if (d := _along_data(r, k))],
         "gain": [d for r, k in zip(runs, keys) if (d := _gain_data(r, k))],
         "layers": [_layer_data(r, k) for r, k in zip(runs, keys)],
         "size": {"metric": metric, "runs": [_size_data(r, k, metric) for r, k in zip(runs, keys)]},
+        "ram": [d for r, k in zip(runs, keys) if (d := _ram_data(r, k, metric))],
         "frontier": [d for r, k in zip(runs, keys) if (d := _frontier_data(r, k, metric))],
     }
+    for name, fields in _SAME_CURVE.items():
+        mark_same_curves(data[name]["runs"] if name == "size" else data[name], fields)
+    return data
+
+
+def mark_same_curves(entries: list[dict], fields) -> None:
+    """Group the entries that draw the same curve, where both have points (the values of ``fields``
+    equal over the shorter's length: a run that stopped earlier lies under the other), and give each
+    ``same`` = [position in its group, group size] and ``same_as`` = the group's first label (None
+    for the first). Missing values compare equal to each other."""
+    def series(e):
+        return [tuple(v if _finite(v) else None for v in vals) for vals in zip(*(e[f] for f in fields))]
+
+    groups: list[tuple[list, list[dict]]] = []  # (the longest series, members)
+    for e in entries:
+        mine = series(e)
+        for i, (longest, members) in enumerate(groups):
+            n = min(len(mine), len(longest))
+            if mine[:n] == longest[:n]:
+                members.append(e)
+                groups[i] = (mine if len(mine) > len(longest) else longest, members)
+                break
+        else:
+            groups.append((mine, [e]))
+    for _, members in groups:
+        for i, e in enumerate(members):
+            e["same"] = [i, len(members)]
+            e["same_as"] = members[0]["label"] if i else None
 
 
 def _frontier_data(run: dict, key: dict, metric: str) -> dict | None:
@@ -113,17 +175,37 @@ def _frontier_data(run: dict, key: dict, metric: str) -> dict | None:
             "values": [getattr(s, f"test_{metric}") for s in result.steps],
             "budget_bytes": result.config.get("budget_bytes"),
             "points": [{"name": p["name"], "kind": p.get("kind"), "bytes": p["bytes"],
-                        "value": p.get(f"test_{metric}")} for p in points]}
+                        "value": p.get(f"test_{metric}"), "text": point_text(p, result.config)} for p in points]}
+
+
+def point_text(point: dict, config: dict) -> str:
+    """The frontier legend's words for one recorded variant, from its own dtype and refit as
+    ``experiments.frontier_points`` records them; for points saved without them, from what the kind
+    means: the run's settings, but float32 switch-off for "plain" and no refit for "scratch"."""
+    kind = point.get("kind")
+    if kind not in ("run", "plain", "finetuned", "scratch"):
+        return str(point.get("name"))
+    made = {"dtype": "float32", "refit": None} if kind == "plain" else \
+        {"dtype": config.get("dtype"), "refit": None if kind == "scratch" else config.get("refit")}
+    made.update({k: point[k] for k in ("dtype", "refit") if k in point})
+    made["dtype"] = made["dtype"] or "float32"
+    if kind == "scratch":
+        return f"from scratch, {made['dtype']} (each seed)"
+    text = runs_io.variant_name(made)
+    return {"run": f"kept: {text}", "plain": f"same neurons: {text}", "finetuned": f"kept: {text}, fine-tuned"}[kind]
 
 
 def _labels(runs: list[dict]) -> list[str]:
-    """Distinct labels: the run name (or "algorithm method"); a name shared by several runs gets
-    as much of its directory path as tells them apart, and failing that its position (#i)."""
-    base = [r.get("name") or "{algorithm} {method}".format(**r["result"].config) for r in runs]
-    count = Counter(base)
+    """Distinct labels: the run name (or "algorithm method") and its storage dtype ("..., int8"; left
+    out when the name already says it); a label shared by several runs gets as much of its directory
+    path as tells them apart, and failing that its position (#i)."""
+    base = [_with_dtype(r.get("name") or "{algorithm} {method}".format(**r["result"].config),
+                        r["result"].config.get("dtype") or "float32") for r in runs]
+    same = [b.replace("_", " ").casefold() for b in base]  # "brute_force" and "Brute force" read alike
+    count = Counter(same)
     labels = list(base)
-    for name in [b for b, c in count.items() if c > 1]:
-        idx = [i for i, b in enumerate(base) if b == name]
+    for key in [k for k, c in count.items() if c > 1]:
+        idx = [i for i, k in enumerate(same) if k == key]
         parts = [Path(str(runs[i].get("dir") or "")).resolve().parts if runs[i].get("dir") else () for i in idx]
         tails, depth = [""] * len(idx), 0
         for depth in range(1, max(map(len, parts), default=0) + 1):
@@ -132,8 +214,13 @@ def _labels(runs: list[dict]) -> list[str]:
                 break
         for n, (i, p) in enumerate(zip(idx, parts)):
             tail = "/".join(p[-depth:]) if p and len(set(tails)) == len(tails) else f"#{n + 1}"
-            labels[i] = f"{name} ({tail})"
+            labels[i] = f"{base[i]} ({tail})"
     return labels
+
+
+def _with_dtype(name: str, dtype: str) -> str:
+    """``name``, then ", dtype" unless the name already has that word."""
+    return name if re.search(rf"(?<![\w.]){re.escape(dtype)}(?![\w.])", name) else f"{name}, {dtype}"
 
 
 def _styles(runs: list[dict]) -> list[dict]:
@@ -159,17 +246,27 @@ def _color(i: int, n: int) -> str:
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
-def _chosen(run: dict) -> dict | None:
-    """The kept step (PruneResult.pick of the run's budget and max drop), or None without either."""
-    result = run["result"]
-    budget, drop = result.config.get("budget_bytes"), result.config.get("max_drop")
-    ram = result.config.get("ram_budget_bytes")
+def _kept(result) -> tuple[int, str] | str | None:
+    """(k, by): the step ``PruneResult.pick`` keeps for the run's budget, max drop and RAM budget;
+    None without any of them; the reason as a string when no step qualifies."""
+    cfg = result.config
+    budget, drop, ram = cfg.get("budget_bytes"), cfg.get("max_drop"), cfg.get("ram_budget_bytes")
     if budget is None and drop is None and ram is None:
         return None
     try:
-        k, by = result.pick(budget, drop, ram)
-    except ValueError:
+        return result.pick(budget, drop, ram)
+    except ValueError as e:
+        return str(e)
+
+
+def _chosen(run: dict) -> dict | None:
+    """The kept step (see _kept), or None without a budget, max drop or RAM budget."""
+    result = run["result"]
+    kept = _kept(result)
+    if not isinstance(kept, tuple):
         return None
+    (k, by), cfg = kept, result.config
+    budget, drop, ram = cfg.get("budget_bytes"), cfg.get("max_drop"), cfg.get("ram_budget_bytes")
     s = result.steps[k]
     parts = ([f"budget {format_bytes(budget)}"] if budget is not None else []) + \
         ([f"max drop {_drop_text(drop, s.accuracy is not None)}"] if drop is not None else []) + \
@@ -185,7 +282,8 @@ def _drop_text(drop: float, classification: bool) -> str:
 
 def _run_key(run: dict, label: str) -> dict:
     cfg = run["result"].config
-    return {"label": label, "method": cfg["method"], "algorithm": cfg["algorithm"], "loss": cfg.get("loss")}
+    return {"label": label, "method": cfg["method"], "algorithm": cfg["algorithm"], "loss": cfg.get("loss"),
+            "dtype": cfg.get("dtype") or "float32"}
 
 
 def _curve_data(run: dict, key: dict) -> dict:
@@ -247,6 +345,17 @@ def _size_data(run: dict, key: dict, metric: str) -> dict:
             "budget_bytes": result.config.get("budget_bytes"), "export_bytes": export, "chosen": _chosen(run)}
 
 
+def _ram_data(run: dict, key: dict, metric: str) -> dict | None:
+    """Flash, RAM and ``metric`` at every step, the budgets and the kept step; None when a step has no RAM."""
+    result = run["result"]
+    if any(s.ram_bytes is None for s in result.steps):
+        return None
+    return {**key, "metric": metric, "bytes": [s.bytes for s in result.steps],
+            "ram_bytes": [s.ram_bytes for s in result.steps], "values": [getattr(s, metric) for s in result.steps],
+            "budget_bytes": result.config.get("budget_bytes"),
+            "ram_budget_bytes": result.config.get("ram_budget_bytes"), "chosen": _chosen(run)}
+
+
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -263,7 +372,9 @@ def _matplotlib():
         import matplotlib.backend_bases  # noqa: F401
         import matplotlib.backends.backend_agg  # noqa: F401  (the renderer every figure uses)
         import matplotlib.figure  # noqa: F401
+        import matplotlib.lines  # noqa: F401
         import matplotlib.ticker  # noqa: F401
+        import matplotlib.transforms  # noqa: F401
     except ImportError as e:
         raise ImportError("shrinknet's figures and report need matplotlib: pip install 'shrinknet[report]'") from e
     return matplotlib
@@ -299,6 +410,87 @@ def _style(run: dict) -> dict:
     return {"color": run["color"], "linestyle": run["linestyle"]}
 
 
+def _line_kw(run: dict, n_points: int) -> dict:
+    """Line style of a run in a figure that compares runs: its colour and dashes; when other runs
+    draw the same curve (``same``, see mark_same_curves), alternating markers and a line thinner
+    than the one below it, so every run of the group shows."""
+    kw = _style(run)
+    i, n = run.get("same") or (0, 1)
+    if n > 1:
+        every = max(n, n_points // 12)  # at least one step per run of the group, so markers alternate
+        kw.update(marker=TWIN_MARKERS[i % len(TWIN_MARKERS)], markersize=6, markevery=(i * every // n, every),
+                  markeredgecolor="k", markeredgewidth=0.5, linewidth=1.4 + 1.8 * (n - 1 - i))
+    return kw
+
+
+def same_curve_note(entries: list[dict]) -> str | None:
+    """The legend's note naming the runs of a figure that draw one curve ("A\n= B"), or None."""
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        if e.get("same_as"):
+            groups.setdefault(e["same_as"], []).append(e["label"])
+    if not groups:
+        return None
+    return "same curve where both have points (alternating markers):\n" + "\n".join(
+        "\n= ".join([first, *later]) for first, later in groups.items())
+
+
+def budget_marks(entries: list[dict], key: str, what: str) -> list[tuple[float, str, list[dict]]]:
+    """(bytes, legend text, the entries that had it) for each distinct budget ``key`` of the entries,
+    e.g. (4096, "RAM budget 4.00 KiB", [run]). Runs without that budget give none."""
+    by: dict[float, list[dict]] = {}
+    for e in entries:
+        if _finite(b := e.get(key)):
+            by.setdefault(b, []).append(e)
+    return [(b, f"{what} {format_bytes(int(b))}", owners) for b, owners in sorted(by.items())]
+
+
+def _budget_lines(draw, marks) -> None:
+    """One budget line per mark with ``draw`` (ax.axvline or ax.axhline), dashed in the colours of the
+    runs that had it, alternating along the line; the first run's dashes carry the legend text."""
+    for b, text, owners in marks:
+        n = len(owners)
+        for i, e in enumerate(owners):
+            draw(b, color=e["color"], linewidth=1.3, linestyle=(4 * i, (4, 4 * (n - 1) or 2)),
+                 label=text if i == 0 else None)
+
+
+def _bytes_axis(ax, which: str, values, ticks: int = 9) -> None:
+    """Byte ticks (512 B, 16 KiB) on axis ``which`` ("x" or "y"); a log2 scale with at most ``ticks``
+    ticks at powers of two when the values span more than a factor of 8 (devices come in powers of two)."""
+    mpl = _matplotlib()
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    v = [x for x in values if _finite(x) and x > 0]
+    if v and max(v) / min(v) > 8:
+        (ax.set_xscale if which == "x" else ax.set_yscale)("log", base=2)
+        axis.set_major_locator(mpl.ticker.LogLocator(base=2, numticks=ticks))
+        axis.set_minor_locator(mpl.ticker.NullLocator())
+    else:
+        step = 2.0 ** math.ceil(math.log2(max([1.0, *v]) / 8))  # 4-8 ticks at a power-of-two number of bytes
+        axis.set_major_locator(mpl.ticker.MultipleLocator(max(step, 1.0)))
+    axis.set_major_formatter(mpl.ticker.FuncFormatter(lambda x, _: _tick_bytes(x)))
+
+
+def _star(ax, chosen: dict | None, x: str, y: str, color: str) -> None:
+    """The kept step as a black-edged star at (chosen[x], chosen[y]) when both are numbers."""
+    if chosen and _finite(chosen.get(x)) and _finite(chosen.get(y)):
+        ax.plot([chosen[x]], [chosen[y]], marker="*", markersize=13, color=color, markeredgecolor="k",
+                markeredgewidth=0.6, linestyle="none", zorder=5)
+
+
+def _legend(ax, entries: list[dict], handles=None, star: bool = True, below: bool = False) -> None:
+    """The legend right of (or ``below``) the figure: ``handles`` (default: ax's labelled artists), a
+    "kept network" star and, as its title, the note on runs that draw the same curve."""
+    mpl = _matplotlib()
+    handles = list(ax.get_legend_handles_labels()[0] if handles is None else handles)
+    if star:
+        handles.append(mpl.lines.Line2D([], [], marker="*", markersize=11, color="w", markeredgecolor="k",
+                                        linestyle="none", label="kept network"))
+    note = same_curve_note(entries)
+    ax.figure.legend(handles=handles, loc="outside lower center" if below else "outside right upper", title=note,
+                     title_fontsize=7.5, alignment="left", ncols=2 if below else 1)
+
+
 def _floats(values) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
 
@@ -328,8 +520,9 @@ def _curves_figure(curves: list[dict]):
     fig, axes = _new_figure(len(panels), 2, (5.2, 3.9))
     for ax, key in zip(axes, panels):
         for c in curves:
+            kw = _line_kw(c, len(c["fractions"]))
             if _any_finite(c[key]):
-                ax.plot(c["fractions"], _floats(c[key]), label=c["label"], **_style(c))
+                ax.plot(c["fractions"], _floats(c[key]), label=c["label"], **kw)
             if key == "accuracy" and _any_finite(c["test_accuracy"]):
                 ax.plot(c["fractions"], _floats(c["test_accuracy"]), label=f"{c['label']} (test)",
                         alpha=0.45, linewidth=1, **_style(c))
@@ -342,10 +535,10 @@ def _curves_figure(curves: list[dict]):
                         label=f"kept: {ch['text']}" if key == panels[-1] else None)
         ax.set_xlabel("fraction of hidden neurons removed")
         ax.set_ylabel(ylabels[key])
+        ax.set_title(f"{key.capitalize()} vs neurons removed")
         ax.set_xlim(0, max(max(c["fractions"]) for c in curves) or 1)
     _log_if_wide(axes[-1], [v for c in curves for v in c["error"]])
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: the lines fill the panels
-    fig.suptitle(f"{' and '.join(panels).capitalize()} vs neurons removed")
+    _legend(axes[-1], curves, star=False)  # outside: the lines fill the panels; stars have their own entries
     return fig
 
 
@@ -422,57 +615,103 @@ def _gain_figure(gains: list[dict]):
 
 @_styled
 def _layers_figure(layers: list[dict]):
-    """One panel per run: neurons kept in each hidden layer vs neurons removed."""
-    fig, axes = _new_figure(len(layers), 3, (3.8, 3.0), sharey=True)
+    """One panel per run: neurons kept in each hidden layer vs neurons removed (one y scale when the
+    runs start from the same widths; else each its own, so 8 channels are not flattened by 100 neurons)."""
+    mpl = _matplotlib()
+    same = len({tuple(run["hidden"]) for run in layers}) == 1
+    fig, axes = _new_figure(len(layers), 3, (3.8, 3.0), sharey=same)
     for ax, run in zip(axes, layers):
         for h, kept in enumerate(run["kept"]):
             ax.plot(run["n_removed"], kept, drawstyle="steps-post", color=f"C{h}",
                     label=f"hidden layer {h} ({run['hidden'][h]})")
         ax.set_title(run["label"])
+        for axis in (ax.xaxis, ax.yaxis):  # counts: whole ticks
+            axis.set_major_locator(mpl.ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("neurons removed")
         ax.set_ylabel("neurons kept")
         ax.legend(loc="best")
     return fig
 
 
+def _metric_label(metric: str, entries: list[dict]) -> str:
+    return "validation accuracy" if metric == "accuracy" else _error_label(entries)
+
+
 @_styled
 def _size_figure(size: dict):
-    """Accuracy (or error) vs bytes per run; the budget and exported sizes as vertical lines."""
-    mpl = _matplotlib()
-    fig, (ax,) = _new_figure(1, 1, (7.0, 4.2))
-    for run in size["runs"]:
-        ax.plot(run["bytes"], _floats(run["values"]), label=run["label"], **_style(run))
-        ch = run.get("chosen")
-        if ch and _finite(ch.get(size["metric"])):
-            ax.plot([ch["bytes"]], [ch[size["metric"]]], marker="*", markersize=13, color=run["color"],
-                    markeredgecolor="k", markeredgewidth=0.6, linestyle="none", zorder=5)
-    marks = {}  # bytes -> (text, colour, line style); a budget wins over an export of the same size
-    exporting = [r for r in size["runs"] if r["export_bytes"]]
-    for r in exporting:
-        by_size = {}
-        for name, b in r["export_bytes"].items():
-            by_size.setdefault(b, []).append(name)
-        for b, names in by_size.items():
-            who = f" ({r['label']})" if len(exporting) > 1 else ""
-            marks[b] = (f"{', '.join(names)} {format_bytes(int(b))}{who}", _style(r)["color"], ":")
-    for r in size["runs"]:
-        if _finite(b := r["budget_bytes"]):
-            marks[b] = (f"budget {format_bytes(int(b))}", "0.3", "-.")
-    for i, (b, (text, color, ls)) in enumerate(sorted(marks.items())):
-        ax.axvline(b, color=color, linestyle=ls, linewidth=1)
-        ax.annotate(text, xy=(b, 0.98), xycoords=("data", "axes fraction"),  # alternate sides: close
-                    rotation=90, ha="right" if i % 2 == 0 else "left", va="top", fontsize=8, color=color,
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
-    largest = max([1.0, *(v for r in size["runs"] for v in r["bytes"]), *marks])
-    step = 2.0 ** math.ceil(math.log2(largest / 8))  # 4-8 ticks at a power-of-two number of bytes
-    ax.xaxis.set_major_locator(mpl.ticker.MultipleLocator(max(step, 1.0)))
-    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: _tick_bytes(v)))
-    ax.set_xlabel("bytes of weights and biases")
-    ax.set_ylabel("validation accuracy" if size["metric"] == "accuracy" else _error_label(size["runs"]))
-    if size["metric"] == "error":
-        _log_if_wide(ax, [v for r in size["runs"] for v in r["values"]])
-    ax.legend(loc="best")
-    ax.set_title("Accuracy vs size" if size["metric"] == "accuracy" else "Error vs size")
+    """Accuracy (or error) vs flash bytes per run, the kept step starred; budgets, and exports of
+    another size than the kept step, as vertical lines named in the legend."""
+    runs, metric = size["runs"], size["metric"]
+    fig, (ax,) = _new_figure(1, 1, (8.4, 4.2))
+    for run in runs:
+        ax.plot(run["bytes"], _floats(run["values"]), label=run["label"], **_line_kw(run, len(run["bytes"])))
+        _star(ax, run.get("chosen"), "bytes", metric, run["color"])
+    budgets = budget_marks(runs, "budget_bytes", "flash budget")
+    _budget_lines(ax.axvline, budgets)
+    marks = [b for b, _, _ in budgets]
+    for run in runs:  # an export the size of the kept step is that star: the exports table lists it
+        kept = (run.get("chosen") or {}).get("bytes")
+        by_size: dict[float, list[str]] = {}
+        for name, b in run["export_bytes"].items():
+            if b != kept:
+                by_size.setdefault(b, []).append(name)
+        for b, names in sorted(by_size.items()):
+            who = f" ({run['label']})" if len(runs) > 1 else ""
+            ax.axvline(b, color=run["color"], linestyle=":", linewidth=1.2,
+                       label=f"{', '.join(names)}: {format_bytes(int(b))}{who}")
+            marks.append(b)
+    _bytes_axis(ax, "x", [*(v for r in runs for v in r["bytes"]), *marks])
+    ax.set_xlabel("flash: bytes of weights and biases at each run's storage dtype")
+    ax.set_ylabel(_metric_label(metric, runs))
+    if metric == "error":
+        _log_if_wide(ax, [v for r in runs for v in r["values"]])
+    _legend(ax, runs, star=any(r.get("chosen") for r in runs))
+    ax.set_title("Accuracy vs flash" if metric == "accuracy" else "Error vs flash")
+    return fig
+
+
+@_styled
+def _ram_figure(ram: list[dict]):
+    """Left: RAM vs flash at every step, with the flash and RAM budgets and the box that fits both;
+    right: accuracy (or error) vs RAM with the RAM budgets. The kept step starred on both."""
+    metric = ram[0]["metric"]
+    fig, (left, right) = _new_figure(2, 2, (4.8, 4.6))
+    for run in ram:
+        kw = _line_kw(run, len(run["bytes"]))
+        left.plot(run["bytes"], run["ram_bytes"], label=run["label"], **kw)
+        right.plot(run["ram_bytes"], _floats(run["values"]), **kw)
+        _star(left, run["chosen"], "bytes", "ram_bytes", run["color"])
+        _star(right, run["chosen"], "ram_bytes", metric, run["color"])
+    flash = budget_marks(ram, "budget_bytes", "flash budget")
+    rams = budget_marks(ram, "ram_budget_bytes", "RAM budget")
+    _budget_lines(left.axvline, flash)
+    _budget_lines(left.axhline, rams)
+    _budget_lines(right.axvline, rams)
+    _bytes_axis(left, "x", [*(v for r in ram for v in r["bytes"]), *(b for b, _, _ in flash)], ticks=6)
+    _bytes_axis(left, "y", [*(v for r in ram for v in r["ram_bytes"]), *(b for b, _, _ in rams)])
+    _bytes_axis(right, "x", [*(v for r in ram for v in r["ram_bytes"]), *(b for b, _, _ in rams)], ticks=6)
+    boxes = {}  # (flash, RAM budget) -> the first run's colour
+    for r in ram:
+        if _finite(r["budget_bytes"]) and _finite(r["ram_budget_bytes"]):
+            boxes.setdefault((r["budget_bytes"], r["ram_budget_bytes"]), r["color"])
+    # a linear byte axis starts at 0, so the box that fits both budgets is drawn whole
+    x0 = 0 if left.get_xscale() == "linear" else left.get_xlim()[0]
+    y0 = 0 if left.get_yscale() == "linear" else left.get_ylim()[0]
+    for i, ((b, r), color) in enumerate(boxes.items()):  # drawn once the limits are known; they stay
+        left.fill_between([x0, b], [y0, y0], [r, r], color=color, alpha=0.12, linewidth=0, zorder=0,
+                          label="fits both budgets" if i == 0 else None)
+    left.set_xlim(x0, None)
+    left.set_ylim(y0, None)
+    left.set_xlabel("flash: bytes of weights and biases")
+    left.set_ylabel("RAM: peak activation bytes (batch 1)")
+    left.set_title("RAM vs flash")
+    right.set_xlabel("RAM: peak activation bytes (batch 1)")
+    right.set_ylabel(_metric_label(metric, ram))
+    if metric == "error":
+        _log_if_wide(right, [v for r in ram for v in r["values"]])
+    right.set_title("Accuracy vs RAM" if metric == "accuracy" else "Error vs RAM")
+    _legend(right, ram, handles=left.get_legend_handles_labels()[0], star=any(r["chosen"] for r in ram), below=True)
     return fig
 
 
@@ -481,37 +720,39 @@ _MARKERS = {"run": "o", "plain": "s", "finetuned": "^", "scratch": "x"}
 
 @_styled
 def _frontier_figure(frontier: list[dict]):
-    """Test accuracy (or error) vs bytes: every run's curve, its variants as markers, the budget."""
+    """Test accuracy (or error) vs bytes: every run's curve and, in its colour, its variants as
+    markers (one marker per kind) named from their dtype and refit; the budgets."""
     mpl = _matplotlib()
-    fig, (ax,) = _new_figure(1, 1, (7.0, 4.2))
-    budgets = set()
+    fig, (ax,) = _new_figure(1, 1, (8.4, 4.2))
+    order = list(_MARKERS)
     for run in frontier:
-        line = ax.plot(run["bytes"], _floats(run["values"]), label=f"{run['label']}: test curve", **_style(run))[0]
+        ax.plot(run["bytes"], _floats(run["values"]), label=f"{run['label']}: test curve",
+                **_line_kw(run, len(run["bytes"])))
+        drawn = [p for p in run["points"] if _finite(p["value"])]
+        kinds_at: dict[float, list] = {}  # bytes -> the kinds drawn there, in _MARKERS order
+        for p in sorted(drawn, key=lambda p: order.index(p["kind"]) if p["kind"] in order else len(order)):
+            kinds_at.setdefault(p["bytes"], [])
+            if p["kind"] not in kinds_at[p["bytes"]]:
+                kinds_at[p["bytes"]].append(p["kind"])
         seen = set()
-        for p in run["points"]:
-            if not _finite(p["value"]):
-                continue
-            name = "from scratch (each seed)" if p["kind"] == "scratch" else p["name"]
-            ax.scatter([p["bytes"]], [p["value"]], marker=_MARKERS.get(p["kind"], "o"), s=40, zorder=3,
-                       color=line.get_color() if p["kind"] in ("run", "finetuned") else "0.25",
-                       label=None if name in seen else name)
-            seen.add(name)
-        if _finite(run["budget_bytes"]):
-            budgets.add(run["budget_bytes"])
-    for b in sorted(budgets):
-        ax.axvline(b, color="0.3", linestyle="-.", linewidth=1)
-        ax.annotate(f"budget {format_bytes(int(b))}", xy=(b, 0.02), xycoords=("data", "axes fraction"), rotation=90,
-                    ha="right", va="bottom", fontsize=8, color="0.3")
-    largest = max([1.0, *(v for r in frontier for v in r["bytes"]), *budgets])
-    step = 2.0 ** math.ceil(math.log2(largest / 8))
-    ax.xaxis.set_major_locator(mpl.ticker.MultipleLocator(max(step, 1.0)))
-    ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: _tick_bytes(v)))
+        for p in drawn:
+            marker = _MARKERS.get(p["kind"], "o")
+            edge = {} if marker == "x" else {"edgecolors": "k", "linewidths": 0.6}
+            kinds = kinds_at[p["bytes"]]  # variants of one size side by side, 8 points apart (the data stay exact)
+            dx = 8 * (kinds.index(p["kind"]) - (len(kinds) - 1) / 2)
+            ax.scatter([p["bytes"]], [p["value"]], marker=marker, s=46, zorder=4, color=run["color"],
+                       label=None if p["text"] in seen else p["text"],
+                       transform=mpl.transforms.offset_copy(ax.transData, fig=fig, x=dx, units="points"), **edge)
+            seen.add(p["text"])
+    marks = budget_marks(frontier, "budget_bytes", "flash budget")
+    _budget_lines(ax.axvline, marks)
+    _bytes_axis(ax, "x", [*(v for r in frontier for v in r["bytes"]), *(b for b, _, _ in marks)])
     ax.set_xlabel("bytes on the device (weights, biases, int8 scales)")
     metric = frontier[0]["metric"]
     ax.set_ylabel("test accuracy" if metric == "accuracy" else "test error")
     if metric == "error":
         _log_if_wide(ax, [v for r in frontier for v in r["values"]])
-    ax.legend(loc="best")
+    _legend(ax, frontier, star=False)
     ax.set_title("Size/accuracy frontier" if metric == "accuracy" else "Size/error frontier")
     return fig
 
@@ -545,8 +786,7 @@ def _tick_bytes(v: float) -> str:
 
 
 _DRAW = {"curves": _curves_figure, "estimates": _estimates_figure, "along": _along_figure, "gain": _gain_figure,
-         "layers": _layers_figure, "size": _size_figure,
-         "frontier": _frontier_figure}
+         "layers": _layers_figure, "size": _size_figure, "ram": _ram_figure, "frontier": _frontier_figure}
 
 
 def _render(fig, formats) -> dict[str, bytes]:
@@ -665,19 +905,20 @@ def _summary(runs: list[dict]) -> str:
 
 
 def _budget_cells(result) -> list:
-    """budget, max drop, chosen by, step, removed, bytes, validation and test accuracy and error of
-    the step ``result.pick`` keeps for the run's budget and max drop."""
-    b, d = result.config.get("budget_bytes"), result.config.get("max_drop")
+    """budget, max drop, RAM budget, chosen by, step, removed, flash, RAM, validation and test accuracy
+    and error of the step ``PruneResult.pick`` keeps for the run's budget, max drop and RAM budget."""
+    cfg = result.config
+    b, d, ram = cfg.get("budget_bytes"), cfg.get("max_drop"), cfg.get("ram_budget_bytes")
     limits = [None if b is None else format_bytes(b),
-              None if d is None else _drop_text(d, result.steps[0].accuracy is not None)]
-    if b is None and d is None:
-        return [*limits, "no budget or max drop", *[None] * 8]
-    try:
-        k, by = result.pick(b, d)
-    except ValueError as e:
-        return [*limits, str(e), *[None] * 8]
+              None if d is None else _drop_text(d, result.steps[0].accuracy is not None),
+              None if ram is None else format_bytes(ram)]
+    kept = _kept(result)
+    if not isinstance(kept, tuple):
+        return [*limits, kept or "no budget or max drop", *[None] * 9]
+    k, by = kept
     s = result.steps[k]
-    return [*limits, by.replace("_", " "), k, s.n_removed, format_bytes(s.bytes), s.accuracy, s.test_accuracy,
+    return [*limits, by.replace("_", " "), k, s.n_removed, format_bytes(s.bytes),
+            None if s.ram_bytes is None else format_bytes(s.ram_bytes), s.accuracy, s.test_accuracy,
             s.error, s.test_error]
 
 
@@ -718,9 +959,10 @@ def _run_tables(runs: list[dict], labels: list[str]) -> str:
               "<h3>The kept network: memory budget and max drop</h3>",
               "<p>The step <code>PruneResult.pick</code> keeps: the least-error step that fits the budget, the "
               "smallest network within the max drop of the starting validation accuracy, or with both the "
-              "tighter of the two.</p>",
-              _table(["run", "budget", "max drop", "chosen by", "step", "removed", "bytes", "val accuracy",
-                      "test accuracy", "val error", "test error"], budget)]
+              "tighter of the two; with a RAM budget, only steps that fit it too. Flash: weights and biases at "
+              "the run's dtype; RAM: the peak activations of a batch-1 forward pass.</p>",
+              _table(["run", "budget", "max drop", "RAM budget", "chosen by", "step", "removed", "flash", "RAM",
+                      "val accuracy", "test accuracy", "val error", "test error"], budget)]
     exports = _export_rows(runs, labels)
     if exports:
         parts += ["<h3>Exported files</h3>",
@@ -796,7 +1038,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(_summary(runs))}</p>",
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
         _run_tables(runs, labels), _speed_table(runs, labels),
-        "<h2>Size</h2>", fig["size"], fig["layers"],
+        "<h2>Size: flash and RAM</h2>", fig["size"], fig["ram"], fig["layers"],
         "<h2>Size/accuracy frontier</h2>", fig["frontier"], _frontier_table(runs, labels),
         "<h2>How good are the estimates?</h2>", fig["estimates"], fig["along"], _analysis_tables(runs, labels),
         "<h2>Gain curves</h2>", fig["gain"],

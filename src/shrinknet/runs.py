@@ -44,6 +44,12 @@ def steps_csv(result: PruneResult) -> str:
     return buf.getvalue()
 
 
+def variant_name(config: dict) -> str:
+    """"refit final, int8", "switch-off, float32": how a run's networks are made (its refit and storage dtype)."""
+    parts = [f"refit {config['refit']}" if config.get("refit") else "switch-off"]
+    return ", ".join(parts + [config.get("dtype") or "float32"])
+
+
 def save_run(run_dir: str | os.PathLike, result: PruneResult, name: str | None = None,
              analysis: dict | None = None, extras: dict | None = None) -> Path:
     """Write run.json, steps.csv and (if given) analysis.json into ``run_dir`` (created)."""
