@@ -150,3 +150,25 @@ def test_max_drop_round_trips_through_json(full_run):
     r = shrinknet.prune(model, X, T, max_drop="2%", progress=False)
     back = shrinknet.PruneResult.from_json(r.to_json())
     assert back.config["max_drop"] == 0.02 and back.within(0.02) == r.within(0.02)
+
+
+def test_pick_with_a_ram_budget_is_the_same_rule_over_both_limits(full_run):
+    """With a RAM budget too, pick's rule is unchanged, over the steps that fit both budgets: checked
+    against a literal scan of the recorded bytes, RAM and drops."""
+    task, model, X, T, result = full_run
+    rows = literal_drops(result, X, T, task)
+    rams = sorted({s.ram_bytes for s in result.steps})
+    sizes = sorted({b for b, _, _ in rows})
+    for ram in rams[:: max(1, len(rams) // 4)]:
+        for budget in (None, sizes[len(sizes) // 2]):
+            fit = [k for k, s in enumerate(result.steps) if s.ram_bytes <= ram and (budget is None or s.bytes <= budget)]
+            if not fit:
+                with pytest.raises(ValueError, match="no step of this run fits"):
+                    result.pick(budget, None, ram)
+                continue
+            least = min(fit, key=lambda i: (rows[i][1], i))
+            assert result.pick(budget, None, ram) == (least, "budget") == (result.fit(budget, ram)[0], "budget")
+            for d in DROPS[task]:
+                ok = [i for i in fit if rows[i][2] <= d + 1e-9]
+                want = (min(ok, key=lambda i: (rows[i][0], rows[i][1], i)), "max_drop") if ok else (least, "budget")
+                assert result.pick(budget, d, ram) == want, (ram, budget, d)

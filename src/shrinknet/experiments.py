@@ -455,10 +455,12 @@ def choice_summary(result: PruneResult, budget: int | None, max_drop: float | No
         limits.append(f"max drop {_drop_text(max_drop, s0.accuracy is not None)}")
     if ram_budget is not None:
         limits.append(f"RAM budget {memory.format_bytes(ram_budget)}")
-    why = {"budget": "the budget", "max_drop": "the max drop"}[by]
-    if budget is not None and max_drop is not None:  # pick: the budget wins only when nothing within the drop fits
-        why += (" (the tighter limit: it also fits the budget)" if by == "max_drop"
-                else " (no network within the max drop fits it, so this one loses more)")
+    budgets = {(True, False): "the budget", (False, True): "the RAM budget", (True, True): "the budgets"}.get(
+        (budget is not None, ram_budget is not None))
+    why = {"budget": budgets, "max_drop": "the max drop"}[by]
+    if budgets and max_drop is not None:  # pick: the budgets win only when nothing within the drop fits them
+        why += (f" (the tighter limit: it also fits {budgets})" if by == "max_drop"
+                else f" (no network within the max drop fits {budgets}, so this one loses more)")
     acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
     ram = "" if s.ram_bytes is None else f" flash, {s.ram_bytes} B RAM"
     return (f"kept step {k} by {why} [{', '.join(limits)}]: {s.n_removed} neurons removed "

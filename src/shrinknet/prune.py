@@ -101,17 +101,22 @@ class PruneResult:
 
         The network is None when the result has no original network attached.
         """
-        if ram_budget_bytes is not None:
-            return _fit_ram(self, budget_bytes, memory.parse_size(ram_budget_bytes))
-        budget = memory.parse_size(budget_bytes)
-        fitting = [k for k, s in enumerate(self.steps) if s.bytes <= budget]
+        budget, ram = _limits(budget_bytes, ram_budget_bytes)
+        fitting = self._fitting(budget, ram)
         if not fitting:
-            smallest = min(s.bytes for s in self.steps)
-            raise ValueError(
-                f"no step of this run fits {budget} bytes; the smallest reached is {smallest} bytes"
-            )
+            if ram is None:
+                raise ValueError(f"no step of this run fits {budget} bytes; the smallest reached is "
+                                 f"{min(s.bytes for s in self.steps)} bytes")
+            raise ValueError(f"no step of this run fits {budget if budget is not None else 'any number of'} bytes of "
+                             f"weights and {ram} bytes of RAM; the smallest RAM reached is "
+                             f"{min((s.ram_bytes or 0) for s in self.steps)} bytes")
         k = min(fitting, key=lambda i: (self.steps[i].error, i))
         return k, (self.network(k) if self.original is not None else None)
+
+    def _fitting(self, budget: int | None, ram: int | None) -> list[int]:
+        """Steps within the weight budget and the RAM budget (None: no such limit)."""
+        return [k for k, s in enumerate(self.steps) if (budget is None or s.bytes <= budget)
+                and (ram is None or (s.ram_bytes is not None and s.ram_bytes <= ram))]
 
     def drop(self, k: int) -> float:
         """How much worse steps[k] is than the start, in the units of ``max_drop``: accuracy points
@@ -133,23 +138,26 @@ class PruneResult:
 
     def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None,
              ram_budget_bytes: int | str | None = None) -> tuple[int, str]:
-        """(k, "budget" or "max_drop"): the step to keep under a memory budget, an accuracy limit, or both.
+        """(k, "budget" or "max_drop"): the step to keep under memory budgets, an accuracy limit, or both.
 
-        Budget alone: ``fit(budget_bytes)`` (least error that fits). ``max_drop`` alone:
-        ``within(max_drop)`` (the smallest network within the drop). Both, whichever is tighter:
-        the smallest network within the drop when it also fits the budget ("max_drop"), else the
-        budget's step ("budget"; it then loses more than ``max_drop``: a device limit is hard).
+        Budgets alone (weights ``budget_bytes``, RAM ``ram_budget_bytes``): ``fit`` (least error that
+        fits). ``max_drop`` alone: ``within(max_drop)`` (the smallest network within the drop). Both,
+        whichever is tighter: the smallest network within the drop that also fits the budgets
+        ("max_drop"), else the budgets' step ("budget"; it then loses more than ``max_drop``: a
+        device limit is hard).
         """
-        if ram_budget_bytes is not None:  # RAM is a device limit too: the step must fit both budgets
-            return _pick_ram(self, budget_bytes, max_drop, memory.parse_size(ram_budget_bytes))
-        if budget_bytes is None and max_drop is None:
+        if budget_bytes is None and max_drop is None and ram_budget_bytes is None:
             raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
-        kd = None if max_drop is None else self.within(max_drop)
-        if budget_bytes is None:
-            return kd, "max_drop"
-        kb = self.fit(budget_bytes)[0]
-        if kd is not None and self.steps[kd].bytes <= memory.parse_size(budget_bytes):
-            return kd, "max_drop"
+        if budget_bytes is None and ram_budget_bytes is None:
+            return self.within(max_drop), "max_drop"
+        kb = self.fit(budget_bytes, ram_budget_bytes)[0]
+        if max_drop is None:
+            return kb, "budget"
+        d = parse_drop(max_drop)
+        self.within(d)  # the same checks of max_drop
+        ok = [k for k in self._fitting(*_limits(budget_bytes, ram_budget_bytes)) if self.drop(k) <= d + 1e-12]
+        if ok:
+            return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k)), "max_drop"
         return kb, "budget"
 
     def _check_step(self, k: int) -> None:
@@ -470,25 +478,12 @@ def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
     return shard(val), shard(test)
 
 
-def _fit_ram(result: PruneResult, budget_bytes, ram_budget: int) -> tuple[int, nn.Sequential | None]:
-    """``fit`` with a RAM budget (and a weight budget unless None)."""
-    budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
-    fitting = [k for k, s in enumerate(result.steps)
-               if (budget is None or s.bytes <= budget) and s.ram_bytes is not None and s.ram_bytes <= ram_budget]
-    if not fitting:
-        raise ValueError(f"no step of this run fits {budget if budget is not None else 'any number of'} bytes of "
-                         f"weights and {ram_budget} bytes of RAM; the smallest RAM reached is "
-                         f"{min((s.ram_bytes or 0) for s in result.steps)} bytes")
-    k = min(fitting, key=lambda i: (result.steps[i].error, i))
-    return k, (result.network(k) if result.original is not None else None)
-
-
-def _pick_ram(result: PruneResult, budget_bytes, max_drop, ram: int) -> tuple[int, str]:
-    """``pick`` with a RAM budget: the smallest network within ``max_drop`` that fits both
-    budgets, else the least-error step that fits them."""
-    kb = _fit_ram(result, budget_bytes, ram)[0]
-    if max_drop is None:
-        return kb, "budget"
+def _limits(budget_bytes, ram_budget_bytes) -> tuple[int | None, int | None]:
+    """(weight budget, RAM budget) in bytes, None where not given; at least one must be."""
+    if budget_bytes is None and ram_budget_bytes is None:
+        memory.parse_size(budget_bytes)  # the same "not a size" error as before
+    return (None if budget_bytes is None else memory.parse_size(budget_bytes),
+            None if ram_budget_bytes is None else memory.parse_size(ram_budget_bytes))
     budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
     d = parse_drop(max_drop)
     ok = [k for k, s in enumerate(result.steps) if result.drop(k) <= d + 1e-12 and (s.ram_bytes or 0) <= ram
