@@ -299,3 +299,12 @@ def test_describe_says_what_the_record_holds():
     assert scaling.describe(scaling.record([1.0, -2.0], [0.5, 3.0])) == (
         "inputs: trained standardized (mean -2..1, std 0.5..3 over 2 features), scaling folded into the first "
         "layer: the model and its exports take raw inputs")
+
+
+def test_fold_still_takes_a_parsed_mlp():
+    """fold's MLP path accepts a parsed Net as before (the conv check looks at nn.Modules only)."""
+    model = train.mlp([3, 4, 2], "sigmoid", seed=0, dtype=torch.float64)
+    mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 1.0])
+    a, b = scaling.fold(shrinknet.as_net(model), mean, std), scaling.fold(model, mean, std)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)

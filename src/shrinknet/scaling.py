@@ -99,7 +99,7 @@ def fold(model, mean, std) -> nn.Sequential:
     A first layer without bias gets one (b' = -W' mean). A network whose first layer is a
     convolution takes per-channel ``std`` and ``mean`` 0 (``fold_channels``; a centring cannot be
     folded into a zero-padded convolution)."""
-    if isinstance(first_layer(model)[1], _CONVS):
+    if isinstance(model, nn.Module) and isinstance(first_layer(model)[1], _CONVS):
         if np.any(np.asarray(mean, dtype=np.float64) != 0):
             raise ValueError("a convolution's inputs cannot be centred exactly (its zero padding would stand for the "
                              "mean before the fold and for 0 after it): give mean 0 and a per-channel std")
