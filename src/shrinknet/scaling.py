@@ -20,8 +20,10 @@ stands for the mean before the fold (z = 0 <=> x = mean) and for a raw 0 after i
 outputs would change. Dividing by a positive per-channel scale s_c commutes with zero padding
 (0 / s_c = 0), so it folds exactly for any padding, stride and dilation:
 
-    conv(x / s)[n, o, p] = sum_c sum_k W[o, c, k] x[n, c, p + k] / s_c + b[o] = conv'(x)[n, o, p],
-    W'[o, c, k] = W[o, c, k] / s_c,  b' = b
+    conv(x / s)[n, o, p] = sum_c sum_k W[o, c, k] x[n, c, stride p + dilation k - padding] / s_c + b[o]
+                         = conv'(x)[n, o, p],   W'[o, c, k] = W[o, c, k] / s_c,  b' = b
+
+(a position in the padding reads 0 on both sides)
 
 with s_c the channel's std over all training instances and positions (``fit_channels``, the same
 constant / nearly constant floor rule as ``fit``). The centring left out is the first conv's own
@@ -41,6 +43,7 @@ from .network import Layer, Net, as_net
 
 UNSCALED = 10.0  # inputs beyond +-10 saturate sigmoid/tanh units at the default initialization
 STD_FLOOR = 0.1  # a feature's std is at least this fraction of its range (max - min)
+_CONVS = (nn.Conv1d, nn.Conv2d)  # first layers that take per-channel scaling (fold_channels)
 
 
 def fit(X) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +125,6 @@ def fold(model, mean, std) -> nn.Sequential:
                 for l in net.layers[1:])]
     return Net(layers).to_sequential()
 
-
-_CONVS = (nn.Conv1d, nn.Conv2d)
 
 
 def first_layer(model: nn.Module) -> tuple[str, nn.Module]:
