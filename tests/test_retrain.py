@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinknet import modelio, retrain, runs
+from shrinknet import modelio, retrain, runs, scaling
 from shrinknet.cli import UserError, _check_retrain, cli
 from shrinknet.memory import network_bytes
 from shrinknet.train import mlp
@@ -154,8 +154,9 @@ def _digits_images(n=240, seed=0):
     return (X[idx] / 16).astype(np.float32), y[idx]
 
 
-@pytest.mark.parametrize("int8", [False, True], ids=["float32", "int8"])
-def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8):
+@pytest.mark.parametrize("int8,scaled", [(False, False), (True, False), (False, True)],
+                         ids=["float32", "int8", "per-channel-scaled"])
+def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8, scaled):
     """A CNN's baseline is train --arch cnn's network with the kept channels (BatchNorm and all), trained
     with the recipe and folded: checked against doing exactly that by hand (it used to train an MLP whose
     hidden widths were the channel counts)."""
@@ -170,12 +171,18 @@ def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8):
               "out_activation": "identity", "epochs": 3, "lr": 0.01, "batch_size": 32, "patience": 3}
     kept = as_net(train.cnn((1, 8, 8), 10, (3, 2), seed=5).eval()).to_sequential()  # a pruned shape: [3, 2]
     tr, va, te = (X[:120], T[:120]), (X[120:180], T[120:180]), (X[180:], T[180:])
-    got = retrain.scratch_baseline(kept, *tr, *va, *te, loss="cross_entropy", recipe=recipe, seeds=(1,), int8=int8)
+    rec = scaling.record_channels([0.25], "0") if scaled else None
+    got = retrain.scratch_baseline(kept, *tr, *va, *te, loss="cross_entropy", recipe=recipe, seeds=(1,), int8=int8,
+                                   scaling=rec)
 
     fresh = train.cnn((1, 8, 8), 10, (3, 2), "relu", "identity", seed=1)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fresh)
-    log = train.train(fresh, *tr, *va, loss="cross_entropy", epochs=3, lr=0.01, batch_size=32, patience=3, seed=1)
+    s = 0.25 if scaled else 1.0  # trained on x / s, then W[:, 0] / s folded into the first convolution
+    log = train.train(fresh, tr[0] / s, tr[1], va[0] / s, va[1], loss="cross_entropy", epochs=3, lr=0.01,
+                      batch_size=32, patience=3, seed=1)
     folded = as_net(fresh.eval()).to_sequential()
+    with torch.no_grad():
+        folded[0].weight.copy_((folded[0].weight.double() / s).float())
     if int8:
         with torch.no_grad():
             for m in folded:

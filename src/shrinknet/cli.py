@@ -427,7 +427,8 @@ def _interrupted(e: KeyboardInterrupt):
 @click.option("--task", default=None, type=click.Choice(["classification", "regression"]),
               help="Override the guess from the targets (whole numbers are read as class labels).")
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
-              "the scaling into the first layer: the saved model and its exports take raw inputs.")
+              "the scaling into the first layer: the saved model and its exports take raw inputs. With --arch cnn "
+              "each input channel is divided by its std, not centred (that folds exactly into a zero-padded conv).")
 @click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn"]),
               help="cnn: per --channels entry conv 3x3 (conv 3 on a C,L signal) -> BatchNorm -> activation -> "
                    "max pool 2, then one Linear layer (BatchNorm is folded into the convolutions when saved). "
@@ -453,8 +454,6 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     if arch == "mlp" and shape is not None:
         raise UserError("--shape is for --arch cnn (an MLP reads flat feature rows)")
-    if arch == "cnn" and standardize:
-        raise UserError("--standardize is not supported with --arch cnn yet: train without it")
     activation = activation or ("relu" if arch == "cnn" else "sigmoid")
     ds = datasets.load(data, seed=seed, size=size, task=task)
     input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if arch == "cnn" else None
@@ -948,12 +947,11 @@ def _info_general(model, net) -> None:
 
 
 def _info_scaling(sc) -> None:
+    from .scaling import describe
+
     if not isinstance(sc, dict) or not sc.get("standardized"):
         return
-    mean, std = sc.get("mean") or [], sc.get("std") or []
-    rng = lambda v: f"{min(v):.4g}..{max(v):.4g}" if v else "?"  # noqa: E731
-    click.echo(f"inputs: trained standardized (mean {rng(mean)}, std {rng(std)} over {len(mean)} features), "
-               f"scaling folded into the first layer: the model and its exports take raw inputs")
+    click.echo(describe(sc))
 
 
 # -- reproduce ---------------------------------------------------------------------------------

@@ -122,6 +122,7 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
 
     standardize: train on inputs standardized with the training split's mean and std, then fold
     the scaling into the first layer (``scaling.fold``): the returned model takes raw inputs.
+    A CNN's inputs are only divided by each channel's std, not centred (``scaling.fold_channels``).
     meta records what the model is for (modelio.Record): loss, task and class values.
     Raises InputError before allocating anything when the network cannot fit in memory.
     """
@@ -129,10 +130,8 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
     from . import scaling
 
     if input_shape is not None:
-        if standardize:
-            raise ValueError("--standardize is not supported for CNNs yet: train without it")
         return _train_cnn(ds, hidden, activation, out_activation, loss, epochs, lr, batch_size, patience, seed,
-                          progress, tuple(input_shape))
+                          progress, tuple(input_shape), standardize)
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
     X_tr, X_va = ds.inputs("train"), ds.inputs("val")
     if standardize:
@@ -159,18 +158,30 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
 
 
 def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch_size, patience, seed, progress,
-               shape):
+               shape, standardize=False):
     """``train_on`` for a CNN: instances viewed as ``shape``; BatchNorm folded into the
-    convolutions after training (meta["training"]["notes"] says so)."""
+    convolutions after training (meta["training"]["notes"] says so). ``standardize``: trained on
+    x / s_c per input channel, s folded into the first convolution (``scaling.fold_channels``)."""
+    from . import scaling
     from .network import as_net
 
     model = train.cnn(shape, ds.out_features, channels, activation, out_activation, seed=seed)
+    X_tr, X_va = ds.inputs("train"), ds.inputs("val")
+    if standardize:
+        std = scaling.fit_channels(X_tr, shape)
+        X_tr, X_va = scaling.scale_channels(X_tr, std, shape), scaling.scale_channels(X_va, std, shape)
     view = lambda X: X.reshape(len(X), *shape)  # noqa: E731
-    log = train.train(model, view(ds.inputs("train")), ds.targets("train", loss), view(ds.inputs("val")),
+    log = train.train(model, view(X_tr), ds.targets("train", loss), view(X_va),
                       ds.targets("val", loss), loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
                       patience=patience, seed=seed, progress=progress)
     net = as_net(model.eval())
     model = net.to_sequential()
+    notes = list(net.notes)
+    if standardize:
+        model = scaling.fold_channels(model, std)
+        rec = scaling.record_channels(std, scaling.first_layer(model)[0])
+        notes.append(f"inputs divided by their channel's std ({', '.join(f'{v:.4g}' for v in std)}; not centred), "
+                     f"folded into the first convolution: the saved model takes raw inputs")
     meta = {
         "loss": loss,
         "task": ds.task,
@@ -179,9 +190,11 @@ def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch
         "training": {"arch": "cnn", "input_shape": list(shape), "channels": list(channels), "activation": activation,
                      "out_activation": out_activation, "hidden": list(channels), "epochs": epochs, "lr": lr,
                      "batch_size": batch_size, "patience": patience, "seed": seed, "epochs_run": log.epochs,
-                     "best_epoch": log.best_epoch, "notes": list(net.notes)},
+                     "best_epoch": log.best_epoch, "notes": notes},
         "metrics": evaluate(model, ds, loss),
     }
+    if standardize:
+        meta["scaling"] = rec
     return model, meta
 
 

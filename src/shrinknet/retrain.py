@@ -93,8 +93,9 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
     """Train fresh networks of exactly ``model``'s shape (widths, activations, bias) with
     ``recipe`` (epochs, lr, batch_size, patience; default ``DEFAULT_RECIPE``), one per seed;
     at int8 their weights are quantized per row after training; without X_test the test numbers
-    are None. ``scaling`` (a model file's record, ``{"mean", "std"}``, of ``train --standardize``):
-    train on standardized inputs and fold the scaling into the first layer, as the model was.
+    are None. ``scaling`` (a model file's record, ``{"mean", "std"}``, of ``train --standardize``;
+    ``per_channel`` for a CNN's): train on scaled inputs and fold the scaling into the first layer,
+    as the model was.
     Returns one dict per seed:
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
@@ -104,7 +105,9 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
     for seed in seeds:
         fresh = build(seed)
         Xs, Xvs = X, X_val
-        if scaling:
+        if scaling and scaling.get("per_channel"):  # a CNN's: x / s_c per input channel (scaling.fold_channels)
+            Xs, Xvs = (sc.scale_channels(x, scaling["std"], recipe["input_shape"]) for x in (X, X_val))
+        elif scaling:
             Xs, Xvs = (sc.standardize(x, scaling["mean"], scaling["std"]) for x in (X, X_val))
         log = train.train(fresh, Xs, T, Xvs, T_val, loss=loss, epochs=r["epochs"], lr=r["lr"],
                           batch_size=r["batch_size"], patience=r["patience"], seed=seed, progress=progress)
