@@ -1,0 +1,136 @@
+"""One network interface for MLPs and CNNs (issue #11): the MLP's results are unchanged.
+
+The SHA-256 pins below were computed with shrinknet 0.2's code (main at da0cd7f, before the MLP
+moved onto the layer modules) by running this file's helpers (``pinned_model``, ``files_of``,
+``run_scores``, ``run_prune``) on the project machine (torch 2.13 CPU, 2 cores). Model files and
+ONNX/C exports hold no computed floats beyond int8 quantization, so their pins hold anywhere; the
+score and run pins are bitwise pins of float arithmetic and hold on the same torch build and CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import shrinknet
+from shrinknet import modelio
+
+# (hidden activation, bias, loss, output activation) of the seeded tiny models
+CASES = {
+    "sigmoid-bias": ("sigmoid", True, "mse", "sigmoid"),
+    "softplus-nobias": ("softplus", False, "mse", "none"),
+    "relu-mixed": ("relu", None, "cross_entropy", "none"),  # None: bias on every other layer
+}
+ACTS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "softplus": lambda: nn.Softplus(beta=1.5)}
+SIZES = (6, 7, 5, 3)
+
+
+def pinned_model(case: str) -> nn.Sequential:
+    """A float32 6-7-5-3 network from seed 0 (torch's default init, so its floats are pinned too)."""
+    act, bias, _, out = CASES[case]
+    torch.manual_seed(0)
+    mods = []
+    for k in range(len(SIZES) - 1):
+        mods.append(nn.Linear(SIZES[k], SIZES[k + 1], bias=(k % 2 == 0) if bias is None else bias))
+        last = k == len(SIZES) - 2
+        if not last:
+            mods.append(ACTS[act]())
+        elif out != "none":
+            mods.append(ACTS[out]())
+    return nn.Sequential(*mods)
+
+
+def pinned_data(case: str):
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(40, SIZES[0], generator=g)
+    if CASES[case][2] == "cross_entropy":
+        return X, torch.randint(0, SIZES[-1], (40,), generator=g)
+    return X, torch.rand(40, SIZES[-1], generator=g)
+
+
+def files_of(model, d: Path, fmt: str, dtype: str) -> str:
+    """SHA-256 over the files an export (or, for safetensors, a model file) writes."""
+    meta = {"loss": "mse", "task": "regression"}
+    if fmt == "safetensors":
+        paths = [modelio.save_model(d / "m.safetensors", model, meta)]
+    else:
+        paths = shrinknet.export(model, d / f"m.{fmt}", format=fmt, dtype=dtype, meta=meta).paths
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+def run_scores(model, X, T, method: str) -> bytes:
+    """The raw bytes of the method's scores, unmasked and with a mask."""
+    loss = "cross_entropy" if T.ndim == 1 else "mse"
+    mask = [torch.tensor([True, False, True, True, False, True, True]), torch.tensor([True, True, False, True, True])]
+    out = b""
+    for m in (None, mask):
+        for s in shrinknet.saliency(model, X, T, method, loss=loss, mask=m):
+            out += s.contiguous().numpy().tobytes()
+    return out
+
+
+def run_prune(model, X, T) -> str:
+    loss = "cross_entropy" if T.ndim == 1 else "mse"
+    return shrinknet.prune(model, X, T, loss=loss, method="brute_force", algorithm="iterative").to_json()
+
+
+FILES = {  # (case, format, dtype) -> SHA-256 with main's code
+    ("sigmoid-bias", "safetensors", "float32"): "5e75c8120f444341efb358cef5ec1d4a05c6da9e38d7a8680e3b0c20f6117fa5",
+    ("sigmoid-bias", "onnx", "float32"): "bcdb9c663e36b1cedea7b6d48bb3d13dc94aebe2df76799ab3aa075bbc658b3d",
+    ("sigmoid-bias", "onnx", "int8"): "120fb7c4463450fa6efb6d1b2354436502360e5954a2dfc801317fdc3c396926",
+    ("sigmoid-bias", "c", "float16"): "524f6f8f54afa9b89423e93232259a3dea5fca16c83d6e49e25684945dd76432",
+    ("sigmoid-bias", "c", "int8"): "044cd6d3e0c08b62561f404789f7be429b5ad7661788fb3cc258e8b7391706d6",
+    ("softplus-nobias", "safetensors", "float32"): "4c29bbaacbaf032f19efc95ea7bbefc6dd149c6f6e7a8dc769941249775e5262",
+    ("softplus-nobias", "onnx", "float32"): "0f36b8825bccd83d18fe28c8d3ad536d028f56efd7fcc71119b641decdbe8c5b",
+    ("softplus-nobias", "onnx", "int8"): "c128e93db7d8f5f3b0bfd02cbfef5dbd681bfd40408ef0e259e5fa705f791c63",
+    ("softplus-nobias", "c", "float16"): "346aed6e7639ffe23d71d17cba464da5f7fea9184b03b20c0dbd351ac2a12fc1",
+    ("softplus-nobias", "c", "int8"): "a85601316c2b8d65497f605b7c9e9e3aab10be0a3464094072b658c9d05f1cba",
+    ("relu-mixed", "safetensors", "float32"): "bc32a0c39ff1cd451bd0171c87e8a6dc4c0b029be09d5fc433015506595e7683",
+    ("relu-mixed", "onnx", "float32"): "3ef155f1ed6a28fd985ce9dbf71b3b5bf8ffd9b9e196a727e73c07ebf912d55f",
+    ("relu-mixed", "onnx", "int8"): "4079c8e91665968fe48a781a92e5ce77f20215b73b253c86e9751f7dfd32ffff",
+    ("relu-mixed", "c", "float16"): "be5594daf6330c5765e10bc978d0df22fbe818bb1739997c1bac0583c63489ec",
+    ("relu-mixed", "c", "int8"): "467bfd843addde4b461e7db74b0a62ab4900041d44e1c11cc11ecf4f67810aa9",
+}
+SCORES = {  # (case, method) -> SHA-256 of the scores' bytes with main's code
+    ("sigmoid-bias", "brute_force"): "49cdd66f43bac38404b2144b87ef495486c945fb09a7a42c9b54923f7ee91024",
+    ("sigmoid-bias", "taylor1"): "52019597033c5aff7a6066dc8987056c3235535ce9e1dd33e61c1591297a2541",
+    ("sigmoid-bias", "taylor2"): "31cb8cbcfc5b2aeb96751f349946911d9e6adc547d8adf19863627e26de21698",
+    ("sigmoid-bias", "magnitude"): "76cdf74d1e36d1ef76788031a65a2162bd720fe34ab8d20b7e11182bc724be63",
+    ("softplus-nobias", "brute_force"): "e8d9519a50b92d90e0c12a48da5e59fc6089d59a1cbc4bfc11fce9a3db22903a",
+    ("softplus-nobias", "taylor1"): "17f45de68372c65b06c1be125441d56a0867450d2132a992077f8c29811b6cd5",
+    ("softplus-nobias", "taylor2"): "8ecccea01af8352571ff5bab36f4c53c1721b4a3eec233aeac6683fbb41a3021",
+    ("softplus-nobias", "magnitude"): "f3b1d51cad0f42ce366651fe4d8ddf0eadd47833b2824849e94fd154650befc5",
+    ("relu-mixed", "brute_force"): "66bbe7e537232c4a63e66e3527ee415f9ee935b1ebf3b3fcbbf9c47545a86fd6",
+    ("relu-mixed", "taylor1"): "615fe872505cdaf07e223eb46347e32426fec6540bb997d8577ba09bb7d8bd27",
+    ("relu-mixed", "taylor2"): "7b7bce4caa1391ec7ef739d0d4bd38a75b4e2de0b456f89787aa97bfee57b6e0",
+    ("relu-mixed", "magnitude"): "b3b3a96dcc2121f669374c1755a22eaed11eb566e6c6d8d9ccaa1dee6155b70d",
+}
+RUNS = {  # case -> SHA-256 of the iterative brute-force run's JSON with main's code
+    "sigmoid-bias": "ef300ae0e0702d53372c5fa6302c8f2409ac3c9899fc7d77c782f9c387e9aec9",
+    "softplus-nobias": "c6d46361390926759565ca65fe867a10f00696106e37d738a0feda668140b456",
+    "relu-mixed": "bf423d16e7e98fda6d280696f6b3f5c338e65de0e158ddfdfa8d9f19f66aae11",
+}
+
+
+@pytest.mark.parametrize("key", list(FILES), ids=["-".join(k) for k in FILES])
+def test_mlp_files_are_byte_identical_to_main(key, tmp_path):
+    case, fmt, dtype = key
+    assert files_of(pinned_model(case), tmp_path, fmt, dtype) == FILES[key]
+
+
+@pytest.mark.parametrize("key", list(SCORES), ids=["-".join(k) for k in SCORES])
+def test_mlp_scores_are_bitwise_main(key):
+    case, method = key
+    assert hashlib.sha256(run_scores(pinned_model(case), *pinned_data(case), method)).hexdigest() == SCORES[key]
+
+
+@pytest.mark.parametrize("case", list(RUNS))
+def test_mlp_run_is_bitwise_main(case):
+    assert hashlib.sha256(run_prune(pinned_model(case), *pinned_data(case)).encode()).hexdigest() == RUNS[case]
