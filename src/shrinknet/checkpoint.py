@@ -40,8 +40,8 @@ def fingerprint(net, datas, settings: dict) -> dict:
     ``datas``: the prepared ``network.Data`` sets the run uses (None entries skipped).
     """
     m = hashlib.sha256()
-    if getattr(net, "general", False):  # convolutions: strides, padding, pooling and shapes too
-        m.update(json.dumps(net.layout(), sort_keys=True).encode())
+    if "blocks" in (layout := net.layout()):  # layer settings the weights do not show: strides, pooling, shapes
+        m.update(json.dumps(layout, sort_keys=True).encode())
     for layer in net.layers:
         m.update(json.dumps(layer.act.to_dict(), sort_keys=True).encode())
         for t in (layer.weight, layer.bias):
