@@ -134,3 +134,160 @@ def test_mlp_scores_are_bitwise_main(key):
 @pytest.mark.parametrize("case", list(RUNS))
 def test_mlp_run_is_bitwise_main(case):
     assert hashlib.sha256(run_prune(pinned_model(case), *pinned_data(case)).encode()).hexdigest() == RUNS[case]
+
+
+# -- the interface: invariants every network satisfies, on MLPs (both parsers) and CNNs ----------------
+import cnn_helpers  # noqa: E402
+import helpers  # noqa: E402
+from torch.testing import assert_close  # noqa: E402
+
+from shrinknet import losses, network  # noqa: E402
+from shrinknet.layers import SeqNet, parse  # noqa: E402
+from shrinknet.layers.net import Block  # noqa: E402
+
+TIGHT = dict(rtol=1e-10, atol=1e-12)
+
+
+def _mlp(s, general: bool):
+    model, _, X, T = helpers.build(s)
+    return (parse(model) if general else shrinknet.as_net(model)), model, X, T, s.loss
+
+
+def _cnn(s):
+    model, _, X, T = cnn_helpers.build(s)
+    net = shrinknet.as_net(model)
+    net.bind(tuple(X.shape[1:]))
+    return net, model, X, T, s.loss
+
+
+NETWORKS = {  # id -> () -> (network, model, X, T, loss)
+    **{f"mlp-{s.id}": (lambda s=s: _mlp(s, False)) for s in helpers.SETTINGS[::6]},
+    **{f"mlp-as-seqnet-{s.id}": (lambda s=s: _mlp(s, True)) for s in helpers.SETTINGS[3::10]},
+    **{f"cnn-{s.id}": (lambda s=s: _cnn(s)) for s in cnn_helpers.SETTINGS[::2]},
+}
+
+
+def _masks(net, seed: int = 0):
+    """Random masks removing about a third of every hidden layer's units (keeping at least one)."""
+    g = torch.Generator().manual_seed(seed)
+    masks = []
+    for size in net.hidden_sizes:
+        m = torch.rand(size, generator=g) > 0.35
+        m[torch.randint(size, (1,), generator=g)] = True
+        masks.append(m)
+    return masks
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_masked_network_equals_the_shrunk_one(name):
+    """shrink: the physically smaller network computes what the masked one does, and its memory is
+    what the masked counts say (params against the literal parameters of its torch modules)."""
+    net, _, X, T, _ = NETWORKS[name]()
+    masks = _masks(net)
+    small = net.shrink(masks)
+    assert small.hidden_sizes == tuple(int(m.sum()) for m in masks)
+    assert_close(small.forward(X, small.full_masks()).o[-1], net.forward(X, masks).o[-1], **TIGHT)
+    assert net.params(masks) == small.params() == sum(p.numel() for p in small.to_sequential().parameters())
+    assert net.ram_floats(masks) == small.ram_floats()
+    assert small.layout()["hidden"] == [int(m.sum()) for m in masks]
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_copy_and_to_sequential_are_independent_and_exact(name):
+    net, model, X, T, _ = NETWORKS[name]()
+    y = net.forward(X, net.full_masks()).o[-1]
+    twin = net.copy()
+    assert type(twin) is type(net) and twin.layout() == net.layout() and twin.describe() == net.describe()
+    with torch.no_grad():
+        twin.layers[0].weight.add_(1.0)
+    assert_close(net.forward(X, net.full_masks()).o[-1], y, rtol=0, atol=0)  # the original is untouched
+    seq = net.to_sequential()
+    with torch.no_grad():
+        assert_close(seq(X), y, **TIGHT)
+        assert_close(model(X), y, **TIGHT)  # BatchNorm folded exactly
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_switch_off_delta_is_the_literal_switch_off(name):
+    """switch_off_delta (the joint contribution of several units taken out of the next layer) against
+    literally masking them and re-evaluating; one unit's is its brute-force score."""
+    net, _, X, T, loss_name = NETWORKS[name]()
+    loss = losses.get(loss_name)
+    data = network.prepare(net, X, T, loss)
+    masks = _masks(net, 1)
+    trace = net.forward(data.X, masks)
+    E = loss.per_instance(trace.o[-1], data.T).sum()
+    bf = net.brute_force(loss, data, masks, trace)
+    for h in range(net.n_hidden):
+        kept = masks[h].nonzero().squeeze(1).tolist()
+        units = kept[:2] if len(kept) > 2 else kept[:1]
+        off = [m.clone() for m in masks]
+        off[h][units] = False
+        literal = loss.per_instance(net.forward(data.X, off).o[-1], data.T).sum() - E
+        assert_close(net.switch_off_delta(loss, data, masks, trace, h, units), literal, **TIGHT)
+        assert_close(net.switch_off_delta(loss, data, masks, trace, h, kept[:1]), bf[h][kept[0]], **TIGHT)
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_joint_contribution_is_the_sum_of_the_units_contributions(name):
+    net, _, X, T, loss_name = NETWORKS[name]()
+    trace = net.forward(net.prepare_input(X), net.full_masks())
+    for h in range(net.n_hidden):
+        param, o = net.blocks[h + 1].param, trace.o[h]
+        J = torch.arange(0, o.shape[1], 2)
+        assert_close(param.joint_contribution(o, J), param.contribution(o, J).sum(0), **TIGHT)
+
+
+@pytest.mark.parametrize("s", helpers.SETTINGS[::4], ids=lambda s: s.id)
+def test_mlp_layers_are_the_layer_modules(s):
+    """The MLP is made of layers/linear.py Dense (P = 1, eq. 5) and layers/act.py Act: its counts,
+    surgery and description are theirs, and equal the MLP's literal formulas."""
+    model, _, X, T = helpers.build(s)
+    net = shrinknet.as_net(model)
+    assert type(net) is shrinknet.Net and not isinstance(net, SeqNet)
+    for b in net.layers:
+        assert isinstance(b, Block) and b.param.kind == "linear" and b.param.block == 1
+        assert [op.kind for op in b.tail] == ["act"]
+    masks = _masks(net, 2)
+    sizes = [net.in_features, *(int(m.sum()) for m in masks), net.out_features]
+    literal = sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if s.bias else 0) for k in range(len(sizes) - 1))
+    assert net.params(masks) == literal
+    h = sizes[1:-1]
+    assert net.ram_floats(masks) == max([h[0]] + [a + b for a, b in zip(h, h[1:])])
+    assert net.describe()[0].startswith(f"linear {sizes[0]} -> {net.hidden_sizes[0]}, {'bias' if s.bias else 'no bias'}")
+    assert list(net.layout()) == ["in", "hidden", "out", "bias", "activations"]  # the 0.2 run-file layout
+
+
+@pytest.mark.parametrize("s", helpers.SETTINGS[1::5], ids=lambda s: s.id)
+def test_mlp_and_its_general_parse_agree_on_the_interface(s):
+    """The specialised MLP and the same model parsed as a SeqNet (the general path) give the same
+    sweep, scores, memory and surgery: one interface, two implementations of its fast parts."""
+    model, _, X, T = helpers.build(s)
+    fast, general = shrinknet.as_net(model), parse(model)
+    loss = losses.get(s.loss)
+    masks = _masks(fast, 3)
+    out = {}
+    for net in (fast, general):
+        data = network.prepare(net, X, T, loss)
+        trace = net.forward(data.X, masks)
+        out[net.general] = dict(
+            y=trace.o[-1], sweep=[t for r in net.sweep(loss, data, masks, trace) for t in r],
+            bf=net.brute_force(loss, data, masks, trace), mag=net.magnitude(trace),
+            t2x=net.taylor2_exact(loss, data, masks, trace),
+            pair=net.switch_off_delta(loss, data, masks, trace, 0, masks[0].nonzero().squeeze(1)[:2].tolist()),
+            params=net.params(masks), ram=net.ram_floats(masks), shrunk=net.shrink(masks).forward(data.X, net.shrink(masks).full_masks()).o[-1])
+    assert_close(out[False], out[True], **TIGHT)
+
+
+def test_capabilities_are_stated_not_tested_by_type():
+    """What only the MLP has (exact.py's threads and reuse, the approximate speeds) is a capability."""
+    mlp = shrinknet.as_net(helpers.build(helpers.SETTINGS[0])[0])
+    cnn = _cnn(cnn_helpers.SETTINGS[0])[0]
+    assert mlp.scoring_threads and mlp.incremental_brute_force and mlp.approximate_speeds
+    assert not (cnn.scoring_threads or cnn.incremental_brute_force or cnn.approximate_speeds)
+    from shrinknet.threads import scoring_work
+
+    assert scoring_work(mlp, 10) > 0 and scoring_work(cnn, 10) == 0.0
+    model, _, X, T = cnn_helpers.build(cnn_helpers.SETTINGS[0])
+    with pytest.raises(ValueError, match="use speed 'exact' for convolutional ones"):
+        shrinknet.prune(model, X, T, loss=cnn_helpers.SETTINGS[0].loss, speed="screen")

@@ -15,6 +15,10 @@ cross-entropy, whose softmax Hessian is not diagonal).
 
 A switched-off neuron outputs o = 0 * sigma(x), so its sigma' and sigma'' are multiplied by the
 mask: nothing flows back through it.
+
+The sweep is ``network.Network.sweep``, one loop for MLPs and CNNs: eq. 73 through each layer is
+its module's ``backward`` (layers/linear.py; layers/conv.py: a transposed convolution with the
+squared kernel), eqs. 74-75 are layers/act.py's, pooling's rule is layers/pool.py's.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def network_params(model, masks=None) -> int:
 
 
 def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> int:
-    """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
+    """Bytes of every weight and bias of ``model`` (a network or nn.Sequential) at ``dtype``,
     counting only kept neurons when ``masks`` (True = kept) is given.
 
     At "int8": int8 weights + one float32 scale per output row + float32 biases (quantize.py).

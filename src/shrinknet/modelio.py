@@ -85,7 +85,7 @@ def record(model, meta: dict | None) -> Record:
 
 
 def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: str | None = None) -> Path:
-    """Write ``model`` (nn.Sequential or Net) to ``path`` as a shrinknet safetensors file.
+    """Write ``model`` (nn.Sequential or a parsed network) to ``path`` as a shrinknet safetensors file.
 
     ``dtype`` ("float32", "float16", "float64") converts the stored weights; default: as they are.
     ``meta`` should carry the Record: "loss", "task" and (classification) "class_values".

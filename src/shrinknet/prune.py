@@ -25,7 +25,7 @@ from . import distributed, losses, memory, network, threads as thread_policy
 from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
-from .network import Data, Net, Trace, as_net, check_positive_int
+from .network import Data, Network, Trace, as_net, check_positive_int
 from .refit import DEFAULT_RIDGE, Refitter, check_refit
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
 from .exact import Incremental
@@ -61,7 +61,7 @@ class PruneResult:
     config: dict
     steps: list[Step]
     layout: dict  # in, hidden, out, bias, activations of the original network
-    original: Net | None = field(default=None, repr=False)
+    original: Network | None = field(default=None, repr=False)
     # builds the network as it will run (refit, int8) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
@@ -457,7 +457,7 @@ def prune(
     return result
 
 
-def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
+def _split_over(group, net: Network, val: Data, test: Data | None, config: dict):
     """This rank's rows of the validation and test data, after all ranks agree on everything."""
     if group is None:
         return val, test
@@ -518,7 +518,7 @@ def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int 
     return others and (result.steps[-1].ram_bytes or 0) <= ram
 
 
-def _calibration(net: Net, val: Data, X_calib) -> Tensor:
+def _calibration(net: Network, val: Data, X_calib) -> Tensor:
     """Calibration inputs of the refit, checked: enough instances for the widest hidden layer."""
     Xc = val.X if X_calib is None else torch.as_tensor(X_calib)
     try:  # an MLP's rows (N, in); a CNN's (N, C, H, W), or flat rows of the known shape
@@ -560,7 +560,7 @@ class _State:
                 "ranking": self.ranking}
 
 
-def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: str):
+def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Network, algorithm: str):
     """Replay a checkpoint's steps into ``pruner`` (masks, and Algorithm I's ranking), then
     recompute the cached forward passes from scratch: the continued run is then the same,
     bit for bit, as one that never stopped."""
@@ -597,7 +597,7 @@ class _Pruner:
     Both keep the original shapes (removed inputs weigh 0) and change only above a removal.
     """
 
-    def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
+    def __init__(self, net: Network, loss: Loss, val: Data, test: Data | None, method: str,
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
                  builder: Refitter | None = None, refit: str | None = None,
                  trace: bool = True, *, speed: Speed | None = None, workers: int = 1, group=None,
@@ -783,7 +783,7 @@ class _Pruner:
         )
 
 
-def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
+def switch_off_delta(net: Network, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
     """Exact Delta E (summed over the batch) of switching off ``neurons`` of hidden layer h together."""
     return net.switch_off_delta(loss, data, masks, trace, h, neurons)
 

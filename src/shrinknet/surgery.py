@@ -20,7 +20,7 @@ def shrink(model, masks: Masks) -> nn.Sequential:
     """A new, physically smaller ``nn.Sequential`` keeping only the neurons where ``masks`` is True.
 
     Args:
-        model: ``nn.Sequential`` (or Net) of Linear layers and elementwise activations.
+        model: ``nn.Sequential`` (or a parsed network): an MLP or a CNN (see ``as_net``).
         masks: one bool tensor per hidden layer, True = kept; each keeps at least one neuron.
 
     The input model is not modified; weights are copied.

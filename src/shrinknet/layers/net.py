@@ -1,4 +1,4 @@
-"""The general sequential network: blocks of (Conv or Linear, then activations and pooling).
+"""Blocks, the layers of both networks, and the general sequential network made of them.
 
 A *block* is one layer with weights (``param``: :class:`Conv` or :class:`Dense`, any BatchNorm
 already folded into it) followed by its *tail*: the activation and pooling layers before the next
@@ -9,7 +9,10 @@ are its output channels (a Conv) or output features (a Linear); switching unit c
 
 Maps are held as (N, C, H, W); a 1-D network's (N, C, L) is (N, C, 1, L). Every per-layer
 concern (forward, derivatives, brute-force change, surgery, parameter count, export) lives in
-the layer's own module (conv.py, linear.py, pool.py, act.py); this module strings them together.
+the layer's own module (conv.py, linear.py, pool.py, act.py); ``network.Network`` strings them
+together for both networks, and :class:`SeqNet` adds what only the general network has: its
+brute force over any layer's ``contribution``, the exact channel-gate second derivatives, the
+1-D layout and ``nn.Flatten``.
 """
 
 from __future__ import annotations
