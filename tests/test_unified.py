@@ -2,9 +2,10 @@
 
 The SHA-256 pins below were computed with shrinknet 0.2's code (main at da0cd7f, before the MLP
 moved onto the layer modules) by running this file's helpers (``pinned_model``, ``files_of``,
-``run_scores``, ``run_prune``) on the project machine (torch 2.13 CPU, 2 cores). Model files and
-ONNX/C exports hold no computed floats beyond int8 quantization, so their pins hold anywhere; the
-score and run pins are bitwise pins of float arithmetic and hold on the same torch build and CPU.
+``run_scores``, ``run_prune``, ``run_analyses``) on the project machine (torch 2.13 CPU, 2 cores).
+Model files and ONNX/C exports hold no computed floats beyond int8 quantization, so their pins
+hold anywhere; the score, run and analysis pins are bitwise pins of float arithmetic and hold on
+the same torch build and CPU.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ def run_prune(model, X, T) -> str:
     return shrinknet.prune(model, X, T, loss=loss, method="brute_force", algorithm="iterative").to_json()
 
 
+def run_analyses(case: str) -> bytes:
+    """The gain curves of two neurons and the correlated pairs (exact pair switch-offs) of the model."""
+    model, (X, T) = pinned_model(case), pinned_data(case)
+    loss = "cross_entropy" if T.ndim == 1 else "mse"
+    curves = shrinknet.analysis.gain_curves(model, X, T, [(0, 1), (1, 3)], loss=loss)["curves"]
+    rows = shrinknet.analysis.correlated_pairs(model, X, T, loss=loss, top=3)
+    return b"".join(c[k].numpy().tobytes() for c in curves for k in ("error", "taylor1", "taylor2")) + repr(rows).encode()
+
+
 FILES = {  # (case, format, dtype) -> SHA-256 with main's code
     ("sigmoid-bias", "safetensors", "float32"): "5e75c8120f444341efb358cef5ec1d4a05c6da9e38d7a8680e3b0c20f6117fa5",
     ("sigmoid-bias", "onnx", "float32"): "bcdb9c663e36b1cedea7b6d48bb3d13dc94aebe2df76799ab3aa075bbc658b3d",
@@ -118,6 +128,12 @@ RUNS = {  # case -> SHA-256 of the iterative brute-force run's JSON with main's 
     "relu-mixed": "bf423d16e7e98fda6d280696f6b3f5c338e65de0e158ddfdfa8d9f19f66aae11",
 }
 
+ANALYSES = {  # case -> SHA-256 of run_analyses with main's code (0.2 at da0cd7f, same machine)
+    "sigmoid-bias": "f6d45e080d284b79a012a41e2052758be9baa12ffac110706cf037df86063b42",
+    "softplus-nobias": "481bafef272e8b7751aef46e230ed8b81639f0e92a69e9d89ac1531f2d2f89b2",
+    "relu-mixed": "0d01ccd57795527dedd5fe4df24977eb02b65cacb17a5385c988e1bc17105d14",
+}
+
 
 @pytest.mark.parametrize("key", list(FILES), ids=["-".join(k) for k in FILES])
 def test_mlp_files_are_byte_identical_to_main(key, tmp_path):
@@ -134,6 +150,11 @@ def test_mlp_scores_are_bitwise_main(key):
 @pytest.mark.parametrize("case", list(RUNS))
 def test_mlp_run_is_bitwise_main(case):
     assert hashlib.sha256(run_prune(pinned_model(case), *pinned_data(case)).encode()).hexdigest() == RUNS[case]
+
+
+@pytest.mark.parametrize("case", list(ANALYSES))
+def test_mlp_gain_curves_and_pairs_are_bitwise_main(case):
+    assert hashlib.sha256(run_analyses(case)).hexdigest() == ANALYSES[case]
 
 
 # -- the interface: invariants every network satisfies, on MLPs (both parsers) and CNNs ----------------

@@ -138,10 +138,13 @@ def gain_curves(model, X, T, neurons, loss: str = "mse", alphas=None, mask=None)
         for h, j in neurons:
             if not (0 <= h < net.n_hidden and 0 <= j < net.hidden_sizes[h]):
                 raise ValueError(f"no neuron ({h}, {j}) in hidden sizes {net.hidden_sizes}")
-            # x^(h+1) + (alpha - 1) c_j for every alpha, c_j the unit's contribution to the next layer
-            # (o_j w_j for a neuron, eq. 5; a channel's whole map through the kernel): (A, N, ...)
-            c = net.blocks[h + 1].param.contribution(trace.o[h], torch.tensor([j], device=net.device))[0]
-            xs = trace.x[h + 1] + (a - 1).view(-1, *[1] * c.ndim) * c
+            # x^(h+1) + the contribution of the change (alpha - 1) o_j for every alpha, through the next
+            # layer cut to unit j's inputs (a neuron: (alpha - 1) o_j w_j, eq. 5; a channel: its map
+            # through its kernel slice): (A, N, ...)
+            one = net.blocks[h + 1].param.keep(None, torch.tensor([j], device=net.device))
+            u = (a - 1).view(-1, *[1] * trace.o[h].ndim) * trace.o[h][:, j: j + 1]  # (A, N, 1, ...)
+            c = one.contribution(u.flatten(0, 1), torch.tensor([0], device=net.device))[0]
+            xs = trace.x[h + 1] + c.view(len(a), *trace.x[h + 1].shape)
             err = E0 + loss_.delta(net.output_from(h + 1, xs, masks), y, data.T).sum(-1)
             r = records[h]
             g1 = (r.o[:, j] * r.dE_do[:, j]).sum()
