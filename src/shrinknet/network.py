@@ -43,6 +43,14 @@ from .losses import Loss
 
 Masks = Sequence[Tensor]  # one bool tensor per hidden layer, True = kept
 
+#: Default bound on the scratch memory of one vectorized chunk of candidates, in bytes.
+CHUNK_MEMORY = 256 * 2**20
+
+
+def chunk_for(n: int, width: int, itemsize: int) -> int:
+    """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
+    return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))
+
 
 class Layer(Protocol):
     """What code that only reads weights and the activation uses of one layer (``layers.net.Block``
@@ -455,8 +463,6 @@ class Net(Network):
         tangent "1 in column j for every instance" has, in column j, the diagonal entry of every
         instance at once. Columns are batched with ``torch.func.vmap``.
         """
-        from .saliency import chunk_for
-
         o = trace.o[h].detach()
         N, J = o.shape
         nxt = h + 1

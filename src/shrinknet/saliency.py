@@ -24,12 +24,10 @@ from . import losses, network
 from .backprop2 import batches
 from .losses import Loss
 from .network import Data, Masks, Network, Trace, check_positive_int, unit_sums
+from .network import CHUNK_MEMORY, chunk_for  # noqa: F401  (re-exported: the chunk sizing lives in network.py)
 from .threads import policy as thread_policy, scoring_work
 
 METHODS = ("brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random")
-
-#: Default bound on the scratch memory of one vectorized chunk, in bytes.
-CHUNK_MEMORY = 256 * 2**20
 
 
 def saliency(
@@ -146,8 +144,3 @@ def random_scores(net: Network, seed: int) -> list[Tensor]:
 
 def removed_to_inf(scores: list[Tensor], masks: Masks) -> list[Tensor]:
     return [torch.where(m, s, torch.full_like(s, math.inf)) for s, m in zip(scores, masks)]
-
-
-def chunk_for(n: int, width: int, itemsize: int) -> int:
-    """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
-    return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import activations as A
-from ..network import Network, Trace
+from ..network import Network, Trace, chunk_for
 from .act import Act
 from .conv import Conv
 from .linear import Dense
@@ -140,8 +140,6 @@ class SeqNet(Network):
         return scores
 
     def _auto_chunk(self, h: int, n: int, itemsize: int) -> int:
-        from ..saliency import chunk_for
-
         shapes = self.map_shapes() if self.in_shape else None
         if shapes is None:
             return 8
