@@ -259,6 +259,31 @@ def test_joint_contribution_is_the_sum_of_the_units_contributions(name):
         assert_close(param.joint_contribution(o, J), param.contribution(o, J).sum(0), **TIGHT)
 
 
+@pytest.mark.parametrize("name", [*NETWORKS, "cnn-one-position"])
+def test_unit_correlation_is_the_correlation_of_the_contributions(name):
+    """analysis.unit_correlation (closed form where a unit owns one column) against the literal
+    correlation of the units' flattened contributions, centred over instances."""
+    from shrinknet.analysis import unit_correlation
+
+    if name == "cnn-one-position":  # a conv whose map is one position, then Flatten and Linear (P = 1)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 3), nn.Tanh(),
+                              nn.Linear(3, 2)).double()
+        X = torch.randn(13, 2, 3, 3, dtype=torch.float64)
+        net = shrinknet.as_net(model)
+        net.bind((2, 3, 3))
+    else:
+        net, _, X, _, _ = NETWORKS[name]()
+    trace = net.forward(net.prepare_input(X), net.full_masks())
+    for h in range(net.n_hidden):
+        o = trace.o[h]
+        units = torch.arange(o.shape[1])
+        c = net.blocks[h + 1].param.contribution(o - o.mean(0, keepdim=True), units).flatten(1)  # (C, N*R)
+        d = (c * c).sum(1)
+        want = torch.nan_to_num((c @ c.T) / torch.sqrt(torch.outer(d, d)), nan=0.0, posinf=0.0, neginf=0.0)
+        assert_close(unit_correlation(net, o, h), want, **TIGHT)
+
+
 @pytest.mark.parametrize("s", helpers.SETTINGS[::4], ids=lambda s: s.id)
 def test_mlp_layers_are_the_layer_modules(s):
     """The MLP is made of layers/linear.py Dense (P = 1, eq. 5) and layers/act.py Act: its counts,

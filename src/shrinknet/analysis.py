@@ -174,7 +174,7 @@ def unit_correlation(net, o: Tensor, h: int) -> Tensor:
     correlated over instances and every position and output."""
     nxt = net.blocks[h + 1].param
     if nxt.kind == "linear" and nxt.block == 1:  # one column per unit: the closed form, no (C, N, i) maps
-        return contribution_correlation(o, nxt.weight)
+        return contribution_correlation(o.reshape(o.shape[0], -1), nxt.weight)  # a channel of one position: (N, C)
     units = torch.arange(o.shape[1], device=o.device)
     c = nxt.contribution(o, units).flatten(2)  # (C, N, R)
     # the contribution is linear in o: centre o over instances, as the closed form does
