@@ -8,7 +8,7 @@ from .backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .export import export
 from .memory import format_bytes, network_bytes, parse_size
-from .network import Net, as_net
+from .network import Net, Network, as_net
 from .prune import ALGORITHMS, PruneResult, Step, prune
 from .saliency import METHODS, saliency
 from .speed import SPEEDS
@@ -23,6 +23,7 @@ __all__ = [
     "METHODS",
     "SPEEDS",
     "Net",
+    "Network",
     "PruneResult",
     "Step",
     "__version__",

@@ -138,14 +138,13 @@ def gain_curves(model, X, T, neurons, loss: str = "mse", alphas=None, mask=None)
         for h, j in neurons:
             if not (0 <= h < net.n_hidden and 0 <= j < net.hidden_sizes[h]):
                 raise ValueError(f"no neuron ({h}, {j}) in hidden sizes {net.hidden_sizes}")
-            if getattr(net, "general", False):  # a channel: its whole contribution to the next layer
-                c = net.blocks[h + 1].param.contribution(trace.o[h], torch.tensor([j], device=net.device))[0]
-                xs = trace.x[h + 1] + (a - 1).view(-1, *[1] * c.ndim) * c
-            else:
-                o = trace.o[h][:, j]  # (N,)
-                w = net.layers[h + 1].weight[:, j]  # (i,)
-                # x^(h+1) + (alpha - 1) o_j w_j for every alpha: (A, N, i)
-                xs = trace.x[h + 1] + (a - 1)[:, None, None] * o[None, :, None] * w[None, None, :]
+            # x^(h+1) + the contribution of the change (alpha - 1) o_j for every alpha, through the next
+            # layer cut to unit j's inputs (a neuron: (alpha - 1) o_j w_j, eq. 5; a channel: its map
+            # through its kernel slice): (A, N, ...)
+            one = net.blocks[h + 1].param.keep(None, torch.tensor([j], device=net.device))
+            u = (a - 1).view(-1, *[1] * trace.o[h].ndim) * trace.o[h][:, j: j + 1]  # (A, N, 1, ...)
+            c = one.contribution(u.flatten(0, 1), torch.tensor([0], device=net.device))[0]
+            xs = trace.x[h + 1] + c.view(len(a), *trace.x[h + 1].shape)
             err = E0 + loss_.delta(net.output_from(h + 1, xs, masks), y, data.T).sum(-1)
             r = records[h]
             g1 = (r.o[:, j] * r.dE_do[:, j]).sum()
@@ -170,15 +169,16 @@ def contribution_correlation(o: Tensor, W: Tensor) -> Tensor:
 
 
 def unit_correlation(net, o: Tensor, h: int) -> Tensor:
-    """``contribution_correlation`` of hidden layer h's units; for a general (CNN) network the
-    contributions are each channel's whole map of change to the next layer (conv.py/linear.py
-    ``contribution``), correlated over instances and every position and output."""
-    if not getattr(net, "general", False):
-        return contribution_correlation(o, net.layers[h + 1].weight)
+    """``contribution_correlation`` of hidden layer h's units: each unit's contribution to the next
+    layer (conv.py/linear.py ``contribution``: a neuron's o_j w_j, a channel's whole map of change),
+    correlated over instances and every position and output."""
+    nxt = net.blocks[h + 1].param
+    if nxt.kind == "linear" and nxt.block == 1:  # one column per unit: the closed form, no (C, N, i) maps
+        return contribution_correlation(o.reshape(o.shape[0], -1), nxt.weight)  # a channel of one position: (N, C)
     units = torch.arange(o.shape[1], device=o.device)
-    c = net.blocks[h + 1].param.contribution(o, units).flatten(2)  # (C, N, R)
-    # the contribution is linear in o: centre o over instances, as the MLP formula does
-    c = c - net.blocks[h + 1].param.contribution(o.mean(0, keepdim=True), units).flatten(2)
+    c = nxt.contribution(o, units).flatten(2)  # (C, N, R)
+    # the contribution is linear in o: centre o over instances, as the closed form does
+    c = c - nxt.contribution(o.mean(0, keepdim=True), units).flatten(2)
     cov = torch.einsum("jnr,knr->jk", c, c)
     d = cov.diagonal()
     return torch.nan_to_num(cov / torch.sqrt(torch.outer(d, d)), nan=0.0, posinf=0.0, neginf=0.0)

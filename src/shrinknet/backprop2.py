@@ -15,49 +15,26 @@ cross-entropy, whose softmax Hessian is not diagonal).
 
 A switched-off neuron outputs o = 0 * sigma(x), so its sigma' and sigma'' are multiplied by the
 mask: nothing flows back through it.
+
+The sweep is ``network.Network.sweep``, one loop for MLPs and CNNs: eq. 73 through each layer is
+its module's ``backward`` (layers/linear.py; layers/conv.py: a transposed convolution with the
+squared kernel), eqs. 74-75 are layers/act.py's, pooling's rule is layers/pool.py's.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
-from torch import Tensor
 
 from .losses import Loss
-from .network import Data, Masks, Net, Trace, check_positive_int
+from .network import Data, Derivatives, Masks, Network, Trace, check_positive_int
+
+__all__ = ["Derivatives", "backprop2", "batches", "sweep"]
 
 
-class Derivatives(NamedTuple):
-    """Per-instance quantities of one hidden layer, each (N, h)."""
-
-    o: Tensor  # neuron outputs (0 for switched-off neurons)
-    dE_do: Tensor  # first derivative of E_n w.r.t. o
-    d2E_do2: Tensor  # diagonal second derivative of E_n w.r.t. o (eq. 73)
-
-
-def sweep(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace | None = None) -> list[Derivatives]:
-    """eqs. 73-75 on one batch; returns one record per hidden layer, in forward order."""
-    if getattr(net, "general", False):  # convolutions: layers/net.py strings the layer modules together
-        return net.sweep(loss, data, masks, trace)
-    if trace is None:
-        trace = net.forward(data.X, masks)
-    dE_do, d2E_do2 = loss.derivatives(trace.o[-1], data.T)  # eqs. 13, 14 at the output
-    records: list[Derivatives] = []
-    for k in reversed(range(len(net.layers))):
-        layer = net.layers[k]
-        s1, s2 = layer.act.derivatives(trace.x[k], trace.o[k])  # sigma'(x), sigma''(x): (N, out_k)
-        if k < net.n_hidden:
-            s1, s2 = s1 * masks[k], s2 * masks[k]
-        dE_dx = dE_do * s1  # eq. 74
-        d2E_dx2 = d2E_do2 * s1 * s1 + dE_do * s2  # eq. 75
-        if k == 0:
-            break
-        W = layer.weight  # (i, j)
-        dE_do = dE_dx @ W  # eq. 73, first derivative: (N, i) @ (i, j) -> (N, j)
-        d2E_do2 = d2E_dx2 @ (W * W)  # eq. 73, second derivative, diagonal approximation
-        records.append(Derivatives(trace.o[k - 1], dE_do, d2E_do2))
-    return records[::-1]
+def sweep(net: Network, loss: Loss, data: Data, masks: Masks, trace: Trace | None = None) -> list[Derivatives]:
+    """eqs. 73-75 on one batch; returns one record per hidden layer, in forward order
+    (``Network.sweep``: each layer module's part, strung together)."""
+    return net.sweep(loss, data, masks, trace)
 
 
 def backprop2(model, X, T, loss: str = "mse", mask: Masks | None = None, batch_size: int | None = None):

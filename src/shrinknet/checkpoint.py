@@ -40,8 +40,9 @@ def fingerprint(net, datas, settings: dict) -> dict:
     ``datas``: the prepared ``network.Data`` sets the run uses (None entries skipped).
     """
     m = hashlib.sha256()
-    if getattr(net, "general", False):  # convolutions: strides, padding, pooling and shapes too
-        m.update(json.dumps(net.layout(), sort_keys=True).encode())
+    layout = net.layout()
+    if "blocks" in layout:  # settings the weights and activations do not show (strides, pooling, input shape);
+        m.update(json.dumps(layout, sort_keys=True).encode())  # an MLP's layout adds none: its fingerprint is 0.2's
     for layer in net.layers:
         m.update(json.dumps(layer.act.to_dict(), sort_keys=True).encode())
         for t in (layer.weight, layer.bias):

@@ -1,5 +1,10 @@
 """Exact brute-force Delta E, fast: the paper's switch-off-and-re-evaluate (§2.1), vectorised.
 
+This is the MLP's brute force (``network.Net.brute_force``): the specialisation of the layer
+modules' general one (``layers/net.py``: a candidate's ``contribution`` pushed through the layers
+above) for a stack of Linear layers, where the contribution is a rank-1 term and everything can
+be fused. The general path gives the same scores (tested).
+
 Switching off neuron j of hidden layer h changes the next layer's pre-activations by a rank-1
 term, x^(h+1) -> x^(h+1) - o_j w_j (eq. 5 with o_j = 0), and leaves every layer below untouched.
 For each candidate this module pushes that perturbed pre-activation through the layers above and
@@ -25,12 +30,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .losses import Loss
-from .network import Data, Masks, Net, Trace
+
+if TYPE_CHECKING:  # network.Net's brute force is this module: names for annotations only
+    from .network import Data, Masks, Net, Trace
 
 #: Cheap (rank-1) cache updates allowed before the cache is rebuilt from scratch.
 REFRESH = 32

@@ -80,21 +80,17 @@ def dtype_bytes(dtype: str | torch.dtype) -> int:
 
 
 def network_params(model, masks=None) -> int:
-    """Weights and biases of ``model`` (a Net or nn.Sequential), counting only kept neurons when
-    ``masks`` (True = kept) is given: layer k has sizes[k+1] x sizes[k] weights (+ sizes[k+1] biases)."""
+    """Weights and biases of ``model`` (a network or nn.Sequential), counting only kept units when
+    ``masks`` (True = kept) is given: each layer's module counts its own (a Linear between layers of
+    sizes[k] and sizes[k+1] has sizes[k+1] x sizes[k] weights + sizes[k+1] biases; a convolution
+    its kernels; after Flatten a channel owns a block of columns)."""
     from .network import as_net
 
-    net = as_net(model)
-    if getattr(net, "general", False):  # kernels and per-channel column blocks: layers/*.py ``params``
-        return net.params(masks)
-    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
-    sizes = [net.in_features, *kept, net.out_features]
-    return sum(sizes[k] * sizes[k + 1] + (sizes[k + 1] if layer.bias is not None else 0)
-               for k, layer in enumerate(net.layers))
+    return as_net(model).params(masks)
 
 
 def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> int:
-    """Bytes of every weight and bias of ``model`` (a Net or nn.Sequential) at ``dtype``,
+    """Bytes of every weight and bias of ``model`` (a network or nn.Sequential) at ``dtype``,
     counting only kept neurons when ``masks`` (True = kept) is given.
 
     At "int8": int8 weights + one float32 scale per output row (a convolution: per output channel)
@@ -103,14 +99,8 @@ def network_bytes(model, dtype: str | torch.dtype = "float32", masks=None) -> in
     if dtype_name(dtype) != "int8":
         return network_params(model, masks) * dtype_bytes(dtype)
     from .network import as_net
-    from .quantize import int8_layer_bytes
 
-    net = as_net(model)
-    if getattr(net, "general", False):  # per layer type: layers/conv.py, layers/linear.py ``int8_bytes``
-        return net.int8_bytes(masks)
-    kept = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
-    sizes = [net.in_features, *kept, net.out_features]
-    return sum(int8_layer_bytes(sizes[k + 1], sizes[k], layer.bias is not None) for k, layer in enumerate(net.layers))
+    return as_net(model).int8_bytes(masks)  # per layer type: layers/conv.py, layers/linear.py ``int8_bytes``
 
 
 def format_bytes(n: int) -> str:
@@ -129,12 +119,9 @@ def ram_bytes(model, masks=None, input_shape=None) -> int:
     from .network import as_net
 
     net = as_net(model)
-    if getattr(net, "general", False):
-        if input_shape is not None:
-            net.bind(tuple(input_shape))
-        return 4 * net.ram_floats(masks)
-    h = net.hidden_sizes if masks is None else [int(m.sum()) for m in masks]
-    return 4 * max([h[0]] + [a + b for a, b in zip(h, h[1:])])
+    if input_shape is not None:
+        net.bind(tuple(input_shape))
+    return 4 * net.ram_floats(masks)
 
 
 def available_bytes() -> int | None:

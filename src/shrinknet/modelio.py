@@ -38,7 +38,8 @@ from torch import nn
 from . import activations as A
 from .errors import InputError
 from .files import atomic_path
-from .network import Layer, Net, as_net
+from .layers import Block
+from .network import Net, as_net
 
 FORMAT = "shrinknet-mlp"
 VERSION = 2
@@ -84,33 +85,32 @@ def record(model, meta: dict | None) -> Record:
 
 
 def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: str | None = None) -> Path:
-    """Write ``model`` (nn.Sequential or Net) to ``path`` as a shrinknet safetensors file.
+    """Write ``model`` (nn.Sequential or a parsed network) to ``path`` as a shrinknet safetensors file.
 
     ``dtype`` ("float32", "float16", "float64") converts the stored weights; default: as they are.
     ``meta`` should carry the Record: "loss", "task" and (classification) "class_values".
     """
     from safetensors.torch import save_file
 
+    from .layers import io
+
     net = as_net(model)
     _check_meta(meta or {}, "meta")
-    if getattr(net, "general", False):  # convolutions: the description of layers/io.py
-        return _save_general(Path(path), net, meta, dtype)
-    tensors = {}
-    desc = []
-    for k, layer in enumerate(net.layers):
-        conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
-        tensors[f"layers.{k}.weight"] = conv(layer.weight).detach().cpu().contiguous()
-        if layer.bias is not None:
-            tensors[f"layers.{k}.bias"] = conv(layer.bias).detach().cpu().contiguous()
-        desc.append(
-            {"in": layer.in_features, "out": layer.out_features, "bias": layer.bias is not None,
-             "activation": layer.act.to_dict()}
-        )
-    doc = {"format": FORMAT, "version": VERSION, "layers": desc, "meta": meta or {}}
+    describe = {FORMAT: _describe, io.FORMAT: io.describe}[net.file_format]
+    conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
+    tensors = {k: conv(t).detach().cpu().contiguous() for k, t in io.tensors(net).items()}
+    doc = {**describe(net), "meta": meta or {}}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"shrinknet": json.dumps(doc)})
     return path
+
+
+def _describe(net: Net) -> dict:
+    """The shrinknet-mlp description: widths, bias and activation of every layer."""
+    return {"format": FORMAT, "version": VERSION,
+            "layers": [{"in": b.in_features, "out": b.out_features, "bias": b.bias is not None,
+                        "activation": b.act.to_dict()} for b in net.layers]}
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tup
                 used.add(key)
         a = d["activation"]
         act = A.from_name(a["name"], beta=float(a.get("beta", 1.0)), threshold=float(a.get("threshold", 20.0)))
-        layers.append(Layer(W, b, act))
+        layers.append(Block.linear(W, b, act))
     extra = sorted(set(tensors) - used)
     if extra:
         raise ModelFileError(f"{path} holds tensors its description does not use ({', '.join(extra[:3])}"
@@ -246,7 +246,7 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
             raise ModelFileError(f"{path}: {key} takes {W.shape[1]} inputs but {weights[k - 1]} gives "
                                  f"{sd[weights[k - 1]].shape[0]}: layers are taken in file order")
         act = A.from_name(activation if k < len(weights) - 1 else out_activation)
-        layers.append(Layer(W.float(), None if b is None else b.float(), act))
+        layers.append(Block.linear(W.float(), None if b is None else b.float(), act))
     extra = [k for k in sd if k not in used]
     if extra:
         raise ModelFileError(f"{path} has tensors that are not Linear weights or biases ({', '.join(extra[:3])}"
@@ -262,7 +262,7 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
 
 
 # -- checks -------------------------------------------------------------------------------------
-def _sequential(path: Path, layers: list[Layer]) -> nn.Sequential:
+def _sequential(path: Path, layers: list[Block]) -> nn.Sequential:
     try:
         model = Net(layers).to_sequential()
         as_net(model)  # consecutive widths and one dtype
@@ -347,20 +347,6 @@ def _check_meta(meta, what: str, raise_: bool = True) -> str | None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
-
-
-def _save_general(path: Path, net, meta: dict | None, dtype: str | None) -> Path:
-    """A general (CNN) network: tensors ``layers.K.weight/bias`` and the layers/io.py description."""
-    from safetensors.torch import save_file
-
-    from .layers import io
-
-    conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
-    tensors = {k: conv(t).detach().cpu().contiguous() for k, t in io.tensors(net).items()}
-    doc = {**io.describe(net), "meta": meta or {}}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"shrinknet": json.dumps(doc)})
-    return path
 
 
 def _load_general(path: Path, doc: dict, tensors: dict) -> tuple[nn.Sequential, dict]:

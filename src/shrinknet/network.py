@@ -1,4 +1,20 @@
-"""The network description: a feed-forward stack of Linear layers and elementwise activations.
+"""The network interface: what shrinknet needs of a parsed network, once, for MLPs and CNNs.
+
+A parsed network is a stack of *layers*, each one layer with weights followed by its tail
+(``layers.net.Block``: a ``layers/linear.py`` Dense or ``layers/conv.py`` Conv, then the
+activation and pooling of ``layers/act.py`` and ``layers/pool.py``). Every per-layer concern
+(forward, its part of the derivative sweeps, brute force's per-candidate change, surgery,
+parameter count, module rebuild, description) lives in that layer's module; :class:`Network`
+strings them together, and is the one interface the rest of shrinknet calls. Two networks
+implement it:
+
+- :class:`Net`, the MLP (Linear layers and elementwise activations, parsed by ``as_net``): its
+  layers are Dense with P = 1 (eq. 5) and its brute force is ``exact.py``'s fused kernels, the
+  specialisation for a stack of Linear layers (worker threads, exact reuse between steps);
+- ``layers.net.SeqNet``, the general (CNN) network: convolutions, pooling, BatchNorm folded.
+
+What only one of them can do is a capability the network states (``scoring_threads``,
+``incremental_brute_force``, ``approximate_speeds``), never a test of its type.
 
 Index letters used across shrinknet (as in the paper's eq. 5):
     n: instance (N of them), j: neuron of the layer below (its input), i: neuron of the layer above.
@@ -6,44 +22,53 @@ Index letters used across shrinknet (as in the paper's eq. 5):
 
 Layer numbering: the paper numbers layers from the output (layer 0) backwards; shrinknet numbers
 them in forward order, ``layers[0]`` reading the input and ``layers[-1]`` the output layer. A
-*hidden layer* h is ``layers[h]`` for h < len(layers) - 1, and its neurons are its output units
-(the Linear's rows plus the activation). Switching neuron j off sets its output o_j to 0 (§2.1),
-so a mask (True = kept) multiplies the hidden outputs.
+*hidden layer* h is ``layers[h]`` for h < len(layers) - 1, and its neurons (units: output
+features, or a convolution's output channels) are its outputs. Switching unit j off sets its
+output o_j to 0 (§2.1), so a mask (True = kept) multiplies the hidden outputs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import activations as A
+from . import exact
 from .losses import Loss
 
 Masks = Sequence[Tensor]  # one bool tensor per hidden layer, True = kept
 
+#: Default bound on the scratch memory of one vectorized chunk of candidates, in bytes.
+CHUNK_MEMORY = 256 * 2**20
 
-@dataclass(frozen=True)
-class Layer:
-    weight: Tensor  # (out, in); weight[i, j] = w_ji
+
+def chunk_for(n: int, width: int, itemsize: int) -> int:
+    """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
+    return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))
+
+
+class Layer(Protocol):
+    """What code that only reads weights and the activation uses of one layer (``layers.net.Block``
+    implements it; ``Block.linear(W, b, act)`` makes a fully connected one)."""
+
+    param: object  # layers/linear.py Dense or layers/conv.py Conv
+    tail: tuple  # activation and pooling, in order
+    weight: Tensor  # (out, in) or (out, in, kh, kw); weight[i, j] = w_ji
     bias: Tensor | None  # (out,)
-    act: A.Activation
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
+    act: A.Activation  # the tail's activation (identity if none)
+    in_features: int
+    out_features: int
 
 
 @dataclass
 class Trace:
-    """One forward pass: pre-activations ``x[k]`` (N, out_k) and outputs ``o[k]`` of every layer.
+    """One forward pass: pre-activations ``x[k]`` (N, out_k) or (N, C, H, W) and outputs ``o[k]``
+    of every layer.
 
     Hidden outputs are already masked; ``o[-1]`` is the network output y.
     """
@@ -52,36 +77,136 @@ class Trace:
     o: list[Tensor] = field(default_factory=list)
 
 
-class Net:
-    """A parsed network: a tuple of Layers. Build one with :func:`as_net`."""
+class Derivatives(NamedTuple):
+    """Per-instance quantities of one hidden layer, each shaped like its output o: (N, h) or (N, C, H, W)."""
 
-    def __init__(self, layers: Sequence[Layer]):
-        self.layers = tuple(layers)
+    o: Tensor  # unit outputs (0 for switched-off units)
+    dE_do: Tensor  # first derivative of E_n w.r.t. o
+    d2E_do2: Tensor  # diagonal second derivative of E_n w.r.t. o (eq. 73)
+
+
+def unit_sums(t: Tensor) -> Tensor:
+    """A per-unit quantity (N, C) or (N, C, ...) summed over instances and every position of the
+    unit's map: (C,)."""
+    return t.sum(0) if t.ndim == 2 else t.transpose(0, 1).reshape(t.shape[1], -1).sum(1)
+
+
+class Network:
+    """The interface of a parsed network (see the module docstring); build one with :func:`as_net`.
+
+    Shape facts: ``blocks`` (= ``layers``), ``hidden_sizes``, ``n_hidden``, ``in_features``,
+    ``in_shape`` (one instance), ``out_features``, ``dtype``, ``device``; ``bind`` / ``prepare_input``
+    check inputs against them. Masks: ``full_masks``, ``check_masks``. Evaluation: ``forward``,
+    ``output_from``, ``sweep`` (eqs. 73-75). Criteria that need the layer structure: ``brute_force``,
+    ``switch_off_delta``, ``magnitude``, ``taylor2_exact``. Memory: ``params``, ``maps``,
+    ``ram_floats``. Surgery and conversion: ``shrink``, ``copy``, ``to_sequential``, ``layout``,
+    ``describe``. Subclasses give ``brute_force``, ``taylor2_exact``, ``prepare_input`` and ``with_blocks``.
+    """
+
+    #: Brute force runs worker threads over candidate chunks (threads.py sizes them).
+    scoring_threads = False
+    #: Brute force reuses work between pruning steps exactly (``exact.Incremental``).
+    incremental_brute_force = False
+    #: The approximate speeds of speed.py (second-order screen, blocks of removals) apply.
+    approximate_speeds = False
+    #: The model-file format that describes this network (modelio.py, layers/io.py).
+    file_format = ""
+    #: Whether this is the general (CNN) network. New code asks for a capability instead; it is still
+    #: read where the CNN lacks one that is being added elsewhere (int8 storage and its refit, the
+    #: export of a SeqNet) and by ``shrinknet info``'s two layouts.
+    general = False
+    dims = 0  # 1 or 2 for a CNN (maps held as (N, C, H, W), 1-D as (N, C, 1, L)); 0 without convolutions
+
+    def __init__(self, blocks, in_shape: tuple | None = None, notes: tuple = ()):
+        self.blocks = tuple(blocks)
+        self.layers = self.blocks
+        self.in_shape = None if in_shape is None else tuple(in_shape)  # one instance, as the user gives it
+        self.notes = tuple(notes)  # what the parser did, e.g. BatchNorm folding
 
     # -- shape facts -------------------------------------------------------------------------
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
-        return tuple(layer.out_features for layer in self.layers[:-1])
+        return tuple(b.param.out_units for b in self.blocks[:-1])
 
     @property
     def n_hidden(self) -> int:
-        return len(self.layers) - 1
+        return len(self.blocks) - 1
 
     @property
     def in_features(self) -> int:
-        return self.layers[0].in_features
+        return math.prod(self.in_shape) if self.in_shape else self.blocks[0].param.weight.shape[1]
 
     @property
     def out_features(self) -> int:
-        return self.layers[-1].out_features
+        return self.blocks[-1].param.out_units
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.layers[0].weight.dtype
+        return self.blocks[0].weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.layers[0].weight.device
+        return self.blocks[0].weight.device
+
+    def _internal(self, X: Tensor) -> Tensor:
+        """(N, *in_shape) -> the layout the first layer reads (a view)."""
+        return X
+
+    def bind(self, shape: tuple) -> None:
+        """Check that one instance of ``shape`` runs through the network; remember it."""
+        shape = tuple(int(s) for s in shape)
+        if self.in_shape is not None:
+            if shape != self.in_shape:
+                raise ValueError(f"each instance must have shape {self.in_shape}, got {shape}")
+            return
+        first = self.blocks[0].param
+        if first.kind == "conv" and (len(shape) != 1 + self.dims or shape[0] != first.in_units):
+            raise ValueError(
+                f"the network starts with a {self.dims}-D convolution over {first.in_units} channel(s): each "
+                f"instance must have shape ({first.in_units}, {'L' if self.dims == 1 else 'H, W'}), got {shape}"
+            )
+        if first.kind == "linear" and math.prod(shape) != first.weight.shape[1]:
+            raise ValueError(f"the first Linear expects {first.weight.shape[1]} features per instance, got shape {shape}")
+        try:
+            self.map_shapes(shape)
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"an instance of shape {shape} does not fit the network: {str(e).splitlines()[0]}") from None
+        self.in_shape = shape
+
+    def prepare_input(self, X: Tensor) -> Tensor:
+        """X checked against the instance shape (bound at first use); flat rows of a known image
+        shape are reshaped. ValueError naming what does not fit."""
+        if X.ndim < 2:
+            raise ValueError(f"X must have one row per instance, got shape {tuple(X.shape)}")
+        if self.in_shape is not None and X.ndim == 2 and len(self.in_shape) > 1 and X.shape[1] == self.in_features:
+            X = X.reshape(X.shape[0], *self.in_shape)  # flat rows of a known image shape
+        self.bind(tuple(X.shape[1:]))
+        return X
+
+    def map_shapes(self, in_shape: tuple | None = None) -> list[list[tuple]]:
+        """Per layer, the per-instance shapes (C, H, W) or (F,) of x, then after each tail op."""
+        shape = in_shape or self.in_shape
+        if shape is None:
+            raise ValueError("the input shape of this network is not known yet: give data or input_shape")
+        cur = (shape[0], 1, shape[1]) if self.dims == 1 else tuple(shape)
+        out = []
+        for k, b in enumerate(self.blocks):
+            if b.param.kind == "linear":
+                if math.prod(cur) != b.param.weight.shape[1]:
+                    raise ValueError(f"block {k}: linear expects {b.param.weight.shape[1]} inputs, gets {math.prod(cur)}")
+            elif cur[0] != b.param.in_units:
+                raise ValueError(f"block {k}: conv expects {b.param.in_units} channels, gets {cur[0]}")
+            cur = b.param.out_shape(cur)
+            if min(cur) < 1:
+                raise ValueError(f"block {k}: the map shrinks to nothing ({cur})")
+            shapes = [cur]
+            for op in b.tail:
+                cur = op.out_shape(cur)
+                if min(cur) < 1:
+                    raise ValueError(f"block {k}: {op.describe()} leaves nothing ({cur})")
+                shapes.append(cur)
+            out.append(shapes)
+        return out
 
     # -- masks ------------------------------------------------------------------------------
     def full_masks(self) -> list[Tensor]:
@@ -109,66 +234,268 @@ class Net:
             out.append(m.to(self.device))
         return out
 
+    @staticmethod
+    def _expand(m: Tensor, like: Tensor) -> Tensor:
+        """A unit mask (C,) shaped to multiply ``like`` (..., C, positions...) per unit."""
+        return m.view(m.shape[0], *([1] * (like.ndim - 2))).to(like.dtype)
+
     # -- evaluation -------------------------------------------------------------------------
     def forward(self, X: Tensor, masks: Masks, trace: Trace | None = None, changed: int = 0) -> Trace:
         """Forward pass with hidden outputs masked.
 
         Given the ``trace`` of an earlier pass and ``changed``, the lowest hidden layer whose mask
         changed since, only what depends on that mask is recomputed: the pre-activations up to
-        and including layer ``changed`` are reused (masks act after the activation).
+        and including layer ``changed`` are reused (masks act after the layer's tail).
         """
         if trace is None:
             xs, os_, start = [], [], 0
         else:
             xs, os_, start = list(trace.x[: changed + 1]), list(trace.o[:changed]), changed
-        h_in = X if start == 0 else os_[start - 1]
-        for k in range(start, len(self.layers)):
-            layer = self.layers[k]
-            x = xs[k] if k < len(xs) else linear(h_in, layer)
-            o = layer.act(x)
+        h = self._internal(X) if start == 0 else os_[start - 1]
+        for k in range(start, len(self.blocks)):
+            b = self.blocks[k]
+            x = xs[k] if k < len(xs) else b.param.forward(h)  # eq. 5 (a convolution for a Conv)
+            o = b.run_tail(x)
             if k < self.n_hidden:
-                o = o * masks[k]
+                o = o * self._expand(masks[k], o)
             if k == len(xs):
                 xs.append(x)
             os_.append(o)
-            h_in = o
+            h = o
         return Trace(xs, os_)
 
     def output_from(self, k: int, x: Tensor, masks: Masks, scratch: bool = True) -> Tensor:
-        """Network output y given the pre-activation ``x`` (..., N, out_k) of layer k.
+        """Network output (..., N, out) given the pre-activation ``x`` (..., N, *x_k shape) of layer k.
 
-        With ``scratch`` (no autograd through this call), ``x`` and the intermediates are
-        overwritten in place. Masks that keep everything are skipped.
+        Leading dims are folded into the batch (one matmul or convolution, not a batched one that
+        copies the weight per entry). With ``scratch`` (no autograd through this call), ``x`` and
+        the intermediates are overwritten in place. Masks that keep everything are skipped.
         """
-        for kk in range(k, len(self.layers)):
-            layer = self.layers[kk]
+        nd = 4 if self.blocks[k].param.kind == "conv" else 2
+        lead = x.shape[: x.ndim - nd]
+        h = x.reshape(-1, *x.shape[x.ndim - nd + 1:])
+        for kk in range(k, len(self.blocks)):
+            b = self.blocks[kk]
             if kk > k:
-                x = linear(x, layer)  # x holds the layer below's output here
-            x = layer.act(x, inplace=scratch)
+                h = b.param.forward(h)
+            h = b.run_tail(h, inplace=scratch)
             if kk < self.n_hidden and not bool(masks[kk].all()):
-                x = x.mul_(masks[kk]) if scratch else x * masks[kk]
-        return x
+                m = self._expand(masks[kk], h)
+                h = h.mul_(m) if scratch else h * m
+        return h.reshape(*lead, -1, h.shape[-1])
+
+    def sweep(self, loss: Loss, data, masks: Masks, trace: Trace | None = None) -> list[Derivatives]:
+        """eqs. 73-75 through every layer (see backprop2.py): one (o, dE/do, d2E/do2) record per
+        hidden layer, in forward order. Inside a layer the tail is run backward op by op (eqs.
+        74-75 for the activation, act.py; the pooling rule of pool.py); between layers eq. 73 goes
+        through the next layer's weights (linear.py; conv.py: a transposed convolution, with the
+        squared kernel for the second derivative). A switched-off unit passes nothing back."""
+        if trace is None:
+            trace = self.forward(data.X, masks)
+        g1, g2 = loss.derivatives(trace.o[-1], data.T)  # eqs. 13, 14 at the output
+        records = []
+        for k in reversed(range(len(self.blocks))):
+            b = self.blocks[k]
+            us = [trace.x[k]]  # the input of every tail op
+            for op in b.tail[:-1]:
+                us.append(op.forward(us[-1]))
+            if k < self.n_hidden:
+                m = self._expand(masks[k], g1)
+                g1, g2 = g1 * m, g2 * m
+            outs = [*us[1:], trace.o[k]]  # the last op's output: the (masked) layer output
+            for op, u, out in reversed(list(zip(b.tail, us, outs))):
+                g1, g2 = op.backward(u, out, g1, g2)
+            if k == 0:
+                break
+            o_prev = trace.o[k - 1]
+            g1, g2 = b.param.backward(g1, g2, tuple(o_prev.shape))  # eq. 73
+            records.append(Derivatives(o_prev, g1, g2))
+        return records[::-1]
+
+    # -- criteria that need the layer structure ----------------------------------------------
+    def brute_force(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
+                    bar=None, workers: int = 1) -> list[Tensor]:
+        """Exact Delta E (§2.1) of switching off each kept unit, summed over the batch, one tensor
+        per hidden layer (removed units: 0). ``workers`` threads where ``scoring_threads``."""
+        raise NotImplementedError
+
+    def switch_off_delta(self, loss: Loss, data, masks: Masks, trace: Trace, h: int, units: list[int]) -> Tensor:
+        """Exact Delta E (summed over the batch) of switching off ``units`` of hidden layer h together:
+        the next layer's pre-activation loses their joint contribution, nothing below changes."""
+        J = torch.as_tensor(units, device=self.device)
+        xs = trace.x[h + 1] - self.blocks[h + 1].param.joint_contribution(trace.o[h], J)
+        return loss.delta(self.output_from(h + 1, xs, masks), trace.o[-1], data.T).sum()
+
+    def magnitude(self, trace: Trace) -> list[Tensor]:
+        """||outgoing weights of unit j|| * sum over instances (and positions) of |o_j|."""
+        return [self.blocks[h + 1].param.input_norms() * unit_sums(trace.o[h].abs()) for h in range(self.n_hidden)]
+
+    def taylor2_exact(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
+                      bar=None) -> list[Tensor]:
+        """eq. 8 with the exact second derivative by autograd (the slow reference of taylor2)."""
+        raise NotImplementedError
+
+    # -- memory ------------------------------------------------------------------------------
+    def params(self, masks: Masks | None = None) -> int:
+        """Weights and biases counting only kept units (True = kept): each layer's own count
+        (linear.py / conv.py ``params``) at its kept outputs and inputs."""
+        return self._per_layer("params", masks)
+
+    def int8_bytes(self, masks: Masks | None = None) -> int:
+        """Bytes at int8 storage counting only kept units: int8 weights, a float32 scale per output
+        unit and float32 biases, each layer by its own module (conv.py / linear.py ``int8_bytes``)."""
+        return self._per_layer("int8_bytes", masks)
+
+    def _per_layer(self, count: str, masks: Masks | None) -> int:
+        """The sum over blocks of ``param.<count>(kept outputs, kept inputs)``."""
+        kept = list(self.hidden_sizes) if masks is None else [int(m.sum()) for m in masks]
+        total = 0
+        for k, b in enumerate(self.blocks):
+            n_out = kept[k] if k < self.n_hidden else b.param.out_units
+            n_in = kept[k - 1] if k > 0 else b.param.in_units
+            total += getattr(b.param, count)(n_out, n_in)
+        return total
+
+    def maps(self, masks: Masks | None = None) -> list[int]:
+        """Floats of every intermediate map of a batch-1 forward pass, in order (the input and the
+        output, which belong to the caller, excluded; for an MLP the hidden layers); activations
+        work in place."""
+        kept = list(self.hidden_sizes) if masks is None else [int(m.sum()) for m in masks]
+        sizes = []
+        for k, shapes in enumerate(self.map_shapes()):
+            c = kept[k] if k < self.n_hidden else None
+            for s in shapes[:1] + [s for op, s in zip(self.blocks[k].tail, shapes[1:]) if op.kind != "act"]:
+                sizes.append(math.prod(s) // s[0] * (c if c is not None else s[0]))
+        return sizes[:-1]
+
+    def ram_floats(self, masks: Masks | None = None) -> int:
+        """Scratch floats of a batch-1 forward: consecutive maps side by side (ping-pong)."""
+        m = self.maps(masks)
+        return max([m[0]] + [a + b for a, b in zip(m, m[1:])])
+
+    # -- surgery and conversion --------------------------------------------------------------
+    def with_blocks(self, blocks) -> "Network":
+        """A network of this kind and settings (input shape, notes) holding ``blocks`` (``Block``s)."""
+        raise NotImplementedError
+
+    def shrink(self, masks: Masks) -> "Network":
+        """The physically smaller network keeping the units where ``masks`` is True: each layer
+        keeps its own kept units (rows) and the kept units of the layer below (columns or input
+        channels), by its module's ``keep``."""
+        idx = [m.nonzero().squeeze(1) for m in masks]
+        return self.with_blocks([b.with_param(b.param.keep(idx[k] if k < self.n_hidden else None,
+                                                        idx[k - 1] if k > 0 else None))
+                              for k, b in enumerate(self.blocks)])
+
+    def copy(self) -> "Network":
+        """A copy with its own weight tensors."""
+        return self.with_blocks([b.with_param(b.param.keep(None, None)) for b in self.blocks])
+
+    def _flatten_before(self, k: int) -> bool:
+        """Whether layer k reads a map that ``nn.Flatten`` makes into rows."""
+        return False
 
     def to_sequential(self) -> nn.Sequential:
-        """A fresh ``nn.Sequential`` with copies of the weights."""
+        """A fresh ``nn.Sequential`` (BatchNorm folded, Dropout dropped) with copies of the weights."""
         mods: list[nn.Module] = []
-        for layer in self.layers:
-            lin = nn.Linear(
-                layer.in_features,
-                layer.out_features,
-                bias=layer.bias is not None,
-                dtype=self.dtype,
-                device=self.device,
-            )
-            with torch.no_grad():
-                lin.weight.copy_(layer.weight)
-                if layer.bias is not None:
-                    lin.bias.copy_(layer.bias)
-            mods.append(lin)
-            act = layer.act.to_module()
-            if act is not None:
-                mods.append(act)
+        for k, b in enumerate(self.blocks):
+            if self._flatten_before(k):
+                mods.append(nn.Flatten())
+            mods.extend(b.module(self.dims))
         return nn.Sequential(*mods)
+
+    def layout(self) -> dict:
+        """What identifies the architecture (widths, activations), JSON-ready."""
+        return {
+            "in": self.in_features,
+            "hidden": list(self.hidden_sizes),
+            "out": self.out_features,
+            "bias": [b.bias is not None for b in self.blocks],
+            "activations": [b.act.to_dict() for b in self.blocks],
+        }
+
+    def describe(self) -> list[str]:
+        """One line per layer: its module's description, then its tail's."""
+        return [b.describe() for b in self.blocks]
+
+
+class Net(Network):
+    """The MLP: Linear layers (Dense, P = 1) and elementwise activations. Build one with :func:`as_net`.
+
+    Its brute force is exact.py's fused kernels (a chunk of candidates through the layers above
+    in cache-sized blocks, worker threads, exact reuse between steps); its taylor2_exact takes the
+    Hessian diagonal per instance and neuron.
+    """
+
+    scoring_threads = True
+    incremental_brute_force = True
+    approximate_speeds = True
+    file_format = "shrinknet-mlp"
+
+    def __init__(self, layers: Sequence[Layer]):
+        layers = tuple(layers)
+        super().__init__(layers, (layers[0].in_features,))
+
+    def with_blocks(self, blocks) -> "Net":
+        return Net(blocks)
+
+    def prepare_input(self, X: Tensor) -> Tensor:
+        """An MLP reads rows of features: X (N, in)."""
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (instances x features), got shape {tuple(X.shape)}")
+        if X.shape[1] != self.in_features:
+            raise ValueError(
+                f"X has {X.shape[1]} features per instance but the network's first Linear expects "
+                f"{self.in_features}"
+            )
+        return X
+
+    def brute_force(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
+                    bar=None, workers: int = 1) -> list[Tensor]:
+        """Switching off neuron j of hidden layer h changes the next layer's pre-activations by a
+        rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched; each
+        candidate's perturbed pre-activations are pushed through the layers above in fused,
+        cache-sized chunks (``exact.layer_deltas``), ``workers`` threads over candidate chunks."""
+        return exact.all_deltas(self, loss, data, masks, trace, workers=workers, chunk_size=chunk_size, bar=bar)
+
+    def taylor2_exact(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
+                      bar=None) -> list[Tensor]:
+        records = self.sweep(loss, data, masks, trace)
+        return [(-r.o * r.dE_do + 0.5 * r.o**2 * self.hessian_diagonal(loss, data, masks, trace, h, chunk_size, bar)).sum(0)
+                for h, r in enumerate(records)]  # eq. 8
+
+    def hessian_diagonal(self, loss: Loss, data, masks: Masks, trace: Trace, h: int, chunk_size: int | None = None,
+                         bar=None) -> Tensor:
+        """Exact d2E_n/do_nj^2 for hidden layer h, (N, j), by forward-over-reverse autograd.
+
+        E = sum_n E_n and instances do not interact, so the Hessian-vector product of E with the
+        tangent "1 in column j for every instance" has, in column j, the diagonal entry of every
+        instance at once. Columns are batched with ``torch.func.vmap``.
+        """
+        o = trace.o[h].detach()
+        N, J = o.shape
+        nxt = h + 1
+
+        def total_error(o_h: Tensor) -> Tensor:
+            y = self.output_from(nxt, linear(o_h, self.layers[nxt]), masks, scratch=False)
+            return loss.per_instance(y, data.T).sum()
+
+        grad = torch.func.grad(total_error)
+
+        def hvp(v: Tensor) -> Tensor:
+            return torch.func.jvp(grad, (o,), (v,))[1]
+
+        diag = torch.empty_like(o)
+        C = chunk_size or chunk_for(N, max([layer.out_features for layer in self.layers[nxt:]] + [J]), o.element_size())
+        for cols in torch.arange(J, device=o.device).split(C):
+            V = torch.zeros(len(cols), N, J, dtype=o.dtype, device=o.device)
+            rows = torch.arange(len(cols), device=o.device)
+            V[rows, :, cols] = 1
+            Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
+            diag[:, cols] = Hv[rows, :, cols].T
+            if bar is not None:
+                bar.update(int(masks[h][cols].sum()))
+        return diag
 
 
 def linear(h: Tensor, layer: Layer) -> Tensor:
@@ -181,80 +508,22 @@ def linear(h: Tensor, layer: Layer) -> Tensor:
     return x.reshape(*h.shape[:-1], layer.out_features)
 
 
-_SKIPPED = (nn.Identity, nn.Dropout)
-_SUPPORTED = "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softplus (nn.Identity and nn.Dropout are skipped)"
-
-
-def _flatten(seq: nn.Sequential, prefix: str = ""):
-    for name, m in seq.named_children():
-        if isinstance(m, nn.Sequential):
-            yield from _flatten(m, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", m
-
-
-def as_net(model: nn.Module | Net) -> Net:
-    """Parse an ``nn.Sequential`` of Linear layers and elementwise activations into a Net.
+def as_net(model: nn.Module | Network) -> Network:
+    """Parse an ``nn.Sequential`` into a network: the MLP :class:`Net` for Linear layers and
+    elementwise activations, ``layers.net.SeqNet`` when there are convolutions, pooling,
+    BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (layers/parse.py does the walk).
 
     Raises TypeError naming the offending layer for anything else.
     """
-    if isinstance(model, Net):
+    if isinstance(model, Network):
         return model
-    if isinstance(model, nn.Sequential):
-        from .layers import needs_general, parse
-
-        if needs_general(model):  # convolutions, pooling, BatchNorm, ReLU6, LeakyReLU
-            return parse(model)
     if not isinstance(model, nn.Sequential):
         raise TypeError(
             f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
         )
-    layers: list[Layer] = []
-    lin: nn.Linear | None = None
-    act: A.Activation | None = None
-    for name, m in _flatten(model):
-        where = f"layer {name} ({type(m).__name__})"
-        if isinstance(m, _SKIPPED):
-            continue
-        if isinstance(m, nn.Linear):
-            if lin is not None:
-                layers.append(_layer(lin, act))
-            if layers and m.in_features != layers[-1].out_features:
-                raise TypeError(
-                    f"{where} has in_features={m.in_features} but the previous Linear has "
-                    f"out_features={layers[-1].out_features}"
-                )
-            lin, act = m, None
-            continue
-        a = A.from_module(m)
-        if a is None:
-            hint = ""
-            if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
-                hint = "; drop it and use loss='cross_entropy', which takes logits"
-            raise TypeError(f"{where} is not supported: shrinknet handles {_SUPPORTED}{hint}")
-        if lin is None:
-            raise TypeError(f"{where} comes before any nn.Linear; the network must start with one")
-        if act is not None:
-            raise TypeError(f"{where} follows another activation; use one activation per Linear")
-        act = a
-    if lin is not None:
-        layers.append(_layer(lin, act))
-    if len(layers) < 2:
-        raise TypeError(
-            f"the network has {len(layers)} Linear layer(s); shrinknet needs at least one hidden "
-            "layer (two Linear layers)"
-        )
-    dtypes = {(layer.weight.dtype, layer.weight.device) for layer in layers}
-    if len(dtypes) > 1:
-        raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, dtypes))}")
-    if not layers[0].weight.dtype.is_floating_point:
-        raise TypeError(f"weights must be floating point, got {layers[0].weight.dtype}")
-    return Net(layers)
+    from .layers.parse import needs_general, parse, parse_mlp
 
-
-def _layer(lin: nn.Linear, act: A.Activation | None) -> Layer:
-    bias = None if lin.bias is None else lin.bias.detach()
-    return Layer(lin.weight.detach(), bias, act or A.IDENTITY)
+    return parse(model) if needs_general(model) else parse_mlp(model)
 
 
 def check_positive_int(name: str, value, optional: bool = False) -> None:
@@ -285,7 +554,7 @@ class Data:
         return Data(self.X[sl], self.T[sl], None if self.labels is None else self.labels[sl])
 
 
-def prepare(net: Net, X, T, loss: Loss) -> Data:
+def prepare(net: Network, X, T, loss: Loss) -> Data:
     """Validate X and T against ``net`` and bring them to its dtype and device.
 
     T may be (N, out) floats; (N,) floats when out == 1; or (N,) integer class labels,
@@ -293,15 +562,7 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
     """
     X = _as_tensor("X", X)
     T = _as_tensor("T", T)
-    if getattr(net, "general", False):  # an instance shape, checked (and bound) by the network
-        X = _prepare_general_input(net, X)
-    elif X.ndim != 2:
-        raise ValueError(f"X must be 2-D (instances x features), got shape {tuple(X.shape)}")
-    elif X.shape[1] != net.in_features:
-        raise ValueError(
-            f"X has {X.shape[1]} features per instance but the network's first Linear expects "
-            f"{net.in_features}"
-        )
+    X = net.prepare_input(X)  # an instance shape, checked (and bound) by the network
     if X.shape[0] == 0:
         raise ValueError("X has no instances")
     if not X.dtype.is_floating_point:
@@ -348,16 +609,6 @@ def prepare(net: Net, X, T, loss: Loss) -> Data:
 
 def _is_one_hot(T: Tensor) -> bool:
     return bool(((T == 0) | (T == 1)).all()) and bool((T.sum(1) == 1).all())
-
-
-def _prepare_general_input(net, X: Tensor) -> Tensor:
-    """Check X against a general network's instance shape (binding it at first use)."""
-    if X.ndim < 2:
-        raise ValueError(f"X must have one row per instance, got shape {tuple(X.shape)}")
-    if net.in_shape is not None and X.ndim == 2 and len(net.in_shape) > 1 and X.shape[1] == net.in_features:
-        X = X.reshape(X.shape[0], *net.in_shape)  # flat rows of a known image shape
-    net.bind(tuple(X.shape[1:]))
-    return X
 
 
 def _as_tensor(what: str, a) -> Tensor:

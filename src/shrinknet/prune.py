@@ -25,7 +25,7 @@ from . import distributed, losses, memory, network, threads as thread_policy
 from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
-from .network import Data, Layer, Net, Trace, as_net, check_positive_int
+from .network import Data, Network, Trace, as_net, check_positive_int
 from .refit import DEFAULT_RIDGE, Refitter, check_refit
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
 from .exact import Incremental
@@ -61,7 +61,7 @@ class PruneResult:
     config: dict
     steps: list[Step]
     layout: dict  # in, hidden, out, bias, activations of the original network
-    original: Net | None = field(default=None, repr=False)
+    original: Network | None = field(default=None, repr=False)
     # builds the network as it will run (refit, int8) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
@@ -185,10 +185,10 @@ class PruneResult:
         steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in d["steps"]]
         original = None
         if model is not None:
-            original = _copy_net(as_net(model))
-            if _layout(original) != d["layout"]:
+            original = as_net(model).copy()
+            if original.layout() != d["layout"]:
                 raise ValueError(
-                    f"the model ({_describe(_layout(original))}) is not the one the run was made on "
+                    f"the model ({_describe(original.layout())}) is not the one the run was made on "
                     f"({_describe(d['layout'])})"
                 )
         builder = None
@@ -363,11 +363,11 @@ def prune(
                          "checkpointed): start afresh")
     if group is not None and algorithm == "iterative_pairs":
         raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
-    if speed != "exact" and getattr(as_net(model), "general", False):
+    if speed != "exact" and not as_net(model).approximate_speeds:
         raise ValueError(f"speed {speed!r} handles fully connected networks; use speed 'exact' for convolutional ones")
     if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
         raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
-    net = _copy_net(as_net(model))
+    net = as_net(model).copy()
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
     check_positive_int("chunk_size", chunk_size, optional=True)
@@ -425,7 +425,7 @@ def prune(
                      builder=builder, refit=refit, trace=resume is None, speed=speed_, workers=workers, group=group,
                      limit=limit, stop_at=(stop_at, dtype))
     if resume is None:
-        result = PruneResult(config, [pruner.record([], None, dtype)], _layout(net), net)
+        result = PruneResult(config, [pruner.record([], None, dtype)], net.layout(), net)
         if drop is not None:
             result.within(drop)  # refuses a drop of 100 accuracy points or more before any work
         order = pruner.single_ranking() if algorithm == "single" else None
@@ -464,7 +464,7 @@ def prune(
     return result
 
 
-def _split_over(group, net: Net, val: Data, test: Data | None, config: dict):
+def _split_over(group, net: Network, val: Data, test: Data | None, config: dict):
     """This rank's rows of the validation and test data, after all ranks agree on everything."""
     if group is None:
         return val, test
@@ -512,13 +512,14 @@ def _stop(result: PruneResult, budget: int | None, drop: float | None, ram: int 
     return others and (result.steps[-1].ram_bytes or 0) <= ram
 
 
-def _calibration(net: Net, val: Data, X_calib) -> Tensor:
+def _calibration(net: Network, val: Data, X_calib) -> Tensor:
     """Calibration inputs of the refit, checked: enough instances for the widest hidden layer."""
     Xc = val.X if X_calib is None else torch.as_tensor(X_calib)
-    if getattr(net, "general", False):  # (N, C, H, W), or flat rows of the known shape
-        Xc = network._prepare_general_input(net, Xc)
-    elif Xc.ndim != 2 or Xc.shape[1] != net.in_features:
-        raise ValueError(f"X_calib must have shape (N, {net.in_features}), got {tuple(Xc.shape)}")
+    try:  # an MLP's rows (N, in); a CNN's (N, C, H, W), or flat rows of the known shape
+        Xc = net.prepare_input(Xc)
+    except ValueError:
+        shape = net.in_shape if net.in_shape is not None else ("...",)
+        raise ValueError(f"X_calib must have shape (N, {', '.join(map(str, shape))}), got {tuple(Xc.shape)}") from None
     need = max(net.hidden_sizes) + 1
     if len(Xc) < need:
         raise ValueError(f"refit needs at least {need} calibration instances (the widest hidden layer, "
@@ -553,7 +554,7 @@ class _State:
                 "ranking": self.ranking}
 
 
-def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: str):
+def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Network, algorithm: str):
     """Replay a checkpoint's steps into ``pruner`` (masks, and Algorithm I's ranking), then
     recompute the cached forward passes from scratch: the continued run is then the same,
     bit for bit, as one that never stopped."""
@@ -579,7 +580,7 @@ def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Net, algorithm: s
     pruner._refresh(None)
     if pruner.incremental is not None:
         pruner.incremental.resume([step.removed for step in steps[1:]])
-    return PruneResult(config, steps, _layout(net), net), order
+    return PruneResult(config, steps, net.layout(), net), order
 
 
 class _Pruner:
@@ -590,7 +591,7 @@ class _Pruner:
     Both keep the original shapes (removed inputs weigh 0) and change only above a removal.
     """
 
-    def __init__(self, net: Net, loss: Loss, val: Data, test: Data | None, method: str,
+    def __init__(self, net: Network, loss: Loss, val: Data, test: Data | None, method: str,
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
                  builder: Refitter | None = None, refit: str | None = None,
                  trace: bool = True, *, speed: Speed | None = None, workers: int = 1, group=None,
@@ -614,7 +615,7 @@ class _Pruner:
         exact_mode = speed is None or speed.name == "exact"
         # exact brute force reuses work between steps where that is exact (exact.Incremental); it
         # scores the plain network, so not with refit="every_step" or int8 (their scoring net changes)
-        plain = not self.every and not self.builder.int8 and not getattr(net, "general", False)
+        plain = not self.every and not self.builder.int8 and net.incremental_brute_force
         self.incremental = (Incremental(net, loss, self.val, workers, chunk_size)
                             if method == "brute_force" and exact_mode and plain else None)
         self.chooser = None if exact_mode else Chooser(net, loss, self.val, speed, workers, chunk_size, group, self.limit)
@@ -776,15 +777,9 @@ class _Pruner:
         )
 
 
-def switch_off_delta(net: Net, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
+def switch_off_delta(net: Network, loss: Loss, data: Data, masks, trace: Trace, h: int, neurons: list[int]) -> Tensor:
     """Exact Delta E (summed over the batch) of switching off ``neurons`` of hidden layer h together."""
-    if getattr(net, "general", False):
-        return net.switch_off_delta(loss, data, masks, trace, h, neurons)
-    J = torch.as_tensor(neurons, device=net.device)
-    W = net.layers[h + 1].weight
-    xs = trace.x[h + 1] - trace.o[h][:, J] @ W[:, J].T  # remove all their contributions at once
-    y_new = net.output_from(h + 1, xs, masks)
-    return loss.delta(y_new, trace.o[-1], data.T).sum()
+    return net.switch_off_delta(loss, data, masks, trace, h, neurons)
 
 
 def total_error(loss: Loss, parts) -> float:
@@ -832,27 +827,11 @@ def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
     return [torch.where(torch.isfinite(s) & (s > med + 3 * mad), fill, s) for s in scores]
 
 
-def _copy_net(net: Net) -> Net:
-    if getattr(net, "general", False):
-        return net.copy()
-    return Net([Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act) for l in net.layers])
-
-
 def _describe(layout: dict) -> str:
     acts = "/".join(a["name"] for a in layout["activations"])
     return "-".join(map(str, [layout["in"], *layout["hidden"], layout["out"]])) + f" {acts}"
 
 
-def _layout(net: Net) -> dict:
-    if getattr(net, "general", False):
-        return net.layout()
-    return {
-        "in": net.in_features,
-        "hidden": list(net.hidden_sizes),
-        "out": net.out_features,
-        "bias": [layer.bias is not None for layer in net.layers],
-        "activations": [layer.act.to_dict() for layer in net.layers],
-    }
 
 
 def _progress(enabled: bool, total: int, desc: str):

@@ -103,7 +103,7 @@ class Refitter:
         layers = list(self.net.layers)
         if start is None or base is None:
             if self.int8:
-                layers = [Layer(self._q(l.weight, masks, k), l.bias, l.act) for k, l in enumerate(layers)]
+                layers = [l.with_weights(self._q(l.weight, masks, k), l.bias) for k, l in enumerate(layers)]
         if start is None and not self.refit:
             return Net(layers)
         if start is None:  # nothing pruned: no solve, but the calibration outputs for later reuse
@@ -169,7 +169,7 @@ class Refitter:
         W[:, keep] = W_kept.to(W.dtype)
         if self.int8:
             W = self._q(W, masks, k)
-        return Layer(W, None if b is None else b.to(orig.weight.dtype), orig.act)
+        return orig.with_weights(W, None if b is None else b.to(orig.weight.dtype))
 
     @staticmethod
     def _q(W: Tensor, masks, k: int) -> Tensor:

@@ -20,16 +20,14 @@ import math
 import torch
 from torch import Tensor
 
-from . import exact, losses, network
-from .backprop2 import batches, sweep
+from . import losses, network
+from .backprop2 import batches
 from .losses import Loss
-from .network import Data, Masks, Net, Trace, check_positive_int, linear
+from .network import Data, Masks, Network, Trace, check_positive_int, unit_sums
+from .network import CHUNK_MEMORY, chunk_for  # noqa: F401  (re-exported: the chunk sizing lives in network.py)
 from .threads import policy as thread_policy, scoring_work
 
 METHODS = ("brute_force", "taylor1", "taylor2", "taylor2_exact", "magnitude", "random")
-
-#: Default bound on the scratch memory of one vectorized chunk, in bytes.
-CHUNK_MEMORY = 256 * 2**20
 
 
 def saliency(
@@ -82,7 +80,7 @@ def saliency(
     return removed_to_inf(total, masks)
 
 
-def score_parts(method: str, net: Net, loss: Loss, parts, masks: Masks, chunk_size: int | None = None,
+def score_parts(method: str, net: Network, loss: Loss, parts, masks: Masks, chunk_size: int | None = None,
                 bar=None, workers: int = 1) -> list[Tensor]:
     """``score_batch`` summed over (Data, Trace or None) parts, e.g. the batches of one data set."""
     total = [torch.zeros(h, dtype=net.dtype, device=net.device) for h in net.hidden_sizes]
@@ -106,7 +104,7 @@ def candidate_bar(enabled: bool, masks: Masks, repeats: int = 1, desc: str = "sc
 
 def score_batch(
     method: str,
-    net: Net,
+    net: Network,
     loss: Loss,
     data: Data,
     masks: Masks,
@@ -122,122 +120,27 @@ def score_batch(
     """
     if trace is None:
         trace = net.forward(data.X, masks)
-    if getattr(net, "general", False):
-        return _score_general(method, net, loss, data, masks, trace, chunk_size, bar)
-    if method == "brute_force":
-        return brute_force(net, loss, data, masks, trace, chunk_size, bar, workers)
-    if method == "magnitude":
-        return [
-            torch.linalg.vector_norm(net.layers[h + 1].weight, dim=0) * trace.o[h].abs().sum(0)
-            for h in range(net.n_hidden)
-        ]
-    records = sweep(net, loss, data, masks, trace)
-    if method == "taylor1":
-        return [-(r.o * r.dE_do).sum(0) for r in records]  # eq. 6
-    if method == "taylor2":
-        return [(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2).sum(0) for r in records]  # eq. 8
-    if method == "taylor2_exact":
-        return [
-            (-r.o * r.dE_do + 0.5 * r.o**2 * exact_hessian_diagonal(net, loss, data, masks, trace, h, chunk_size, bar)).sum(0)
-            for h, r in enumerate(records)
-        ]
-    raise ValueError(f"unknown method {method!r}")
-
-
-def _score_general(method: str, net, loss: Loss, data: Data, masks: Masks, trace: Trace,
-                   chunk_size: int | None, bar) -> list[Tensor]:
-    """The criteria on a general (CNN) network, units = output channels; sums run over the
-    instances and every position of the channel's map (see layers/net.py)."""
-    if method == "brute_force":
-        return net.brute_force(loss, data, masks, trace, chunk_size, bar)
+    # units: a neuron, or a channel (sums then also run over every position of its map)
+    if method == "brute_force":  # the network's own exact kernels (exact.py for an MLP)
+        return net.brute_force(loss, data, masks, trace, chunk_size, bar, workers)
     if method == "magnitude":
         return net.magnitude(trace)
-    if method == "taylor2_exact":  # eq. 8 on the channel gate g: -dE/dg + 1/2 d2E/dg2, exactly
-        out = []
-        for h in range(net.n_hidden):
-            with torch.enable_grad():
-                g1, g2 = net.gate_hessian_diagonal(loss, data, masks, trace, h, chunk_size, bar)
-            out.append(-g1 + 0.5 * g2)
-        return out
-    records = sweep(net, loss, data, masks, trace)
-    if method == "taylor1":  # eq. 6 with the channel as the unit: -sum over positions of o dE/do
-        return [_per_channel(-r.o * r.dE_do) for r in records]
+    if method == "taylor2_exact":  # eq. 8 with the exact second derivative (a channel: on its gate)
+        return net.taylor2_exact(loss, data, masks, trace, chunk_size, bar)
+    records = net.sweep(loss, data, masks, trace)  # eqs. 73-75
+    if method == "taylor1":
+        return [unit_sums(-r.o * r.dE_do) for r in records]  # eq. 6
     if method == "taylor2":
-        # eq. 8 on the channel gate, the gate's second derivative taken as sum over positions of
+        # eq. 8; for a channel the gate's second derivative is taken as the sum over positions of
         # o^2 d2E/do^2 (cross-position terms dropped, as the paper drops cross-neuron terms)
-        return [_per_channel(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2) for r in records]
+        return [unit_sums(-r.o * r.dE_do + 0.5 * r.o**2 * r.d2E_do2) for r in records]
     raise ValueError(f"unknown method {method!r}")
 
 
-def _per_channel(t: Tensor) -> Tensor:
-    """Sum of (N, C, ...) over instances and positions: (C,)."""
-    return t.transpose(0, 1).reshape(t.shape[1], -1).sum(1)
-
-
-def brute_force(
-    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, chunk_size: int | None = None,
-    bar=None, workers: int = 1,
-) -> list[Tensor]:
-    """Exact Delta E of switching off each kept neuron (§2.1), summed over the batch.
-
-    Switching off neuron j of hidden layer h changes the next layer's pre-activations by a
-    rank-1 term, x_i^(h+1) -> x_i^(h+1) - w_ji o_j, and leaves everything below untouched; each
-    candidate's perturbed pre-activations are pushed through the layers above in fused,
-    cache-sized chunks (``exact.layer_deltas``), ``workers`` threads over candidate chunks.
-    Removed neurons score 0 here (``removed_to_inf`` makes them +inf).
-    """
-    return exact.all_deltas(net, loss, data, masks, trace, workers=workers, chunk_size=chunk_size, bar=bar)
-
-
-def exact_hessian_diagonal(
-    net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h: int, chunk_size: int | None = None, bar=None
-) -> Tensor:
-    """Exact d2E_n/do_nj^2 for hidden layer h, (N, j), by forward-over-reverse autograd.
-
-    E = sum_n E_n and instances do not interact, so the Hessian-vector product of E with the
-    tangent "1 in column j for every instance" has, in column j, the diagonal entry of every
-    instance at once. Columns are batched with ``torch.func.vmap``.
-    """
-    o = trace.o[h].detach()
-    N, J = o.shape
-    nxt = h + 1
-
-    def total_error(o_h: Tensor) -> Tensor:
-        y = net.output_from(nxt, linear(o_h, net.layers[nxt]), masks, scratch=False)
-        return loss.per_instance(y, data.T).sum()
-
-    grad = torch.func.grad(total_error)
-
-    def hvp(v: Tensor) -> Tensor:
-        return torch.func.jvp(grad, (o,), (v,))[1]
-
-    diag = torch.empty_like(o)
-    C = chunk_size or _auto_chunk(net, h, N, o.element_size(), extra=J)
-    for cols in torch.arange(J, device=o.device).split(C):
-        V = torch.zeros(len(cols), N, J, dtype=o.dtype, device=o.device)
-        rows = torch.arange(len(cols), device=o.device)
-        V[rows, :, cols] = 1
-        Hv = torch.func.vmap(hvp)(V)  # (C, N, J)
-        diag[:, cols] = Hv[rows, :, cols].T
-        if bar is not None:
-            bar.update(int(masks[h][cols].sum()))
-    return diag
-
-
-def random_scores(net: Net, seed: int) -> list[Tensor]:
+def random_scores(net: Network, seed: int) -> list[Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return [torch.rand(h, generator=gen, dtype=net.dtype).to(net.device) for h in net.hidden_sizes]
 
 
 def removed_to_inf(scores: list[Tensor], masks: Masks) -> list[Tensor]:
     return [torch.where(m, s, torch.full_like(s, math.inf)) for s, m in zip(scores, masks)]
-
-
-def _auto_chunk(net: Net, h: int, n: int, itemsize: int, extra: int = 0) -> int:
-    """Candidates per chunk for hidden layer h of a fully connected net (see ``chunk_for``)."""
-    return chunk_for(n, max([layer.out_features for layer in net.layers[h + 1 :]] + [extra]), itemsize)
-
-
-def chunk_for(n: int, width: int, itemsize: int) -> int:
-    """Candidates per chunk so that a few (C, N, width) temporaries fit in CHUNK_MEMORY."""
-    return max(1, CHUNK_MEMORY // (4 * n * width * itemsize))

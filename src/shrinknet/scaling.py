@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .network import Layer, Net, as_net
+from .network import as_net
 
 UNSCALED = 10.0  # inputs beyond +-10 saturate sigmoid/tanh units at the default initialization
 STD_FLOOR = 0.1  # a feature's std is at least this fraction of its range (max - min)
@@ -120,10 +120,7 @@ def fold(model, mean, std) -> nn.Sequential:
     W_f = W / std  # (out, in) / (in,): column i divided by std_i
     b_f = b - W_f @ mean
     dt = first.weight.dtype
-    layers = [Layer(W_f.to(dt), b_f.to(dt), first.act),
-              *(Layer(l.weight.detach().clone(), None if l.bias is None else l.bias.detach().clone(), l.act)
-                for l in net.layers[1:])]
-    return Net(layers).to_sequential()
+    return net.with_blocks([first.with_weights(W_f.to(dt), b_f.to(dt)), *net.layers[1:]]).to_sequential()
 
 
 

@@ -1,8 +1,11 @@
 """Surgery: cut switched-off neurons out for real.
 
 Removing neuron j of hidden layer h drops row j of layer h's weight and bias and column j of
-layer h+1's weight. The result computes exactly what the masked network computes: a neuron
-whose output is 0 contributes nothing through its outgoing weights.
+layer h+1's weight (a channel: the conv's output channel, the next conv's input channel, or the
+block of columns it feeds after Flatten). The result computes exactly what the masked network
+computes: a unit whose output is 0 contributes nothing through its outgoing weights. Each layer
+module cuts itself (``keep`` in layers/linear.py and layers/conv.py); ``Network.shrink`` strings
+them together.
 """
 
 from __future__ import annotations
@@ -10,33 +13,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .network import Layer, Masks, Net, as_net
+from .network import Masks, as_net
 
 
 def shrink(model, masks: Masks) -> nn.Sequential:
     """A new, physically smaller ``nn.Sequential`` keeping only the neurons where ``masks`` is True.
 
     Args:
-        model: ``nn.Sequential`` (or Net) of Linear layers and elementwise activations.
+        model: ``nn.Sequential`` (or a parsed network): an MLP or a CNN (see ``as_net``).
         masks: one bool tensor per hidden layer, True = kept; each keeps at least one neuron.
 
     The input model is not modified; weights are copied.
     """
     net = as_net(model)
-    masks = net.check_masks(masks)
-    if getattr(net, "general", False):  # channels: layers/conv.py and layers/linear.py ``keep``
-        return net.shrink(masks).to_sequential()
-    layers = []
-    for k, layer in enumerate(net.layers):
-        W, b = layer.weight, layer.bias
-        if k < net.n_hidden:  # rows of this layer: its own neurons
-            rows = masks[k].nonzero().squeeze(1)
-            W = W[rows]
-            b = None if b is None else b[rows]
-        if k > 0:  # columns of this layer: the neurons of the layer below
-            W = W[:, masks[k - 1].nonzero().squeeze(1)]
-        layers.append(Layer(W.clone(), None if b is None else b.clone(), layer.act))
-    return Net(layers).to_sequential()
+    return net.shrink(net.check_masks(masks)).to_sequential()
 
 
 def kept_indices(masks: Masks) -> list[list[int]]:

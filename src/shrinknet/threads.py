@@ -117,7 +117,7 @@ def scoring_work(net, n_instances: int) -> float:
     A candidate of hidden layer h costs about n * (sum of the widths above it, each times its
     fan-in); summed over candidates.
     """
-    if getattr(net, "general", False):  # convolutional: scored by its own code, one worker
+    if not net.scoring_threads:  # scored by the layer modules' general code, one worker
         return 0.0
     widths = [layer.out_features for layer in net.layers]
     total = 0.0

@@ -1,7 +1,8 @@
-"""Activation layer: forward, eqs. 74-75 of the second-derivative sweep, ONNX node and C code.
+"""Activation layer, for both paths: forward, eqs. 74-75 of the second-derivative sweep, module
+rebuild, description, ONNX node and C code (the MLP's own ONNX/C export stays in export.py).
 
-The maths of sigma, sigma' and sigma'' lives in :mod:`shrinknet.activations` (shared with the
-MLP path); this module is what the general (CNN) path needs around it. Index letters as
+The maths of sigma, sigma' and sigma'' lives in :mod:`shrinknet.activations`; this module is what
+a network needs around it. Index letters as
 elsewhere: n instance, c channel, then the spatial positions of the map.
 """
 

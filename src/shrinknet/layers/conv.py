@@ -64,6 +64,10 @@ class Conv:
         y = F.conv2d(o[:, J], w, None, self.stride, self.padding, self.dilation, groups=C)  # (N, C*o, H', W')
         return y.view(o.shape[0], C, self.out_units, *y.shape[2:]).transpose(0, 1)
 
+    def joint_contribution(self, o: Tensor, J: Tensor) -> Tensor:
+        """What the input channels in J add to x together: (N, o, H', W'), bias excluded."""
+        return self.contribution(o, J).sum(0)
+
     def refit(self, o: Tensor, target: Tensor, keep: Tensor, ridge: float) -> "Conv":
         """Ridge least squares over every position (refit.py): the kernel over the kept input
         channels ``keep`` and the bias that best reproduce ``target`` (N, o, H', W') from ``o``.

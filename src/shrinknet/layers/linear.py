@@ -1,5 +1,6 @@
-"""Linear layer in the general path: forward, eq. 73, the per-candidate change brute force
-needs, surgery, parameter count, ONNX node and C loop.
+"""Linear layer, for both paths (the MLP's layers are Dense with P = 1): forward, eq. 73, the
+per-candidate change brute force needs, surgery, parameter count, module rebuild, description,
+ONNX node and C loop (the MLP's own ONNX/C export stays in export.py).
 
 Index letters: n instance, c unit of the layer below, p position inside that unit's block,
 i output feature. After ``Flatten`` a channel c of the layer below feeds the P consecutive
@@ -51,6 +52,14 @@ class Dense:
         oc = o.reshape(N, C, self.block)[:, J]  # (N, c, p)
         Wc = self.weight.view(self.out_units, C, self.block)[:, J]  # (i, c, p)
         return torch.einsum("ncp,icp->cni", oc, Wc)
+
+    def joint_contribution(self, o: Tensor, J: Tensor) -> Tensor:
+        """What the units in J add to x together: (N, i), bias excluded. One matmul over their
+        column blocks (below another Linear: x - o_J W_J^T, the MLP's switch-off of several)."""
+        N, C = o.shape[0], self.in_units
+        oc = o.reshape(N, C, self.block)[:, J].reshape(N, -1)  # (N, c*p)
+        Wc = self.weight.view(self.out_units, C, self.block)[:, J].reshape(self.out_units, -1)  # (i, c*p)
+        return oc @ Wc.T
 
     def refit(self, o: Tensor, target: Tensor, keep: Tensor, ridge: float) -> "Dense":
         """Ridge least squares (refit.py): the columns of the kept units ``keep`` and the bias that

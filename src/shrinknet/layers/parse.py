@@ -1,8 +1,9 @@
 """Parsing an ``nn.Sequential`` (nested allowed) into layer modules, with BatchNorm folded.
 
-One walk over the modules serves both paths: a stack of Linear layers and the MLP activations
-becomes the MLP's :class:`~shrinknet.network.Net` (its specialised fast kernels), anything with
-convolutions, pooling, BatchNorm, ReLU6 or LeakyReLU becomes a :class:`SeqNet`.
+Both networks are made of the same blocks (layer module + tail): a stack of Linear layers and
+the MLP activations becomes the MLP's :class:`~shrinknet.network.Net` (``parse_mlp``: its
+specialised fast brute force), anything with convolutions, pooling, BatchNorm, ReLU6 or
+LeakyReLU becomes a :class:`SeqNet` (``parse``). ``network.as_net`` chooses (``needs_general``).
 
 BatchNorm (eval mode, running statistics) right after a Conv or Linear is folded into it exactly:
     y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from .. import activations as A
+from ..network import Net
 from .act import Act
 from .conv import Conv
 from .linear import Dense
@@ -27,6 +29,71 @@ SUPPORTED = ("nn.Conv1d/Conv2d (groups=1), nn.BatchNorm1d/2d (eval mode), nn.Lin
 
 _GENERAL_ONLY = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d,
                  nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+
+
+_SKIPPED = (nn.Identity, nn.Dropout)
+_MLP_SUPPORTED = "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softplus (nn.Identity and nn.Dropout are skipped)"
+
+
+def _flatten(seq: nn.Sequential, prefix: str = ""):
+    for name, m in seq.named_children():
+        if isinstance(m, nn.Sequential):
+            yield from _flatten(m, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", m
+
+
+def parse_mlp(model: nn.Sequential) -> Net:
+    """Parse an ``nn.Sequential`` of Linear layers and elementwise activations into the MLP's Net.
+
+    Raises TypeError naming the offending layer for anything else.
+    """
+    layers: list[Block] = []
+    lin: nn.Linear | None = None
+    act: A.Activation | None = None
+
+    def close():
+        layers.append(Block.linear(lin.weight.detach(), None if lin.bias is None else lin.bias.detach(),
+                                   act or A.IDENTITY))
+
+    for name, m in _flatten(model):
+        where = f"layer {name} ({type(m).__name__})"
+        if isinstance(m, _SKIPPED):
+            continue
+        if isinstance(m, nn.Linear):
+            if lin is not None:
+                close()
+            if layers and m.in_features != layers[-1].out_features:
+                raise TypeError(
+                    f"{where} has in_features={m.in_features} but the previous Linear has "
+                    f"out_features={layers[-1].out_features}"
+                )
+            lin, act = m, None
+            continue
+        a = A.from_module(m)
+        if a is None:
+            hint = ""
+            if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+                hint = "; drop it and use loss='cross_entropy', which takes logits"
+            raise TypeError(f"{where} is not supported: shrinknet handles {_MLP_SUPPORTED}{hint}")
+        if lin is None:
+            raise TypeError(f"{where} comes before any nn.Linear; the network must start with one")
+        if act is not None:
+            raise TypeError(f"{where} follows another activation; use one activation per Linear")
+        act = a
+    if lin is not None:
+        close()
+    if len(layers) < 2:
+        raise TypeError(
+            f"the network has {len(layers)} Linear layer(s); shrinknet needs at least one hidden "
+            "layer (two Linear layers)"
+        )
+    dtypes = {(layer.weight.dtype, layer.weight.device) for layer in layers}
+    if len(dtypes) > 1:
+        raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, dtypes))}")
+    if not layers[0].weight.dtype.is_floating_point:
+        raise TypeError(f"weights must be floating point, got {layers[0].weight.dtype}")
+    return Net(layers)
 
 
 def needs_general(model: nn.Module) -> bool:
@@ -61,8 +128,6 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
     ``in_shape`` (one instance, e.g. (1, 20, 20)) defaults to the model's ``shrinknet_input_shape``
     attribute, which ``SeqNet.to_sequential`` and ``train.cnn`` set; else it is bound from data.
     """
-    from ..network import _flatten
-
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"expected a torch.nn.Sequential, got {type(model).__name__}")
     blocks: list[Block] = []
