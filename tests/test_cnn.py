@@ -305,3 +305,18 @@ def test_checkpoint_fingerprint_sees_the_pooling():
     a, b = shrinknet.as_net(model), shrinknet.as_net(other)
     assert [l.weight for l in a.layers][0] is not None and a.layout() != b.layout()
     assert checkpoint.fingerprint(a, [], {})["model"] != checkpoint.fingerprint(b, [], {})["model"]
+
+
+@pytest.mark.parametrize("s", SETTINGS[:4], ids=lambda s: s.id)
+def test_cnn_run_rebuilds_from_json_with_a_model_that_has_not_seen_data(s):
+    """The run records the input shape; a freshly built nn.Sequential (no shape attached) rebuilds
+    every network of it (it used to fail the layout check), and another network is still refused."""
+    model, _, X, T = build(s, n=20)
+    want = shrinknet.prune(model, X, T, loss=s.loss, max_fraction=0.5, progress=False)
+    assert not hasattr(model, "shrinknet_input_shape")
+    back = shrinknet.PruneResult.from_json(want.to_json(), model=model)
+    for k in (0, len(want.steps) - 1):
+        assert all(torch.equal(a, b) for a, b in zip(back.network(k).parameters(), want.network(k).parameters()))
+    other = build(SETTINGS[(SETTINGS.index(s) + 5) % len(SETTINGS)], n=20)[0]
+    with pytest.raises(ValueError, match="is not the one the run was made on"):
+        shrinknet.PruneResult.from_json(want.to_json(), model=other)

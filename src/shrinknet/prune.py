@@ -186,6 +186,12 @@ class PruneResult:
         original = None
         if model is not None:
             original = as_net(model).copy()
+            shape = d["layout"].get("in")
+            if shape is not None and original.layout().get("in") is None:  # a CNN that has not seen data yet
+                try:
+                    original.bind(tuple(shape))  # its input shape, as recorded by the run
+                except ValueError:
+                    pass  # not this run's network: the layout check below says so
             if original.layout() != d["layout"]:
                 raise ValueError(
                     f"the model ({_describe(original.layout())}) is not the one the run was made on "
