@@ -67,3 +67,34 @@ def int8_layer_bytes(n_out: int, per_row: int, bias: bool) -> int:
     """int8 weights + one float32 scale per output unit + float32 biases; ``per_row``: weights of
     one output unit (a Linear's inputs, a convolution's in_channels * kernel size)."""
     return n_out * per_row + 4 * n_out + (4 * n_out if bias else 0)
+
+
+# -- every storage dtype's round trip ------------------------------------------------------------
+#: Storage dtypes whose round trip changes numbers; float32 and float64 store weights as they are.
+ROUNDING = ("float16", "int8")
+
+
+def rounds(storage: str) -> bool:
+    """Whether storing at ``storage`` changes the numbers ("float16", "int8")."""
+    return storage in ROUNDING
+
+
+def stored(t: Tensor, storage: str, weight: bool = True) -> Tensor:
+    """``t`` as the device reads it back after storing it at ``storage``, on t's device and dtype.
+
+    float16: every number rounded to the nearest float16 (``t.half()``), weights and biases; the
+    arithmetic stays t's dtype (the exports compute in float32). int8: weights quantized per
+    output unit (:func:`fake_quantize`), biases unchanged (stored as float32). float32, float64:
+    unchanged (``t`` itself). ``weight``: whether t is a weight tensor (out, ...) or a bias.
+    """
+    if storage == "float16":
+        h = t.half()
+        if not bool(torch.isfinite(h).all()) and bool(torch.isfinite(t).all()):
+            raise ValueError("a weight or bias beyond float16's range (largest magnitude 65504): "
+                             "choose dtype float32 or int8")
+        return h.to(t.dtype)
+    if storage == "int8":
+        return fake_quantize(t) if weight else t
+    if storage in ("float32", "float64"):
+        return t
+    raise ValueError(f"unknown storage dtype {storage!r}: choose float32, float16, float64 or int8")
