@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .network import Layer, Net, linear
-from .quantize import rounds, stored
+from .quantize import rounds, storage_name, stored
 
 REFITS = (None, "final", "every_step")
 DEFAULT_RIDGE = 1e-3
@@ -74,11 +74,8 @@ class Refitter:
 
     def __init__(self, net: Net, X: Tensor | None, ridge: float = DEFAULT_RIDGE, refit: bool = True,
                  int8: bool = False, storage: str | None = None):
-        if int8 and storage not in (None, "int8"):
-            raise ValueError(f"int8=True contradicts storage={storage!r}")
-        storage = "int8" if int8 else storage or "float32"
-        stored(torch.zeros(1, 1), storage)  # refuses an unknown storage dtype
-        self.net, self.ridge, self.refit, self.storage = net, float(ridge), refit, storage
+        self.net, self.ridge, self.refit = net, float(ridge), refit
+        self.storage = storage_name(storage, int8)
         self.X = X
         if refit:
             if X is None:
@@ -104,8 +101,8 @@ class Refitter:
 
     def build(self, masks, start: int | None = None, base: "Net | None" = None) -> Net:
         """The network as it will run with ``masks``: layers below the first refit layer keep their
-        weights (through the storage round trip); from ``start`` (default: ``first_refit_layer``) up each layer is
-        refit on the calibration data, fed by the (refit, quantized) layers below it.
+        weights (through the storage round trip); from ``start`` (default: ``first_refit_layer``) up
+        each layer is refit on the calibration data, fed by the (refit, stored) layers below it.
 
         ``base``: a network this Refitter built for masks that differ from ``masks`` only in hidden
         layers >= start - 1; its layers below ``start`` and its calibration outputs are reused.

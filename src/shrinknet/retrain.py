@@ -25,7 +25,7 @@ from . import losses, network, train
 from . import scaling as sc
 from .network import as_net
 from .prune import error_and_accuracy
-from .quantize import stored
+from .quantize import rounds, storage_name, stored
 
 #: The recipe used when a model records none (shrinknet train's defaults).
 DEFAULT_RECIPE = {"epochs": 300, "lr": 0.01, "batch_size": 64, "patience": 20}
@@ -47,15 +47,10 @@ def _better(a: tuple[float, float | None], b: tuple[float, float | None]) -> boo
     return a[0] < b[0]
 
 
-def _storage(storage: str | None, int8: bool) -> str:
-    """The storage dtype from ``storage`` and the older ``int8`` flag (int8=True: "int8")."""
-    if int8 and storage not in (None, "int8"):
-        raise ValueError(f"int8=True contradicts storage={storage!r}")
-    return "int8" if int8 else storage or "float32"
-
-
 def _store(model: nn.Sequential, storage: str) -> nn.Sequential:
     """``model`` with every weight and bias replaced, in place, by its stored value (``quantize.stored``)."""
+    if not rounds(storage):
+        return model
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):  # per row / per output channel
@@ -82,7 +77,7 @@ def finetune(model, X, T, X_val, T_val, loss: str = "mse", epochs: int = 20, lr:
     (True when no fine-tuned network beat the start, which is then returned unchanged).
     """
     network.check_positive_int("epochs", epochs)
-    storage = _storage(storage, int8)
+    storage = storage_name(storage, int8)
     start = evaluate(model, X_val, T_val, loss)
     tuned = copy.deepcopy(model)
     log = train.train(tuned, X, T, X_val, T_val, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
@@ -112,7 +107,7 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
     Returns one dict per seed:
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
-    storage = _storage(storage, int8)
+    storage = storage_name(storage, int8)
     r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
     build = _builder(net, recipe or {})
     out = []
