@@ -212,6 +212,15 @@ def test_float64_model_at_float16_keeps_float64_arithmetic_on_float16_weights():
             assert step.error == pytest.approx(float(cnn_helpers.ref_error(small(X), T, s.loss)), rel=1e-10)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_approximate_speeds_are_refused_where_storage_rounds(dtype):
+    """screen and fast score the unrounded network, so they would rank a network the run does not record."""
+    s = MLPS[0]
+    model, X, T = float32_case("mlp", s)
+    with pytest.raises(ValueError, match="scores the plain network"):
+        shrinknet.prune(model, X, T, loss=s.loss, dtype=dtype, speed="screen", progress=False)
+
+
 # -- the float16 exports compute what network(k) computes -------------------------------------------
 C_DRIVER = """\
 #include <stdio.h>
