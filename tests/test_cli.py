@@ -185,3 +185,22 @@ def test_demo_writes_every_file_and_names_its_run(tmp_path):
     assert run["config"]["refit"] == "final"
     model, _ = modelio.load_model(out / "model.safetensors")
     assert memory.network_bytes(model, "float32") <= 24 * 1024
+
+
+def test_prune_float16_saves_the_network_whose_numbers_it_recorded(flow, tmp_path):
+    """The saved model holds float16 numbers (in float32), and its recorded metrics (``info``) are the
+    run's own numbers of the kept step: both re-evaluated from the loaded file."""
+    tmp, model = flow
+    r = invoke("prune", model, "--budget", "200B", "--dtype", "float16", "--no-analyze", "--out", tmp_path / "p16")
+    assert r.exit_code == 0, r.output
+    got = runs.load_run(tmp_path / "p16")
+    step = got["result"].steps[got["extras"]["chosen_step"]]
+    small, meta = modelio.load_model(tmp_path / "p16" / "model.safetensors")
+    assert all(torch.equal(p.half().float(), p) for p in small.parameters())
+    recorded = {"val_error": step.error, "val_accuracy": step.accuracy, "test_error": step.test_error,
+                "test_accuracy": step.test_accuracy}
+    assert {k: meta["metrics"][k] for k in recorded} == pytest.approx(recorded, rel=1e-6)
+    assert meta["metrics"] == evaluate(small, datasets.reload(meta["data"]), "mse")  # the file reproduces them
+    r = invoke("info", tmp_path / "p16" / "model.safetensors")
+    assert r.exit_code == 0, r.output
+    assert f"test_accuracy {step.test_accuracy:.4g}" in r.output and f"val_error {step.error:.4g}" in r.output

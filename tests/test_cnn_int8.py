@@ -89,10 +89,18 @@ def _patches(mod: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 def literal_int8(model, masks, X, refit: bool, ridge: float = DEFAULT_RIDGE) -> nn.Sequential:
-    """The network as an int8 run stores it, built from plain torch modules: shrink physically,
-    then layer by layer from the input up: (from the first refit layer on) solve the layer's
-    ridge least squares to the unpruned network's pre-activations of its kept units, fed by the
-    int8 layers below; quantize every layer channel by channel; feed the next."""
+    """The network as an int8 run stores it: every weight quantized channel by channel, biases as they are."""
+    def store(m):
+        m.weight.copy_(per_channel_int8(m.weight))
+
+    return literal_stored(model, masks, X, refit, store, ridge)
+
+
+def literal_stored(model, masks, X, refit: bool, store, ridge: float = DEFAULT_RIDGE) -> nn.Sequential:
+    """The network as a run stores it, built from plain torch modules: shrink physically, then
+    layer by layer from the input up: (from the first refit layer on) solve the layer's ridge
+    least squares to the unpruned network's pre-activations of its kept units, fed by the stored
+    layers below; ``store(module)`` rounds the layer's parameters in place; feed the next."""
     ref = shrinknet.as_net(model).to_sequential()  # BatchNorm folded: a conv's output is its pre-activation
     small = shrink(ref, masks)
     first = min(h for h, m in enumerate(masks) if not bool(m.all())) + 1 if refit else len(masks) + 1
@@ -111,7 +119,7 @@ def literal_int8(model, masks, X, refit: bool, ridge: float = DEFAULT_RIDGE) -> 
                     ms.weight.copy_(W.view_as(ms.weight))
                     if b is not None:
                         ms.bias.copy_(b)
-                ms.weight.copy_(per_channel_int8(ms.weight))
+                store(ms)
             h_ref, h_small = mo(h_ref), ms(h_small)
     return small
 

@@ -631,8 +631,8 @@ def _leave_distributed():
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
-              "float32 scale per row (a convolution: per output channel) and float32 biases, ranked and recorded as the "
-              "device computes.")
+              "float32 scale per row (a convolution: per output channel) and float32 biases; float16 and int8 runs "
+              "rank, refit, record and save the network as stored at that dtype (what the device computes).")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
               "record the whole curve (the kept network is chosen from all of it).")
@@ -649,7 +649,7 @@ def _leave_distributed():
 @click.option("--ridge", default=1e-3, show_default=True, type=click.FloatRange(min=0), help="Relative ridge term of --refit.")
 @click.option("--finetune", default=None, type=click.IntRange(min=1), metavar="EPOCHS",
               help="Fine-tune the kept network on the training split for at most EPOCHS (early stopping on "
-              "validation, best weights kept; int8 is fine-tuned in float and re-quantized).")
+              "validation, best weights kept; float16 and int8 are fine-tuned in float, then rounded or re-quantized).")
 @click.option("--baseline", default=None, type=click.Choice(["scratch"]),
               help="Also train networks of the kept shape from scratch (3 seeds, the model's recipe) and compare.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="With --export c: name prefix of the C function and macros.")

@@ -15,6 +15,7 @@ import torch
 
 from . import datasets, memory, modelio, runs, train
 from .prune import PruneResult, prune
+from .quantize import rounds
 from .runs import variant_name
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -347,13 +348,12 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
                     finetune: int | None = None, baseline: str | None = None, progress=False):
     """(network to save, its ``evaluate`` metrics, points): test accuracy/error against bytes of
     every variant at step k -- the run's own network, the plain switch-off network of the same neurons (when the run refit
-    or quantized), the fine-tuned network and the from-scratch networks of the same shape."""
+    or its dtype rounds: float16, int8), the fine-tuned network and the from-scratch networks of the same shape."""
     from . import retrain
     from .surgery import shrink
 
     cfg, step = result.config, result.steps[k]
     dtype = cfg.get("dtype", "float32")
-    int8 = dtype == "int8"
 
     def point(name, m, nbytes, **more):  # m: evaluate(network)
         return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
@@ -362,7 +362,7 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
     made = {"dtype": dtype, "refit": cfg.get("refit")}  # how the run's networks are made: the report labels by it
     small_metrics = evaluate(small, ds, loss)
     points = [point(variant_name(cfg), small_metrics, step.bytes, kind="run", **made)]
-    if cfg.get("refit") or int8:
+    if cfg.get("refit") or rounds(dtype):
         plain = shrink(result.original, [m.to(result.original.device) for m in result.masks(k)])
         points.append(point("switch-off, float32", evaluate(plain, ds, loss), memory.network_bytes(plain, "float32"),
                             kind="plain", dtype="float32", refit=None))
@@ -374,7 +374,7 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
         tuned, facts = retrain.finetune(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
                                         ds.targets("val", loss), loss=loss, epochs=finetune, lr=lr,
                                         batch_size=int(recipe.get("batch_size", 64)),
-                                        patience=max(1, min(finetune, 10)), seed=0, int8=int8, progress=progress)
+                                        patience=max(1, min(finetune, 10)), seed=0, storage=dtype, progress=progress)
         before = points[0]
         small, small_metrics = tuned, evaluate(tuned, ds, loss)
         points.append(point(variant_name(cfg) + ", fine-tuned", small_metrics, step.bytes, kind="finetuned", **made,
@@ -383,7 +383,7 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
     if baseline == "scratch" and has_train:
         runs_ = retrain.scratch_baseline(small, ds.inputs("train"), ds.targets("train", loss), ds.inputs("val"),
                                          ds.targets("val", loss), *tested,
-                                         loss=loss, recipe=meta.get("training"), int8=int8, progress=progress,
+                                         loss=loss, recipe=meta.get("training"), storage=dtype, progress=progress,
                                          scaling=meta.get("scaling"))
         for r in runs_:
             points.append({"name": f"from scratch, seed {r['seed']}", "bytes": step.bytes, "kind": "scratch",

@@ -26,6 +26,7 @@ from .backprop2 import batches
 from .losses import Loss
 from .files import jsonable
 from .network import Data, Network, Trace, as_net, check_positive_int
+from .quantize import rounds
 from .refit import DEFAULT_RIDGE, Refitter, check_refit
 from .saliency import METHODS, random_scores, removed_to_inf, score_parts
 from .exact import Incremental
@@ -62,7 +63,7 @@ class PruneResult:
     steps: list[Step]
     layout: dict  # in, hidden, out, bias, activations of the original network
     original: Network | None = field(default=None, repr=False)
-    # builds the network as it will run (refit, int8) from the original and masks; None: plain
+    # builds the network as it will run (refit, storage round trip) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
     agreement: list[dict] = field(default_factory=list)
@@ -82,13 +83,14 @@ class PruneResult:
 
     def network(self, k: int) -> nn.Sequential:
         """The physically pruned ``nn.Sequential`` after steps[k]: smaller Linear layers, as it
-        will run: refit when the run was (``refit``), with dequantized int8 weights at int8."""
+        will run: refit when the run was (``refit``), with its weights and biases as stored at the
+        run's dtype (float16: rounded to float16; int8: dequantized int8 weights)."""
         if self.original is None:
             raise ValueError(
                 "this result was loaded from JSON without its network; pass model= to PruneResult.from_json"
             )
         masks = [m.to(self.original.device) for m in self.masks(k)]
-        if self.builder is None and (self.config.get("refit") or self.config.get("dtype") == "int8"):
+        if self.builder is None and (self.config.get("refit") or rounds(self.config.get("dtype"))):
             raise ValueError("this refit run was loaded without its calibration data: pass X_calib= to "
                              "PruneResult.from_json to rebuild its networks")
         net = self.original if self.builder is None else self.builder.build(masks)
@@ -199,12 +201,12 @@ class PruneResult:
                 )
         builder = None
         cfg = d["config"]
-        if original is not None and (cfg.get("refit") or cfg.get("dtype") == "int8"):
+        if original is not None and (cfg.get("refit") or rounds(cfg.get("dtype"))):
             if not cfg.get("refit") or X_calib is not None:
                 Xc = None if X_calib is None else torch.as_tensor(X_calib).to(original.device, original.dtype)
                 ridge = DEFAULT_RIDGE if cfg.get("ridge") is None else cfg["ridge"]
                 builder = Refitter(original, Xc, ridge, refit=bool(cfg.get("refit")),
-                                   int8=cfg.get("dtype") == "int8")
+                                   storage=cfg.get("dtype") or "float32")
         return cls(cfg, steps, d["layout"], original, builder, agreement=list(d.get("agreement") or []))
 
     @classmethod
@@ -306,10 +308,12 @@ def prune(
             like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
         dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
             weights with a float32 scale per row or output channel and float32 biases, see
-            ``quantize``). At int8,
-            scoring, refit and recorded errors use the dequantized int8 network (what the device
-            computes); scoring switches a neuron off in the current int8 network without
-            re-quantizing, and every removal re-quantizes the rows it changes.
+            ``quantize``). Scoring, refit and recorded errors use the network as stored at
+            ``dtype`` (``quantize.stored``: float16 rounds every weight and bias to float16, int8
+            quantizes weights; float32 and float64 leave them as they are), which is what the
+            device computes; scoring switches a neuron off in the current stored network without
+            storing it again, and every removal re-stores the layers it changes. A float64 model
+            at float16 keeps float64 arithmetic on float16 weights; int8 refuses float64 models.
         max_fraction: stop after removing this fraction of all hidden neurons (default 1.0:
             everything but one neuron per layer). The last neuron of a layer is never removed.
         X_test, T_test: optional test data, evaluated (not used for ranking) at every step.
@@ -371,8 +375,9 @@ def prune(
         raise ValueError("algorithm 'iterative_pairs' does not run distributed; run it in one process")
     if speed != "exact" and not as_net(model).approximate_speeds:
         raise ValueError(f"speed {speed!r} handles fully connected networks; use speed 'exact' for convolutional ones")
-    if speed != "exact" and (refit == "every_step" or memory.dtype_name(dtype) == "int8"):
-        raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step' or int8")
+    if speed != "exact" and (refit == "every_step" or rounds(memory.dtype_name(dtype))):
+        raise ValueError(f"speed {speed!r} scores the plain network: use speed 'exact' with refit='every_step', "
+                         "float16 or int8")
     net = as_net(model).copy()
     loss_ = losses.get(loss)
     dtype = memory.dtype_name(dtype)
@@ -412,7 +417,7 @@ def prune(
     config.update(speed_.to_config(), world_size=distributed.world_size(group))
     if ram is not None:
         config["ram_budget_bytes"] = ram
-    builder = Refitter(net, Xc, ridge, refit=refit is not None, int8=dtype == "int8")
+    builder = Refitter(net, Xc, ridge, refit=refit is not None, storage=dtype)
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
@@ -437,8 +442,8 @@ def prune(
         order = pruner.single_ranking() if algorithm == "single" else None
     else:
         result, order = _resume(pruner, resume, config, net, algorithm)
-    # networks handed out are built as they will run (refit, int8)
-    result.builder = builder if (refit or dtype == "int8") else None
+    # networks handed out are built as they will run (refit, storage round trip)
+    result.builder = builder if (refit or builder.rounds) else None
     if state is not None:
         state.result = result
         state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)
@@ -592,7 +597,7 @@ def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Network, algorith
 class _Pruner:
     """Masks and cached forward passes of one run.
 
-    ``scoring`` is the network choices are scored on (the original, quantized at int8, refit with
+    ``scoring`` is the network choices are scored on (the original as stored at the dtype, refit with
     "every_step"); ``device`` is the network as it will be saved, whose errors are recorded.
     Both keep the original shapes (removed inputs weigh 0) and change only above a removal.
     """
@@ -606,7 +611,8 @@ class _Pruner:
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
         self.final = refit == "final"
-        self.score_builder = self.builder if self.every else Refitter(net, None, refit=False, int8=self.builder.int8)
+        self.score_builder = self.builder if self.every else Refitter(net, None, refit=False,
+                                                                      storage=self.builder.storage)
         self.chunk_size, self.pairs = chunk_size, pairs
         self.workers, self.group, self.stop_at = workers, group, stop_at
         self.masks = net.full_masks()
@@ -620,8 +626,8 @@ class _Pruner:
             self._refresh(None)
         exact_mode = speed is None or speed.name == "exact"
         # exact brute force reuses work between steps where that is exact (exact.Incremental); it
-        # scores the plain network, so not with refit="every_step" or int8 (their scoring net changes)
-        plain = not self.every and not self.builder.int8 and net.incremental_brute_force
+        # scores the plain network, so not with refit="every_step", float16 or int8 (their scoring net changes)
+        plain = not self.every and not self.builder.rounds and net.incremental_brute_force
         self.incremental = (Incremental(net, loss, self.val, workers, chunk_size)
                             if method == "brute_force" and exact_mode and plain else None)
         self.chooser = None if exact_mode else Chooser(net, loss, self.val, speed, workers, chunk_size, group, self.limit)
@@ -765,7 +771,7 @@ class _Pruner:
             self.incremental.removed(removed)
 
     def record(self, removed, score, dtype) -> Step:
-        """The step as the network will be saved (refit, int8 included)."""
+        """The step as the network will be saved (refit, storage round trip included)."""
         val, test = self.val, self.test
         if self.device is not self.scoring:
             with torch.no_grad():

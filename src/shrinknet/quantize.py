@@ -1,4 +1,5 @@
-"""int8 storage: symmetric per-output-unit quantization of weights, and its byte count.
+"""Storage as the device reads it back: int8 per-output-unit quantization of weights and its byte
+count, and every storage dtype's round trip (:func:`stored`; float16 rounds weights and biases).
 
 A weight tensor W whose first axis is the output unit -- a Linear matrix (out, in), a
 convolution kernel (o, c, kh, kw) or (o, c, k) -- is stored per output unit i, over the row
@@ -12,6 +13,10 @@ The scales are chosen so that quantizing is idempotent on its own output: quanti
 dequantized weights again gives back exactly the same int8 values and scales. That is what
 lets ``export(network, dtype="int8")`` rebuild a run's int8 weights from the float network
 ``PruneResult.network(k)`` hands out.
+
+:func:`stored` is the round trip of every storage dtype (float16 rounds weights and biases, int8
+quantizes weights as above, float32 and float64 leave numbers unchanged): ``refit.Refitter``
+applies it to every layer, so a run ranks, refits and records the network as stored.
 """
 
 from __future__ import annotations
@@ -67,3 +72,44 @@ def int8_layer_bytes(n_out: int, per_row: int, bias: bool) -> int:
     """int8 weights + one float32 scale per output unit + float32 biases; ``per_row``: weights of
     one output unit (a Linear's inputs, a convolution's in_channels * kernel size)."""
     return n_out * per_row + 4 * n_out + (4 * n_out if bias else 0)
+
+
+# -- every storage dtype's round trip ------------------------------------------------------------
+#: Storage dtypes whose round trip changes numbers; float32 and float64 store weights as they are.
+ROUNDING = ("float16", "int8")
+
+
+def rounds(storage: str) -> bool:
+    """Whether storing at ``storage`` changes the numbers ("float16", "int8")."""
+    return storage in ROUNDING
+
+
+def storage_name(storage: str | None = None, int8: bool = False) -> str:
+    """The storage dtype ``storage`` names (None: "float32"), or "int8" for the older flag ``int8=True``;
+    refuses an unknown dtype and a flag that contradicts ``storage``."""
+    if int8 and storage not in (None, "int8"):
+        raise ValueError(f"int8=True contradicts storage={storage!r}")
+    name = "int8" if int8 else storage or "float32"
+    if name not in ("float32", "float64", *ROUNDING):
+        raise ValueError(f"unknown storage dtype {name!r}: choose float32, float16, float64 or int8")
+    return name
+
+
+def stored(t: Tensor, storage: str, weight: bool = True) -> Tensor:
+    """``t`` as the device reads it back after storing it at ``storage``, on t's device and dtype.
+
+    float16: every number rounded to the nearest float16 (``t.half()``), weights and biases; the
+    arithmetic stays t's dtype (the exports compute in float32). int8: weights quantized per
+    output unit (:func:`fake_quantize`), biases unchanged (stored as float32). float32, float64:
+    unchanged (``t`` itself). ``weight``: whether t is a weight tensor (out, ...) or a bias.
+    """
+    if storage == "float16":
+        h = t.half()
+        if not bool(torch.isfinite(h).all()) and bool(torch.isfinite(t).all()):
+            raise ValueError("a weight or bias beyond float16's range (largest magnitude 65504): "
+                             "choose dtype float32 or int8")
+        return h.to(t.dtype)
+    if storage == "int8":
+        return fake_quantize(t) if weight else t
+    if storage_name(storage) in ("float32", "float64"):
+        return t

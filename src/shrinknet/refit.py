@@ -21,13 +21,11 @@ to 0 anyway), so a refit network works with the same masks, scoring and surgery 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
 from .network import Layer, Net, linear
-from .quantize import fake_quantize
+from .quantize import rounds, storage_name, stored
 
 REFITS = (None, "final", "every_step")
 DEFAULT_RIDGE = 1e-3
@@ -62,22 +60,35 @@ def ridge_solve(O: Tensor, X: Tensor, ridge: float, bias: bool = True) -> tuple[
 
 
 class Refitter:
-    """Builds the network as it will run for given masks: refit (optional) and int8 (optional).
+    """Builds the network as it will run for given masks: refit (optional) at a storage dtype.
 
     net: the unpruned network; X: calibration inputs (N, in); ridge: see module docstring;
-    refit: whether to refit; int8: whether weights are stored as int8 (then every layer is
-    quantized per row, and each refit is fed by the quantized layers below it).
+    refit: whether to refit; storage: the dtype weights and biases are stored at
+    ("float32", "float64": as they are; "float16": every weight and bias rounded to float16;
+    "int8": weights quantized per row, biases float32; see ``quantize.stored``). Every layer
+    goes through that round trip, and each refit layer is fed by the stored layers below it and
+    stored itself. ``int8=True`` is the older spelling of ``storage="int8"``.
     """
 
     def __init__(self, net: Net, X: Tensor | None, ridge: float = DEFAULT_RIDGE, refit: bool = True,
-                 int8: bool = False):
-        self.net, self.ridge, self.refit, self.int8 = net, float(ridge), refit, int8
+                 int8: bool = False, storage: str | None = None):
+        self.net, self.ridge, self.refit = net, float(ridge), refit
+        self.storage = storage_name(storage, int8)
         self.X = X
         if refit:
             if X is None:
                 raise ValueError("refit needs calibration inputs")
             with torch.no_grad():
                 self.target = net.forward(X, net.full_masks()).x  # original pre-activations, per layer
+
+    @property
+    def int8(self) -> bool:
+        return self.storage == "int8"
+
+    @property
+    def rounds(self) -> bool:
+        """Whether the storage round trip changes the network (float16, int8)."""
+        return rounds(self.storage)
 
     def first_refit_layer(self, masks) -> int | None:
         """The lowest layer that is refit: one above the lowest hidden layer with a removal."""
@@ -88,8 +99,8 @@ class Refitter:
 
     def build(self, masks, start: int | None = None, base: "Net | None" = None) -> Net:
         """The network as it will run with ``masks``: layers below the first refit layer keep their
-        weights (quantized at int8); from ``start`` (default: ``first_refit_layer``) up each layer is
-        refit on the calibration data, fed by the (refit, quantized) layers below it.
+        weights (through the storage round trip); from ``start`` (default: ``first_refit_layer``) up
+        each layer is refit on the calibration data, fed by the (refit, stored) layers below it.
 
         ``base``: a network this Refitter built for masks that differ from ``masks`` only in hidden
         layers >= start - 1; its layers below ``start`` and its calibration outputs are reused.
@@ -101,9 +112,8 @@ class Refitter:
         if start is None:
             start = self.first_refit_layer(masks)
         layers = list(self.net.layers)
-        if start is None or base is None:
-            if self.int8:
-                layers = [l.with_weights(self._q(l.weight, masks, k), l.bias) for k, l in enumerate(layers)]
+        if (start is None or base is None) and self.rounds:
+            layers = [self._store(l, masks, k) for k, l in enumerate(layers)]
         if start is None and not self.refit:
             return Net(layers)
         if start is None:  # nothing pruned: no solve, but the calibration outputs for later reuse
@@ -129,17 +139,17 @@ class Refitter:
 
     def _build_general(self, masks):
         """A convolutional network refit from the first refit layer up, each layer by its own
-        module's ``refit`` (ridge least squares over every position), fed by the refit (and, at
-        int8, quantized) layers below; at int8 every layer is quantized per output channel/feature."""
+        module's ``refit`` (ridge least squares over every position), fed by the refit (and stored)
+        layers below; every layer goes through the storage round trip (``_store``)."""
         from .layers import Block, SeqNet
 
         start = self.first_refit_layer(masks)
         net = self.net
-        if start is None and not self.int8:
+        if start is None and not self.rounds:
             return net
         blocks = list(net.blocks)
-        if self.int8:
-            blocks = [self._q_block(b, masks, k) for k, b in enumerate(blocks)]
+        if self.rounds:
+            blocks = [self._store(b, masks, k) for k, b in enumerate(blocks)]
         if start is None:
             return SeqNet(blocks, net.dims, net.in_shape)
         with torch.no_grad():
@@ -147,19 +157,26 @@ class Refitter:
             for k, b in enumerate(blocks):
                 if k >= start:
                     keep = masks[k - 1].nonzero().squeeze(1)
-                    b = Block(b.param.refit(o, self.target[k], keep, self.ridge), b.tail)
-                    b = blocks[k] = self._q_block(b, masks, k) if self.int8 else b
+                    b = b.with_param(b.param.refit(o, self.target[k], keep, self.ridge))
+                    b = blocks[k] = self._store(b, masks, k) if self.rounds else b
                 if k < len(masks):
                     o = b.run_tail(b.param.forward(o))
                     o = o * net._expand(masks[k], o)
         return SeqNet(blocks, net.dims, net.in_shape)
 
-    @staticmethod
-    def _q_block(b, masks, k: int):
-        """Block k with its weights quantized per output unit (``_q``)."""
-        from .layers import Block
+    def _store(self, block, masks, k: int):
+        """Block k (an MLP's or a CNN's) with its weights and bias as stored and read back (``_stored``)."""
+        return block.with_weights(*self._stored(block.weight, block.bias, masks, k))
 
-        return Block(replace(b.param, weight=Refitter._q(b.param.weight, masks, k)), b.tail)
+    def _stored(self, W: Tensor, b: Tensor | None, masks, k: int) -> tuple[Tensor, Tensor | None]:
+        """(W, b) of layer k through the storage round trip (``quantize.stored``). The weights of
+        removed input units are zeroed first (they are cut out of the stored network), so that at
+        int8 they do not set a row's scale. W: (out, in), (o, c, kh, kw), or a Linear after Flatten
+        (i, c * P) with channel c's P columns together: each is (out, units below, rest)."""
+        if k > 0 and not bool(masks[k - 1].all()):
+            m = masks[k - 1]
+            W = (W.reshape(W.shape[0], len(m), -1) * m.to(W.dtype).view(1, -1, 1)).view(W.shape)
+        return stored(W, self.storage), None if b is None else stored(b, self.storage, weight=False)
 
     def _solve(self, k: int, o: Tensor, masks) -> Layer:
         orig = self.net.layers[k]
@@ -167,19 +184,8 @@ class Refitter:
         W_kept, b = ridge_solve(o[:, keep], self.target[k], self.ridge, bias=orig.bias is not None)
         W = torch.zeros_like(orig.weight)
         W[:, keep] = W_kept.to(W.dtype)
-        if self.int8:
-            W = self._q(W, masks, k)
-        return orig.with_weights(W, None if b is None else b.to(orig.weight.dtype))
-
-    @staticmethod
-    def _q(W: Tensor, masks, k: int) -> Tensor:
-        """Layer k's weights quantized per output unit, the weights of removed input units zeroed
-        first so that they do not set the scale. W: (out, in), (o, c, kh, kw), or a Linear after
-        Flatten (i, c * P) with channel c's P columns together: each is (out, units below, rest)."""
-        if k > 0 and not bool(masks[k - 1].all()):
-            m = masks[k - 1]
-            W = (W.reshape(W.shape[0], len(m), -1) * m.to(W.dtype).view(1, -1, 1)).view(W.shape)
-        return fake_quantize(W)
+        layer = orig.with_weights(W, None if b is None else b.to(orig.weight.dtype))
+        return self._store(layer, masks, k) if self.rounds else layer
 
 
 def reconstruction_error(net: Net, reference: Net, X: Tensor, masks, k: int) -> float:

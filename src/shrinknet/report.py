@@ -72,8 +72,9 @@ _CAPTIONS = {
            "validation accuracy (error for regression) against RAM; a vertical run of points is removals that "
            "saved flash but no RAM. A star marks the kept network.",
     "frontier": "Test accuracy (error for regression) against bytes on the device: each run's curve (as its "
-                "networks are saved: refit and int8 included), and at the kept step, in the run's colour, its "
-                "own network (circle), the plain switch-off float32 network of the same neurons (square), the "
+                "networks are saved: refit and float16 or int8 storage included), and at the kept step, in the "
+                "run's colour, its own network (circle), the plain switch-off float32 network of the same neurons "
+                "(square), the "
                 "fine-tuned one (triangle) and networks of the same shape trained from scratch (crosses); "
                 "variants of the same size are drawn side by side.",
 }

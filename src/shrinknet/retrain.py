@@ -3,8 +3,9 @@
 ``finetune`` trains a (pruned) network further on training data with early stopping on
 validation data and keeps the best weights -- where the start itself competes, so fine-tuning
 never returns a network with lower validation accuracy (or, for regression, higher validation
-error) than it was given. int8 networks are fine-tuned in float and re-quantized per row, and
-the re-quantized network is what competes with the start.
+error) than it was given. Networks stored at float16 or int8 are fine-tuned in float and stored
+again (``quantize.stored``: float16 rounds weights and biases, int8 re-quantizes weights per row),
+and the stored network is what competes with the start.
 
 ``scratch_baseline`` trains networks of exactly a given shape from fresh initial weights with a
 training recipe (3 seeds by default): what a user gets without pruning at all. A network is
@@ -24,7 +25,7 @@ from . import losses, network, train
 from . import scaling as sc
 from .network import as_net
 from .prune import error_and_accuracy
-from .quantize import fake_quantize
+from .quantize import rounds, storage_name, stored
 
 #: The recipe used when a model records none (shrinknet train's defaults).
 DEFAULT_RECIPE = {"epochs": 300, "lr": 0.01, "batch_size": 64, "patience": 20}
@@ -46,42 +47,49 @@ def _better(a: tuple[float, float | None], b: tuple[float, float | None]) -> boo
     return a[0] < b[0]
 
 
-def _quantize_weights(model: nn.Sequential) -> nn.Sequential:
+def _store(model: nn.Sequential, storage: str) -> nn.Sequential:
+    """``model`` with every weight and bias replaced, in place, by its stored value (``quantize.stored``)."""
+    if not rounds(storage):
+        return model
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):  # per row / per output channel
-                m.weight.copy_(fake_quantize(m.weight))
+                m.weight.copy_(stored(m.weight, storage))
+                if m.bias is not None:
+                    m.bias.copy_(stored(m.bias, storage, weight=False))
     return model
 
 
 def finetune(model, X, T, X_val, T_val, loss: str = "mse", epochs: int = 20, lr: float = 1e-3,
              batch_size: int = 64, patience: int = 5, seed: int = 0, int8: bool = False,
-             progress: bool = False) -> tuple[nn.Sequential, dict]:
+             progress: bool = False, storage: str | None = None) -> tuple[nn.Sequential, dict]:
     """Fine-tune a copy of ``model`` (not modified); returns (network, facts).
 
     Args:
-        model: the pruned ``nn.Sequential`` (at int8: with dequantized int8 weights).
+        model: the pruned ``nn.Sequential`` (as stored: at int8 with dequantized int8 weights).
         X, T: training data; X_val, T_val: validation data for early stopping and selection.
         epochs, lr, batch_size, patience, seed: Adam training as in ``train.train``.
-        int8: re-quantize the fine-tuned weights per row before comparing with the start.
+        storage: the storage dtype ("float32" default, "float16", "float64", "int8"); the
+            fine-tuned weights and biases are stored at it (``quantize.stored``) before they
+            compete with the start. int8=True: the older spelling of storage="int8".
 
     facts: start and final validation error/accuracy, epochs run, best epoch, and ``kept_start``
     (True when no fine-tuned network beat the start, which is then returned unchanged).
     """
     network.check_positive_int("epochs", epochs)
+    storage = storage_name(storage, int8)
     start = evaluate(model, X_val, T_val, loss)
     tuned = copy.deepcopy(model)
     log = train.train(tuned, X, T, X_val, T_val, loss=loss, epochs=epochs, lr=lr, batch_size=batch_size,
                       patience=patience, seed=seed)
-    if int8:
-        _quantize_weights(tuned)
+    _store(tuned, storage)
     end = evaluate(tuned, X_val, T_val, loss)
     kept_start = not _better(end, start)
     best = copy.deepcopy(model) if kept_start else tuned
     final = start if kept_start else end
     return best, {
         "epochs": epochs, "epochs_run": log.epochs, "best_epoch": log.best_epoch, "lr": lr, "seed": seed,
-        "int8_requantized": int8, "kept_start": kept_start,
+        "storage": storage, "int8_requantized": storage == "int8", "kept_start": kept_start,
         "start_val_error": start[0], "start_val_accuracy": start[1],
         "val_error": final[0], "val_accuracy": final[1],
     }
@@ -89,16 +97,18 @@ def finetune(model, X, T, X_val, T_val, loss: str = "mse", epochs: int = 20, lr:
 
 def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse", recipe: dict | None = None,
                      seeds=(0, 1, 2), int8: bool = False, progress: bool = False,
-                     scaling: dict | None = None) -> list[dict]:
+                     scaling: dict | None = None, storage: str | None = None) -> list[dict]:
     """Train fresh networks of exactly ``model``'s shape (widths, activations, bias) with
     ``recipe`` (epochs, lr, batch_size, patience; default ``DEFAULT_RECIPE``), one per seed;
-    at int8 their weights are quantized per row after training; without X_test the test numbers
+    their weights and biases are then stored at ``storage`` (``quantize.stored``: float16 rounded,
+    int8 quantized per row; int8=True is storage="int8"); without X_test the test numbers
     are None. ``scaling`` (a model file's record, ``{"mean", "std"}``, of ``train --standardize``;
     ``per_channel`` for a CNN's): train on scaled inputs and fold the scaling into the first layer,
     as the model was.
     Returns one dict per seed:
     seed, test_error, test_accuracy, val_error, val_accuracy, epochs_run."""
     net = as_net(model)
+    storage = storage_name(storage, int8)
     r = {**DEFAULT_RECIPE, **{k: v for k, v in (recipe or {}).items() if k in DEFAULT_RECIPE}}
     build = _builder(net, recipe or {})
     out = []
@@ -114,8 +124,7 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
         fresh = as_net(fresh.eval()).to_sequential()  # a CNN's BatchNorm folded, as train --arch cnn saves it
         if scaling:
             fresh = sc.fold(fresh, scaling["mean"], scaling["std"])
-        if int8:
-            _quantize_weights(fresh)
+        _store(fresh, storage)
         verr, vacc = evaluate(fresh, X_val, T_val, loss)
         terr, tacc = (None, None) if X_test is None else evaluate(fresh, X_test, T_test, loss)
         out.append({"seed": seed, "test_error": terr, "test_accuracy": tacc, "val_error": verr,
