@@ -234,8 +234,8 @@ def cnn_threads(args, d, cache):
             if proc is not None:
                 os.kill(proc.pid, signal.SIGTERM)
                 proc.wait()
-    print("(speed-up: against the policy with 1 worker in the same load; best of --rounds interleaved rounds; loadavg: 1-minute, after "
-          "the row)")
+    print("(speed-up: against the policy with 1 worker in the same load; best of --rounds interleaved rounds; "
+          "loadavg: 1-minute, after the row)")
 
 
 def _cnn_pass(net, loss, data, masks, intra: int, workers: int):
@@ -332,7 +332,8 @@ def main():
           "the machine may be shared: compare the ratios, measured side by side, not the seconds")
     d = data()
     sections = args.sections.split(",")
-    for name, fn in (("modes", modes), ("threads", threads_section), ("cnn", cnn_threads), ("procs", procs), ("memory", memory_section)):
+    for name, fn in (("modes", modes), ("threads", threads_section), ("cnn", cnn_threads), ("procs", procs),
+                     ("memory", memory_section)):
         if name in sections:
             fn(args, d, cache)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end; peak RSS of this process "

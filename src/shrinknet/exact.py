@@ -14,8 +14,8 @@ sums E_n(y') - E_n(y) over the instances. Nothing is approximated; three things 
   small enough (``block_shape``, from the L2 cache size) that the (C, n, width) scratch stays in
   cache through the rank-1 update, the activation (in place), the next matmul and the loss sum;
 - parallel over candidate chunks: tasks go to worker threads from a shared queue
-  (``threads.run_chunks``; the count comes from ``threads.policy``; torch's own pool is one thread meanwhile), so a core taken by
-  another process slows one worker instead of every small op;
+  (``threads.run_chunks``; the count comes from ``threads.policy``; torch's own pool is one
+  thread meanwhile), so a core taken by another process slows one worker instead of every small op;
 - exact reuse between pruning steps (:class:`Incremental`): for each candidate c of the
   second-to-last hidden layer it keeps the output pre-activations z_c (N, out) of the network
   with c switched off. Removing neuron k of the LAST hidden layer changes them by a rank-1 term,

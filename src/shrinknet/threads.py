@@ -123,7 +123,8 @@ def run_chunks(task, starts, workers: int = 1, bar=None) -> None:
 
     ``task`` computes one independent chunk of candidates, writes its results in place and returns
     how many candidates it did (``bar.update`` gets that, in the calling thread). The chunks are the
-    caller's and never depend on ``workers``: only who computes them does.
+    caller's; this only decides which thread computes each, so a caller whose chunks do not depend
+    on ``workers`` (``SeqNet.brute_force``) gets the same bits for any count.
     """
     starts = list(starts)
     if workers <= 1 or len(starts) <= 1:
