@@ -17,6 +17,10 @@ Sections (each prints a table):
   threads  one exact scoring pass at full width (all candidates) and a sampled run, with torch's
            intra-op pool at 2 threads and no worker pool (shrinknet 0.1's way) vs the thread
            policy with 1 and 2 workers, idle and with one competing busy process.
+  cnn      one exact brute-force pass over all 48 channels of a CNN (the bench_cnn.py architecture on
+           1x28x28, untrained: the time does not depend on the weights' values), N = 1000: the thread
+           policy with 1 and 2 workers vs torch's intra-op pool at 2 threads, idle and with one busy
+           process; the load average beside each row.
   procs    the CLI's prune under torchrun with 1 and 2 processes (gloo), seconds of the pruning
            loop as recorded in run.json.
   memory   peak RSS of a few exact steps of 784-2000-2000-10 with N = 10000 (subprocess).
@@ -42,9 +46,9 @@ from pathlib import Path
 import torch
 
 import shrinknet
-from shrinknet import datasets, exact, losses, network
+from shrinknet import datasets, exact, losses, network, threads
 from shrinknet.speed import summary
-from shrinknet.train import mlp, train
+from shrinknet.train import cnn, mlp, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = [i / 20 for i in range(15)]  # 0 .. 70% removed
@@ -196,6 +200,58 @@ def threads_section(args, d, cache):
     print(f"(fwd = one forward pass with 1 thread in the same load; runs: first {args.sample} removals)")
 
 
+def cnn_threads(args, d, cache):
+    print("\n== cnn: brute force over every channel, 1 vs 2 workers (conv 16 -> pool -> conv 32 -> pool -> "
+          "Linear 10, 1x28x28, N = 1000) ==")
+    model = cnn((1, 28, 28), 10, (16, 32), "relu", seed=0)
+    Xv, yv = d["val"]
+    net = network.as_net(model)
+    loss = losses.get("cross_entropy")
+    data = network.prepare(net, Xv.reshape(-1, 1, 28, 28), yv, loss)
+    masks = net.full_masks()
+    work = threads.scoring_work(net, len(data))
+    print(f"scoring work {work / 1e6:.0f} M multiply-adds (SMALL_WORK {threads.SMALL_WORK / 1e6:.0f} M): "
+          f"the policy gives it {threads.workers_for(work)} worker(s) on this machine")
+    print(f"{'load':5} {'how':36} {'seconds':>8} {'speed-up':>9} {'loadavg':>8}")
+    rows = (("torch intra-op 2 threads, 1 worker", 2, 1), ("policy: intra-op 1, 1 worker", 1, 1),
+            ("policy: intra-op 1, 2 workers", 1, 2))
+    for load in ("idle", "busy"):
+        proc = busy_process() if load == "busy" else None
+        try:
+            time.sleep(0.5 if proc else 0)
+            seconds, scores = {label: float("inf") for label, _, _ in rows}, {}
+            for _ in range(args.rounds):  # interleaved, so drifting load hits every row alike
+                for label, intra, workers in rows:
+                    t, scores[label] = _cnn_pass(net, loss, data, masks, intra, workers)
+                    seconds[label] = min(seconds[label], t)
+            one = seconds[rows[1][0]]
+            for label, _, _ in rows:
+                print(f"{load:5} {label:36} {seconds[label]:8.3f} {one / seconds[label]:8.2f}x "
+                      f"{os.getloadavg()[0]:8.1f}", flush=True)
+            same = all(torch.equal(a, b) for a, b in zip(scores[rows[1][0]], scores[rows[2][0]]))
+            print(f"{load:5} 1 and 2 workers give the same bits: {same}")
+        finally:
+            if proc is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait()
+    print("(speed-up: against the policy with 1 worker in the same load; best of --rounds interleaved rounds; "
+          "loadavg: 1-minute, after the row)")
+
+
+def _cnn_pass(net, loss, data, masks, intra: int, workers: int):
+    """(seconds, scores) of one brute-force pass with ``intra`` torch threads and ``workers``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(intra)
+    try:
+        with torch.no_grad():
+            trace = net.forward(data.X, masks)
+            t0 = time.perf_counter()
+            scores = net.brute_force(loss, data, masks, trace, workers=workers)
+            return time.perf_counter() - t0, scores
+    finally:
+        torch.set_num_threads(before)
+
+
 def procs(args, d, cache):
     print("\n== processes: shrinknet prune under torchrun, 1 vs 2 processes (gloo, one machine) ==")
     from shrinknet import modelio
@@ -256,7 +312,8 @@ print(f"{{len(r.steps) - 1}} removals in {{dt:.1f}} s; peak RSS {{peak / 2**20:.
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
-    ap.add_argument("--sections", default="modes,threads,procs", help="comma-separated: modes,threads,procs,memory")
+    ap.add_argument("--sections", default="modes,threads,cnn,procs",
+                    help="comma-separated: modes,threads,cnn,procs,memory")
     ap.add_argument("--sizes", type=ints, default=[100, 300], help="hidden widths W for 'modes'")
     ap.add_argument("--extrapolate", type=ints, default=[], help="widths run for --sample removals only")
     ap.add_argument("--speeds", default="exact,screen,fast")
@@ -266,6 +323,7 @@ def main():
     ap.add_argument("--workers", type=int, default=1, help="worker threads for 'modes' and 'memory'")
     ap.add_argument("--epochs", type=int, default=10, help="training epochs of each network")
     ap.add_argument("--memory-steps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the 'cnn' section (best kept)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "shrinknet-bench-scale"))
     args = ap.parse_args()
     args.speeds = args.speeds.split(",")
@@ -274,7 +332,8 @@ def main():
           "the machine may be shared: compare the ratios, measured side by side, not the seconds")
     d = data()
     sections = args.sections.split(",")
-    for name, fn in (("modes", modes), ("threads", threads_section), ("procs", procs), ("memory", memory_section)):
+    for name, fn in (("modes", modes), ("threads", threads_section), ("cnn", cnn_threads), ("procs", procs),
+                     ("memory", memory_section)):
         if name in sections:
             fn(args, d, cache)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end; peak RSS of this process "

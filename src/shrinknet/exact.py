@@ -13,9 +13,9 @@ sums E_n(y') - E_n(y) over the instances. Nothing is approximated; three things 
 - fused, cache-sized tasks: a task is a chunk of candidates that walks the instances in blocks
   small enough (``block_shape``, from the L2 cache size) that the (C, n, width) scratch stays in
   cache through the rank-1 update, the activation (in place), the next matmul and the loss sum;
-- parallel over candidate chunks: tasks go to worker threads from a shared queue (the count
-  comes from ``threads.policy``; torch's own pool is one thread meanwhile), so a core taken by
-  another process slows one worker instead of every small op;
+- parallel over candidate chunks: tasks go to worker threads from a shared queue
+  (``threads.run_chunks``; the count comes from ``threads.policy``; torch's own pool is one
+  thread meanwhile), so a core taken by another process slows one worker instead of every small op;
 - exact reuse between pruning steps (:class:`Incremental`): for each candidate c of the
   second-to-last hidden layer it keeps the output pre-activations z_c (N, out) of the network
   with c switched off. Removing neuron k of the LAST hidden layer changes them by a rank-1 term,
@@ -28,7 +28,6 @@ Index letters as in network.py: n instance, j neuron of layer h (candidate), i n
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .losses import Loss
+from .threads import run_chunks
 
 if TYPE_CHECKING:  # network.Net's brute force is this module: names for annotations only
     from .network import Data, Masks, Net, Trace
@@ -168,17 +168,7 @@ def layer_deltas(net: Net, loss: Loss, data: Data, masks: Masks, trace: Trace, h
         out[lo: lo + c] = s
         return c
 
-    starts = range(0, len(J), C)
-    if workers <= 1 or len(starts) == 1:
-        for lo in starts:
-            done = task(lo)
-            if bar is not None:
-                bar.update(done)
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(task, starts):
-                if bar is not None:
-                    bar.update(done)
+    run_chunks(task, range(0, len(J), C), workers, bar)
     return out
 
 

@@ -10,8 +10,10 @@ implement it:
 
 - :class:`Net`, the MLP (Linear layers and elementwise activations, parsed by ``as_net``): its
   layers are Dense with P = 1 (eq. 5) and its brute force is ``exact.py``'s fused kernels, the
-  specialisation for a stack of Linear layers (worker threads, exact reuse between steps);
+  specialisation for a stack of Linear layers (exact reuse between steps);
 - ``layers.net.SeqNet``, the general (CNN) network: convolutions, pooling, BatchNorm folded.
+
+Both run brute force on worker threads over candidate chunks (``threads.run_chunks``).
 
 What only one of them can do is a capability the network states (``scoring_threads``,
 ``incremental_brute_force``, ``approximate_speeds``), never a test of its type.

@@ -10,9 +10,10 @@ The policy, applied by :func:`policy` around the library's heavy entry points (`
 
 - torch's intra-op pool is set to ONE thread for the duration (the caller's setting is restored
   afterwards, also on error);
-- parallelism comes from shrinknet itself, over independent chunks of candidate neurons
-  (``exact.layer_deltas``), handed out to worker threads from a shared queue: a worker whose core
-  is taken by another process simply finishes fewer chunks, nobody waits at a barrier per op;
+- parallelism comes from shrinknet itself, over independent chunks of candidate units (an MLP's
+  ``exact.layer_deltas``, a CNN's ``SeqNet.brute_force``), handed out to worker threads from a
+  shared queue by :func:`run_chunks`: a worker whose core is taken by another process simply
+  finishes fewer chunks, nobody waits at a barrier per op;
 - the number of workers is 1 for small work (below ``SMALL_WORK`` multiply-adds per scoring pass,
   where thread hand-off costs more than it saves), else the cores this process may run on divided
   by the processes torchrun started on this machine;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
@@ -32,6 +34,11 @@ ENV = "SHRINKNET_THREADS"
 
 #: Below this many multiply-adds per scoring pass one worker is faster than several.
 SMALL_WORK = 20_000_000
+
+#: Multiply-adds a chunk of candidates aims at where the network sizes its chunks by work (a CNN's
+#: brute force): large enough that a chunk's Python overhead is small, small enough that work above
+#: SMALL_WORK splits into several chunks per worker. It does not depend on the worker count.
+TASK_WORK = 5_000_000
 
 
 def available_cores() -> int:
@@ -111,17 +118,46 @@ def heavy(fn):
     return wrapper
 
 
-def scoring_work(net, n_instances: int) -> float:
-    """Multiply-adds of one brute-force pass over every hidden neuron of ``net`` (sizes as now).
+def run_chunks(task, starts, workers: int = 1, bar=None) -> None:
+    """Run ``task(start)`` for every start, on ``workers`` threads fed from a shared queue.
 
-    A candidate of hidden layer h costs about n * (sum of the widths above it, each times its
-    fan-in); summed over candidates.
+    ``task`` computes one independent chunk of candidates, writes its results in place and returns
+    how many candidates it did (``bar.update`` gets that, in the calling thread). The chunks are the
+    caller's; this only decides which thread computes each, so a caller whose chunks do not depend
+    on ``workers`` (``SeqNet.brute_force``) gets the same bits for any count.
     """
-    if not net.scoring_threads:  # scored by the layer modules' general code, one worker
+    starts = list(starts)
+    if workers <= 1 or len(starts) <= 1:
+        for lo in starts:
+            done = task(lo)
+            if bar is not None:
+                bar.update(done)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(starts))) as pool:
+        for done in pool.map(task, starts):
+            if bar is not None:
+                bar.update(done)
+
+
+def candidate_work(net, h: int, n_instances: int, shapes: list | None = None) -> float:
+    """Multiply-adds of brute force for ONE candidate unit of hidden layer h, over n instances.
+
+    Switching the unit off changes layer h+1's pre-activation by that unit's contribution (a
+    Linear's column block: out * P; a convolution: the unit's slice of the kernel over the output
+    map: o * kh * kw * H' * W', i.e. the layer's multiply-adds / its input units), then every layer
+    above runs forward in full (``macs``: conv.py, linear.py). Pooling and activations are not
+    counted. ``shapes``: ``net.map_shapes()``, if already at hand.
+    """
+    shapes = net.map_shapes() if shapes is None else shapes
+    macs = [b.param.macs(s[0]) for b, s in zip(net.blocks, shapes)]  # per instance
+    nxt = net.blocks[h + 1].param
+    return n_instances * (macs[h + 1] / nxt.in_units + sum(macs[h + 2:]))
+
+
+def scoring_work(net, n_instances: int) -> float:
+    """Multiply-adds of one brute-force pass over every hidden unit of ``net`` (sizes as now):
+    the sum over units of :func:`candidate_work`. 0 for a network without scoring threads."""
+    if not net.scoring_threads:
         return 0.0
-    widths = [layer.out_features for layer in net.layers]
-    total = 0.0
-    for h in range(net.n_hidden):
-        above = sum(net.layers[k].out_features * net.layers[k].in_features for k in range(h + 2, len(widths)))
-        total += widths[h] * n_instances * (widths[h + 1] + above)
-    return total
+    shapes = net.map_shapes()
+    return sum(width * candidate_work(net, h, n_instances, shapes) for h, width in enumerate(net.hidden_sizes))

@@ -11,6 +11,7 @@ is the transposed convolution with the squared kernel: d2E/do^2 = (W o W)^T * d2
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -99,6 +100,11 @@ class Conv:
     def params(self, n_out: int, n_in: int) -> int:
         kh, kw = self.weight.shape[2:]
         return n_out * n_in * kh * kw + (n_out if self.bias is not None else 0)
+
+    def macs(self, out_shape: tuple) -> int:
+        """Multiply-adds of one instance's forward pass, given its output map (o, H', W')."""
+        kh, kw = self.weight.shape[2:]
+        return math.prod(out_shape) * self.in_units * kh * kw
 
     def int8_bytes(self, n_out: int, n_in: int) -> int:
         """Bytes at int8 storage: every output channel's kernel (n_in * kh * kw int8 values), its

@@ -88,6 +88,10 @@ class Dense:
     def params(self, n_out: int, n_in: int) -> int:
         return n_out * n_in * self.block + (n_out if self.bias is not None else 0)
 
+    def macs(self, out_shape: tuple) -> int:
+        """Multiply-adds of one instance's forward pass: out * in (eq. 5)."""
+        return self.weight.shape[0] * self.weight.shape[1]
+
     def int8_bytes(self, n_out: int, n_in: int) -> int:
         """Bytes at int8 storage: every output feature's row (n_in units * P columns, int8), its
         float32 scale and its float32 bias (quantize.py)."""

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .. import activations as A
 from ..network import Network, Trace, chunk_for
+from ..threads import TASK_WORK, candidate_work, run_chunks
 from .act import Act
 from .conv import Conv
 from .linear import Dense
@@ -97,6 +98,7 @@ class SeqNet(Network):
     """
 
     general = True
+    scoring_threads = True  # worker threads over candidate chunks (threads.run_chunks)
     file_format = "shrinknet-seq"  # layers/io.py
 
     def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = ()):
@@ -115,11 +117,14 @@ class SeqNet(Network):
     # -- criteria that need the layer structure ----------------------------------------------
     def brute_force(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None,
                     workers: int = 1) -> list[Tensor]:
-        """Exact Delta E of switching off each kept unit, summed over the batch (one worker).
+        """Exact Delta E of switching off each kept unit, summed over the batch.
 
         Switching off unit c of block h changes block h+1's pre-activation by that unit's own
         contribution (conv.py / linear.py ``contribution``) and nothing below, so a chunk of
         candidates is one batched pass over the blocks above: (C, N, ...) folded into the batch.
+        Chunks are independent and sized without regard to ``workers`` (``_auto_chunk``), so the
+        scores are the same bits whichever of the ``workers`` threads (``threads.run_chunks``)
+        computes each chunk.
         """
         y = trace.o[-1]
         scores = []
@@ -130,20 +135,27 @@ class SeqNet(Network):
             s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
             kept = masks[h].nonzero().squeeze(1)
             C = chunk_size or self._auto_chunk(h, len(data), o.element_size())
-            for J in kept.split(C):
+
+            def task(lo: int, h=h, o=o, nxt=nxt, x_next=x_next, s=s, kept=kept, C=C) -> int:
+                J = kept[lo: lo + C]
                 xs = x_next.unsqueeze(0) - nxt.contribution(o, J)  # (C, N, ...)
                 y_new = self.output_from(h + 1, xs, masks)  # (C, N, out)
                 s[J] = loss.delta(y_new, y, data.T).sum(-1)
-                if bar is not None:
-                    bar.update(len(J))
+                return len(J)
+
+            run_chunks(task, range(0, len(kept), C), workers, bar)
             scores.append(s)
         return scores
 
     def _auto_chunk(self, h: int, n: int, itemsize: int) -> int:
+        """Candidates per chunk of block h: about ``threads.TASK_WORK`` multiply-adds, and a few
+        (C, N, map) temporaries within ``CHUNK_MEMORY``; never a function of the worker count."""
         shapes = self.map_shapes() if self.in_shape else None
         if shapes is None:
             return 8
-        return chunk_for(n, max(math.prod(s) for blk in shapes[h + 1:] for s in blk), itemsize)
+        memory = chunk_for(n, max(math.prod(s) for blk in shapes[h + 1:] for s in blk), itemsize)
+        work = max(1, int(TASK_WORK // max(1.0, candidate_work(self, h, n, shapes))))
+        return min(memory, work)
 
     def taylor2_exact(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None) -> list[Tensor]:
         """eq. 8 on each channel's gate g: -dE/dg + 1/2 d2E/dg2, both exactly (cross-position terms included)."""
