@@ -12,15 +12,15 @@ linear.py, conv.py, pool.py, act.py) emits its own ONNX node and C loop.
     ``["batch", out_features]``. Layer k is one ``Gemm`` node ``layers.K.linear`` (``transB=1``;
     a convolution: ``Conv``, ``layers.K.conv``) with initializers ``layers.K.weight`` (out, in)
     -- torch's layout -- and ``layers.K.bias`` (out,), followed by its tail op by op, op i's
-    nodes named ``layers.K.I.*``: the activation as a standard op (``Sigmoid``, ``Tanh``, ``Relu``,
-    ``Softplus``, ``Clip`` for ReLU6, ``LeakyRelu``), pooling. ONNX's Softplus has no beta and no
-    threshold, so torch's
-    ``softplus(x; beta, threshold)`` is built exactly: ``bx = beta * x`` (``Mul``, only when
-    beta != 1), ``Softplus(bx) / beta`` (``Div``, only when beta != 1), and
-    ``Where(bx > threshold, x, ...)`` for torch's linear branch. A threshold of +inf (or beyond
-    float32) has no linear branch: the plain formula is written, in C too; a NaN or -inf threshold
-    or a beta that is not a positive float32 number is refused (ValueError). With ``meta`` the dictionary is
-    stored as JSON under the model's metadata key ``"shrinknet.meta"``.
+    nodes named ``layers.K.I.*``: the activation as a standard op (``Sigmoid``, ``Tanh``,
+    ``Relu``, ``Softplus``, ``Clip`` for ReLU6, ``LeakyRelu``), pooling. ONNX's Softplus has no
+    beta and no threshold, so torch's ``softplus(x; beta, threshold)`` is built exactly:
+    ``bx = beta * x`` (``Mul``, only when beta != 1), ``Softplus(bx) / beta`` (``Div``, only when
+    beta != 1), and ``Where(bx > threshold, x, ...)`` for torch's linear branch. A threshold of
+    +inf (or beyond float32) has no linear branch: the plain formula is written, in C too; a NaN
+    or -inf threshold or a beta that is not a positive float32 number is refused (ValueError).
+    With ``meta`` the dictionary is stored as JSON under the model's metadata key
+    ``"shrinknet.meta"``.
 
 ``format="c"`` -- ``path`` names the ``.c`` file (it must end in ``.c``); the header goes next to
     it with the same stem (``out/model.c`` -> ``out/model.h``). Plain C99 with no ``malloc``
@@ -28,23 +28,26 @@ linear.py, conv.py, pool.py, act.py) emits its own ONNX node and C loop.
     ``void <prefix>_forward(const float *input, float *output);`` and defines
     ``<PREFIX>_INPUT_SIZE``, ``<PREFIX>_OUTPUT_SIZE``, ``<PREFIX>_FLASH_BYTES`` and
     ``<PREFIX>_RAM_BYTES``. Weights and biases are ``static const`` arrays ``layer<k>_weight``,
-    ``layer<k>_bias`` in torch's row-major layout. ``<prefix>_forward`` is one inline loop nest per
-    layer (an MLP's: ``y[i] = b[i] + sum_j w[i * n_in + j] x[j]``), then one in-place loop per
-    activation (torch's softplus written as in ONNX), then pooling. The forward pass works in one
-    static float scratch buffer in which consecutive maps sit at opposite ends (ping-pong); it holds
-    exactly ``Network.ram_floats()`` floats: for an MLP ``max(h_k + h_{k+1})`` (``h_0`` for one
-    hidden layer), at most twice the widest hidden layer. ``input`` is only read
-    by the first layer and ``output`` only written by the last, so the two may be the same
-    buffer. The static buffer makes the function not reentrant: do not call it from two threads
-    or from an interrupt handler that can interrupt itself. Every identifier other than
-    ``<prefix>_forward`` is ``static``, so several exported networks link into one program.
+    ``layer<k>_bias`` in torch's row-major layout. ``<prefix>_forward`` is one inline loop nest
+    per layer (an MLP's: ``y[i] = b[i] + sum_j w[i * n_in + j] x[j]``), each followed by its tail
+    in order: one in-place loop per activation (torch's softplus as in ONNX), one loop nest per
+    pooling. The forward pass works in one static float scratch buffer in which consecutive maps
+    sit at opposite ends (ping-pong); it holds exactly ``Network.ram_floats()`` floats: for an MLP
+    ``max(h_k + h_{k+1})`` (``h_0`` for one hidden layer), at most twice the widest hidden layer.
+    ``input`` is only read by the first layer and ``output`` only written by the last, so the two
+    may be the same buffer. The static buffer makes the function not reentrant: do not call it
+    from two threads or from an interrupt handler that can interrupt itself. Every identifier
+    other than ``<prefix>_forward`` is ``static``, so several exported networks link into one
+    program.
 
 ``format="safetensors"`` -- a shrinknet model file, written by :func:`shrinknet.modelio.save_model`
     (``meta`` is stored in it), readable with :func:`shrinknet.modelio.load_model`.
 
-``dtype`` is the storage type of weights and biases: ``"float32"``, ``"float16"`` or ``"int8"``; the
-weights are prepared at it in one place (``layers.export.stored_weights``). Arithmetic is float32 in
-every format, and a float64 model is stored as float32. With ``"float16"``:
+``dtype`` is the storage type of weights and biases: ``"float32"``, ``"float16"`` or ``"int8"``.
+ONNX and C take the weights as ``layers.export.stored_weights`` prepares them at ``dtype`` (the
+one place: rounding, int8 quantization, the finiteness check, which safetensors passes too).
+Arithmetic is float32 in every format, and a float64 model is stored as float32. With
+``"float16"``:
 
 * ONNX stores the initializers as float16 and inserts a ``Cast`` to float32 after each, so the
   graph's input, output and arithmetic stay float32 (runtimes fold the casts once at load).

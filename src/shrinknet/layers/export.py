@@ -104,15 +104,6 @@ class _Graph:
                          axis=0)
 
 
-def _flatten_before(net, k: int) -> bool:
-    """Whether the ONNX graph needs a Flatten before layer k (a Linear reading a map)."""
-    if net.blocks[k].param.kind != "linear":
-        return False
-    if k == 0:
-        return len(net.in_shape) > 1
-    return net.blocks[k - 1].param.kind == "conv"
-
-
 def onnx_model(net, stored: list[Stored], dtype: str, meta: dict | None):
     """The ONNX model of ``net`` holding ``stored`` (:func:`stored_weights` at ``dtype``): graph
     input ``"input"`` ["batch", *in_shape], output ``"output"`` ["batch", out_features]; layer k's
@@ -126,7 +117,7 @@ def onnx_model(net, stored: list[Stored], dtype: str, meta: dict | None):
     x = "input"
     for k, (b, w) in enumerate(zip(net.blocks, stored)):
         p = f"layers.{k}"
-        if _flatten_before(net, k):
+        if net._flatten_before(k):  # a Linear reading a map: nn.Flatten's place in to_sequential too
             x = g.node("Flatten", [x], f"{p}.flatten", axis=1)
         x = b.param.onnx(g, x, p, net.dims, w)
         for i, op in enumerate(b.tail):
