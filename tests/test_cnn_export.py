@@ -208,3 +208,47 @@ def test_model_file_round_trip(s, tmp_path):
     assert meta == {"dataset": "x", "input_shape": list(X.shape[1:])}
     with torch.no_grad():
         torch.testing.assert_close(loaded(X), model(X), rtol=1e-12, atol=1e-12)
+
+
+SOFTPLUS_DRIVER = """\
+#include <stdio.h>
+#include "m.h"
+
+int main(void)
+{
+    static float in[M_INPUT_SIZE], out[M_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {
+        m_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("threshold", [2.0, float("inf")], ids=["linear-branch", "inf"])
+def test_cnn_softplus_is_torchs_in_onnx_and_c(threshold, cc, tmp_path):  # noqa: F811
+    """One activation module for both networks: a CNN's softplus is built as an MLP's, the linear
+    branch where beta * x > threshold, the plain formula for a threshold of +inf."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Softplus(beta=1.5, threshold=threshold), nn.Flatten(),
+                          nn.Linear(3 * 5 * 4, 2)).eval()
+    X = 3 * torch.randn(N_INPUTS, 1, 5, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = model(X).numpy()
+    res = export(model, tmp_path / "m.onnx", format="onnx", input_shape=(1, 5, 4))
+    (y,) = ort.InferenceSession(str(res.paths[0]), providers=["CPUExecutionProvider"]).run(["output"], {"input": X.numpy()})
+    assert np.abs(y - want).max() <= TOL["float32"]
+    export(model, tmp_path / "m.c", format="c", prefix="m", input_shape=(1, 5, 4))
+    y = np.frombuffer(compile_and_run(cc, tmp_path, SOFTPLUS_DRIVER, ["m.c"], X.numpy().tobytes()), dtype=np.float32)
+    assert np.abs(y.reshape(N_INPUTS, 2) - want).max() <= TOL["float32"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "c"])
+def test_cnn_softplus_threshold_that_cannot_be_written_is_refused(fmt, tmp_path):
+    pytest.importorskip("onnx")
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Softplus(threshold=float("nan")), nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(ValueError, match="layer 0: softplus threshold nan cannot be exported"):
+        export(model, tmp_path / f"m.{fmt}", format=fmt, input_shape=(1, 10))
+    assert not any(tmp_path.iterdir())

@@ -21,7 +21,7 @@ from shrinknet.export import DTYPES, ExportResult, export
 from shrinknet.memory import network_bytes
 from shrinknet.modelio import load_model
 from shrinknet.network import as_net
-from shrinknet.quantize import fake_quantize
+from shrinknet.quantize import fake_quantize, quantize_rows
 from shrinknet.surgery import shrink
 
 ACTS = {
@@ -356,3 +356,108 @@ def test_export_refuses_a_file_name_that_says_another_format(tmp_path, fmt, name
     with pytest.raises(ValueError, match=f"ending in .{fmt}"):
         export(model, tmp_path / name, format=fmt)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- one export path: the layer modules write the MLP's ONNX and C (issue #11) ---------------
+# Their outputs were bitwise those of shrinknet 0.2's own MLP exporter on this grid when the move
+# was made; what stays pinned is that every format computes the stored network to float32
+# rounding (far inside TOL), the scratch is exactly the stated RAM, and int8 files hold exactly
+# quantize_rows' values and scales.
+def linears(model) -> list[nn.Linear]:
+    return [m for m in model if isinstance(m, nn.Linear)]
+
+
+def ram_by_hand(model) -> int:
+    """Slow twin of the C scratch of an MLP: the two widest consecutive hidden layers (h_0 alone
+    for one hidden layer), float32."""
+    h = [lin.out_features for lin in linears(model)[:-1]]
+    return 4 * max([h[0]] + [a + b for a, b in zip(h, h[1:])])
+
+
+def assert_float32_rounding(y: np.ndarray, want: np.ndarray) -> None:
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_onnx_computes_the_stored_network_to_float32_rounding(case, tmp_path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'shrinknet[export]'")
+    model = build(case)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    for dtype in DTYPES:
+        export(model, tmp_path / f"{dtype}.onnx", format="onnx", dtype=dtype)
+        sess = ort.InferenceSession(str(tmp_path / f"{dtype}.onnx"), opts, providers=["CPUExecutionProvider"])
+        assert_float32_rounding(sess.run(["output"], {"input": inputs().numpy()})[0], reference(model, dtype))
+
+
+def test_c_computes_the_stored_network_to_float32_rounding(cc, tmp_path):
+    """Every case at every dtype linked into one program (each under its own prefix: the static
+    identifiers keep them apart); the scratch buffer of each is exactly the hand-counted RAM."""
+    prefixes = []
+    for i, case in enumerate(CASES):
+        model = build(case)
+        for dtype in DTYPES:
+            prefix = f"c{i}_{dtype}"
+            res = export(model, tmp_path / f"{prefix}.c", format="c", dtype=dtype, prefix=prefix)
+            assert res.ram_bytes == ram_by_hand(model), case.id
+            assert f"static float scratch[{res.ram_bytes // 4}];" in res.paths[0].read_text()
+            prefixes.append(prefix)
+    driver = ("#include <stdio.h>\n" + "".join(f'#include "{p}.h"\n' for p in prefixes)
+              + f"int main(void)\n{{\n    static float in[{IN}], out[{OUT}];\n"
+              + "    while (fread(in, sizeof in, 1, stdin) == 1) {\n"
+              + "".join(f"        {p}_forward(in, out);\n        fwrite(out, sizeof out, 1, stdout);\n"
+                        for p in prefixes)
+              + "    }\n    return 0;\n}\n")
+    out = compile_and_run(cc, tmp_path, driver, [f"{p}.c" for p in prefixes], inputs().numpy().tobytes())
+    ys = np.frombuffer(out, dtype=np.float32).reshape(N_INPUTS, len(prefixes), OUT).transpose(1, 0, 2)
+    for i, case in enumerate(CASES):
+        model = build(case)
+        for j, dtype in enumerate(DTYPES):
+            assert_float32_rounding(ys[i * len(DTYPES) + j], reference(model, dtype))
+
+
+def c_array(source: str, name: str) -> np.ndarray:
+    """The numbers of ``static const <type> <name>[n] = {...};`` in a C source, as written (int8
+    values, or float32 decimals that read back exactly)."""
+    m = re.search(rf"static const \w+ {name}\[(\d+)\] = \{{(.*?)\}};", source, re.S)
+    items = [v.strip() for v in m.group(2).split(",")]
+    assert len(items) == int(m.group(1))
+    if items[0].endswith("f"):
+        return np.array([float(v[:-1]) for v in items], dtype=np.float32)
+    return np.array([int(v) for v in items], dtype=np.int8)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_int8_files_hold_exactly_quantize_rows(case, tmp_path):
+    """ONNX initializers and C arrays rebuild bit for bit quantize_rows' int8 values and scales of
+    every layer (and the float32 biases); ONNX: a DequantizeLinear along axis 0 feeds each Gemm;
+    the documented names, opset 17 and IR version 8."""
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed: pip install 'shrinknet[export]'")
+    from onnx import numpy_helper
+
+    model = build(case)
+    export(model, tmp_path / "m.onnx", format="onnx", dtype="int8")
+    source = export(model, tmp_path / "m.c", format="c", dtype="int8").paths[0].read_text()
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert (proto.ir_version, [o.version for o in proto.opset_import]) == (8, [17])
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    for k, lin in enumerate(linears(model)):
+        q, scale = quantize_rows(lin.weight.detach())
+        p = f"layers.{k}"
+        assert inits[f"{p}.weight"].dtype == np.int8 and np.array_equal(inits[f"{p}.weight"], q.numpy())
+        assert inits[f"{p}.weight_scale"].dtype == np.float32
+        assert np.array_equal(inits[f"{p}.weight_scale"].view(np.uint32), scale.numpy().view(np.uint32))
+        assert inits[f"{p}.weight_zero_point"].dtype == np.int8 and not inits[f"{p}.weight_zero_point"].any()
+        (gemm,) = [n for n in proto.graph.node if n.name == f"{p}.linear"]
+        deq = producer[gemm.input[1]]
+        assert (deq.op_type, list(deq.input)) == ("DequantizeLinear", [f"{p}.weight", f"{p}.weight_scale",
+                                                                       f"{p}.weight_zero_point"])
+        assert [a.i for a in deq.attribute if a.name == "axis"] == [0]
+        assert np.array_equal(c_array(source, f"layer{k}_weight"), q.numpy().reshape(-1))
+        assert np.array_equal(c_array(source, f"layer{k}_scale").view(np.uint32), scale.numpy().view(np.uint32))
+        if lin.bias is None:
+            assert f"{p}.bias" not in inits and f"layer{k}_bias" not in source
+        else:
+            bias = lin.bias.detach().numpy()
+            assert np.array_equal(inits[f"{p}.bias"], bias) and np.array_equal(c_array(source, f"layer{k}_bias"), bias)

@@ -9,6 +9,16 @@ the same torch build and CPU kernels only, so they run where those match what th
 with (``PINNED_ON``) and are skipped elsewhere (the invariant tests below cover the rest).
 The three C int8 pins were recomputed once when the int8 CNN work changed the C banner's wording
 ("bytes of int8 weights, float32 scales and float32 biases"; the code itself is unchanged).
+The twelve ONNX and C pins were recomputed again when the MLP's export moved onto the layer
+modules (issue #11: one export path, layers/export.py, for every network). The bytes changed in
+form only: node names (an activation is ``layers.K.0.<op>``, the first op of layer K's tail), the
+ONNX doc string and C comments (each layer's module describes itself), and the C code's layout
+(one inline loop per layer and per activation instead of ``dense()``/``act_*()`` helpers). The
+weights, initializer names, graph input/output and C API are unchanged, and the ONNX and C outputs
+were checked bitwise equal to the old exporter's over test_export.py's grid (every case and dtype)
+and test_cnn_export.py's settings when the move was made; test_export.py keeps what can be kept
+without the old code: every format computes the stored network to float32 rounding, and int8
+files hold exactly quantize_rows' values and scales. The safetensors pins did not change.
 """
 
 from __future__ import annotations
@@ -94,22 +104,22 @@ def run_analyses(case: str) -> bytes:
     return b"".join(c[k].numpy().tobytes() for c in curves for k in ("error", "taylor1", "taylor2")) + repr(rows).encode()
 
 
-FILES = {  # (case, format, dtype) -> SHA-256 with main's code
+FILES = {  # (case, format, dtype) -> SHA-256: safetensors with main's code; ONNX and C since the one export path
     ("sigmoid-bias", "safetensors", "float32"): "5e75c8120f444341efb358cef5ec1d4a05c6da9e38d7a8680e3b0c20f6117fa5",
-    ("sigmoid-bias", "onnx", "float32"): "bcdb9c663e36b1cedea7b6d48bb3d13dc94aebe2df76799ab3aa075bbc658b3d",
-    ("sigmoid-bias", "onnx", "int8"): "120fb7c4463450fa6efb6d1b2354436502360e5954a2dfc801317fdc3c396926",
-    ("sigmoid-bias", "c", "float16"): "524f6f8f54afa9b89423e93232259a3dea5fca16c83d6e49e25684945dd76432",
-    ("sigmoid-bias", "c", "int8"): "691e16c22bcc0fb498038899aa512e5bdb900f15ca06c32c2c93031456d86b5a",
+    ("sigmoid-bias", "onnx", "float32"): "0c389c9ac1487edcb9075de9c826d14303108d96d0c0f3d880677b7ad86d2563",
+    ("sigmoid-bias", "onnx", "int8"): "84c9952c558580ec7931b1011d2116247efff2e07d57d893f2a09d792902ba4b",
+    ("sigmoid-bias", "c", "float16"): "5e42e7b09777ba1478e95e61e0a9c209892d68528f09d5ef673b1d87ceb0a2ed",
+    ("sigmoid-bias", "c", "int8"): "46d6486c440d63308ad0a1c3eb4d390895ffd3f449b775df7cdacaec35670617",
     ("softplus-nobias", "safetensors", "float32"): "4c29bbaacbaf032f19efc95ea7bbefc6dd149c6f6e7a8dc769941249775e5262",
-    ("softplus-nobias", "onnx", "float32"): "0f36b8825bccd83d18fe28c8d3ad536d028f56efd7fcc71119b641decdbe8c5b",
-    ("softplus-nobias", "onnx", "int8"): "c128e93db7d8f5f3b0bfd02cbfef5dbd681bfd40408ef0e259e5fa705f791c63",
-    ("softplus-nobias", "c", "float16"): "346aed6e7639ffe23d71d17cba464da5f7fea9184b03b20c0dbd351ac2a12fc1",
-    ("softplus-nobias", "c", "int8"): "87348d286e44be72cec3cb39d701bf5552afb56ab1e23df72f34c8cf4db0860f",
+    ("softplus-nobias", "onnx", "float32"): "62bea84f99375c09f652f2e1bdb84a62410ea4bac31cce34c4b169116b41a843",
+    ("softplus-nobias", "onnx", "int8"): "236a6b02af0a60a7d82fd07dda36e0a642e5d23949e7763b958bb246dcb2cf8c",
+    ("softplus-nobias", "c", "float16"): "396ec2f3ee9e39be4f063b10feca253c6edb81198ea64b2473f8c5d1923826ec",
+    ("softplus-nobias", "c", "int8"): "63b6e731d8677e39113f3df184303def7ea882bb7c2ccf348c2fb820306510e7",
     ("relu-mixed", "safetensors", "float32"): "bc32a0c39ff1cd451bd0171c87e8a6dc4c0b029be09d5fc433015506595e7683",
-    ("relu-mixed", "onnx", "float32"): "3ef155f1ed6a28fd985ce9dbf71b3b5bf8ffd9b9e196a727e73c07ebf912d55f",
-    ("relu-mixed", "onnx", "int8"): "4079c8e91665968fe48a781a92e5ce77f20215b73b253c86e9751f7dfd32ffff",
-    ("relu-mixed", "c", "float16"): "be5594daf6330c5765e10bc978d0df22fbe818bb1739997c1bac0583c63489ec",
-    ("relu-mixed", "c", "int8"): "6c273284d168055456c930f3631e22a8ade84363318f86146583ce0b86a7e561",
+    ("relu-mixed", "onnx", "float32"): "ab11a3620c800af06ef5cd90af19b39ee019afb1c0cbfec25c8bcbf387051bdf",
+    ("relu-mixed", "onnx", "int8"): "974c1a8b57020cad7137f0aeed0d308385a7c9e8a52cbe280d60e5607565326e",
+    ("relu-mixed", "c", "float16"): "3a0c2d8bf8dc07b4914fa896f7c6a11d194ab4f1fece00d3d62b314aaebacaf9",
+    ("relu-mixed", "c", "int8"): "6b71f9e9b3a99531af1f6bfca98042a2fa07e403836a090408cac0d63d8d61c0",
 }
 SCORES = {  # (case, method) -> SHA-256 of the scores' bytes with main's code
     ("sigmoid-bias", "brute_force"): "49cdd66f43bac38404b2144b87ef495486c945fb09a7a42c9b54923f7ee91024",

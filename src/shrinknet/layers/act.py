@@ -1,5 +1,5 @@
-"""Activation layer, for both paths: forward, eqs. 74-75 of the second-derivative sweep, module
-rebuild, description, ONNX node and C code (the MLP's own ONNX/C export stays in export.py).
+"""Activation layer, for both networks: forward, eqs. 74-75 of the second-derivative sweep, module
+rebuild, description, ONNX node and C expression (softplus: torch's beta and threshold exactly).
 
 The maths of sigma, sigma' and sigma'' lives in :mod:`shrinknet.activations`; this module is what
 a network needs around it. Index letters as
@@ -8,8 +8,10 @@ elsewhere: n instance, c channel, then the spatial positions of the map.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 from torch import Tensor
 
 from .. import activations as A
@@ -46,7 +48,22 @@ class Act:
         return {"op": "act", **self.act.to_dict()}
 
     # -- export ------------------------------------------------------------------------------
-    def onnx(self, g, x: str, p: str) -> str:
+    def _softplus(self, k: int) -> tuple[float, float | None]:
+        """(beta, threshold) of a softplus as float32 constants; threshold None for "never linear"
+        (+inf, or beyond float32: beta * x in float32 never exceeds it). ValueError for what no
+        format can express (a NaN or -inf threshold; a beta that is not a positive float32 number)."""
+        a, big = self.act, float(np.finfo(np.float32).max)
+        if not (math.isfinite(a.beta) and 0 < a.beta <= big):
+            raise ValueError(f"layer {k}: softplus beta {a.beta!r} cannot be exported: it must be a positive "
+                             "finite float32 number")
+        t = float(a.threshold)
+        if math.isnan(t) or t < -big:
+            raise ValueError(f"layer {k}: softplus threshold {t!r} cannot be exported: use a finite float32 "
+                             "threshold, or +inf for the plain formula")
+        return a.beta, None if t > big else t
+
+    def onnx(self, g, x: str, p: str, k: int) -> str:
+        """The activation's node(s) on ``x`` in layer k; a standard op where ONNX has one."""
         a = self.act
         if a.name == "identity":
             return x
@@ -56,19 +73,24 @@ class Act:
             return g.node("Clip", [x, g.scalar(f"{p}.relu6.min", 0.0), g.scalar(f"{p}.relu6.max", 6.0)], f"{p}.relu6")
         if a.name == "leaky_relu":
             return g.node("LeakyRelu", [x], f"{p}.leaky_relu", alpha=float(a.slope))
-        # softplus, built exactly as torch's (see shrinknet.export)
+        # softplus: ONNX's has no beta and no threshold, so torch's is built exactly:
+        # x where beta * x > threshold, else Softplus(beta * x) / beta (Mul and Div only when beta != 1)
+        beta, threshold = self._softplus(k)
+        smooth = f"{p}.softplus" if threshold is None else f"{p}.softplus.smooth"  # never linear: the plain formula
         bx = x
-        if a.beta != 1:
-            beta = g.scalar(f"{p}.softplus.beta", a.beta)
-            bx = g.node("Mul", [x, beta], f"{p}.softplus.beta_x")
-            sp = g.node("Div", [g.node("Softplus", [bx], f"{p}.softplus.of_beta_x"), beta], f"{p}.softplus.smooth")
+        if beta != 1:
+            b = g.scalar(f"{p}.softplus.beta", beta)
+            bx = g.node("Mul", [x, b], f"{p}.softplus.beta_x")
+            sp = g.node("Div", [g.node("Softplus", [bx], f"{p}.softplus.of_beta_x"), b], smooth)
         else:
-            sp = g.node("Softplus", [x], f"{p}.softplus.smooth")
-        above = g.node("Greater", [bx, g.scalar(f"{p}.softplus.threshold", a.threshold)], f"{p}.softplus.linear")
+            sp = g.node("Softplus", [x], smooth)
+        if threshold is None:
+            return sp
+        above = g.node("Greater", [bx, g.scalar(f"{p}.softplus.threshold", threshold)], f"{p}.softplus.linear")
         return g.node("Where", [above, x, sp], f"{p}.softplus")
 
-    def c_expr(self, v: str, cf) -> str | None:
-        """C expression for sigma applied to the float lvalue ``v`` (None for identity);
+    def c_expr(self, v: str, cf, k: int) -> str | None:
+        """C expression for sigma applied to the float lvalue ``v`` in layer k (None for identity);
         ``cf`` formats a float constant."""
         a = self.act
         if a.name == "identity":
@@ -83,5 +105,9 @@ class Act:
             return f"({v} > 0.0f ? ({v} < 6.0f ? {v} : 6.0f) : 0.0f)"
         if a.name == "leaky_relu":
             return f"({v} > 0.0f ? {v} : {cf(a.slope)} * {v})"
-        bx = f"({cf(a.beta)} * {v})"
-        return f"({bx} > {cf(a.threshold)} ? {v} : log1pf(expf({bx})) / {cf(a.beta)})"
+        beta, threshold = self._softplus(k)  # softplus, as torch
+        bx = f"({cf(beta)} * {v})"
+        smooth = f"log1pf(expf({bx})) / {cf(beta)}"
+        if threshold is None:  # never linear: the plain formula
+            return smooth
+        return f"({bx} > {cf(threshold)} ? {v} : {smooth})"

@@ -138,11 +138,13 @@ class Conv:
                 "dilation": list(self.dilation)}
 
     # -- export ------------------------------------------------------------------------------
-    def onnx(self, g, x: str, p: str, dims: int, W: Tensor, b: Tensor | None) -> str:
-        w = W[:, :, 0] if dims == 1 else W
-        ins = [x, g.weight(f"{p}.weight", w)]
-        if b is not None:
-            ins.append(g.constant(f"{p}.bias", b.numpy()))
+    def onnx(self, g, x: str, p: str, dims: int, w) -> str:
+        """One ``Conv`` node; ``w``: the stored weights (layers/export.py ``Stored``), the kernel
+        (o, c, kh, kw), or (o, c, k) for a 1-D convolution, as ``p.weight``."""
+        W = w.weight
+        ins = [x, g.weight(f"{p}.weight", W[:, :, 0] if dims == 1 else W, w.scale)]
+        if w.bias is not None:
+            ins.append(g.constant(f"{p}.bias", w.bias.numpy()))
         pads = list(self.padding[-dims:])
         return g.node("Conv", ins, f"{p}.conv", kernel_shape=list(W.shape[2:][-dims:]),
                       strides=list(self.stride[-dims:]), pads=pads + pads, dilations=list(self.dilation[-dims:]))

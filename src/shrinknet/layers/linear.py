@@ -1,6 +1,6 @@
 """Linear layer, for both paths (the MLP's layers are Dense with P = 1): forward, eq. 73, the
 per-candidate change brute force needs, surgery, parameter count, module rebuild, description,
-ONNX node and C loop (the MLP's own ONNX/C export stays in export.py).
+ONNX node and C loop (an MLP's and a CNN's alike).
 
 Index letters: n instance, c unit of the layer below, p position inside that unit's block,
 i output feature. After ``Flatten`` a channel c of the layer below feeds the P consecutive
@@ -113,14 +113,17 @@ class Dense:
         return {"op": "linear", "block": self.block}
 
     # -- export ------------------------------------------------------------------------------
-    def onnx(self, g, x: str, p: str, dims: int, W: Tensor, b: Tensor | None) -> str:
-        ins = [x, g.weight(f"{p}.weight", W)]
-        if b is not None:
-            ins.append(g.constant(f"{p}.bias", b.numpy()))
+    def onnx(self, g, x: str, p: str, dims: int, w) -> str:
+        """One ``Gemm`` (transB=1) on the rows ``x``; ``w``: the stored weights (layers/export.py
+        ``Stored``), initializers ``p.weight`` (i, c * p) in torch's layout and ``p.bias``."""
+        ins = [x, g.weight(f"{p}.weight", w.weight, w.scale)]
+        if w.bias is not None:
+            ins.append(g.constant(f"{p}.bias", w.bias.numpy()))
         return g.node("Gemm", ins, f"{p}.linear", transB=1)
 
     def c_code(self, src: str, dst: str, w, b: str | None, in_shape: tuple, out_shape: tuple) -> str:
-        """The loop; ``w(index, unit)`` is the C float expression of a weight (layers/export.py)."""
+        """The loop: y[i] = b[i] + sum_j w[i * n_in + j] x[j] (eq. 5), j in order; ``w(index, unit)`` is
+        the C float expression of a weight (layers/export.py)."""
         n_in = self.weight.shape[1]
         init = f"LOAD({b}[i])" if b else "0.0f"
         return f"""{{ /* linear {n_in} -> {self.out_units} */
