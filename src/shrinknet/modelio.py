@@ -94,6 +94,9 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
 
     from .layers import io
 
+    if dtype is not None and dtype not in ("float32", "float16", "float64"):
+        raise ValueError(f"a model file stores float weights: dtype float32, float16 or float64, not {dtype!r} "
+                         "(int8 storage is exported as onnx or c)")
     net = as_net(model)
     _check_meta(meta or {}, "meta")
     describe = {FORMAT: _describe, io.FORMAT: io.describe}[net.file_format]

@@ -114,8 +114,8 @@ class Network:
     #: The model-file format that describes this network (modelio.py, layers/io.py).
     file_format = ""
     #: Whether this is the general (CNN) network. New code asks for a capability instead; it is still
-    #: read where the CNN lacks one that is being added elsewhere (int8 storage and its refit, the
-    #: export of a SeqNet) and by ``shrinknet info``'s two layouts.
+    #: read by the refit's dispatch (the MLP's refit reuses the layers below a change between steps)
+    #: and by ``shrinknet info``'s two layouts.
     general = False
     dims = 0  # 1 or 2 for a CNN (maps held as (N, C, H, W), 1-D as (N, C, 1, L)); 0 without convolutions
 

@@ -9,7 +9,7 @@
     net.py     Block (a layer module + its tail: the layer of both networks; ``Block.linear`` is an
                MLP layer) and SeqNet, the general network (its brute force, gates, 1-D and Flatten)
     parse.py   nn.Sequential -> the MLP's network.Net (parse_mlp) or SeqNet (parse; BatchNorm folded)
-    export.py  ONNX graph and C99 source of a SeqNet
+    export.py  ONNX graph and C99 source of every network, from each layer module's pieces
     io.py      the model-file description of a SeqNet
 
 ``network.Network`` strings the blocks together once for both (forward, the eqs. 73-75 sweep,
