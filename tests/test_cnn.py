@@ -320,3 +320,41 @@ def test_cnn_run_rebuilds_from_json_with_a_model_that_has_not_seen_data(s):
     other = build(SETTINGS[(SETTINGS.index(s) + 5) % len(SETTINGS)], n=20)[0]
     with pytest.raises(ValueError, match="is not the one the run was made on"):
         shrinknet.PruneResult.from_json(want.to_json(), model=other)
+
+
+@pytest.mark.parametrize("s", [SETTINGS[0], SETTINGS[3], SETTINGS[9]], ids=lambda s: s.id)
+def test_ram_budget_removes_only_what_lowers_the_ram_until_it_fits(s):
+    """Slow twin: at every step, score every kept unit literally (saliency brute force on the masks of
+    that step), drop the layers whose removal leaves memory.ram_bytes as it is while the RAM budget is
+    not met (unless every layer would), and take the least Delta E; the run must remove exactly that."""
+    model, _, X, T = build(s, n=20)
+    net = shrinknet.as_net(model)
+    net.bind(tuple(X.shape[1:]))
+    start = shrinknet.memory.ram_bytes(net)
+    smallest = shrinknet.memory.ram_bytes(net, [torch.arange(n) == 0 for n in net.hidden_sizes])
+    ram = (start + smallest) // 2
+    result = shrinknet.prune(model, X, T, loss=s.loss, ram_budget_bytes=ram, progress=False, chunk_size=3)
+    masks = [torch.ones(n, dtype=torch.bool) for n in net.hidden_sizes]
+    waited = 0
+    for step in result.steps[1:]:
+        scores = shrinknet.saliency(model, X, T, "brute_force", loss=s.loss, mask=masks)
+        now = shrinknet.memory.ram_bytes(net, masks)
+        movable = [h for h, m in enumerate(masks) if int(m.sum()) > 1]
+        helps = [h for h in movable
+                 if shrinknet.memory.ram_bytes(net, [_drop_first(m) if k == h else m for k, m in enumerate(masks)]) < now]
+        allowed = movable if now <= ram or not helps else helps
+        waited += allowed != movable
+        best = min((float(scores[h][j]), h, j) for h in allowed for j in masks[h].nonzero().squeeze(1).tolist())
+        (h, j), = step.removed
+        assert (h, j) == best[1:] or float(scores[h][j]) == pytest.approx(best[0], rel=1e-9, abs=1e-12)
+        assert h in allowed
+        masks[h] = masks[h].clone()
+        masks[h][j] = False
+    assert result.steps[-1].ram_bytes <= ram
+    assert waited > 0  # the rule was exercised: some layer's units waited for the RAM budget
+
+
+def _drop_first(m):
+    out = m.clone()
+    out[int(m.nonzero()[0])] = False
+    return out

@@ -306,6 +306,8 @@ def prune(
         ram_budget_bytes: budget for the peak activation memory of a batch-1 forward pass
             (``memory.ram_bytes``: the two largest consecutive float32 maps); a stopping target
             like ``budget_bytes`` (both must be met); ``fit(budget, ram_budget)`` picks the step.
+            Until it is met, iterative re-ranking only removes units whose removal lowers the RAM
+            peak (``_Pruner.ram_idle_layers``); the single ranking and the approximate speeds do not.
         dtype: storage dtype for byte counts: "float32", "float16", "float64" or "int8" (int8
             weights with a float32 scale per row or output channel and float32 biases, see
             ``quantize``). Scoring, refit and recorded errors use the network as stored at
@@ -434,7 +436,7 @@ def prune(
     stop_at = budget if budget is not None and max_fraction is None and not full_curve else None
     pruner = _Pruner(net, loss_, val, test, method, clip, seed, batch_size, chunk_size, pairs,
                      builder=builder, refit=refit, trace=resume is None, speed=speed_, workers=workers, group=group,
-                     limit=limit, stop_at=(stop_at, dtype))
+                     limit=limit, stop_at=(stop_at, dtype), ram_target=ram)
     if resume is None:
         result = PruneResult(config, [pruner.record([], None, dtype)], net.layout(), net)
         if drop is not None:
@@ -606,8 +608,9 @@ class _Pruner:
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
                  builder: Refitter | None = None, refit: str | None = None,
                  trace: bool = True, *, speed: Speed | None = None, workers: int = 1, group=None,
-                 limit: int | None = None, stop_at: tuple = (None, "float32")):
+                 limit: int | None = None, stop_at: tuple = (None, "float32"), ram_target: int | None = None):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
+        self.ram_target = ram_target  # the RAM budget in bytes (see ``ram_idle_layers``)
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
         self.final = refit == "final"
@@ -728,26 +731,49 @@ class _Pruner:
             h, j = distributed.broadcast_ints([h, j], self.group, self.net.device)
             return [(h, j)], score
         s = self.scores()  # fresh tensors: safe to overwrite
+        idle = self.ram_idle_layers()
         for h, m in enumerate(self.masks):
-            if int(m.sum()) == 1:
-                s[h][:] = math.inf  # never remove the last neuron of a layer
+            if int(m.sum()) == 1 or h in idle:
+                s[h][:] = math.inf  # never remove the last neuron of a layer; wait where RAM gains nothing
         best = min(((float(x.min()), h, int(x.argmin())) for h, x in enumerate(s)))
         h, j = distributed.broadcast_ints([best[1], best[2]], self.group, self.net.device)
         removed, score = [(h, j)], best[0]
         if algorithm == "iterative_pairs" and room >= 2:
-            pair, pair_score = self.best_pair()
+            pair, pair_score = self.best_pair(skip=idle)
             if pair is not None and pair_score < score:
                 removed, score = pair, pair_score
         return removed, score
 
-    def best_pair(self) -> tuple[list[tuple[int, int]] | None, float]:
-        """The most correlated pairs of each layer, switched off together by brute force;
-        returns the pair with the least Delta E per neuron removed."""
+    def ram_idle_layers(self) -> list[int]:
+        """While a RAM budget is not met, the hidden layers where removing a unit frees no RAM (the
+        peak is set by other maps): iterative re-ranking skips their units until it is met, since
+        such a removal costs accuracy and brings the binding limit no closer. Empty when there is
+        no RAM budget, it is met, or no layer would lower the peak (then every unit competes)."""
+        if self.ram_target is None:
+            return []
+        now = memory.ram_bytes(self.net, self.masks)
+        if now <= self.ram_target:
+            return []
+        open_, idle = [], []
+        for h, m in enumerate(self.masks):
+            if int(m.sum()) <= 1:
+                continue
+            open_.append(h)
+            fewer = list(self.masks)
+            fewer[h] = m.clone()
+            fewer[h][int(m.nonzero()[0])] = False  # RAM counts units, not which ones
+            if memory.ram_bytes(self.net, fewer) >= now:
+                idle.append(h)
+        return idle if len(idle) < len(open_) else []
+
+    def best_pair(self, skip=()) -> tuple[list[tuple[int, int]] | None, float]:
+        """The most correlated pairs of each layer (but the layers in ``skip``), switched off
+        together by brute force; returns the pair with the least Delta E per neuron removed."""
         from .analysis import top_pairs, unit_correlation
 
         best, best_score = None, math.inf
         for h in range(self.net.n_hidden):
-            if int(self.masks[h].sum()) <= 2:
+            if int(self.masks[h].sum()) <= 2 or h in skip:
                 continue
             o = torch.cat([t.o[h] for _, t in self.val])
             corr = unit_correlation(self.scoring, o, h)
