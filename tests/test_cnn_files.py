@@ -88,3 +88,25 @@ def test_int8_is_never_written_as_a_safetensors_model_file(cnn_file, tmp_path):
     assert r.exit_code == 2 and "int8 storage is exported as onnx or c" in r.stderr
     assert not (tmp_path / "q.safetensors").exists()
     assert torch.equal(modelio.load_model(cnn_file)[0][0].weight, model[0].weight)  # the input untouched
+
+
+def test_a_cnn_saved_before_it_saw_data_is_explained_and_save_model_takes_its_shape(tmp_path):
+    """The command line needs a CNN's input shape to read flat rows: a file without it gets one line saying
+    so (it said '64 input features but the model expects 1', the channel count); with save_model's
+    input_shape the same network prunes."""
+    pytest.importorskip("sklearn")
+    model = train.cnn((1, 8, 8), 10, (3, 4), seed=0).eval()
+    del model.shrinknet_input_shape  # as a network built in plain PyTorch carries no shape
+    meta = {"loss": "cross_entropy", "task": "classification", "class_values": list(range(10))}
+    modelio.save_model(tmp_path / "noshape.safetensors", model, meta)
+    r = _invoke("prune", tmp_path / "noshape.safetensors", "--data", "digits", "--size", 300, "--budget", "2KiB",
+                "--force", "--out", tmp_path / "a")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1, r.output
+    assert "does not record its input shape" in r.stderr and not (tmp_path / "a").exists()
+    modelio.save_model(tmp_path / "shaped.safetensors", model, meta, input_shape=(1, 8, 8))
+    assert modelio.load_model(tmp_path / "shaped.safetensors")[1]["input_shape"] == [1, 8, 8]
+    r = _invoke("--quiet", "prune", tmp_path / "shaped.safetensors", "--data", "digits", "--size", 300, "--budget",
+                "2KiB", "--force", "--no-analyze", "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    with pytest.raises(ValueError, match="must have shape"):
+        modelio.save_model(tmp_path / "bad.safetensors", model, meta, input_shape=(3, 8, 8))

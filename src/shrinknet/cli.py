@@ -307,8 +307,7 @@ def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=N
         if path is None:
             continue
         X, y = datasets.load_heldout(path, task, values, net.out_features)
-        if X.shape[1] != net.in_features:
-            raise UserError(f"{opt} {path} has {X.shape[1]} input features but the model expects {net.in_features}")
+        _check_width(net, X.shape[1], f"{opt} {path}")
         if y.ndim == 2 and y.shape[1] != net.out_features:
             raise UserError(f"{opt} {path} has {y.shape[1]} target columns but the model has {net.out_features} outputs")
         if y.ndim == 1 and net.out_features < 2:
@@ -340,10 +339,18 @@ def _same_data(data: str, name: str) -> bool:
     return data == name or (Path(data).exists() and str(Path(data).resolve()) == name)
 
 
+def _check_width(net, n_features: int, what: str) -> None:
+    """The data's features per instance against the model's input (a CNN's whole input shape)."""
+    if net.dims and net.in_shape is None:
+        raise UserError("the model file does not record its input shape (a convolutional network saved before it "
+                        "saw data): save it with shrinknet.modelio.save_model(path, model, meta, input_shape=(C, H, W))")
+    if n_features != net.in_features:
+        raise UserError(f"{what} has {n_features} input features but the model expects {net.in_features}")
+
+
 def _check_widths(model, ds, data_name):
     net = as_net(model)
-    if ds.in_features != net.in_features:
-        raise UserError(f"data set {data_name} has {ds.in_features} input features but the model expects {net.in_features}")
+    _check_width(net, ds.in_features, f"data set {data_name}")
     if ds.out_features != net.out_features:
         raise UserError(f"data set {data_name} has {ds.out_features} outputs/classes but the model has {net.out_features}")
 

@@ -84,11 +84,14 @@ def record(model, meta: dict | None) -> Record:
     )
 
 
-def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: str | None = None) -> Path:
+def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: str | None = None,
+               input_shape=None) -> Path:
     """Write ``model`` (nn.Sequential or a parsed network) to ``path`` as a shrinknet safetensors file.
 
     ``dtype`` ("float32", "float16", "float64") converts the stored weights; default: as they are.
     ``meta`` should carry the Record: "loss", "task" and (classification) "class_values".
+    ``input_shape``: one instance's shape, e.g. (1, 20, 20), for a convolutional network that has
+    not seen data yet (the command line needs it to read flat data rows).
     """
     from safetensors.torch import save_file
 
@@ -98,6 +101,9 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
         raise ValueError(f"a model file stores float weights: dtype float32, float16 or float64, not {dtype!r} "
                          "(int8 storage is exported as onnx or c)")
     net = as_net(model)
+    if input_shape is not None:
+        net = net.copy()
+        net.bind(tuple(input_shape))
     _check_meta(meta or {}, "meta")
     describe = {FORMAT: _describe, io.FORMAT: io.describe}[net.file_format]
     conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
