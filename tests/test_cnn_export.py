@@ -20,7 +20,7 @@ from shrinknet.modelio import load_model, save_model
 from shrinknet.quantize import dequantize, quantize_rows
 
 from cnn_helpers import SETTINGS, build
-from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
+from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
 
 N_INPUTS = 100
 
@@ -210,20 +210,7 @@ def test_model_file_round_trip(s, tmp_path):
         torch.testing.assert_close(loaded(X), model(X), rtol=1e-12, atol=1e-12)
 
 
-SOFTPLUS_DRIVER = """\
-#include <stdio.h>
-#include "m.h"
-
-int main(void)
-{
-    static float in[M_INPUT_SIZE], out[M_OUTPUT_SIZE];
-    while (fread(in, sizeof in, 1, stdin) == 1) {
-        m_forward(in, out);
-        fwrite(out, sizeof out, 1, stdout);
-    }
-    return 0;
-}
-"""
+SOFTPLUS_DRIVER = stream_driver("m.h", "m")
 
 
 @pytest.mark.parametrize("threshold", [2.0, float("inf")], ids=["linear-branch", "inf"])

@@ -164,6 +164,25 @@ def cc() -> str:
     return path
 
 
+def stream_driver(header: str = "model.h", prefix: str = "shrinknet") -> str:
+    """A C main that runs ``<prefix>_forward`` on every instance read from stdin, writing the outputs."""
+    P = prefix.upper()
+    return f"""\
+#include <stdio.h>
+#include "{header}"
+
+int main(void)
+{{
+    static float in[{P}_INPUT_SIZE], out[{P}_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {{
+        {prefix}_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+    }}
+    return 0;
+}}
+"""
+
+
 def compile_and_run(cc: str, tmp_path, driver: str, sources: list[str], stdin: bytes = b"") -> bytes:
     (tmp_path / "driver.c").write_text(driver)
     exe = tmp_path / "driver"

@@ -28,7 +28,7 @@ import cnn_helpers
 import helpers
 from test_cnn_export import WEIGHTED, per_channel_int8
 from test_cnn_int8 import literal_stored
-from test_export import compile_and_run
+from test_export import compile_and_run, stream_driver
 from test_refit import masks_for
 
 # -- the round trip of every storage dtype ------------------------------------------------------
@@ -222,20 +222,7 @@ def test_approximate_speeds_are_refused_where_storage_rounds(dtype):
 
 
 # -- the float16 exports compute what network(k) computes -------------------------------------------
-C_DRIVER = """\
-#include <stdio.h>
-#include "net.h"
-
-int main(void)
-{
-    static float in[NET_INPUT_SIZE], out[NET_OUTPUT_SIZE];
-    while (fread(in, sizeof in, 1, stdin) == 1) {
-        net_forward(in, out);
-        fwrite(out, sizeof out, 1, stdout);
-    }
-    return 0;
-}
-"""
+C_DRIVER = stream_driver("net.h", "net")
 
 
 def relative_gap(y: np.ndarray, want: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from shrinknet import train as T
 from shrinknet.cli import cli
 from shrinknet.modelio import load_model
 
-from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
+from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
 
 mnist1d = pytest.importorskip("mnist1d.data")
 
@@ -170,20 +170,7 @@ def test_cli_missing_package_names_the_extra(monkeypatch, fresh, tmp_path):
 
 
 # -- end to end ---------------------------------------------------------------------------------
-DRIVER = """\
-#include <stdio.h>
-#include "model.h"
-
-int main(void)
-{
-    static float in[SHRINKNET_INPUT_SIZE], out[SHRINKNET_OUTPUT_SIZE];
-    while (fread(in, sizeof in, 1, stdin) == 1) {
-        shrinknet_forward(in, out);
-        fwrite(out, sizeof out, 1, stdout);
-    }
-    return 0;
-}
-"""
+DRIVER = stream_driver("model.h", "shrinknet")
 
 
 def _invoke(*args):

@@ -20,7 +20,7 @@ from shrinknet import datasets, modelio, scaling, train
 from shrinknet.cli import cli
 from shrinknet.experiments import evaluate, train_on
 
-from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
+from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
 
 
 @dataclass(frozen=True)
@@ -276,20 +276,7 @@ def test_train_cnn_standardize_end_to_end(cc, tmp_path):  # noqa: F811
     assert "from scratch at the same shape" in r.stdout
 
 
-C_DRIVER = """\
-#include <stdio.h>
-#include "model.h"
-
-int main(void)
-{
-    static float in[SHRINKNET_INPUT_SIZE], out[SHRINKNET_OUTPUT_SIZE];
-    while (fread(in, sizeof in, 1, stdin) == 1) {
-        shrinknet_forward(in, out);
-        fwrite(out, sizeof out, 1, stdout);
-    }
-    return 0;
-}
-"""
+C_DRIVER = stream_driver("model.h", "shrinknet")
 
 
 def test_describe_says_what_the_record_holds():
