@@ -14,7 +14,7 @@ from .saliency import METHODS, saliency
 from .speed import SPEEDS
 from .surgery import shrink
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ALGORITHMS",
