@@ -125,7 +125,7 @@ def scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, seeds
           f"Adam lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['epochs']} epochs, patience "
           f"{recipe['patience']}; BatchNorm folded), seeds 0..{seeds - 1}; test accuracy")
     print(f"{'budget':>8} | {'f32 kept':>9} {'acc':>7} {'refit':>7} {'scratch':>7}  {'(seeds)':<22} | "
-          f"{'int8 kept':>9} {'refit':>7} {'scratch':>7}  {'(seeds)':<22}")
+          f"{'int8 kept':>9} {'refit':>7} {'scratch':>7}  (seeds)")
     for kib in BUDGETS_KIB:
         k, small = result.fit(kib * 1024)
         f = result.steps[k]
@@ -139,7 +139,7 @@ def scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, seeds
         note = "" if r.kept == f.kept else f"   (refit kept {r.kept})"
         print(f"{kib:>5} KiB | {str(f.kept):>9} {f.test_accuracy:7.4f} {r.test_accuracy:7.4f} "
               f"{sum(s32) / len(s32):7.4f}  {seeds32:<22} | {str(q.kept):>9} {q.test_accuracy:7.4f} "
-              f"{sum(s8) / len(s8):7.4f}  {seeds8:<22}{note}")
+              f"{sum(s8) / len(s8):7.4f}  {seeds8:<22}{note}".rstrip())
     print(f"({len(cache)} shapes x {seeds} seeds trained from scratch in {time.perf_counter() - t0:.1f}s)")
 
 
