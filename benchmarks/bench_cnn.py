@@ -16,9 +16,14 @@ Prints, side by side in one run:
      early stopping on validation) of each pruned network. Torch-Pruning's network keeps its
      BatchNorm layers, which fine-tuning also updates; shrinknet's has them folded.
      Beside them, shrinknet at int8 storage (``dtype="int8"``: int8 kernels with a float32 scale per
-     output channel, float32 biases; refit="final"; the budget counts all three) at the same budgets.
+     output channel, float32 biases; refit="final"; the budget counts all three) at the same budgets;
+  4. the honest baseline at each budget: the kept shape of shrinknet's float32 run (and of its int8 run,
+     quantized per output channel after training) trained from scratch with the recipe the original was
+     trained with (``retrain.scratch_baseline``: ``train.cnn`` with the kept channels, BatchNorm folded
+     after training; --seeds seeds, their mean), beside the pruned networks' test accuracy. A shape met
+     twice (e.g. int8 at 16 and 32 KiB) is trained once.
 
-Run: python benchmarks/bench_cnn.py [--epochs 8] [--repeats 3]   (needs torch-pruning: the [bench] extra)
+Run: python benchmarks/bench_cnn.py [--epochs 8] [--repeats 3] [--seeds 3]   (needs torch-pruning: the [bench] extra)
 """
 
 from __future__ import annotations
@@ -94,11 +99,56 @@ def torch_pruning_at(model, Xv, yv, budget: int):
     return m
 
 
+def cnn_recipe(shape, channels, epochs: int) -> dict:
+    """The recipe ``main`` trains the original with, in ``retrain.scratch_baseline``'s words."""
+    return {"arch": "cnn", "input_shape": shape, "channels": list(channels), "activation": "relu",
+            "out_activation": "identity", "epochs": epochs, "lr": 3e-3, "batch_size": 64, "patience": 3}
+
+
+def scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, seeds: int) -> None:
+    """Print, per budget, the pruned networks (no retraining) beside their kept shapes trained from scratch
+    with ``recipe`` (mean of ``seeds`` seeds; int8: quantized per output channel after training)."""
+    from shrinknet.retrain import scratch_baseline
+
+    cache: dict = {}
+
+    def scratch(small, kept, q8: bool) -> list[float]:
+        key = (tuple(kept), q8)
+        if key not in cache:
+            r = scratch_baseline(small, Xtr, ytr, Xv, yv, Xte, yte, loss="cross_entropy", recipe=recipe,
+                                 seeds=range(seeds), int8=q8)
+            cache[key] = [x["test_accuracy"] for x in r]
+        return cache[key]
+
+    t0 = time.perf_counter()
+    print(f"\nthe honest baseline: each kept shape trained from scratch with the original's recipe (train.cnn, "
+          f"Adam lr {recipe['lr']}, batch {recipe['batch_size']}, {recipe['epochs']} epochs, patience "
+          f"{recipe['patience']}; BatchNorm folded), seeds 0..{seeds - 1}; test accuracy")
+    print(f"{'budget':>8} | {'f32 kept':>9} {'acc':>7} {'refit':>7} {'scratch':>7}  {'(seeds)':<22} | "
+          f"{'int8 kept':>9} {'refit':>7} {'scratch':>7}  (seeds)")
+    for kib in BUDGETS_KIB:
+        k, small = result.fit(kib * 1024)
+        f = result.steps[k]
+        r = refit.steps[refit.fit(kib * 1024)[0]]
+        s32 = scratch(small, f.kept, False)
+        kq, small8 = int8.fit(kib * 1024)
+        q = int8.steps[kq]
+        s8 = scratch(small8, q.kept, True)
+        seeds32 = " ".join(f"{a:.4f}" for a in s32)
+        seeds8 = " ".join(f"{a:.4f}" for a in s8)
+        note = "" if r.kept == f.kept else f"   (refit kept {r.kept})"
+        print(f"{kib:>5} KiB | {str(f.kept):>9} {f.test_accuracy:7.4f} {r.test_accuracy:7.4f} "
+              f"{sum(s32) / len(s32):7.4f}  {seeds32:<22} | {str(q.kept):>9} {q.test_accuracy:7.4f} "
+              f"{sum(s8) / len(s8):7.4f}  {seeds8:<22}{note}".rstrip())
+    print(f"({len(cache)} shapes x {seeds} seeds trained from scratch in {time.perf_counter() - t0:.1f}s)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--finetune", type=int, default=5, help="fine-tuning epochs (0: none)")
+    ap.add_argument("--seeds", type=int, default=3, help="from-scratch seeds per kept shape (0: no baseline)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     ds = datasets.load("mnist5k")
@@ -106,9 +156,11 @@ def main():
     view = lambda a: torch.as_tensor(a).reshape(len(a), *shape)  # noqa: E731
     Xtr, Xv, Xte = view(ds.inputs("train")), view(ds.inputs("val")), view(ds.inputs("test"))
     ytr, yv, yte = (torch.as_tensor(ds.targets(s, "cross_entropy")).long() for s in ("train", "val", "test"))
-    model = cnn(shape, 10, (16, 32), "relu")
+    recipe = cnn_recipe(shape, (16, 32), args.epochs)
+    model = cnn(shape, 10, recipe["channels"], recipe["activation"])
     t0 = time.perf_counter()
-    log = train(model, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=args.epochs, patience=3, lr=3e-3)
+    log = train(model, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=recipe["epochs"], patience=recipe["patience"],
+                lr=recipe["lr"], batch_size=recipe["batch_size"])
     model.eval()
     print(f"trained {log.epochs} epochs in {time.perf_counter() - t0:.1f}s; test accuracy {accuracy(model, Xte, yte):.4f}; "
           f"{flash_bytes_folded(model)} B of float32 weights (BatchNorm folded)")
@@ -171,6 +223,8 @@ def main():
               f"{tuned(small):7.4f} | {q.bytes:>7} {str(q.kept):>9} {q.test_accuracy:7.4f} | "
               f"{flash_bytes_folded(tp_model):>15} {str(tp_kept):>9} {accuracy(tp_model, Xte, yte):7.4f} "
               f"{tuned(tp_model):7.4f}")
+    if args.seeds > 0:
+        scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, args.seeds)
 
 
 if __name__ == "__main__":
