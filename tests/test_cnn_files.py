@@ -110,3 +110,28 @@ def test_a_cnn_saved_before_it_saw_data_is_explained_and_save_model_takes_its_sh
     assert r.exit_code == 0, r.output
     with pytest.raises(ValueError, match="must have shape"):
         modelio.save_model(tmp_path / "bad.safetensors", model, meta, input_shape=(3, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float16", "float32"])
+def test_export_defaults_to_the_dtype_the_model_was_pruned_at(tmp_path, dtype):
+    """A model pruned to fit a budget at int8 exported without --dtype used to come out at float32 (4x the
+    flash the budget counted); without --dtype the recorded dtype is used, and --dtype still wins."""
+    pytest.importorskip("sklearn")
+    r = _invoke("--quiet", "train", "--data", "digits", "--size", 300, "--hidden", "12", "--epochs", 40,
+                "--loss", "cross_entropy", "--out", tmp_path / "m")
+    assert r.exit_code == 0, r.output
+    r = _invoke("--quiet", "prune", tmp_path / "m" / "model.safetensors", "--budget", "700", "--dtype", dtype,
+                "--force", "--no-analyze", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    pruned = tmp_path / "p" / "model.safetensors"
+    small, meta = modelio.load_model(pruned)
+    assert meta["pruned"]["dtype"] == dtype
+    r = _invoke("export", pruned, "--format", "c", "--out", tmp_path / "e" / "m.c")
+    assert r.exit_code == 0, r.output
+    want = shrinknet.network_bytes(small, dtype)
+    assert f"flash (weights) {want} B" in r.output and f"at {dtype})" in r.output and want <= 700
+    r = _invoke("export", pruned, "--format", "c", "--dtype", "float32", "--out", tmp_path / "f" / "m.c")
+    assert f"flash (weights) {shrinknet.network_bytes(small, 'float32')} B" in r.output
+    r = _invoke("export", pruned, "--format", "safetensors", "--out", tmp_path / "s" / "m.safetensors")
+    assert r.exit_code == 0, r.output  # an int8 run's file holds float weights: safetensors stays float
+    assert f"at {'float16' if dtype == 'float16' else 'float32'})" in r.output

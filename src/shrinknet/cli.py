@@ -869,9 +869,9 @@ def report(run_dirs, out, title, overwrite):
 @click.argument("model", type=click.Path())
 @_model_options
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "int8"]),
-              help="int8: int8 weights with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), "
-              "float32 biases.")
+@click.option("--dtype", default=None, type=click.Choice(["float32", "float16", "int8"]),
+              help="Default: the dtype the model was pruned at (its file records it), else float32. int8: int8 weights "
+              "with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
@@ -883,11 +883,22 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     if fmt == "c" and Path(out).suffix == ".c":
         _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
     net_model, meta, _ = _load_model(model, hidden, activation, out_activation)
+    dtype = dtype or _pruned_dtype(meta, fmt)
     with claim(out):  # creates a missing directory; a second export to the same file at once is refused
         res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
-               f"({format_bytes(res.flash_bytes)}){ram}")
+               f"({format_bytes(res.flash_bytes)} at {dtype}){ram}")
+
+
+def _pruned_dtype(meta: dict, fmt: str) -> str:
+    """The storage dtype a pruned model file records (what its budget was counted in), where the
+    format can store it; float32 otherwise (a safetensors file of an int8 run holds its dequantized
+    weights as float32)."""
+    dtype = (meta.get("pruned") or {}).get("dtype")
+    if dtype in ("float16", "int8") and not (fmt == "safetensors" and dtype == "int8"):
+        return dtype
+    return "float32"
 
 
 def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
