@@ -131,12 +131,17 @@ class PruneResult:
         """The smallest network (fewest bytes; ties: least error, then earliest step) of the run
         whose validation accuracy is within ``max_drop`` of the start (regression: whose error
         grew by at most that fraction). Step 0 always qualifies. ``max_drop`` as in parse_drop."""
+        d = self._drop_limit(max_drop)
+        ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
+        return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
+
+    def _drop_limit(self, max_drop: float | str) -> float:
+        """``max_drop`` as a fraction (``parse_drop``), refusing 100 accuracy points or more."""
         d = parse_drop(max_drop)
         if self.steps[0].accuracy is not None and d >= 1:  # "1" meant as one point, most likely
             raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {d:g} points write "
                              f"'{d:g}%' or {d / 100:g}")
-        ok = [k for k in range(len(self.steps)) if self.drop(k) <= d + 1e-12]
-        return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k))
+        return d
 
     def pick(self, budget_bytes: int | str | None = None, max_drop: float | str | None = None,
              ram_budget_bytes: int | str | None = None) -> tuple[int, str]:
@@ -155,8 +160,7 @@ class PruneResult:
         kb = self.fit(budget_bytes, ram_budget_bytes)[0]
         if max_drop is None:
             return kb, "budget"
-        d = parse_drop(max_drop)
-        self.within(d)  # the same checks of max_drop
+        d = self._drop_limit(max_drop)
         ok = [k for k in self._fitting(*_limits(budget_bytes, ram_budget_bytes)) if self.drop(k) <= d + 1e-12]
         if ok:
             return min(ok, key=lambda k: (self.steps[k].bytes, self.steps[k].error, k)), "max_drop"
