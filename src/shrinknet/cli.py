@@ -892,13 +892,11 @@ def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
 
 
 def _pruned_dtype(meta: dict, fmt: str) -> str:
-    """The storage dtype a pruned model file records (what its budget was counted in), where the
-    format can store it; float32 otherwise (a safetensors file of an int8 run holds its dequantized
-    weights as float32)."""
+    """ONNX and C: the storage dtype a pruned model file records (what its budget was counted in);
+    float32 otherwise. A safetensors model file stays float32, as prune saves it (a float16 or int8
+    run's file holds the stored values in float32, so that torch computes in float32)."""
     dtype = (meta.get("pruned") or {}).get("dtype")
-    if dtype in ("float16", "int8") and not (fmt == "safetensors" and dtype == "int8"):
-        return dtype
-    return "float32"
+    return dtype if fmt != "safetensors" and dtype in ("float16", "int8") else "float32"
 
 
 def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
