@@ -142,7 +142,7 @@ def _builder(net, recipe: dict):
         return lambda seed: train.cnn(recipe["input_shape"], net.out_features, net.hidden_sizes,
                                       recipe.get("activation", "relu"), recipe.get("out_activation", "identity"),
                                       seed=seed, dtype=net.dtype)
-    if getattr(net, "dims", 0):  # convolutions and pooling: only the CNN recipe says how to rebuild them
+    if net.dims:  # convolutions and pooling: only the CNN recipe says how to rebuild them
         raise ValueError("the scratch baseline of a convolutional network needs the recipe train --arch cnn records "
                          "(recipe={'arch': 'cnn', 'input_shape': ..., 'channels': ...})")
     sizes = [net.in_features, *net.hidden_sizes, net.out_features]

@@ -60,10 +60,10 @@ def _op(d: dict, where: str):
     t = lambda key, low: _whole(d, key, low, where)  # noqa: E731
     kind = d["op"]
     if kind == "act":
-        finite = lambda x: math.isfinite(x)  # noqa: E731
-        return Act(A.from_name(d["name"], beta=_number(d, "beta", 1.0, where, lambda x: finite(x) and x > 0, "positive"),
+        return Act(A.from_name(d["name"],
+                               beta=_number(d, "beta", 1.0, where, lambda x: math.isfinite(x) and x > 0, "positive"),
                                threshold=_number(d, "threshold", 20.0, where, lambda x: x == x, "a number"),
-                               slope=_number(d, "slope", 0.01, where, finite, "finite"), names=A.GENERAL_NAMES))
+                               slope=_number(d, "slope", 0.01, where, math.isfinite, "finite"), names=A.GENERAL_NAMES))
     if kind in ("maxpool", "avgpool"):
         kernel, stride, padding = t("kernel", 1), t("stride", 1), t("padding", 0)
         if any(2 * p > k for p, k in zip(padding, kernel)):
