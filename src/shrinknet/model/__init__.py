@@ -1,0 +1,1 @@
+"""Stage 1, parse: any supported model becomes one network structure (layer modules, one format for MLPs and CNNs), with its maths: forward, the eqs. 73-75 sweep, a unit's contribution, surgery, losses."""

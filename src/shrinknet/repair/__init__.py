@@ -1,0 +1,1 @@
+"""Stage 4, repair: least-squares refit, fine-tuning, training and the from-scratch baseline."""

@@ -1,0 +1,1 @@
+"""Small shared machinery below every pipeline stage: signals, thread policy, all-or-none file writes, torch.distributed."""
