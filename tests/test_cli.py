@@ -9,9 +9,10 @@ import torch
 from click.testing import CliRunner
 
 import shrinknet
-from shrinknet import datasets, modelio, runs
+from shrinknet.data import datasets
+from shrinknet.ship import modelio, runs
 from shrinknet.cli import cli
-from shrinknet.experiments import evaluate, prune_on
+from shrinknet.workflows.experiments import evaluate, prune_on
 
 from helpers import train_blobs
 
@@ -172,7 +173,8 @@ def test_demo_writes_every_file_and_names_its_run(tmp_path):
     (not by a file it also saved), the kept network within the budget, pruned as prune does by default."""
     import json
 
-    from shrinknet import memory, modelio
+    from shrinknet.store import memory
+    from shrinknet.ship import modelio
 
     out = tmp_path / "demo"
     r = invoke("demo", "--size", "300", "--budget", "24KiB", "--out", out)

@@ -18,11 +18,11 @@ from pathlib import Path
 import click
 
 from .errors import InputError
-from .activations import NAMES as _ACTIVATIONS
-from .losses import LOSSES
-from .network import as_net
-from .prune import ALGORITHMS
-from .saliency import METHODS
+from .model.activations import NAMES as _ACTIVATIONS
+from .model.losses import LOSSES
+from .model.parse import as_net
+from .choose.prune import ALGORITHMS
+from .score.saliency import METHODS
 
 HIDDEN_ACTIVATIONS = [a for a in _ACTIVATIONS if a != "identity"]
 _QUIET_KEY = "shrinknet.quiet"
@@ -135,7 +135,7 @@ def cli(quiet):
       shrinknet info runs/mnist-64k/model.safetensors
     Or all of it at once: shrinknet demo
     """
-    from . import interrupt
+    from .util import interrupt
 
     interrupt.reset()  # what an interruption message reports is this command's alone
 
@@ -196,7 +196,7 @@ def _load_model(path: str, hidden=None, activation=None, out_activation=None, ne
     A model file's record wins: an option that contradicts it is refused. A state_dict records
     nothing: its activations must be given (no silent default), its widths come from its shapes.
     """
-    from . import modelio
+    from .ship import modelio
 
     p = Path(path)
     if modelio.kind(p) == "state_dict":
@@ -240,7 +240,7 @@ def _load_data(data: str | None, meta: dict, seed: int | None, size: int | None,
     validation set that ranks the neurons. Other data is read for the recorded task, and class
     labels are numbered as the model's recorded class values (labels it does not know are refused).
     """
-    from . import datasets
+    from .data import datasets
 
     recorded = meta.get("data") or {}
     if data is None and not recorded:
@@ -289,8 +289,8 @@ def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=N
 
     import numpy as np
 
-    from . import datasets
-    from .network import as_net
+    from .data import datasets
+    from .model.parse import as_net
 
     if val is None and test is None:
         return _load_data(data, meta, seed, size, rec)
@@ -364,7 +364,7 @@ def _require(module: str, extra: str) -> None:
 
 def _start_check(model, ds, loss: str, force: bool) -> None:
     """Stop before any work when the starting network is unfit for ranking (sanity.check_start)."""
-    from .sanity import StartCheckError, check_start, start_quality
+    from .choose.sanity import StartCheckError, check_start, start_quality
 
     try:
         check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
@@ -394,8 +394,8 @@ def _overwrite_option(f):
 def _check_out(path, kind: str = "dir", inputs=(), overwrite: bool = False, own=(), option: str = "--out") -> Path:
     """The one pre-work check of every output location (files.check_output); also registers
     the location for the interruption message. Raises OutputError (one line, exit 2)."""
-    from . import interrupt
-    from .files import check_output
+    from .util import interrupt
+    from .util.files import check_output
 
     checked = check_output(path, kind, inputs=[i for i in inputs if i], overwrite=overwrite, own=own,
                            option=option)
@@ -409,7 +409,7 @@ def _data_path(data: str | None):
 
 
 def _interrupted(e: KeyboardInterrupt):
-    from . import interrupt
+    from .util import interrupt
 
     click.echo(interrupt.message(e), err=True)
     sys.exit(interrupt.exit_status(e))
@@ -451,10 +451,11 @@ def _interrupted(e: KeyboardInterrupt):
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
           standardize, arch, channels, shape, out, overwrite):
     """Train a network with early stopping and save it with its data split."""
-    from . import datasets, modelio
-    from .experiments import check_trainable, train_on
-    from .files import claim, staged_dir
-    from .sanity import target_problem
+    from .data import datasets
+    from .ship import modelio
+    from .workflows.experiments import check_trainable, train_on
+    from .util.files import claim, staged_dir
+    from .choose.sanity import target_problem
 
     if out_activation is None:
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
@@ -491,7 +492,7 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
 
 def _scaling_hint(ds, standardize: bool) -> None:
     """A hint on stderr when the training inputs look unscaled and --standardize is not given."""
-    from .scaling import unscaled_hint
+    from .repair.scaling import unscaled_hint
 
     hint = None if standardize else unscaled_hint(ds.inputs("train"))
     if hint:
@@ -518,8 +519,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     """Score every hidden neuron by each method on the validation split, with estimates-vs-truth agreement."""
     import shrinknet
 
-    from . import runs
-    from .files import claim, staged_dir, write_text
+    from .ship import runs
+    from .util.files import claim, staged_dir, write_text
 
     methods = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -567,7 +568,7 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
 # -- prune -------------------------------------------------------------------------------------
 def _speed_options(f):
     """--speed and friends, --threads (issue 10); their values go to prune() as they are."""
-    from .speed import SPEEDS
+    from .choose.speed import SPEEDS
 
     for opt in reversed([
         click.option("--speed", default="exact", show_default=True, type=click.Choice(SPEEDS),
@@ -589,8 +590,8 @@ def _speed_options(f):
 
 def _check_speed(speed, screen_size, block_fraction, checks, threads, method, algorithm) -> None:
     """The speed and thread settings, checked before any work (prune() checks them again)."""
-    from . import threads as thread_policy
-    from .speed import settings
+    from .util import threads as thread_policy
+    from .choose.speed import settings
 
     settings(speed, screen_size, block_fraction, checks, method, algorithm)
     thread_policy.requested(threads)
@@ -602,7 +603,7 @@ def _join_distributed():
     import atexit
     import os
 
-    from . import distributed
+    from .util import distributed
 
     group = distributed.init_from_env("cpu")
     if group is None:
@@ -688,11 +689,12 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     Under torchrun (torchrun --standalone --nproc_per_node=2 -m shrinknet prune ...) the
     instances are split over the processes; rank 0 prints and writes.
     """
-    from . import distributed, memory
-    from .checkpoint import Checkpointer
-    from .experiments import choice_summary, shrink_and_save
-    from .export import check_prefix
-    from .prune import parse_drop
+    from .util import distributed
+    from .store import memory
+    from .choose.checkpoint import Checkpointer
+    from .workflows.experiments import choice_summary, shrink_and_save
+    from .ship.export import check_prefix
+    from .choose.result import parse_drop
 
     t0 = time.perf_counter()
     group = _join_distributed()
@@ -769,8 +771,9 @@ def _require_target(budget, max_drop) -> None:
 def _prune_outputs(ctx, inputs, out, overwrite, resume):
     """(out, checkpoint path, saved checkpoint or None) for prune, all checked before any work;
     the output is claimed (locked) for the rest of the command."""
-    from . import checkpoint, interrupt
-    from .files import check_output, claim
+    from .choose import checkpoint
+    from .util import interrupt
+    from .util.files import check_output, claim
 
     if resume and out and Path(os.path.realpath(resume)) != Path(os.path.realpath(out)):
         raise UserError(f"--resume {resume} and --out {out} name different run directories: give one of them")
@@ -796,7 +799,7 @@ def _prune_outputs(ctx, inputs, out, overwrite, resume):
 
 
 def _print_agreement(ctx, result) -> None:
-    from .speed import summary
+    from .choose.speed import summary
 
     a = summary(result.agreement)
     if a is not None:
@@ -817,7 +820,7 @@ def _check_retrain(ds, meta: dict, finetune, baseline) -> None:
 
 
 def _print_frontier(points: list[dict]) -> None:
-    from .retrain import baseline_summary
+    from .repair.retrain import baseline_summary
 
     for p in points:
         if p.get("kind") == "finetuned":
@@ -832,7 +835,7 @@ def _print_frontier(points: list[dict]) -> None:
 
 
 def _print_steps(ctx, result) -> None:
-    from .memory import format_bytes
+    from .store.memory import format_bytes
 
     _say(ctx, f"{'removed':>8} {'fraction':>8} {'kept':>14} {'bytes':>10} {'val error':>10} {'val acc':>8} {'test acc':>8}")
     shown = set()
@@ -855,8 +858,8 @@ def _print_steps(ctx, result) -> None:
 @_overwrite_option
 def report(run_dirs, out, title, overwrite):
     """Write an HTML report with figures from one or more run directories."""
-    from .files import claim, staged_dir
-    from .report import write_report
+    from .util.files import claim, staged_dir
+    from .ship.report import write_report
 
     _check_out(out, inputs=run_dirs, overwrite=overwrite)
     with claim(out), staged_dir(out, overwrite=overwrite) as stage:
@@ -876,8 +879,8 @@ def report(run_dirs, out, title, overwrite):
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
 def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
-    from .files import claim
-    from .memory import format_bytes
+    from .util.files import claim
+    from .store.memory import format_bytes
 
     _check_out(out, "file", inputs=[model])
     if fmt == "c" and Path(out).suffix == ".c":
@@ -902,7 +905,7 @@ def _pruned_dtype(meta: dict, fmt: str) -> str:
 def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
     """export() to ``out``; a failure to write is reported with the file the user asked for (and
     its .h for C), not the temporary name it was being written under."""
-    from .export import export as export_network
+    from .ship.export import export as export_network
 
     try:
         return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
@@ -919,8 +922,8 @@ def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: di
 @_model_options
 def info(model, hidden, activation, out_activation):
     """Show a model file's layers, size at each storage dtype, data set and recorded metrics."""
-    from .memory import STORAGE_DTYPES, format_bytes, network_bytes
-    from .network import as_net
+    from .store.memory import STORAGE_DTYPES, format_bytes, network_bytes
+    from .model.parse import as_net
 
     net_model, meta, rec = _load_model(model, hidden, activation, out_activation, need_activations=False)
     net = as_net(net_model)
@@ -950,7 +953,7 @@ def info(model, hidden, activation, out_activation):
 
 def _info_general(model, net) -> None:
     """info for a convolutional network: its layers, flash at each storage dtype, RAM."""
-    from .memory import STORAGE_DTYPES, format_bytes, network_bytes, ram_bytes
+    from .store.memory import STORAGE_DTYPES, format_bytes, network_bytes, ram_bytes
 
     shape = "x".join(map(str, net.in_shape)) if net.in_shape else "unknown"
     click.echo(f"{model}: input {shape}, {len(net.hidden_sizes)} hidden layers of {list(net.hidden_sizes)} "
@@ -963,7 +966,7 @@ def _info_general(model, net) -> None:
 
 
 def _info_scaling(sc) -> None:
-    from .scaling import describe
+    from .repair.scaling import describe
 
     if not isinstance(sc, dict) or not sc.get("standardized"):
         return
@@ -986,8 +989,8 @@ def reproduce(ctx, experiments, quick, seed, out, overwrite):
     """
     import shutil
 
-    from . import experiments as E
-    from .files import claim, staged_dir, write_text
+    from .workflows import experiments as E
+    from .util.files import claim, staged_dir, write_text
 
     chosen = E.expand(list(experiments))
     own = (*E.EXPERIMENTS, "results.md")
@@ -1026,9 +1029,10 @@ def demo(ctx, out, budget, size, overwrite):
     --out is written as a whole at the end; an earlier demo output there is replaced, reusing its
     trained network.
     """
-    from . import datasets, memory
-    from .experiments import budget_summary, shrink_and_save, trained_model
-    from .files import claim
+    from .data import datasets
+    from .store import memory
+    from .workflows.experiments import budget_summary, shrink_and_save, trained_model
+    from .util.files import claim
 
     budget_bytes = memory.parse_size(budget)
     _require("onnx", "export")
@@ -1076,7 +1080,7 @@ for _command in cli.commands.values():  # --quiet also after the subcommand: shr
 
 
 def main(argv=None) -> None:
-    from . import interrupt
+    from .util import interrupt
 
     interrupt.install()  # SIGTERM cleans up like Ctrl-C; see _interrupted for the exit status
     try:
