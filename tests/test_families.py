@@ -376,3 +376,32 @@ def test_refused_with_one_line(layers, needle):
     with pytest.raises(TypeError) as e:
         shrinknet.as_net(nn.Sequential(*layers))
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("s", SETTINGS[:3], ids=IDS[:3])
+def test_gain_curves_scale_the_unit_at_its_producer(s):
+    model, units, _, X, T = build(s)
+    alphas = [0.0, 1.0, 2.5]
+    curves = shrinknet.gain_curves(model, X, T, [(0, 1), (len(units) - 1, 0)], loss=s.loss, alphas=alphas)
+    for curve in curves["curves"]:
+        h, j = curve["neuron"]
+        want = []
+        for a in alphas:
+            gate = torch.ones(_channels(model, units[h], X), dtype=torch.float64)
+            gate[j] = a
+            with torch.no_grad():
+                want.append(gated_error(model, units[h], X, T, s.loss, gate))
+        assert_close(curve["error"], torch.stack(want), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm,method", [("single", "taylor2"), ("iterative_pairs", "brute_force")])
+def test_other_algorithms_keep_shrunk_equal_to_masked(algorithm, method):
+    s = SETTINGS[2]
+    model, units, _, X, T = build(s)
+    result = shrinknet.prune(model, X, T, method=method, algorithm=algorithm, loss=s.loss, progress=False)
+    net = shrinknet.as_net(model)
+    for k, step in enumerate(result.steps):
+        with torch.no_grad():
+            assert_close(result.network(k)(X), net.forward(X, result.masks(k)).o[-1], rtol=1e-10, atol=1e-12)
+        assert_close(torch.tensor(step.error, dtype=torch.float64),
+                     _masked_error(model, units, X, T, s.loss, result.masks(k)), rtol=1e-10, atol=1e-12)
