@@ -115,6 +115,36 @@ def test_val_and_test_files_are_used_whole_with_classes_mapped_by_value(setup, t
     assert got["extras"]["val_file"].endswith("val.npz") and got["extras"]["test_file"].endswith("test.npz")
 
 
+@pytest.mark.parametrize("held, n_calib, n_test", [(("--val", "--test"), 300, 70), (("--val",), 240, 60)],
+                         ids=["val-and-test", "val-only"])
+def test_a_data_file_is_not_cut_for_the_splits_held_out_files_replace(setup, tmp_path, held, n_calib, n_test):
+    """With --val and --test the --data file trains whole (the refit calibrates on all 300 rows); with
+    --val alone only its 20% test split is cut off (0.3 cut 40% and used neither)."""
+    tmp, model = setup
+    files = [a for h in held for a in (h, tmp / f"{h[2:]}.npz")]
+    r = run("prune", model, "--budget", "250B", "--data", tmp / "train.npz", *files, "--no-analyze",
+            "--out", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    config = runs.load_run(tmp_path / "out")["result"].config
+    assert (config["n_calib"], config["n_val"], config["n_test"]) == (n_calib, 90, n_test)
+
+
+def test_a_refit_calibrated_on_the_validation_data_says_its_numbers_are_optimistic(setup, tmp_path):
+    tmp, model = setup
+    r = run("prune", tmp / "m" / "model.safetensors", "--budget", "250B", "--val", tmp / "val.npz",
+            "--no-analyze", "--out", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    assert "note:" not in r.stderr  # the model's recorded training split calibrates
+    sd = tmp_path / "sd.pt"  # records no data set: the --val file is all there is, and it calibrates
+    torch.save(modelio.load_model(model)[0].state_dict(), sd)
+    X, y = blobs(60, 5, labels=(0, 1, 2))
+    np.savez(tmp_path / "v.npz", X=X, y=y)
+    r = run("prune", sd, "--hidden", "7,5", *SD_SETTINGS, "--val", tmp_path / "v.npz", "--max-drop", "1%",
+            "--no-analyze", "--out", tmp_path / "out2", "-q")
+    assert r.exit_code == 0, r.output
+    assert "validation numbers are optimistic" in r.stderr
+
+
 def _net_at(result, net, k):
     return shrinknet.PruneResult.from_dict(result.to_dict(), net).network(k)
 

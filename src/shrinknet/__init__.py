@@ -14,6 +14,7 @@ from .model.parse import as_net
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
+from .choose.sanity import StartCheckError, StartCheckWarning
 from .score.saliency import METHODS, saliency
 from .choose.speed import SPEEDS
 from .model.surgery import shrink
@@ -26,6 +27,8 @@ __all__ = [
     "InputError",
     "METHODS",
     "SPEEDS",
+    "StartCheckError",
+    "StartCheckWarning",
     "Net",
     "Network",
     "PruneConfig",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import click
+
+from ..store import dtypes
 import os
 import time
 from ..choose.prune import ALGORITHMS
@@ -90,7 +92,7 @@ def _leave_distributed():
 @click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
               "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(dtypes.STORAGE),
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
               "float32 scale per row (a convolution: per output channel) and float32 biases; float16 and int8 runs "
               "rank, refit, record and save the network as stored at that dtype (what the device computes).")
@@ -182,6 +184,9 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     _check_retrain(ds, meta, finetune, baseline)
     start_check(net_model, ds, loss, force)
+    if refit != "none" and ds.sizes().get("train", 0) == 0:
+        click.echo("note: with no training split the refit is calibrated on the validation data, which also ranks "
+                   "and chooses the removals: the validation numbers are optimistic, the test numbers are not", err=True)
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,

@@ -24,8 +24,8 @@ from ..store.quantize import rounds
 from ..ship.runs import variant_name
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-METHODS = ("brute_force", "taylor2", "taylor1")
-ALGORITHMS = ("iterative", "single")
+PAPER_METHODS = ("brute_force", "taylor2", "taylor1")  # the criteria and algorithms the paper compares
+PAPER_ALGORITHMS = ("iterative", "single")
 LABEL = {"brute_force": "brute force", "taylor2": "second order", "taylor1": "first order"}
 
 
@@ -310,7 +310,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                          "one-neuron-per-layer endpoint")
     check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
     result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype,
-                      max_drop=max_drop, **prune_args)
+                      max_drop=max_drop, start_check="skip", **prune_args)  # checked just above
     seconds = time.perf_counter() - t0
     if prune_args.get("group") is not None and torch.distributed.get_rank(prune_args["group"]) != 0:
         return {"result": result, "step": None, "network": None, "exports": {}, "seconds": seconds}  # rank 0 writes
@@ -417,8 +417,8 @@ def run_experiment(exp: Experiment, out_dir: Path, quick: bool = False, seed: in
         f"{meta['metrics'].get('test_' + exp.metric):.4g}")
     table = {}
     run_dirs = []
-    for algorithm in ALGORITHMS:
-        for method in METHODS:
+    for algorithm in PAPER_ALGORITHMS:
+        for method in PAPER_METHODS:
             result = prune_on(model, ds, "mse", progress=progress, method=method, algorithm=algorithm)
             name = f"{algorithm} {LABEL[method]}"
             run_dirs.append(runs.save_run(out / f"{algorithm}-{method}", result, name=name))
