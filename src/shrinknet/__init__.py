@@ -8,6 +8,7 @@ from .backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .export import export
 from .memory import format_bytes, network_bytes, parse_size
+from .modelio import load_model, save_model
 from .network import Net, Network, as_net
 from .prune import ALGORITHMS, PruneResult, Step, prune
 from .saliency import METHODS, saliency
@@ -35,9 +36,11 @@ __all__ = [
     "export",
     "format_bytes",
     "gain_curves",
+    "load_model",
     "network_bytes",
     "parse_size",
     "prune",
     "saliency",
+    "save_model",
     "shrink",
 ]
