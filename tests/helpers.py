@@ -234,5 +234,5 @@ def require_float_platform(pinned, what: str, remedy: str) -> None:
     here = (torch.__version__, torch.backends.cpu.get_cpu_capability())
     if here != tuple(pinned):
         pytest.fail(f"{what} were computed on torch {pinned[0]} with {pinned[1]} CPU kernels; this machine runs "
-                    f"torch {here[0]} with {here[1]} kernels, where bitwise float results differ, so they cannot "
-                    f"be checked here. {remedy}", pytrace=False)
+                    f"torch {here[0]} with {here[1]} kernels, where bitwise float results may differ, so they "
+                    f"cannot be checked here. {remedy}", pytrace=False)

@@ -19,8 +19,9 @@ import helpers
 import make_pins
 
 PINS = json.loads(make_pins.PINS.read_text())
-REGENERATE = (f"Check out commit {PINS['computed_on']['commit'][:12]} (the code the pins were computed with) and "
-              "run `PYTHONPATH=$PWD/src python tests/make_pins.py` on this machine to pin it here, then come back.")
+REGENERATE = ("Run them where they were computed (CI's machines), or pin this platform: check out commit "
+              f"{PINS['computed_on']['commit'][:12]} (the code they were computed with), run "
+              "`PYTHONPATH=$PWD/src python tests/make_pins.py` there and carry the new tests/pins.json back.")
 
 
 def test_the_pins_cover_the_grid():
