@@ -12,15 +12,25 @@ What is pinned (every job computes a few named SHA-256 digests):
                        tensors a model file loads back to (a pin that survives a change of header)
   scores/<model>/<m>   floats: the bytes of ``shrinknet.saliency`` for each criterion of
                        ``shrinknet.METHODS``, without and with a mask
-  run/<model>/<v>      floats: a ``shrinknet.prune`` run: ``PruneResult.to_dict()`` (time fields
-                       removed, keys sorted), every step's numbers as float64 bytes, the chosen
-                       network's model file; the budget runs also the chosen network's exports
+  run/<model>/<v>      floats: a ``shrinknet.prune`` run (every criterion x single/iterative,
+                       iterative_pairs, refit None/final/every_step, float32/float16/int8, a bytes
+                       budget, a RAM budget, max_fraction, max_drop, clip; MLPs: speeds screen and
+                       fast): ``PruneResult.to_dict()`` (time fields removed, keys sorted), every
+                       step's numbers as float64 bytes, the chosen network's model file and tensors;
+                       with a budget also ``pick``/``fit`` and the chosen network's exports
   cli/<v>              floats: ``python -m shrinknet prune/export`` (run in this process): run.json
                        (time fields removed, the temporary directory replaced), steps.csv, the
-                       saved model and exported files
+                       saved model (bytes and the tensors it loads to) and exported files
 "bytes" jobs hold no computed floats beyond int8 quantization (float64 arithmetic rounded to
 float32 and int8): they hold on any machine. "floats" jobs are bitwise pins of float arithmetic:
 they hold on the torch build and CPU kernels recorded in pins.json ("platform") only.
+
+Model files: issue #15 plans one model-file format for MLPs and CNNs. Such a deliberate change of
+the header changes the "model-file-*", "chosen-model-file" and "model.safetensors" digests only;
+the "-loads", "chosen-tensors" and "fit" digests (the tensors themselves) must stay.
+
+Every job runs with $SHRINKNET_THREADS=1 (see ``one_worker``), in a temporary working directory,
+with ``shrinknet.__version__`` set to PINNED_VERSION; jobs are independent of each other's order.
 
 Models and data come from the seeded builders of tests/helpers.py and tests/cnn_helpers.py
 (tiny float64 networks), converted to float32 (int8 storage takes float32 models).
@@ -247,6 +257,15 @@ RUNS = {
                                                      dtype="int8", full_curve=True),
     "brute_force-single-max_drop-budget": dict(method="brute_force", algorithm="single", budget=0.8,
                                                max_drop=0.5),
+    "taylor2-iterative-clip_median": dict(method="taylor2", algorithm="iterative", clip="median"),
+    "brute_force-iterative-ram_budget": dict(method="brute_force", algorithm="iterative", ram_budget=0.8),
+}
+#: variants for fully connected networks only (the approximate speeds)
+RUNS_MLP = {
+    "brute_force-iterative-screen": dict(method="brute_force", algorithm="iterative", speed="screen",
+                                         screen_size=2, checks=3),
+    "brute_force-iterative-fast": dict(method="brute_force", algorithm="iterative", speed="fast", screen_size=2,
+                                       block_fraction=0.5, checks=3),
 }
 
 
@@ -262,24 +281,30 @@ def budget_of(model, input_shape, dtype: str, fraction: float) -> int:
 def run_job(name: str, variant: str) -> Callable[[Path], dict]:
     def run(d: Path) -> dict:
         c = case(name)
-        kw = dict(RUNS[variant])
+        kw = dict({**RUNS, **RUNS_MLP}[variant])
         budget = kw.pop("budget", None)
         if budget is not None:
             kw["budget_bytes"] = budget_of(c.model, c.input_shape, kw.get("dtype", "float32"), budget)
+        ram = kw.pop("ram_budget", None)
+        if ram is not None:  # a fraction of the unpruned network's peak activation RAM (its step 0)
+            start = shrinknet.prune(c.model, c.X, c.T, loss=c.loss, max_fraction=0, progress=False).steps[0]
+            kw["ram_budget_bytes"] = int(ram * start.ram_bytes)
         res = shrinknet.prune(c.model, c.X, c.T, loss=c.loss, X_test=c.X_test, T_test=c.T_test, progress=False,
                               **kw)
         out = {"result": sha(canonical(without_times(res.to_dict()))),
                "step-numbers": sha(float_bytes(getattr(s, f) for s in res.steps for f in STEP_NUMBERS))}
-        if budget is not None or "max_drop" in kw:
-            k, how = res.pick(budget_bytes=kw.get("budget_bytes"), max_drop=kw.get("max_drop"))
+        if budget is not None or ram is not None or "max_drop" in kw:
+            k, how = res.pick(budget_bytes=kw.get("budget_bytes"), max_drop=kw.get("max_drop"),
+                              ram_budget_bytes=kw.get("ram_budget_bytes"))
             out["pick"] = sha(f"{k} {how}".encode())
         else:
             k = len(res.steps) - 1
         net = res.network(k)
         p = shrinknet.save_model(d / "chosen.safetensors", net, meta(c), input_shape=c.input_shape)
         out["chosen-model-file"] = files_sha([p])
-        if budget is not None:
-            k_fit, fitted = res.fit(kw["budget_bytes"])
+        out["chosen-tensors"] = tensors_sha(net)  # survives a change of the model file's header
+        if budget is not None or ram is not None:
+            k_fit, fitted = res.fit(kw.get("budget_bytes"), kw.get("ram_budget_bytes"))
             out["fit"] = sha(str(k_fit).encode()) + ":" + tensors_sha(fitted)
             out.update(exports(net, d, "chosen", c.input_shape, meta(c)))
         return out
@@ -356,6 +381,8 @@ def cli_job(variant: str) -> Callable[[Path], dict]:
             elif f.suffix in (".html", ".png", ".svg") or f.name.startswith("."):
                 continue  # drawings (their numbers are in the JSON beside them), the directory's marker
             out[rel] = sha(text)
+            if f.suffix == ".safetensors":  # what it loads back to, beside its bytes
+                out[rel + "-loads"] = tensors_sha(shrinknet.load_model(f)[0])
         for fmt, dtype, target in (("c", "int8", "m.c"), ("onnx", "float16", "m.onnx")):
             shrinknet_main("-q", "export", d / "run" / "model.safetensors", "--format", fmt, "--dtype", dtype,
                            "--out", d / target)
@@ -369,6 +396,7 @@ def jobs() -> list[Job]:
     out = [Job(f"files/{m}", False, files_job(m)) for m in MODELS]
     out += [Job(f"scores/{m}/{method}", True, scores_job(m, method)) for m in MODELS for method in shrinknet.METHODS]
     out += [Job(f"run/{m}/{v}", True, run_job(m, v)) for m in MODELS for v in RUNS]
+    out += [Job(f"run/{m}/{v}", True, run_job(m, v)) for m in MODELS if m.startswith("mlp") for v in RUNS_MLP]
     out += [Job(f"cli/{v}", True, cli_job(v)) for v in CLI]
     return out
 
