@@ -172,12 +172,23 @@ def float_bytes(values) -> bytes:
 
 @contextlib.contextmanager
 def pinned_version():
-    old = shrinknet.__version__
-    shrinknet.__version__ = PINNED_VERSION
+    """PINNED_VERSION as the version the writers record: ``shrinknet.__version__`` (0.3) and, where
+    it exists, ``shrinknet.version.__version__`` (after the restructuring the emitters read it there)."""
+    import importlib
+
+    try:
+        version = importlib.import_module("shrinknet.version")
+    except ImportError:
+        version = None
+    holders = [m for m in (shrinknet, version) if m is not None]
+    old = [m.__version__ for m in holders]
+    for m in holders:
+        m.__version__ = PINNED_VERSION
     try:
         yield
     finally:
-        shrinknet.__version__ = old
+        for m, v in zip(holders, old):
+            m.__version__ = v
 
 
 def exports(model, d: Path, tag: str, input_shape, m: dict) -> dict:

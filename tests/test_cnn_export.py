@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet.export import export
-from shrinknet.memory import network_bytes, ram_bytes
-from shrinknet.modelio import load_model, save_model
+from shrinknet.ship.export import export
+from shrinknet.store.memory import network_bytes, ram_bytes
+from shrinknet.ship.modelio import load_model, save_model
 
 from cnn_helpers import SETTINGS, build
 from test_export import TOL, cc, compile_and_run, dequantized_by_spec, int8_by_spec, stream_driver  # noqa: F401  (cc is a fixture)

@@ -17,11 +17,11 @@ import pytest
 import torch
 from torch import nn
 
-from shrinknet.export import DTYPES, ExportResult, export
-from shrinknet.memory import network_bytes
-from shrinknet.modelio import load_model
-from shrinknet.network import as_net
-from shrinknet.surgery import shrink
+from shrinknet.ship.export import DTYPES, ExportResult, export
+from shrinknet.store.memory import network_bytes
+from shrinknet.ship.modelio import load_model
+from shrinknet.model.parse import as_net
+from shrinknet.model.surgery import shrink
 
 ACTS = {
     "sigmoid": nn.Sigmoid,
