@@ -8,6 +8,7 @@ from .model.backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .ship.export import export
 from .store.memory import format_bytes, network_bytes, parse_size
+from .ship.modelio import load_model, save_model
 from .model.mlp import Net
 from .model.network import Network
 from .model.parse import as_net
@@ -43,9 +44,11 @@ __all__ = [
     "export",
     "format_bytes",
     "gain_curves",
+    "load_model",
     "network_bytes",
     "parse_size",
     "prune",
     "saliency",
+    "save_model",
     "shrink",
 ]
