@@ -262,3 +262,34 @@ def test_train_standardize_folds_the_scaling_and_hints_when_unscaled(tmp_path):
     info = run("info", tmp_path / "std" / "model.safetensors")
     assert "inputs: trained standardized" in info.stdout and "take raw inputs" in info.stdout
     json.dumps(meta)  # the record is plain JSON
+
+
+def test_regression_runs_report_rmse_mae_and_r2(tmp_path):
+    """Regression gets regression metrics: the printed table (with the kept step, marked *), the saved
+    model's metrics and the run's frontier points; checked against a literal computation."""
+    g = np.random.default_rng(0)
+    X = g.normal(size=(300, 5)).astype(np.float32)
+    y = (X @ g.normal(size=(5, 2)) + 0.1 * g.normal(size=(300, 2))).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=y)
+    r = run("train", "--data", tmp_path / "reg.npz", "--task", "regression", "--hidden", "12,8", "--activation", "tanh",
+            "--out-activation", "none", "--epochs", "60", "--out", tmp_path / "m", "-q")
+    assert r.exit_code == 0, r.output
+    r = run("prune", tmp_path / "m" / "model.safetensors", "--max-drop", "5%", "--no-analyze", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.output.splitlines() if "val error" in line)
+    assert header.split()[-8:] == ["val", "rmse", "val", "R^2", "test", "rmse", "test", "R^2"]
+    got = runs.load_run(tmp_path / "p")
+    k = got["extras"]["chosen_step"]
+    assert re.search(rf"^\s+{got['result'].steps[k].n_removed}\*", r.output, re.M)  # the kept row is there
+    small, meta = modelio.load_model(tmp_path / "p" / "model.safetensors")
+    from shrinknet.data import datasets
+    ds = datasets.reload(meta["data"])
+    with torch.no_grad():
+        out = small(torch.as_tensor(ds.inputs("test"))).double()
+    t = torch.as_tensor(ds.targets("test")).double()
+    sse = float(((out - t) ** 2).sum())
+    assert meta["metrics"]["test_rmse"] == pytest.approx((sse / t.numel()) ** 0.5, rel=1e-6)
+    assert meta["metrics"]["test_mae"] == pytest.approx(float((out - t).abs().mean()), rel=1e-6)
+    assert meta["metrics"]["test_r2"] == pytest.approx(1 - sse / float(((t - t.mean(0)) ** 2).sum()), rel=1e-6)
+    run_point = next(p for p in got["extras"]["frontier"] if p["kind"] == "run")
+    assert run_point["test_r2"] == pytest.approx(meta["metrics"]["test_r2"], rel=1e-9)

@@ -241,7 +241,25 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
         out[f"{split}_error"] = err
         if acc is not None:
             out[f"{split}_accuracy"] = acc
+        if ds.task == "regression":  # RMSE, MAE, R^2 instead of an accuracy
+            out.update({f"{split}_{k}": v for k, v in regression_on(model, ds, split).items()})
     return out
+
+
+#: the regression metrics ``evaluate`` adds (for the validation and test splits), as frontier points carry them
+REGRESSION_KEYS = tuple(f"{s}_{k}" for s in ("val", "test") for k in ("rmse", "mae", "r2"))
+
+
+def regression_on(model, ds: datasets.Dataset, split: str) -> dict:
+    """RMSE, MAE and R^2 (``model.evaluate.regression_metrics``) of ``model`` on a split of ``ds``."""
+    from ..model import losses, network
+    from ..model.evaluate import regression_metrics
+    from ..model.parse import as_net
+
+    net = as_net(model)
+    data = network.prepare(net, ds.inputs(split), ds.targets(split, "mse"), losses.get("mse"))
+    with torch.no_grad():
+        return regression_metrics(net.forward(data.X, net.full_masks()).o[-1], data.T)
 
 
 def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
@@ -363,7 +381,8 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
 
     def point(name, m, nbytes, **more):  # m: evaluate(network)
         return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
-                "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"), **more}
+                "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"),
+                **{k: m[k] for k in REGRESSION_KEYS if k in m}, **more}
 
     made = {"dtype": dtype, "refit": cfg.get("refit")}  # how the run's networks are made: the report labels by it
     small_metrics = evaluate(small, ds, loss)
