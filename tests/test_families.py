@@ -362,6 +362,11 @@ class Residual(nn.Module):
         return self.conv(x) + x
 
 
+class Concat(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, x], 1)
+
+
 @pytest.mark.parametrize("layers,needle", [
     ([nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 8, 3, groups=4), nn.Flatten(), nn.Linear(8, 2)], "channel multiplier 2"),
     ([nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(4, 2)], "groups=2"),
@@ -370,7 +375,8 @@ class Residual(nn.Module):
       nn.Linear(3, 2)], "cannot be folded"),
     ([nn.Conv2d(2, 4, 3), nn.Conv2d(4, 4, 3, groups=4), nn.AvgPool2d(2, padding=1), nn.Flatten(), nn.Linear(4, 2)],
      "average pooling with padding"),
-    ([nn.Conv2d(2, 4, 3), Residual(), nn.Flatten(), nn.Linear(4, 2)], "is not supported"),
+    ([nn.Conv2d(2, 4, 3), Residual(), nn.Flatten(), nn.Linear(4, 2)], "residual additions, concatenations"),
+    ([nn.Conv2d(2, 4, 3), Concat(), nn.Flatten(), nn.Linear(8, 2)], "residual additions, concatenations"),
 ])
 def test_refused_with_one_line(layers, needle):
     with pytest.raises(TypeError) as e:

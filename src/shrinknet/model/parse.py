@@ -242,6 +242,10 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             continue
         a = A.from_module_general(m)
         if a is None:
+            if not type(m).__module__.startswith("torch.nn"):  # a custom module: its forward is not read
+                raise TypeError(f"{where} is a custom module, which shrinknet does not read: residual additions, "
+                                "concatenations and other branches are not supported yet (a chain in nn.Sequential "
+                                f"is); shrinknet handles {SUPPORTED}")
             raise TypeError(f"{where} is not supported: shrinknet handles {SUPPORTED}")
         if param is None:
             raise TypeError(f"{where} comes before any Conv or Linear layer; the network must start with one")
