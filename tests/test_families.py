@@ -411,3 +411,59 @@ def test_other_algorithms_keep_shrunk_equal_to_masked(algorithm, method):
             assert_close(result.network(k)(X), net.forward(X, result.masks(k)).o[-1], rtol=1e-10, atol=1e-12)
         assert_close(torch.tensor(step.error, dtype=torch.float64),
                      _masked_error(model, units, X, T, s.loss, result.masks(k)), rtol=1e-10, atol=1e-12)
+
+
+# -- train --arch dscnn, end to end --------------------------------------------------------------------
+def test_train_dscnn_prune_int8_export_and_scratch_baseline(cc, tmp_path):  # noqa: F811
+    """train --arch dscnn on mnist1d (the keyword-spotting stand-in), prune to an int8 budget with C
+    and ONNX exports; the C agrees with torch; the scratch baseline rebuilds the kept DS-CNN."""
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from shrinknet.cli import cli
+    from shrinknet.data import datasets as D
+    from shrinknet.repair.retrain import scratch_baseline
+    from shrinknet.ship.modelio import load_model
+
+    def invoke(*args):
+        r = CliRunner().invoke(cli, ["--quiet", *map(str, args)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    invoke("train", "--data", "mnist1d", "--arch", "dscnn", "--size", 400, "--channels", "4,6,6", "--epochs", 4,
+           "--patience", 4, "--loss", "cross_entropy", "--out", tmp_path / "m")
+    trained, meta = load_model(tmp_path / "m" / "model.safetensors")
+    assert meta["training"]["arch"] == "dscnn" and meta["input_shape"] == [1, 40]
+    assert [(type(m), m.groups) for m in trained if isinstance(m, nn.Conv1d)] == [
+        (nn.Conv1d, 1), (nn.Conv1d, 4), (nn.Conv1d, 1), (nn.Conv1d, 6), (nn.Conv1d, 1)]
+    assert isinstance(trained[-3], nn.AdaptiveAvgPool1d)  # global average pooling before the classifier
+    budget = int(network_bytes(trained, "int8") * 0.6)
+    invoke("prune", tmp_path / "m" / "model.safetensors", "--budget", budget, "--dtype", "int8", "--force",
+           "--export", "onnx,c", "--no-analyze", "--out", tmp_path / "p")  # a 4-epoch network may sit at chance
+    small, pmeta = load_model(tmp_path / "p" / "model.safetensors")
+    assert network_bytes(small, "int8") <= budget
+    X = D.load("mnist1d", size=400).X_test.reshape(-1, 1, 40)
+    with torch.no_grad():
+        want = _reference(small, torch.from_numpy(X), "int8")
+    driver = """\
+#include <stdio.h>
+#include "model.h"
+int main(void)
+{
+    static float in[SHRINKNET_INPUT_SIZE], out[SHRINKNET_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {
+        shrinknet_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+    }
+    return 0;
+}
+"""
+    y = compile_and_run(cc, tmp_path / "p", driver, ["model.c"], X.tobytes())
+    assert np.abs(np.frombuffer(y, np.float32).reshape(want.shape) - want).max() <= TOL["int8"]
+    ds = D.load("mnist1d", size=400)
+    recipe = {**meta["training"], "epochs": 2, "patience": 2}
+    view = lambda split: ds.inputs(split).reshape(-1, 1, 40)  # noqa: E731
+    runs = scratch_baseline(small, view("train"), ds.targets("train", "cross_entropy"), view("val"),
+                            ds.targets("val", "cross_entropy"), None, None, loss="cross_entropy", recipe=recipe,
+                            seeds=(0,), storage="int8")
+    assert len(runs) == 1 and 0 <= runs[0]["val_accuracy"] <= 1
