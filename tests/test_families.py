@@ -300,7 +300,7 @@ def test_onnx_and_c_match_torch(s, cc, tmp_path):  # noqa: F811
     assert ram_bytes(model, input_shape=shape) == ram
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    for dtype in ("float32", "int8"):
+    for dtype in ("float32", "float16", "int8"):
         res = export(model, tmp_path / f"{dtype}.onnx", format="onnx", dtype=dtype, input_shape=shape)
         assert res.flash_bytes == network_bytes(model, dtype)
         sess = ort.InferenceSession(str(res.paths[0]), opts, providers=["CPUExecutionProvider"])
@@ -315,6 +315,7 @@ def test_onnx_and_c_match_torch(s, cc, tmp_path):  # noqa: F811
     driver = """\
 #include <stdio.h>
 #include "float32.h"
+#include "float16.h"
 #include "int8.h"
 int main(void)
 {
@@ -322,16 +323,18 @@ int main(void)
     while (fread(in, sizeof in, 1, stdin) == 1) {
         float32_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
+        float16_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
         int8_forward(in, out);
         fwrite(out, sizeof out, 1, stdout);
     }
     return 0;
 }
 """
-    out = compile_and_run(cc, tmp_path, driver, ["float32.c", "int8.c"], X.numpy().tobytes())
-    y32, y8 = np.frombuffer(out, dtype=np.float32).reshape(len(X), 2, N_OUT).transpose(1, 0, 2)
-    assert np.abs(y32 - _reference(model, X, "float32")).max() <= TOL["float32"]
-    assert np.abs(y8 - _reference(model, X, "int8")).max() <= TOL["int8"]
+    out = compile_and_run(cc, tmp_path, driver, ["float32.c", "float16.c", "int8.c"], X.numpy().tobytes())
+    ys = np.frombuffer(out, dtype=np.float32).reshape(len(X), 3, N_OUT).transpose(1, 0, 2)
+    for y, dtype in zip(ys, ("float32", "float16", "int8")):
+        assert np.abs(y - _reference(model, X, dtype)).max() <= TOL[dtype], dtype
 
 
 def test_int8_bytes_count_each_depthwise_channel_as_one_row():
