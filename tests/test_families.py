@@ -470,3 +470,19 @@ int main(void)
                             ds.targets("val", "cross_entropy"), None, None, loss="cross_entropy", recipe=recipe,
                             seeds=(0,), storage="int8")
     assert len(runs) == 1 and 0 <= runs[0]["val_accuracy"] <= 1
+
+
+def test_a_model_file_whose_depthwise_channels_disagree_is_refused():
+    from shrinknet.ship import describe
+
+    model, _, _, X, _ = build(SETTINGS[1])
+    net = shrinknet.as_net(model)
+    net.bind(tuple(X.shape[1:]))
+    doc, tensors = describe.describe(net), dict(describe.tensors(net))
+    (i, op), = net.blocks[0].weighted
+    doc["blocks"][0]["tail"][i]["shape"][0] -= 1  # a forged file: one depthwise channel fewer
+    tensors[f"layers.0.{i}.weight"] = op.weight[1:]
+    if op.bias is not None:
+        tensors[f"layers.0.{i}.bias"] = op.bias[1:]
+    with pytest.raises(ValueError, match="depthwise conv over 3 channels gets 4"):
+        describe.build(doc, tensors)

@@ -5,7 +5,12 @@ the MLP activations becomes the MLP's :class:`~shrinknet.network.Net` (``parse_m
 specialised fast brute force), anything with convolutions, pooling, BatchNorm, ReLU6 or
 LeakyReLU becomes a :class:`SeqNet` (``parse``). :func:`as_net`, the entry point, chooses (``needs_general``).
 
-BatchNorm (eval mode, running statistics) right after a Conv or Linear is folded into it exactly:
+A depthwise convolution (groups = in_channels = out_channels) is not a layer of its own: it joins
+the tail of the block whose channels it reads (layers/depthwise.py), its channel c riding along
+with that block's unit c. Other grouped convolutions, a channel multiplier > 1, and custom
+modules (residual additions, concatenations) are refused with one line.
+
+BatchNorm (eval mode, running statistics) right after a Conv, Linear or depthwise conv is folded into it exactly:
     y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
 with s = gamma / sqrt(var + eps) per output channel.
 """

@@ -52,6 +52,8 @@ class Depthwise:
 
     def out_shape(self, shape: tuple) -> tuple:
         c, h, w = shape
+        if c != self.channels:
+            raise ValueError(f"a depthwise conv over {self.channels} channels gets {c}")
         kh, kw = self.weight.shape[2:]
         return (c, *((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, s, p, d in
                      zip((h, w), (kh, kw), self.stride, self.padding, self.dilation)))
