@@ -486,3 +486,26 @@ def test_a_model_file_whose_depthwise_channels_disagree_is_refused():
         tensors[f"layers.0.{i}.bias"] = op.bias[1:]
     with pytest.raises(ValueError, match="depthwise conv over 3 channels gets 4"):
         describe.build(doc, tensors)
+
+
+@pytest.mark.parametrize("s", SETTINGS[:2], ids=IDS[:2])
+def test_brute_force_with_a_mask_threads_and_batches_equals_the_hooks(s):
+    """Units already switched off score +inf; the others equal the hook twin on the masked network,
+    whatever the worker threads and instance batches."""
+    model, units, _, X, T = build(s)
+    net = shrinknet.as_net(model)
+    masks = net.full_masks()
+    masks[0][1] = False
+    one = shrinknet.saliency(model, X, T, "brute_force", loss=s.loss, mask=masks, threads=1)
+    two = shrinknet.saliency(model, X, T, "brute_force", loss=s.loss, mask=masks, threads=2, batch_size=3)
+    E0 = _masked_error(model, units, X, T, s.loss, masks)
+    for h in range(net.n_hidden):
+        for c in range(net.hidden_sizes[h]):
+            if not masks[h][c]:
+                assert one[h][c] == math.inf and two[h][c] == math.inf
+                continue
+            m = [mm.clone() for mm in masks]
+            m[h][c] = False
+            want = _masked_error(model, units, X, T, s.loss, m) - E0
+            assert_close(one[h][c], want, rtol=1e-10, atol=1e-12)
+            assert_close(two[h][c], want, rtol=1e-10, atol=1e-12)

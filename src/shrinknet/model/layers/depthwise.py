@@ -15,6 +15,12 @@ is the same at every position: the parser (``model/parse.py``) allows a depthwis
 it is (pooling after it without padding; the next layer a Linear, or a convolution without
 padding), and ``Network.shrink`` checks it again.
 
+The criteria on such a unit: taylor1 and taylor2 are eqs. 6 and 8 at the mask point (o_j: the
+producer's output there), their derivatives run back through the rest of the tail, the
+depthwise conv included, by the rule below; so taylor2 drops the cross-position terms inside the
+depthwise conv as it does inside any conv (the approximation), and taylor2_exact (autograd on
+the unit's gate at the mask point) keeps them. Brute force is exact.
+
 Index letters: n instance, c channel, then positions. ``weight[c, 0, kh, kw]``; a 1-D kernel is
 held as (c, 1, 1, k), as conv.py does. Its derivatives (eq. 73 through a per-channel
 convolution): dE/du = W^T * dE/dout (a grouped transposed convolution), d2E/du^2 = (W o W)^T *
