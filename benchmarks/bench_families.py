@@ -104,7 +104,7 @@ def main():
     torch.set_num_threads(2)
     ds = datasets.load("mnist1d")
     shape = (1, 40)
-    view = lambda a: torch.as_tensor(a).reshape(len(a), *shape)  # noqa: E731
+    view = lambda a: torch.as_tensor(a).reshape(len(a), *shape)
     Xtr, Xv, Xte = view(ds.inputs("train")), view(ds.inputs("val")), view(ds.inputs("test"))
     ytr, yv, yte = (torch.as_tensor(ds.targets(s, "cross_entropy")).long() for s in ("train", "val", "test"))
     recipe = {"arch": "dscnn", "input_shape": shape, "channels": list(CHANNELS), "activation": "relu",
@@ -134,8 +134,8 @@ def main():
     print(f"{'shrinknet':34} {t_fast:9.3f} {t_slow / t_fast:7.2f}x faster   (max rel. diff {worst:.1e})")
 
     smallest = int(full * min(FRACTIONS))
-    cfg = dict(method="brute_force", algorithm="iterative", loss="cross_entropy", budget_bytes=smallest,
-               X_test=Xte, T_test=yte)
+    cfg = {"method": "brute_force", "algorithm": "iterative", "loss": "cross_entropy", "budget_bytes": smallest,
+           "X_test": Xte, "T_test": yte}
     t0 = time.perf_counter()
     f32 = shrinknet.prune(model, Xv, yv, **cfg, config=shrinknet.PruneConfig(progress=False, refit="final", X_calib=Xtr))
     t32 = time.perf_counter() - t0
@@ -155,7 +155,7 @@ def main():
         budget = int(full * frac)
         k, small = f32.fit(budget)
         s = f32.steps[k]
-        kq, small8 = q8.fit(budget)
+        kq, _ = q8.fit(budget)
         q = q8.steps[kq]
         tp_model = torch_pruning_at(model, Xv, yv, budget)
         tp_kept = shrinknet.as_net(copy.deepcopy(tp_model).eval()).hidden_sizes
@@ -164,9 +164,9 @@ def main():
             r = scratch_baseline(small, Xtr, ytr, Xv, yv, Xte, yte, loss="cross_entropy", recipe=recipe,
                                  seeds=range(args.seeds))
             scratch = sum(x["test_accuracy"] for x in r) / len(r)
-        print(f"{int(frac * 100):>3}% {budget:>6} B | {str(list(s.kept)):>16} {s.test_accuracy:6.4f} {s.bytes:>6} "
-              f"{ram_bytes(small, input_shape=shape):>5} | {str(list(q.kept)):>14} {q.test_accuracy:6.4f} {q.bytes:>6} | "
-              f"{str(list(tp_kept)):>18} {accuracy(tp_model, Xte, yte):6.4f} {folded_bytes(tp_model):>6} "
+        print(f"{int(frac * 100):>3}% {budget:>6} B | {list(s.kept)!s:>16} {s.test_accuracy:6.4f} {s.bytes:>6} "
+              f"{ram_bytes(small, input_shape=shape):>5} | {list(q.kept)!s:>14} {q.test_accuracy:6.4f} {q.bytes:>6} | "
+              f"{list(tp_kept)!s:>18} {accuracy(tp_model, Xte, yte):6.4f} {folded_bytes(tp_model):>6} "
               f"{ram_bytes(tp_model, input_shape=shape):>5} | {scratch:7.4f}")
 
     class Residual(nn.Module):

@@ -9,6 +9,7 @@ literal list of the coupled modules of each network."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from cnn_helpers import ACTS, gated_error, ref_error
+from test_cnn_export import _reference
+from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
 from torch import nn
 from torch.testing import assert_close
 
@@ -23,10 +27,6 @@ import shrinknet
 from shrinknet.model.layers.depthwise import Depthwise
 from shrinknet.ship.export import export
 from shrinknet.store.memory import network_bytes, ram_bytes
-
-from cnn_helpers import ACTS, gated_error, ref_error
-from test_cnn_export import _reference
-from test_export import TOL, cc, compile_and_run  # noqa: F401  (cc is a fixture)
 
 N_OUT = 3
 
@@ -129,6 +129,10 @@ def _channels(model, idx, X):
     return model[: idx + 1](X).shape[1]
 
 
+def _gated(model, u, X, T, loss, g):
+    return gated_error(model, u, X, T, loss, g)
+
+
 def _masked_error(model, units, X, T, loss, masks):
     """E with every switched-off unit's channel zeroed at its producer by forward hooks."""
     hooks = [model[u].register_forward_hook(
@@ -145,7 +149,7 @@ def _masked_error(model, units, X, T, loss, masks):
 # -- parsing, grouping ----------------------------------------------------------------------------
 @pytest.mark.parametrize("s", SETTINGS, ids=IDS)
 def test_parse_is_exact_and_groups_the_coupled_channels(s):
-    model, units, members, X, T = build(s)
+    model, units, members, X, _ = build(s)
     net = shrinknet.as_net(model)
     assert net.n_hidden == len(units) and sum(len(b.weighted) for b in net.blocks) == s.depth
     assert bool(net.notes) == s.bn
@@ -197,7 +201,7 @@ def test_taylor_criteria_equal_autograd_on_the_producer_gates(s):
     for h, u in enumerate(units):
         C = _channels(model, u, X)
         ones = torch.ones(C, dtype=torch.float64, requires_grad=True)
-        f = lambda g: gated_error(model, u, X, T, s.loss, g)  # noqa: E731
+        f = functools.partial(_gated, model, u, X, T, s.loss)
         (grad,) = torch.autograd.grad(f(ones), ones)
         hess = torch.autograd.functional.hessian(f, torch.ones(C, dtype=torch.float64))
         assert_close(t1[h], -grad, rtol=1e-9, atol=1e-12)
@@ -244,7 +248,7 @@ def test_shrunk_equals_masked_at_every_step(s):
 @pytest.mark.parametrize("s", [SETTINGS[0], SETTINGS[5]], ids=[SETTINGS[0].id, SETTINGS[5].id])
 @pytest.mark.parametrize("refit", [None, "every_step"])
 def test_budget_refit_and_int8_on_a_dscnn(s, refit):
-    model, units, _, X, T = build(s, n=40)
+    model, _, _, X, T = build(s, n=40)
     model = model.float()
     X = X.float()
     full = network_bytes(model, "int8")
@@ -338,7 +342,7 @@ int main(void)
 
 
 def test_int8_bytes_count_each_depthwise_channel_as_one_row():
-    model, _, _, X, _ = build(SETTINGS[0])
+    model, *_ = build(SETTINGS[0])
     model = shrinknet.as_net(model).to_sequential().float()
     want = sum(m.weight.numel() + 4 * m.weight.shape[0] + (4 * m.weight.shape[0] if m.bias is not None else 0)
                for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)))
@@ -443,7 +447,7 @@ def test_train_dscnn_prune_int8_export_and_scratch_baseline(cc, tmp_path):  # no
     budget = int(network_bytes(trained, "int8") * 0.6)
     invoke("prune", tmp_path / "m" / "model.safetensors", "--budget", budget, "--dtype", "int8", "--force",
            "--export", "onnx,c", "--no-analyze", "--out", tmp_path / "p")  # a 4-epoch network may sit at chance
-    small, pmeta = load_model(tmp_path / "p" / "model.safetensors")
+    small, _ = load_model(tmp_path / "p" / "model.safetensors")
     assert network_bytes(small, "int8") <= budget
     X = D.load("mnist1d", size=400).X_test.reshape(-1, 1, 40)
     with torch.no_grad():
@@ -465,7 +469,7 @@ int main(void)
     assert np.abs(np.frombuffer(y, np.float32).reshape(want.shape) - want).max() <= TOL["int8"]
     ds = D.load("mnist1d", size=400)
     recipe = {**meta["training"], "epochs": 2, "patience": 2}
-    view = lambda split: ds.inputs(split).reshape(-1, 1, 40)  # noqa: E731
+    view = lambda split: ds.inputs(split).reshape(-1, 1, 40)
     runs = scratch_baseline(small, view("train"), ds.targets("train", "cross_entropy"), view("val"),
                             ds.targets("val", "cross_entropy"), None, None, loss="cross_entropy", recipe=recipe,
                             seeds=(0,), storage="int8")
