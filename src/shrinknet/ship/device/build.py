@@ -76,7 +76,7 @@ ENTRY(Reset_Handler)
 SECTIONS
 {{
     .isr_vector : {{ KEEP(*(.isr_vector)) }} > FLASH
-    .text : {{ *(.text*) . = ALIGN(4); }} > FLASH
+    .text : {{ KEEP(*(.text.shrinknet_device_halt)) *(.text*) . = ALIGN(4); }} > FLASH
     .rodata : {{ *(.rodata*) . = ALIGN(4); }} > FLASH
     .data : {{ __data_start = .; *(.data*) . = ALIGN(4); __data_end = .; }} > RAM AT > FLASH
     __data_load = LOADADDR(.data);
