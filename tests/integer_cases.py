@@ -25,12 +25,16 @@ CASES = [
          (7,)),
     Case("mlp-relu6-nobias", lambda: nn.Sequential(nn.Linear(6, 11, bias=False), nn.ReLU6(), nn.Linear(11, 4)), (6,)),
     Case("mlp-linear-out-relu", lambda: nn.Sequential(nn.Linear(5, 13), nn.Linear(13, 2), nn.ReLU()), (5,)),
+    Case("mlp-sigmoid-tanh", lambda: nn.Sequential(nn.Linear(9, 11), nn.Sigmoid(), nn.Linear(11, 6), nn.Tanh(),
+                                                   nn.Linear(6, 4), nn.Sigmoid()), (9,)),
     Case("cnn2d-max-avg", lambda: nn.Sequential(
         nn.Conv2d(2, 5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(5, 3, 3, stride=2), nn.AvgPool2d(2),
         nn.ReLU(), nn.Flatten(), nn.Linear(3, 4)), (2, 11, 11)),
     Case("cnn2d-pad-maxpool-dil", lambda: nn.Sequential(
         nn.Conv2d(1, 4, (3, 2), padding=(1, 0), dilation=(2, 1)), nn.MaxPool2d(3, 2, padding=1), nn.ReLU6(),
         nn.Flatten(), nn.Linear(4 * 4 * 4, 3)), (1, 9, 9)),
+    Case("cnn2d-pool-tanh", lambda: nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.MaxPool2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 3 * 3, 2)), (1, 8, 8)),
     Case("cnn1d", lambda: nn.Sequential(
         nn.Conv1d(3, 6, 5, stride=2, padding=2), nn.ReLU(), nn.AvgPool1d(3), nn.Conv1d(6, 4, 3), nn.ReLU(),
         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 5)), (3, 31)),
@@ -42,3 +46,7 @@ def calibration(case: Case, n: int = 256, seed: int = 1) -> torch.Tensor:
     return torch.randn(n, *case.shape, generator=g) * 1.5 + 0.3
 
 
+
+
+def named(name: str) -> Case:
+    return next(c for c in CASES if c.name == name)

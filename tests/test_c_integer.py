@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from integer_cases import CASES, calibration
+from integer_cases import CASES, calibration, named
 from test_export import CFLAGS, cc, compile_and_run, defines  # noqa: F401  (cc: the fixture)
 
 from shrinknet.ship.c_integer import export_integer_c
@@ -59,7 +59,7 @@ def test_integer_c_equals_the_reference_bit_for_bit(case, cc, tmp_path):  # noqa
     assert len(np.unique(want)) > 3  # the outputs are not all clamped to one value
 
 
-@pytest.mark.parametrize("case", CASES[:1] + CASES[3:4], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [CASES[0], named("cnn2d-max-avg")], ids=lambda c: c.name)
 def test_header_states_sizes_quantization_and_bytes(case, tmp_path):
     inet = quantize_network(case.build(), calibration(case))
     res = export_integer_c(inet, tmp_path / "m.c", prefix="m")

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from integer_cases import CASES, calibration
+from integer_cases import CASES, calibration, named
 
 pytest.importorskip("ziglang")
 pytest.importorskip("unicorn")
@@ -91,7 +91,7 @@ def test_float_c_runs_and_shows_its_soft_float(cpu, soft, tmp_path):
 
 @pytest.mark.parametrize("kind", ["integer", "float"])
 def test_block_count_equals_per_instruction_count_on_the_m0plus(kind, tmp_path):
-    case = CASES[3]
+    case = named("cnn2d-max-avg")
     if kind == "integer":
         from shrinknet.ship.c_integer import export_integer_c
 

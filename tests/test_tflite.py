@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from integer_cases import CASES, calibration
+from integer_cases import CASES, calibration, named
 from torch import nn
 
 pytest.importorskip("tflite")
@@ -54,7 +54,7 @@ def test_tflm_equals_the_integer_c(tmp_path):
         pytest.skip("no C compiler")
     from shrinknet.ship.c_integer import export_integer_c
 
-    case = CASES[3]
+    case = named("cnn2d-max-avg")
     inet, q = integer_case(case)
     export_integer_c(inet, tmp_path / "net.c", prefix="net")
     c_out = compile_and_run(shutil.which("cc"), tmp_path, int8_driver("net"), ["net.c"], q.numpy().tobytes())
@@ -76,7 +76,7 @@ def test_tflm_float32_computes_the_torch_network(name, make, shape):
     assert np.abs(out - want).max() <= 1e-5 * max(1.0, float(np.abs(want).max()))
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[3]], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [CASES[0], named("cnn2d-max-avg")], ids=lambda c: c.name)
 def test_litert_runs_the_file_too(case):
     """The standard runtime (LiteRT, optimized kernels) loads the same file: float32 as torch, int8
     within one step (its optimized kernels round differently from TFLM's reference ones)."""
@@ -102,7 +102,7 @@ def test_file_holds_per_channel_int8_weights_and_int32_biases(tmp_path):
     from tflite.BuiltinOperator import BuiltinOperator
     from tflite.TensorType import TensorType
 
-    case = CASES[3]
+    case = named("cnn2d-max-avg")
     inet, _ = integer_case(case, 2)
     res = export_tflite(inet, tmp_path / "m.tflite")
     m = tflite.Model.GetRootAsModel(res.paths[0].read_bytes(), 0)

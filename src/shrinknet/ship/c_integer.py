@@ -23,6 +23,7 @@ Its outputs equal :meth:`IntegerNet.forward` bit for bit:
   ``q_x - zp_x`` is 0, as TFLM skips it). Then ``requantize`` -- TFLM's
   ``MultiplyByQuantizedMultiplier`` transcribed (SaturatingRoundingDoublingHighMul,
   RoundingDivideByPOT) -- plus the output zero point, clamped to the folded activation's range.
+* Sigmoid / tanh: a 256-entry int8 table (TFLM's LOGISTIC / TANH on every int8 input), in place.
 * Max pooling over the in-bounds positions of each window; average pooling rounded half away
   from zero (TFLM's ``reference_integer_ops::AveragePool``); ReLU after a pooling: a clamp.
 
@@ -41,7 +42,7 @@ import numpy as np
 from ..export import ExportResult, check_prefix
 from ..files import replace_files
 from ..layers.export import c_float
-from ..store.integer import IntClamp, IntegerNet, IntParam, IntPool
+from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool
 
 _REQUANTIZE = """\
 /* TFLM's MultiplyByQuantizedMultiplier (tensorflow/lite/kernels/internal/common.h, double rounding):
@@ -195,6 +196,14 @@ def _clamp_code(op: IntClamp, src: str, dst: str) -> str:
     }}"""
 
 
+def _lut_code(name: str, op: IntLut, src: str, dst: str) -> str:
+    return f"""{{ /* {op.act}: TFLM's int8 {'LOGISTIC' if op.act == 'sigmoid' else 'TANH'}, tabulated; output zero point {op.out_q.zero_point} */
+        int i;
+        for (i = 0; i < {math.prod(op.out_shape)}; i++)
+            {dst}[i] = {name}[{src}[i] + 128];
+    }}"""
+
+
 def integer_c_sources(inet: IntegerNet, prefix: str, header_name: str, meta: dict | None = None) -> tuple[str, str]:
     """(header, source) of the integer-only C of ``inet`` (module docstring)."""
     from .. import __version__
@@ -207,8 +216,8 @@ def integer_c_sources(inet: IntegerNet, prefix: str, header_name: str, meta: dic
              f"Full-integer network (int8 weights and activations, int32 accumulators; TFLite int8 spec), input "
              f"{'x'.join(map(str, inet.in_shape))} ({'NCHW' if len(inet.in_shape) > 1 else 'features'}), batch 1:",
              *(f"  layer {k}: {d}" for k, d in enumerate(inet.describe)),
-             f"Flash: {flash} bytes of int8 weights and per-channel int32 biases, int32 multipliers and int8 shifts, "
-             "not counting code.",
+             f"Flash: {flash} bytes of int8 weights, per-channel int32 biases, int32 multipliers and int8 shifts, "
+             "and 256-byte sigmoid/tanh tables, not counting code.",
              f"RAM:   {ram} bytes of int8 scratch (the two largest consecutive maps), plus the caller's input and output.",
              f"Calibration: {inet.calibration}."]
     if meta:
@@ -247,23 +256,28 @@ void {prefix}_forward(const int8_t *input, int8_t *output);
 #endif /* {guard} */
 """
     arrays, body = [], []
-    n_map, src = 0, "input"
+    n_map, n_param, src = 0, 0, "input"
     last = len(inet.ops) - 1
     for k, op in enumerate(inet.ops):
         size = math.prod(op.out_shape)
         if k == last:
             dst = "output"
-        elif isinstance(op, IntClamp):
+        elif isinstance(op, (IntClamp, IntLut)):
             dst = src  # in place
         else:
             dst = f"(scratch + {0 if n_map % 2 == 0 else scratch - size})"
             n_map += 1
         if isinstance(op, IntParam):
-            j = len(arrays)
+            j = n_param
+            n_param += 1
             arrays.append(f"/* layer {j}: {op.kind} */\n" + _param_arrays(j, op))
             body.append((_linear_code if op.kind == "linear" else _conv_code)(j, op, src, dst))
         elif isinstance(op, IntPool):
             body.append(_pool_code(op, src, dst))
+        elif isinstance(op, IntLut):
+            name = f"table{k}"
+            arrays.append(f"/* {op.act} table of operator {k} */\n" + _array(name, op.table.numpy(), "int8_t"))
+            body.append(_lut_code(name, op, src, dst))
         else:
             body.append(_clamp_code(op, src, dst))
         src = dst

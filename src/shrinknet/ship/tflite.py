@@ -14,7 +14,8 @@ point, int8 weights per output channel with ``quantized_dimension = 0``, int32 b
 * pooling: ``MAX_POOL_2D`` / ``AVERAGE_POOL_2D`` (no dilation) with a following ReLU/ReLU6 fused;
   max pooling's padding as SAME where it matches, else a ``PADV2`` with the lowest value (-128 /
   the lowest float32: never a window's maximum); average pooling only without padding;
-* float32 only: sigmoid and tanh as ``LOGISTIC`` and ``TANH``.
+* sigmoid and tanh as ``LOGISTIC`` and ``TANH`` (int8: output scale 1/256, zero point -128 and
+  1/128, 0, as the spec requires).
 
 Tensors are NHWC as TFLite expects: the input of a 2-D CNN is [1, H, W, C] -- feed an NCHW
 image ``x`` as ``x.permute(0, 2, 3, 1)`` (numpy: ``x.transpose(0, 2, 3, 1)``) -- a 1-D CNN's
@@ -36,7 +37,7 @@ import numpy as np
 from ..errors import InputError
 from ..export import ExportResult
 from ..files import write_bytes
-from ..store.integer import IntClamp, IntegerNet, IntParam, IntPool, QParams
+from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
 
 FUSED = {"identity": 0, "relu": 1, "relu6": 3}  # tflite ActivationFunctionType NONE, RELU, RELU6
 _INSTALL = "pip install 'shrinknet[tflite]'"
@@ -76,6 +77,9 @@ def layers_of_integer(inet: IntegerNet) -> list[Layer]:
         elif isinstance(op, IntPool):
             out.append(Layer(op.kind, op.in_shape, op.out_shape, "identity", in_q=op.q, out_q=op.q,
                              kernel=op.kernel, stride=op.stride, padding=op.padding, dilation=op.dilation))
+        elif isinstance(op, IntLut):
+            out.append(Layer("logistic" if op.act == "sigmoid" else "tanh", op.in_shape, op.out_shape, in_q=op.in_q,
+                             out_q=op.out_q))
         else:
             assert isinstance(op, IntClamp)
             _fuse(out, op.act)
@@ -403,9 +407,9 @@ def tflite_model(model, description: str | None = None) -> bytes:
                 Pool2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
                 return Pool2DOptions.End(b)
             w.op(OP.MAX_POOL_2D if L.kind == "maxpool" else OP.AVERAGE_POOL_2D, [cur], [out], BO.Pool2DOptions, opts)
-        else:  # logistic / tanh (float only)
+        else:  # logistic / tanh (int8: the spec's fixed output quantization)
             shape = [1, L.out_shape[0]] if flat else _nhwc(L.out_shape, False)
-            out = act_tensor("output" if last else f"{k}.{L.kind}", shape, None)
+            out = act_tensor("output" if last else f"{k}.{L.kind}", shape, oq)
             w.op(OP.LOGISTIC if L.kind == "logistic" else OP.TANH, [cur], [out])
         cur = out
     if not flat:  # a network ending in a map: its output as rows

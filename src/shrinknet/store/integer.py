@@ -31,10 +31,13 @@ The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read h
 * Rounding of floats (input quantization, zero points, biases, activation bounds) is
   ``TfLiteRound``: half away from zero.
 
-Not supported (InputError naming it): sigmoid and tanh (TFLM's int8 LOGISTIC/TANH are fixed-point
-gemmlowp routines not yet transcribed here), softplus and leaky ReLU (no int8 kernel in TFLM),
-average pooling with padding, and adaptive average pooling whose windows are not one plain
-average pooling.
+* Sigmoid and tanh: TFLM's int8 LOGISTIC and TANH (gemmlowp fixed point, transcribed in
+  store/integer_act.py and tabulated over the 256 int8 inputs); their input is the layer's
+  calibrated pre-activation, their output has the spec's fixed quantization (1/256, -128 and
+  1/128, 0).
+
+Not supported (InputError naming it): softplus and leaky ReLU (no int8 kernel in TFLM), average
+pooling with padding, and adaptive average pooling whose windows are not one plain average pooling.
 
 The integer reference (:meth:`IntegerNet.forward`) computes in torch int64 only: integer matmuls
 (``einsum`` over int64), shifts and masks; no float touches a value after the input is quantized.
@@ -56,7 +59,8 @@ from ..quantize import quantize_rows
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-SUPPORTED_ACTS = ("identity", "relu", "relu6")
+SUPPORTED_ACTS = ("identity", "relu", "relu6", "sigmoid", "tanh")
+FOLDED = ("relu", "relu6")  # a clamp in the layer's requantization
 
 
 # -- TFLM's fixed-point arithmetic (tensorflow/lite/kernels/internal/common.h, quantization_util.cc) --
@@ -266,6 +270,33 @@ class IntClamp:
         return x.clamp(self.act_min, self.act_max)
 
 
+@dataclass(frozen=True)
+class IntLut:
+    """Sigmoid (``act == "sigmoid"``, output scale 1/256, zero point -128) or tanh (1/128, 0) as
+    TFLM's int8 LOGISTIC / TANH compute them, tabulated over the 256 inputs (store/integer_act.py)."""
+
+    act: str
+    in_q: QParams
+    out_q: QParams
+    table: Tensor  # int8 (256,): output of input q at index q + 128
+    in_shape: tuple
+    out_shape: tuple
+    kind = "lut"
+
+    @classmethod
+    def make(cls, act: str, in_q: QParams, in_shape: tuple, out_shape: tuple) -> "IntLut":
+        from .integer_act import logistic_table, tanh_table
+
+        if act == "sigmoid":
+            table, out_q = logistic_table(in_q.scale, in_q.zero_point), QParams(1.0 / 256, -128)
+        else:
+            table, out_q = tanh_table(in_q.scale, in_q.zero_point), QParams(1.0 / 128, 0)
+        return cls(act, in_q, out_q, torch.from_numpy(table), in_shape, out_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.table[x.to(torch.int64) + 128]
+
+
 @dataclass
 class IntegerNet:
     """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp), the input's and
@@ -324,12 +355,13 @@ class IntegerNet:
 
     def flash_bytes(self) -> int:
         """Stored bytes: int8 weights, and per output channel an int32 bias, an int32 multiplier
-        and an int8 shift (:func:`integer_layer_bytes`)."""
-        return sum(integer_layer_bytes(op.weight.shape[0], math.prod(op.weight.shape[1:])) for op in self.params)
+        and an int8 shift (:func:`integer_layer_bytes`); 256 bytes per sigmoid/tanh table."""
+        return (sum(integer_layer_bytes(op.weight.shape[0], math.prod(op.weight.shape[1:])) for op in self.params)
+                + 256 * sum(op.kind == "lut" for op in self.ops))
 
     def maps(self) -> list[int]:
-        """int8 bytes of every intermediate map of a batch-1 pass (clamps work in place)."""
-        return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind != "clamp"]
+        """int8 bytes of every intermediate map of a batch-1 pass (clamps and tables work in place)."""
+        return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind not in ("clamp", "lut")]
 
     def ram_bytes(self) -> int:
         """Scratch bytes of the integer-only C: the two largest consecutive maps side by side."""
@@ -425,7 +457,7 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
             x = b.param.forward(h)
             tail = list(b.tail)
             act = "identity"
-            if tail and tail[0].kind == "act":  # folded into the layer's clamp
+            if tail and tail[0].kind == "act" and tail[0].act.name in FOLDED:  # folded into the layer's clamp
                 act = tail.pop(0).act.name
                 x = b.tail[0].forward(x)
             if x.ndim == 2:
@@ -449,10 +481,13 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
             q, cur, h = out_q, out_shape, x
             for i, op in enumerate(b.tail):
                 if op.kind == "act" and i == 0 and act != "identity":
-                    continue
+                    continue  # folded
                 new_shape = _c3(shapes[k][i + 1])
                 h = op.forward(h)
-                if op.kind == "act":
+                if op.kind == "act" and op.act.name in ("sigmoid", "tanh"):
+                    ops.append(IntLut.make(op.act.name, q, cur, new_shape))
+                    q = ops[-1].out_q
+                elif op.kind == "act":
                     if op.act.name != "identity":
                         ops.append(IntClamp(op.act.name, q, *act_range(op.act.name, q), cur, new_shape))
                 else:
