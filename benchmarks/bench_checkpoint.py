@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 import shrinknet
-from shrinknet import checkpoint
-from shrinknet.train import mlp
+from shrinknet.choose import checkpoint
+from shrinknet.repair.train import mlp
 
 
 def timed(fn, repeat: int):

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets, losses, network
-from shrinknet.train import cnn, train
+from shrinknet.data import datasets
+from shrinknet.model import losses, network
+from shrinknet.repair.train import cnn, train
 
 BUDGETS_KIB = (4, 8, 16, 32)
 
@@ -108,7 +109,7 @@ def cnn_recipe(shape, channels, epochs: int) -> dict:
 def scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, seeds: int) -> None:
     """Print, per budget, the pruned networks (no retraining) beside their kept shapes trained from scratch
     with ``recipe`` (mean of ``seeds`` seeds; int8: quantized per output channel after training)."""
-    from shrinknet.retrain import scratch_baseline
+    from shrinknet.repair.retrain import scratch_baseline
 
     cache: dict = {}
 
@@ -202,7 +203,7 @@ def main():
     print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
           f"in {t_prune:.1f}s at float32; at int8 (refit final) {len(int8.steps) - 1} from "
           f"{int8.steps[0].bytes} B in {t_int8:.1f}s")
-    from shrinknet.retrain import finetune
+    from shrinknet.repair.retrain import finetune
 
     def tuned(m):
         if args.finetune == 0:

@@ -20,7 +20,7 @@ import time
 import torch
 
 import shrinknet
-from shrinknet.train import mlp
+from shrinknet.repair.train import mlp
 
 
 def naive_step_seconds(model, X, T, masks) -> float:
@@ -83,8 +83,8 @@ def speed():
 
 
 def quality():
-    from shrinknet import datasets
-    from shrinknet.experiments import FRACTIONS, curve_at, prune_on, train_on
+    from shrinknet.data import datasets
+    from shrinknet.workflows.experiments import FRACTIONS, curve_at, prune_on, train_on
 
     ds = datasets.load("mnist5k", seed=0)
     model, meta = train_on(ds, (50, 50), epochs=300)

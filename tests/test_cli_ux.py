@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import shrinknet
-from shrinknet import modelio, runs
+from shrinknet.ship import modelio, runs
 from shrinknet.cli import cli
-from shrinknet.prune import parse_drop
+from shrinknet.choose.result import parse_drop
 
 CLASSES = (2, 5, 9)  # labels that are not 0..C-1: held-out files must be mapped by value
 SD_SETTINGS = ("--activation", "sigmoid", "--out-activation", "sigmoid", "--loss", "mse")  # a state_dict records none

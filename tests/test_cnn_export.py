@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet.export import export
-from shrinknet.memory import network_bytes, ram_bytes
-from shrinknet.modelio import load_model, save_model
-from shrinknet.quantize import dequantize, quantize_rows
+from shrinknet.ship.export import export
+from shrinknet.store.memory import network_bytes, ram_bytes
+from shrinknet.ship.modelio import load_model, save_model
+from shrinknet.store.quantize import dequantize, quantize_rows
 
 from cnn_helpers import SETTINGS, build
 from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)

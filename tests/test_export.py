@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch import nn
 
-from shrinknet.export import DTYPES, ExportResult, export
-from shrinknet.memory import network_bytes
-from shrinknet.modelio import load_model
-from shrinknet.network import as_net
-from shrinknet.quantize import fake_quantize, quantize_rows
-from shrinknet.surgery import shrink
+from shrinknet.ship.export import DTYPES, ExportResult, export
+from shrinknet.store.memory import network_bytes
+from shrinknet.ship.modelio import load_model
+from shrinknet.model.parse import as_net
+from shrinknet.store.quantize import fake_quantize, quantize_rows
+from shrinknet.model.surgery import shrink
 
 ACTS = {
     "sigmoid": nn.Sigmoid,

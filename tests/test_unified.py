@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet import modelio
+from shrinknet.ship import modelio
 
 # (hidden activation, bias, loss, output activation) of the seeded tiny models
 CASES = {
@@ -99,8 +99,8 @@ def run_analyses(case: str) -> bytes:
     """The gain curves of two neurons and the correlated pairs (exact pair switch-offs) of the model."""
     model, (X, T) = pinned_model(case), pinned_data(case)
     loss = "cross_entropy" if T.ndim == 1 else "mse"
-    curves = shrinknet.analysis.gain_curves(model, X, T, [(0, 1), (1, 3)], loss=loss)["curves"]
-    rows = shrinknet.analysis.correlated_pairs(model, X, T, loss=loss, top=3)
+    curves = shrinknet.score.analysis.gain_curves(model, X, T, [(0, 1), (1, 3)], loss=loss)["curves"]
+    rows = shrinknet.score.analysis.correlated_pairs(model, X, T, loss=loss, top=3)
     return b"".join(c[k].numpy().tobytes() for c in curves for k in ("error", "taylor1", "taylor2")) + repr(rows).encode()
 
 
@@ -151,7 +151,7 @@ ANALYSES = {  # case -> SHA-256 of run_analyses with main's code (0.2 at da0cd7f
 @pytest.mark.parametrize("key", list(FILES), ids=["-".join(k) for k in FILES])
 def test_mlp_files_are_byte_identical_to_main(key, tmp_path, monkeypatch):
     case, fmt, dtype = key
-    monkeypatch.setattr(shrinknet, "__version__", "0.2.0")  # the pins' producer version (ONNX, C banner)
+    monkeypatch.setattr(shrinknet.version, "__version__", "0.2.0")  # the pins' producer version (ONNX, C banner)
     assert files_of(pinned_model(case), tmp_path, fmt, dtype) == FILES[key]
 
 
@@ -186,9 +186,11 @@ import cnn_helpers  # noqa: E402
 import helpers  # noqa: E402
 from torch.testing import assert_close  # noqa: E402
 
-from shrinknet import losses, network  # noqa: E402
-from shrinknet.layers import SeqNet, parse  # noqa: E402
-from shrinknet.layers.net import Block  # noqa: E402
+from shrinknet.model import losses, network  # noqa: E402
+from shrinknet.score import saliency  # noqa: E402
+from shrinknet.model.layers import SeqNet  # noqa: E402
+from shrinknet.model.parse import parse  # noqa: E402
+from shrinknet.model.layers.net import Block  # noqa: E402
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
 
@@ -262,7 +264,7 @@ def test_switch_off_delta_is_the_literal_switch_off(name):
     masks = _masks(net, 1)
     trace = net.forward(data.X, masks)
     E = loss.per_instance(trace.o[-1], data.T).sum()
-    bf = net.brute_force(loss, data, masks, trace)
+    bf = saliency.brute_force(net, loss, data, masks, trace)
     for h in range(net.n_hidden):
         kept = masks[h].nonzero().squeeze(1).tolist()
         units = kept[:2] if len(kept) > 2 else kept[:1]
@@ -287,7 +289,7 @@ def test_joint_contribution_is_the_sum_of_the_units_contributions(name):
 def test_unit_correlation_is_the_correlation_of_the_contributions(name):
     """analysis.unit_correlation (closed form where a unit owns one column) against the literal
     correlation of the units' flattened contributions, centred over instances."""
-    from shrinknet.analysis import unit_correlation
+    from shrinknet.score.analysis import unit_correlation
 
     if name == "cnn-one-position":  # a conv whose map is one position, then Flatten and Linear (P = 1)
         torch.manual_seed(0)
@@ -342,7 +344,7 @@ def test_mlp_and_its_general_parse_agree_on_the_interface(s):
         trace = net.forward(data.X, masks)
         out[net.general] = dict(
             y=trace.o[-1], sweep=[t for r in net.sweep(loss, data, masks, trace) for t in r],
-            bf=net.brute_force(loss, data, masks, trace), mag=net.magnitude(trace),
+            bf=saliency.brute_force(net, loss, data, masks, trace), mag=net.magnitude(trace),
             t2x=net.taylor2_exact(loss, data, masks, trace),
             pair=net.switch_off_delta(loss, data, masks, trace, 0, masks[0].nonzero().squeeze(1)[:2].tolist()),
             params=net.params(masks), ram=net.ram_floats(masks), shrunk=net.shrink(masks).forward(data.X, net.shrink(masks).full_masks()).o[-1])
@@ -356,7 +358,7 @@ def test_capabilities_are_stated_not_tested_by_type():
     cnn = _cnn(cnn_helpers.SETTINGS[0])[0]
     assert mlp.scoring_threads and mlp.incremental_brute_force and mlp.approximate_speeds
     assert cnn.scoring_threads and not (cnn.incremental_brute_force or cnn.approximate_speeds)
-    from shrinknet.threads import scoring_work
+    from shrinknet.util.threads import scoring_work
 
     assert scoring_work(mlp, 10) > 0 and scoring_work(cnn, 10) > 0
     model, _, X, T = cnn_helpers.build(cnn_helpers.SETTINGS[0])
