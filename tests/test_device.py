@@ -18,8 +18,8 @@ pytest.importorskip("unicorn")
 pytest.importorskip("elftools")
 
 from shrinknet.errors import InputError  # noqa: E402
-from shrinknet.export import export  # noqa: E402
-from shrinknet.network import as_net  # noqa: E402
+from shrinknet.ship.export import export  # noqa: E402
+from shrinknet.model.parse import as_net  # noqa: E402
 from shrinknet.ship.device import build  # noqa: E402
 from shrinknet.ship.device.emulate import count_thumb, macs_of, run_integer_net, run_on_device  # noqa: E402
 from shrinknet.store.integer import quantize_network  # noqa: E402

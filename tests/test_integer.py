@@ -162,7 +162,7 @@ def test_integer_forward_is_integer_only_and_deterministic(case):
 
 
 def test_weights_are_quantize_rows_and_biases_at_input_times_weight_scale():
-    from shrinknet.quantize import quantize_rows
+    from shrinknet.store.quantize import quantize_rows
 
     case = CASES[0]
     model = case.build()

@@ -16,7 +16,7 @@ pytest.importorskip("tflite")
 pytest.importorskip("tflite_micro")
 
 from shrinknet.errors import InputError  # noqa: E402
-from shrinknet.network import as_net  # noqa: E402
+from shrinknet.model.parse import as_net  # noqa: E402
 from shrinknet.ship.tflite import export_tflite, run_tflm, tflite_model, to_tflite_input  # noqa: E402
 from shrinknet.store.integer import quantize_network  # noqa: E402
 

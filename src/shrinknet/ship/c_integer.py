@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export import ExportResult, check_prefix
-from ..files import replace_files
-from ..layers.export import c_float
 from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool
+from ..util.files import replace_files
+from .emit import c_float
+from .export import ExportResult, check_prefix
 
 _REQUANTIZE = """\
 /* TFLM's MultiplyByQuantizedMultiplier (tensorflow/lite/kernels/internal/common.h, double rounding):
@@ -206,7 +206,7 @@ def _lut_code(name: str, op: IntLut, src: str, dst: str) -> str:
 
 def integer_c_sources(inet: IntegerNet, prefix: str, header_name: str, meta: dict | None = None) -> tuple[str, str]:
     """(header, source) of the integer-only C of ``inet`` (module docstring)."""
-    from .. import __version__
+    from ..version import __version__
     import json
 
     macro = prefix.upper()

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..export import ExportResult
-from ..files import write_bytes
 from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
+from ..util.files import write_bytes
+from .export import ExportResult
 
 FUSED = {"identity": 0, "relu": 1, "relu6": 3}  # tflite ActivationFunctionType NONE, RELU, RELU6
 _INSTALL = "pip install 'shrinknet[tflite]'"
@@ -307,7 +307,7 @@ def tflite_model(model, description: str | None = None) -> bytes:
         layers, in_shape = layers_of_integer(model), model.in_shape
         in_q = model.input_q
     else:
-        from ..network import as_net
+        from ..model.parse import as_net
 
         net = as_net(model)
         if net.in_shape is None:

@@ -6,7 +6,7 @@ The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read h
 
 * real = scale * (q - zero_point) for every int8 tensor.
 * Weights: int8, symmetric per output channel (zero point 0), values in -127..127:
-  ``s_w[o] = max |w[o, :]| / 127`` -- exactly :func:`shrinknet.quantize.quantize_rows`, the
+  ``s_w[o] = max |w[o, :]| / 127`` -- exactly :func:`shrinknet.store.quantize.quantize_rows`, the
   quantization the int8-weight storage already uses, so both agree on every weight.
 * Activations (the input, and the output of every Linear/Conv with its folded activation): int8
   asymmetric per tensor. Calibration rule (the TFLite converter's min/max rule): rmin and rmax are
@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..quantize import quantize_rows
+from .quantize import quantize_rows
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -432,7 +432,7 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
     Raises InputError for calibration data with NaN/inf or that is constant, and for a layer that
     cannot run full-integer (naming it and its activation).
     """
-    from ..network import as_net
+    from ..model.parse import as_net
 
     net = as_net(model)
     X = _check_calibration(calibration)
