@@ -93,17 +93,13 @@ def _param_arrays(k: int, op: IntParam) -> str:
 
 def _linear_code(k: int, op: IntParam, src: str, dst: str) -> str:
     O, n = op.weight.shape[0], math.prod(op.weight.shape[1:])
-    # the inner loop four at a time (fewer loop instructions per MAC on a Cortex-M0+), then the rest
     return f"""{{ /* layer {k}: linear {n} -> {O}, int8; output zero point {op.out_q.zero_point}, clamp [{op.act_min}, {op.act_max}] */
         int i, j;
         for (i = 0; i < {O}; i++) {{
             const int8_t *w = layer{k}_weight + i * {n};
-            const int8_t *x = {src};
             int32_t acc = layer{k}_bias[i];
-            for (j = 0; j + 4 <= {n}; j += 4, w += 4, x += 4)
-                acc += (int32_t)w[0] * x[0] + (int32_t)w[1] * x[1] + (int32_t)w[2] * x[2] + (int32_t)w[3] * x[3];
-            for (; j < {n}; j++)
-                acc += (int32_t)*w++ * *x++;
+            for (j = 0; j < {n}; j++) /* a plain loop: clang unrolls it better than a hand-unrolled one */
+                acc += (int32_t)w[j] * {src}[j];
             acc = requantize(acc, layer{k}_multiplier[i], layer{k}_shift[i]) + {op.out_q.zero_point};
             {dst}[i] = {_clamp("acc", op.act_min, op.act_max)};
         }}

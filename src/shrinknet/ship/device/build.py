@@ -13,8 +13,9 @@ RAM at 0x20000000 (.data, .bss, then the stack growing down from the top of RAM)
 a harness (:func:`harness`) holds the input and output buffers and calls ``<prefix>_forward``.
 
 The float C's ``#include <math.h>`` is served by a small header of ours (INFINITY and the
-declarations of expf/tanhf/log1pf): there is no libm, so a float network with sigmoid, tanh or
-softplus does not link (the error names the function).
+declarations of expf/tanhf/log1pf); no libm is linked: the definitions come from zig's
+compiler-rt where it has them (expf does: the demo's sigmoid float C links), and a missing one
+fails the link with an error naming it.
 
 :func:`elf_facts` reads, with ``pyelftools``, the section sizes -- flash = .isr_vector + .text +
 .rodata + .data, static RAM = .data + .bss -- and the symbols, among them the soft-float routines.
@@ -177,7 +178,8 @@ def build_elf(c_files: list[Path], harness_text: str, core: Cpu, workdir: Path, 
     (workdir / "harness.c").write_text(harness_text)
     elf = workdir / "net.elf"
     dirs = sorted({str(Path(c).resolve().parent) for c in c_files})
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", core.target, f"-mcpu={core.mcpu}", opt, "-std=c99",
+    # -g: zig strips the symbol table at -Os without it (debug sections are not loaded: flash is unchanged)
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", core.target, f"-mcpu={core.mcpu}", opt, "-g", "-std=c99",
            "-ffreestanding", "-ffunction-sections", "-fdata-sections", "-fno-pie", "-I", str(inc),
            *(f"-I{d}" for d in dirs), "-T", str(workdir / "link.ld"), "-Wl,--gc-sections", "-Wl,-e,Reset_Handler",
            "-o", str(elf), str(workdir / "startup.c"), str(workdir / "harness.c"), *(str(Path(c).resolve()) for c in c_files)]
