@@ -6,7 +6,8 @@ a bare-metal Cortex-M0+ and Cortex-M4 with zig's clang and run in the unicorn em
 
 Networks: the demo's trained 400-100-100-10 sigmoid MLP (unpruned) and the demo's network pruned to
 64 KiB (kept [35, 43]); run ``shrinknet demo --out DIR`` first, or let this script run it (about a
-minute). Full-integer: activations calibrated by min/max over the demo's 3000 training instances.
+minute). ``--model NAME=FILE`` adds any model file, e.g. the default CNN (``shrinknet train --data
+mnist5k --arch cnn --loss cross_entropy --out-activation none --out runs/cnn``) and its pruned run. Full-integer: activations calibrated by min/max over the demo's 3000 training instances.
 
 Printed per network, variant and core: flash (.text + .rodata + .data of the ELF: code and weights),
 RAM (.data + .bss + the painted stack's high-water mark; the harness's input/output buffers are
@@ -33,7 +34,7 @@ from shrinknet.ship.c_integer import export_integer_c
 from shrinknet.ship.device.emulate import macs_of, run_on_device
 from shrinknet.ship.export import export
 from shrinknet.ship.modelio import load_model
-from shrinknet.ship.tflite import run_tflm, tflite_model
+from shrinknet.ship.tflite import run_tflm, tflite_model, to_tflite_input
 from shrinknet.store.integer import quantize_network
 from shrinknet.store.quantize import fake_quantize
 
@@ -49,6 +50,9 @@ def main() -> None:
     ap.add_argument("--demo", default="shrinknet-demo", help="the demo's output directory (made when missing)")
     ap.add_argument("--rows", type=int, default=3, help="test instances run on each emulated core")
     ap.add_argument("--opt", default="-O2", help="the compiler's optimization flag (-O2, -Os, ...)")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
+                    help="also measure this model file (e.g. a trained or pruned CNN run's model.safetensors); "
+                         "its data set is the one it records")
     args = ap.parse_args()
     demo = Path(args.demo)
     if not (demo / "model.safetensors").exists():
@@ -56,20 +60,21 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "shrinknet", "demo", "--out", str(demo)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nets = []
-    for name, file in (("unpruned 400-100-100-10", "trained.safetensors"), ("pruned to 64 KiB", "model.safetensors")):
-        model, meta = load_model(demo / file)
+    files = [("unpruned 400-100-100-10", demo / "trained.safetensors"), ("pruned to 64 KiB", demo / "model.safetensors")]
+    files += [tuple(m.split("=", 1)) for m in args.model]
+    for name, file in files:
+        model, meta = load_model(file)
         nets.append((name, model.eval(), meta))
-    ds = datasets.reload(nets[1][2]["data"])
-    X_train, X_test, y_test = (torch.from_numpy(a) for a in (ds.X_train, ds.X_test, ds.y_test))
-    rows = X_test[: args.rows]
-
-    print(f"compiled with zig's clang {args.opt}; {args.rows} test rows per core; instructions counted by unicorn")
     header = (f"{'network':<36}{'variant':<16}{'cpu':<15}{'flash B':>9}{'RAM B':>8}{'stack B':>8}{'instr/inf':>12}"
               f"{'instr/MAC':>10}{'test acc':>9}  device check, soft-float")
     print(header)
     print("-" * len(header))
-    for name, model, _ in nets:
+    for name, model, meta in nets:
         net = as_net(model)
+        ds = datasets.reload(meta["data"])
+        X_train, X_test, y_test = (torch.from_numpy(a) for a in (ds.X_train, ds.X_test, ds.y_test))
+        X_train, X_test = (net.prepare_input(X) for X in (X_train, X_test))  # flat rows -> the model's instances
+        rows = X_test[: args.rows]
         macs = macs_of(net)
         hidden = "-".join(str(b.param.out_units) for b in net.blocks)
         label = f"{name} ({hidden})"
@@ -89,8 +94,9 @@ def main() -> None:
             export(model, tmp / "f32.c", format="c", dtype="float32", prefix="f32")
             export(model, tmp / "w8.c", format="c", dtype="int8", prefix="w8")
             export_integer_c(inet, tmp / "i8.c", prefix="i8")
-            variants = [("float32 C", "f32", rows.numpy().astype(np.float32), want32, acc32),
-                        ("int8-weight C", "w8", rows.numpy().astype(np.float32), want8, acc8),
+            flat = rows.reshape(len(rows), -1).numpy().astype(np.float32)
+            variants = [("float32 C", "f32", flat, want32, acc32),
+                        ("int8-weight C", "w8", flat, want8, acc8),
                         ("integer-only C", "i8", q_rows.reshape(len(q_rows), -1).numpy(), want_int, acc_int)]
             for variant, prefix, inputs, want, acc in variants:
                 for cpu in CPUS:
@@ -103,8 +109,8 @@ def main() -> None:
                     print(f"{label:<36}{variant:<16}{cpu:<15}{rep.flash_bytes:>9}{rep.ram_bytes:>8}{rep.stack_bytes:>8}"
                           f"{rep.instructions_per_inference:>12.0f}{rep.instructions_per_mac:>10.2f}{acc:>9.4f}  "
                           f"{check}; soft-float: {soft}", flush=True)
-        out, arena = run_tflm(tflite_model(inet), q_rows.reshape(len(q_rows), -1).numpy())
-        _, arena32 = run_tflm(tflite_model(net), rows.numpy().astype(np.float32))
+        out, arena = run_tflm(tflite_model(inet), to_tflite_input(q_rows.numpy(), inet.in_shape))
+        _, arena32 = run_tflm(tflite_model(net), to_tflite_input(rows.numpy(), inet.in_shape).astype(np.float32))
         same = "equal to the integer reference" if np.array_equal(out, want_int) else "DIFFERS"
         print(f"{label:<36}{'TFLM .tflite':<16}{'(host)':<15}{'':>9}{arena:>8}{'':>8}{'':>12}{'':>10}{acc_int:>9.4f}  "
               f"int8 arena {arena} B ({same}); float32 arena {arena32} B; integer flash (weights) "

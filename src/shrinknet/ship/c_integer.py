@@ -19,8 +19,9 @@ Its outputs equal :meth:`IntegerNet.forward` bit for bit:
 
 * Linear / Conv: ``acc = b'[o] + sum q_w q_x`` in int32, where ``b'[o] = q_b[o] - zp_x sum q_w[o]``
   folds the input zero point into the bias (CMSIS-NN's trick; the same integer as TFLM's
-  ``sum q_w (q_x - zp_x) + q_b``); a padded position of a convolution reads ``zp_x`` (its
-  ``q_x - zp_x`` is 0, as TFLM skips it). Then ``requantize`` -- TFLM's
+  ``sum q_w (q_x - zp_x) + q_b``). A padded convolution computes its interior outputs (every tap
+  inside the map, a range fixed at export) without checks; at the border a padded tap reads
+  ``zp_x`` (its ``q_x - zp_x`` is 0, as TFLM skips it). Then ``requantize`` -- TFLM's
   ``MultiplyByQuantizedMultiplier`` transcribed (SaturatingRoundingDoublingHighMul,
   RoundingDivideByPOT) -- plus the output zero point, clamped to the folded activation's range.
 * Sigmoid / tanh: a 256-entry int8 table (TFLM's LOGISTIC / TANH on every int8 input), in place.
@@ -106,6 +107,13 @@ def _linear_code(k: int, op: IntParam, src: str, dst: str) -> str:
     }}"""
 
 
+def _interior(n: int, n_out: int, k: int, s: int, p: int, d: int) -> tuple[int, int]:
+    """[lo, hi): the outputs along one axis whose every tap lies inside the map (o s - p >= 0 and
+    o s - p + (k - 1) d < n); an empty range (lo = hi) when there is none."""
+    inside = [o for o in range(n_out) if o * s - p >= 0 and o * s - p + (k - 1) * d < n]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
 def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
     C, H, W = op.in_shape
     O, OH, OW = op.out_shape
@@ -115,24 +123,31 @@ def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
     head = (f"/* layer {k}: convolution {C} -> {O} channels, kernel {kh}x{kw}, stride {op.stride}, padding "
             f"{op.padding}, dilation {op.dilation}, int8; output zero point {op.out_q.zero_point}, clamp "
             f"[{op.act_min}, {op.act_max}] */")
-    if ph == 0 and pw == 0:
-        inner = f"""for (c = 0; c < {C}; c++)
+    fast = f"""for (c = 0; c < {C}; c++)
                         for (i = 0; i < {kh}; i++) {{
-                            const int8_t *row = {src} + (c * {H} + oh * {sh} + i * {dh}) * {W} + ow * {sw};
+                            const int8_t *row = {src} + (c * {H} + oh * {sh} - {ph} + i * {dh}) * {W} + ow * {sw} - {pw};
                             for (j = 0; j < {kw}; j++)
                                 acc += (int32_t)*w++ * row[j * {dw}];
                         }}"""
-    else:  # a padded position reads the input zero point: its (q - zp) is 0
-        inner = f"""for (c = 0; c < {C}; c++)
-                        for (i = 0; i < {kh}; i++) {{
-                            int ih = oh * {sh} - {ph} + i * {dh};
-                            for (j = 0; j < {kw}; j++) {{
-                                int iw = ow * {sw} - {pw} + j * {dw};
-                                int32_t v = (ih < 0 || ih >= {H} || iw < 0 || iw >= {W}) ? {zp}
-                                            : {src}[(c * {H} + ih) * {W} + iw];
-                                acc += (int32_t)*w++ * v;
+    if ph == 0 and pw == 0:
+        inner = fast
+    else:  # interior outputs as unpadded; at the border a padded tap reads zp_x (its q - zp is 0, as TFLM skips it)
+        (h0, h1), (w0, w1) = (_interior(n, o, k_, s_, p_, d_) for n, o, k_, s_, p_, d_ in
+                              zip((H, W), (OH, OW), (kh, kw), op.stride, op.padding, op.dilation))
+        inner = f"""if (oh >= {h0} && oh < {h1} && ow >= {w0} && ow < {w1}) {{
+                        {fast}
+                    }} else {{
+                        for (c = 0; c < {C}; c++)
+                            for (i = 0; i < {kh}; i++) {{
+                                int ih = oh * {sh} - {ph} + i * {dh};
+                                for (j = 0; j < {kw}; j++) {{
+                                    int iw = ow * {sw} - {pw} + j * {dw};
+                                    int32_t v = (ih < 0 || ih >= {H} || iw < 0 || iw >= {W}) ? {zp}
+                                                : {src}[(c * {H} + ih) * {W} + iw];
+                                    acc += (int32_t)*w++ * v;
+                                }}
                             }}
-                        }}"""
+                    }}"""
     return f"""{{ {head}
         int o, oh, ow, c, i, j;
         for (o = 0; o < {O}; o++)
