@@ -17,7 +17,7 @@ from torch import nn
 
 from integer_cases import CASES, calibration
 from shrinknet.errors import InputError
-from shrinknet.store.integer import (IntClamp, IntLut, IntParam, IntPool, QParams, multiply_by_quantized_multiplier,
+from shrinknet.store.integer import (IntClamp, IntLut, IntParam, IntPool, integer_bytes, QParams, multiply_by_quantized_multiplier,
                                      quantize_multiplier, quantize_network)
 
 
@@ -230,3 +230,13 @@ def test_sigmoid_and_tanh_tables_are_the_functions_to_one_lsb(act, scale, zp):
     d = (op.forward(x).to(torch.int64) - sim.to(torch.int64)).abs()
     assert int(d.max()) <= 1 and int((d > 0).sum()) <= 40
     assert op.out_q == (QParams(1 / 256, -128) if act == "sigmoid" else QParams(1 / 128, 0))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_integer_bytes_without_calibration_are_the_stored_bytes(case):
+    model = case.build()
+    inet = quantize_network(model, calibration(case))
+    assert integer_bytes(model) == inet.flash_bytes()
+    by_hand = sum(m.weight.numel() + 9 * m.weight.shape[0] for m in model.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)))
+    assert integer_bytes(model) == by_hand + 256 * sum(isinstance(m, (nn.Sigmoid, nn.Tanh)) for m in model.modules())

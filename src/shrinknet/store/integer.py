@@ -377,6 +377,23 @@ def integer_layer_bytes(n_out: int, per_row: int) -> int:
     return n_out * per_row + 9 * n_out
 
 
+def integer_bytes(model) -> int:
+    """What the full-integer network of ``model`` stores, without calibrating it: per Linear/Conv
+    :func:`integer_layer_bytes`, 256 per sigmoid/tanh table -- :meth:`IntegerNet.flash_bytes` of
+    any calibration (the byte budget of an integer-only run). Refuses what cannot run full-integer."""
+    from ..model.parse import as_net
+
+    net = as_net(model)
+    total = 0
+    for k, b in enumerate(net.blocks):
+        total += integer_layer_bytes(b.weight.shape[0], math.prod(b.weight.shape[1:]))
+        for op in b.tail:
+            if op.kind == "act":
+                _refuse(op.act, f"layer {k}")
+                total += 256 * (op.act.name in ("sigmoid", "tanh"))
+    return total
+
+
 # -- quantizing a network ----------------------------------------------------------------------
 def _check_calibration(X: Tensor) -> Tensor:
     X = torch.as_tensor(X)
