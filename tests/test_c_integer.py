@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from integer_cases import CASES, calibration, named
-from test_export import CFLAGS, cc, compile_and_run, defines  # noqa: F401  (cc: the fixture)
+from test_export import cc, compile_and_run, defines  # noqa: F401  (cc: the fixture)
 
 from shrinknet.ship.c_integer import export_integer_c
 from shrinknet.store.integer import quantize_network

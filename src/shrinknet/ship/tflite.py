@@ -293,7 +293,6 @@ def tflite_model(model, description: str | None = None) -> bytes:
     network / nn.Sequential with a known input shape (float32). InputError for what TFLite cannot
     express here (the message names the layer)."""
     try:
-        from tflite.ActivationFunctionType import ActivationFunctionType  # noqa: F401
         from tflite.BuiltinOperator import BuiltinOperator as OP
         from tflite.BuiltinOptions import BuiltinOptions as BO
         from tflite.TensorType import TensorType as TT
