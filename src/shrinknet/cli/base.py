@@ -153,7 +153,9 @@ def _hidden(value: str | None):
 def _data_options(f):
     for opt in reversed([
         click.option("--data", "data", help="Built-in data set name (mnist5k, digits, cosine, diamond, random-shape, "
-                     "mnist5k-1vall, ...) or a .npz/.csv/IDX file. Default: the one the model was trained on."),
+                     "mnist5k-1vall, ...) or a .npz/.csv/IDX file, split train/val/test 60/20/20; a split that --val or "
+                     "--test replaces is not cut from it (with both, the file trains whole). Default: the one the "
+                     "model was trained on."),
         click.option("--seed", default=None, type=int, help="Split seed (default: the model's, else 0)."),
         click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances."),
     ]):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import click
+
+from ..store import dtypes
 from pathlib import Path
 
 from .base import UserError, _check_out, _model_options, _overwrite_option, cli
@@ -31,7 +33,7 @@ def report(run_dirs, out, title, overwrite):
 @click.argument("model", type=click.Path())
 @_model_options
 @click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
-@click.option("--dtype", default=None, type=click.Choice(["float32", "float16", "int8"]),
+@click.option("--dtype", default=None, type=click.Choice(dtypes.EXPORTABLE),
               help="Default: the dtype the model was pruned at (its file records it), else float32. int8: int8 weights "
               "with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")

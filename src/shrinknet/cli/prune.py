@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import click
+
+from ..store import dtypes
 import os
 import time
 from ..choose.prune import ALGORITHMS
@@ -90,7 +92,7 @@ def _leave_distributed():
 @click.option("--max-drop", default=None, help="Keep the smallest network whose validation accuracy is within this "
               "of the start: accuracy points (1% or 0.01), or for regression the relative error increase. "
               "With --budget too, whichever is tighter. prune needs --budget or --max-drop.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16", "float64", "int8"]),
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(dtypes.STORAGE),
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
               "float32 scale per row (a convolution: per output channel) and float32 biases; float16 and int8 runs "
               "rank, refit, record and save the network as stored at that dtype (what the device computes).")
@@ -182,6 +184,9 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
     _check_retrain(ds, meta, finetune, baseline)
     start_check(net_model, ds, loss, force)
+    if refit != "none" and ds.sizes().get("train", 0) == 0:
+        click.echo("note: with no training split the refit is calibrated on the validation data, which also ranks "
+                   "and chooses the removals: the validation numbers are optimistic, the test numbers are not", err=True)
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
@@ -202,7 +207,7 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
         return  # rank 0 prints and writes
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
-    _print_steps(ctx, result)
+    _print_steps(ctx, result, k, ds)
     click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
@@ -287,17 +292,28 @@ def _print_frontier(points: list[dict]) -> None:
         click.echo(line)
 
 
-def _print_steps(ctx, result) -> None:
+def _print_steps(ctx, result, kept: int, ds=None) -> None:
+    """The run at every tenth of the removals and at the kept step (marked *). Classification: validation
+    error and accuracy, test accuracy; regression: validation error, RMSE and R^2, test RMSE and R^2."""
     from ..store.memory import format_bytes
+    from ..workflows.experiments import regression_on
 
-    _say(ctx, f"{'removed':>8} {'fraction':>8} {'kept':>14} {'bytes':>10} {'val error':>10} {'val acc':>8} {'test acc':>8}")
-    shown = set()
-    for f in [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]:
-        s = result.at_fraction(f)
-        if s.n_removed in shown:
-            continue
-        shown.add(s.n_removed)
-        acc = "" if s.accuracy is None else f"{s.accuracy:.4f}"
-        tacc = "" if s.test_accuracy is None else f"{s.test_accuracy:.4f}"
-        _say(ctx, f"{s.n_removed:8d} {s.fraction_removed:8.0%} {str(s.kept):>14} {format_bytes(s.bytes):>10} "
-                  f"{s.error:10.4g} {acc:>8} {tacc:>8}")
+    regression = ds is not None and ds.task == "regression"
+    cols = ("val rmse", "val R^2", "test rmse", "test R^2") if regression else ("val acc", "test acc")
+    _say(ctx, f"{'removed':>9} {'fraction':>8} {'kept':>14} {'bytes':>10} {'val error':>10} "
+              + " ".join(f"{c:>9}" for c in cols))
+    steps = {result.at_fraction(f).n_removed: result.at_fraction(f) for f in [i / 10 for i in range(11)]}
+    steps[result.steps[kept].n_removed] = result.steps[kept]
+    for n in sorted(steps):
+        s = steps[n]
+        if regression:
+            k = result.steps.index(s)
+            net = result.network(k)
+            m = {split: regression_on(net, ds, split) for split in ("val", "test") if ds.sizes().get(split, 0)}
+            vals = [m.get(split, {}).get(key) for split in ("val", "test") for key in ("rmse", "r2")]
+        else:
+            vals = [s.accuracy, s.test_accuracy]
+        shown = " ".join(f"{'' if v is None else f'{v:.4g}' if regression else f'{v:.4f}':>9}" for v in vals)
+        mark = "*" if s is result.steps[kept] else " "
+        _say(ctx, f"{n:8d}{mark} {s.fraction_removed:8.0%} {str(s.kept):>14} {format_bytes(s.bytes):>10} "
+                  f"{s.error:10.4g} {shown}")

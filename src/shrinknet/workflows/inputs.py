@@ -66,7 +66,8 @@ def resolve_loss(loss: str | None, rec, path) -> str:
     return loss or rec.loss
 
 
-def read_data(data: str | None, meta: dict, seed: int | None, size: int | None, rec=None):
+def read_data(data: str | None, meta: dict, seed: int | None, size: int | None, rec=None,
+              held_out: tuple[str, ...] = ()):
     """The data set to rank on: by default exactly the split the model was trained with.
 
     Given the recorded data set (or no --data), its recorded split settings are kept and only
@@ -93,11 +94,27 @@ def read_data(data: str | None, meta: dict, seed: int | None, size: int | None, 
     else:
         task = rec.task if rec is not None else None
         ds = datasets.load(data, seed=0 if seed is None else seed, size=size, task=task)
+    ds = _train_on_replaced(ds, held_out)
     if rec is not None and rec.class_values is not None:
         ds = ds.with_classes(rec.class_values)
     elif rec is not None and rec.task is not None and ds.task != rec.task:
         raise InputError(f"{data or ds.name} is a {ds.task} data set but the model was trained for {rec.task}")
     return ds
+
+
+def _train_on_replaced(ds, held_out: tuple[str, ...]):
+    """The splits that held-out files replace ("val", "test") join the training split: with --val and
+    --test the data trains whole (0.3 cut 40% off and used none of it). The rows of a split that is
+    kept stay where they are, so --val alone leaves the model's test rows untouched."""
+    if not held_out:
+        return ds
+    import dataclasses
+
+    import numpy as np
+
+    parts = ["train", *held_out]
+    return dataclasses.replace(ds, X_train=np.concatenate([getattr(ds, f"X_{s}") for s in parts]),
+                               y_train=np.concatenate([getattr(ds, f"y_{s}") for s in parts]))
 
 
 def data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=None):
@@ -117,7 +134,8 @@ def data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=No
 
     if val is None and test is None:
         return read_data(data, meta, seed, size, rec)
-    base = read_data(data, meta, seed, size, rec) if (data is not None or meta.get("data")) else None
+    held_out = tuple(s for s, f in (("val", val), ("test", test)) if f is not None)
+    base = read_data(data, meta, seed, size, rec, held_out) if (data is not None or meta.get("data")) else None
     if base is None and val is None:
         raise InputError("--test alone needs the model's data set: give --val FILE or --data too")
     net = as_net(net_model)
