@@ -263,13 +263,50 @@ def _frontier_table(runs: list[dict], labels: list[str]) -> str:
         points = (r.get("extras") or {}).get("frontier")
         if not points:
             continue
-        rows = [[p["name"], p["bytes"], p.get("test_accuracy"), p.get("test_error"),
+        regression = any("test_r2" in p for p in points)  # regression metrics instead of an accuracy
+        rows = [[p["name"], p["bytes"], *((p.get("test_rmse"), p.get("test_mae"), p.get("test_r2")) if regression
+                                          else (p.get("test_accuracy"),)), p.get("test_error"),
                  p.get("before_test_accuracy") if p.get("kind") == "finetuned" else ""] for p in points]
+        metrics = ["test RMSE", "test MAE", "test R^2"] if regression else ["test accuracy"]
         parts.append(f"<h3>{html.escape(label)}</h3>"
-                     + _table(["variant", "bytes", "test accuracy", "test error", "before fine-tuning"], rows))
+                     + _table(["variant", "bytes", *metrics, "test error", "before fine-tuning"], rows))
         if line := baseline_summary(points):
             parts.append(f'<p class="note">{html.escape(line)}</p>')
     return "\n".join(parts)
+
+
+def _device_table(runs: list[dict], labels: list[str]) -> str:
+    """What ``shrinknet device`` measured on the emulated cores, per run that has it (run.json extras)."""
+    parts = []
+    for r, label in zip(runs, labels):
+        dev = (r.get("extras") or {}).get("device")
+        if not dev:
+            continue
+        rows = [[name, cpu, rep["flash_bytes"], rep["ram_bytes"], rep["instructions_per_inference"],
+                 rep["instructions_per_mac"], 1e3 * rep["latency_s"],
+                 _device_check(rep), ", ".join(rep.get("softfloat", [])[:3])]
+                for name, key in (("integer-only C", "integer_c"), ("float32 C", "float32_c"))
+                for cpu, rep in dev.get(key, {}).items()]
+        mhz = dev["clock_hz"] / 1e6
+        parts.append(f"<h3>{html.escape(label)}</h3>" + _table(
+            ["variant", "cpu", "flash B", "RAM B", "instructions / inference", "instructions / MAC",
+             f"ms at {mhz:g} MHz", "check", "soft-float calls"], rows))
+        tflm = dev.get("tflm") or {}
+        notes = [dev.get("note", ""), f"activations calibrated on {dev.get('calibration', '?')}"]
+        if tflm.get("arena_bytes") is not None:
+            notes.append(f"TFLite Micro arena {tflm['arena_bytes']} B for the same int8 network")
+        if dev.get("accuracy_integer") is not None:
+            notes.append(f"accuracy float {dev['accuracy_float']:.4f}, integer-only {dev['accuracy_integer']:.4f}")
+        parts.append(f'<p class="note">{html.escape("; ".join(n for n in notes if n))}.</p>')
+    return "\n".join(["<h2>On the device</h2>", *parts]) if parts else ""
+
+
+def _device_check(rep: dict) -> str:
+    """Integer C: equal to shrinknet's integer reference or not; float C: its largest difference from torch."""
+    if "max_diff_vs_torch" in rep:
+        return f"max |device - torch| {rep['max_diff_vs_torch']:.1e}"
+    return {True: "equal to the integer reference", False: "DIFFERENT from the integer reference"}.get(
+        rep.get("matches_reference"), "")
 
 
 _CSS = """
@@ -293,7 +330,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         "<h2>Size: flash and RAM</h2>", fig["size"], fig["ram"], fig["layers"],
         "<h2>Size/accuracy frontier</h2>", fig["frontier"], _frontier_table(runs, labels),
         "<h2>How good are the estimates?</h2>", fig["estimates"], fig["along"], _analysis_tables(runs, labels),
-        "<h2>Gain curves</h2>", fig["gain"],
+        "<h2>Gain curves</h2>", fig["gain"], _device_table(runs, labels),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
