@@ -181,23 +181,18 @@ def _mbqm(x: int, m: int, shift: int) -> int:
 
 def logistic_table(scale: float, zero_point: int) -> np.ndarray:
     """TFLM's int8 LOGISTIC for every input q in -128..127 (index q + 128); output scale 1/256, zp -128."""
-    m, shift, radius = input_rescale(scale)
-    out = []
-    for q in range(-128, 128):
-        x = q - zero_point
-        if x <= -radius:
-            out.append(-128)
-        elif x >= radius:
-            out.append(127)
-        else:
-            v = rdbpot(logistic_fixed(_mbqm(x, m, shift), INPUT_INTEGER_BITS), 31 - 8)
-            out.append(min(max(v - 128, -128), 127))
-    return np.array(out, dtype=np.int8)
+    return _table(scale, zero_point, logistic_fixed, 31 - 8, -128)
 
 
 def tanh_table(scale: float, zero_point: int) -> np.ndarray:
     """TFLM's int8 TANH for every input q in -128..127 (index q + 128); output scale 1/128, zp 0."""
-    m, shift, radius = input_rescale(scale)
+    return _table(scale, zero_point, tanh_fixed, 31 - 7, 0)
+
+
+def _table(scale: float, zero_point: int, fixed, shift: int, out_zero: int) -> np.ndarray:
+    """Both tables: inputs beyond the radius saturate; inside it, the input rescaled to Q(INPUT_INTEGER_BITS),
+    ``fixed`` (the Q0.31 function), then a rounding shift by ``shift`` to 8 bits around ``out_zero``."""
+    m, s, radius = input_rescale(scale)
     out = []
     for q in range(-128, 128):
         x = q - zero_point
@@ -206,6 +201,6 @@ def tanh_table(scale: float, zero_point: int) -> np.ndarray:
         elif x >= radius:
             out.append(127)
         else:
-            v = rdbpot(tanh_fixed(_mbqm(x, m, shift), INPUT_INTEGER_BITS), 31 - 7)
-            out.append(min(max(v, -128), 127))
+            v = rdbpot(fixed(_mbqm(x, m, s), INPUT_INTEGER_BITS), shift)
+            out.append(min(max(v + out_zero, -128), 127))
     return np.array(out, dtype=np.int8)
