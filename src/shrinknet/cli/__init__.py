@@ -9,6 +9,7 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
     prune.py   prune
     files.py   report, export, info
     paper.py   reproduce, demo
+    device.py  device (the network on emulated Cortex-M cores)
 """
 
 from __future__ import annotations
