@@ -514,11 +514,18 @@ def as_net(model: nn.Module | Network) -> Network:
     """Parse an ``nn.Sequential`` into a network: the MLP :class:`Net` for Linear layers and
     elementwise activations, ``layers.net.SeqNet`` when there are convolutions, pooling,
     BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (layers/parse.py does the walk).
+    Any other ``nn.Module`` is first traced by ``torch.fx`` into an equivalent ``nn.Sequential``
+    (model/imports/fx.py: InputError naming the node and source line when it is not a chain);
+    an ``nn.Sequential`` is parsed as it is.
 
     Raises TypeError naming the offending layer for anything else.
     """
     if isinstance(model, Network):
         return model
+    if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
+        from .model.imports import to_sequential  # a custom module: traced by torch.fx into a chain
+
+        model = to_sequential(model)
     if not isinstance(model, nn.Sequential):
         raise TypeError(
             f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
