@@ -425,3 +425,78 @@ def test_fx_refusals_name_node_and_source_line(name):
     assert "\n" not in msg
     for w in words:
         assert w in msg, msg
+
+
+# -- shrinknet's own exports come back in ---------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("name", ["mlp-tanh-bn", "cnn2d-relu-max-view-bn", "cnn1d-relu6-max-torch"])
+def test_own_onnx_export_reimports(name, dtype, tmp_path):
+    m, X = build(name)
+    twin = m.twin()
+    Xt = X.reshape(len(X), *m.in_shape) if getattr(m, "reshape_input", False) else X
+    path = tmp_path / "own.onnx"
+    shrinknet.export(twin, path, format="onnx", dtype=dtype, input_shape=tuple(Xt.shape[1:]))
+    seq = to_sequential(path)
+    np.testing.assert_allclose(run(seq, Xt).numpy(), runtime(path, Xt), atol=1e-5, rtol=0)
+    if dtype == "float32":
+        folded = shrinknet.as_net(twin).to_sequential()  # what the file holds: BatchNorm folded, as export does
+        got, want = prune_both(seq, Xt, folded, Xt)
+        assert got == want
+    else:
+        assert notes_of(seq)  # the dequantization is said
+
+
+# -- fx over the existing CNN and MLP grids --------------------------------------------------------------
+class Functional(nn.Module):
+    """A custom module computing what ``seq`` computes, with F.* calls and views where torch has them."""
+
+    def __init__(self, seq: nn.Sequential):
+        super().__init__()
+        self.layers = nn.ModuleList(seq)
+
+    def forward(self, x):
+        for m in self.layers:
+            if type(m) is nn.ReLU:
+                x = F.relu(x)
+            elif type(m) is nn.Tanh:
+                x = torch.tanh(x)
+            elif type(m) is nn.Sigmoid:
+                x = x.sigmoid()
+            elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+                f = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
+                x = f(x, m.kernel_size, m.stride, m.padding, m.dilation)
+            elif isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+                f = F.avg_pool1d if isinstance(m, nn.AvgPool1d) else F.avg_pool2d
+                x = f(x, m.kernel_size, m.stride, m.padding)
+            elif isinstance(m, nn.Flatten):
+                x = x.view(x.shape[0], -1)
+            else:
+                x = m(x)
+        return x
+
+
+def _grid():
+    import cnn_helpers
+    import helpers
+
+    cases = [pytest.param(lambda s=s: cnn_helpers.build(s), id="cnn-" + s.id) for s in cnn_helpers.SETTINGS[::2]]
+    cases += [pytest.param(lambda s=s: helpers.build(s), id="mlp-" + s.id) for s in helpers.SETTINGS[::5]]
+    return cases
+
+
+@pytest.mark.parametrize("make", _grid())
+def test_fx_on_existing_grid_bit_for_bit(make):
+    model, _, X, T = make()
+    loss = "mse" if T.dtype.is_floating_point else "cross_entropy"
+    custom = Functional(model)
+    with torch.no_grad():
+        assert torch.equal(to_sequential(custom)(X), model(X))
+    kw = dict(method="brute_force", algorithm="iterative", loss=loss, progress=False)
+    assert steps(shrinknet.prune(custom, X, T, **kw)) == steps(shrinknet.prune(model, X, T, **kw))
+
+
+def test_onnx_modelproto_in_memory(tmp_path):
+    m, X = build("mlp-sigmoid-d3")
+    export(m, X, tmp_path / "m.onnx")
+    a, b = to_sequential(onnx.load(str(tmp_path / "m.onnx"))), to_sequential(tmp_path / "m.onnx")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
