@@ -245,6 +245,36 @@ def test_onnx_quantized_weights_dequantized(name, fp16, tmp_path):
     shrinknet.prune(seq, X, torch.randn(len(X), 3), progress=False, max_fraction=0.3)
 
 
+@pytest.mark.parametrize("name", ["cnn2d-relu-max-view-bn", "mlp-tanh-bn", "mlp-sigmoid-d3", "mlp-relu-softmax"])
+def test_onnx_static_qdq_from_onnxruntime_tools(name, tmp_path):
+    """onnxruntime.quantization's QDQ graph: weights dequantized (within half a step), the activations'
+    fake quantization dropped, and the ReLUs that the tool folds into a QuantizeLinear kept."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    m, X = build(name)
+    export(m, X, tmp_path / "f.onnx")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter({"x": X[i: i + 1].numpy()} for i in range(len(X)))
+
+        def get_next(self):
+            return next(self.rows, None)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    seq = to_sequential(tmp_path / "q.onnx")
+    twin = nn.Sequential(*[x for x in m.twin() if not (m.__dict__.get("softmax") and x is None)])
+    assert [type(x) for x in seq] == [type(x) for x in twin]  # no Relu node is left in the file, yet ReLUs are
+    for a, b in zip(seq.parameters(), twin.parameters()):
+        if a.ndim > 1:
+            dims = tuple(range(1, b.ndim))
+            assert torch.all((a - b).abs().amax(dim=dims) <= b.abs().amax(dim=dims) / 127 / 2 * 1.01 + 1e-7)
+    assert any("fake quantization" in s for s in notes_of(seq))
+
+
 # -- refusals ----------------------------------------------------------------------------------------
 class Residual(nn.Module):
     def __init__(self):

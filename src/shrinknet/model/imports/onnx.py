@@ -207,6 +207,7 @@ class _Walk:
         self.mods: list[nn.Module] = []
 
     def run(self, output: str) -> nn.Sequential:
+        self.output = output
         for node in self.chain:  # a node that joins two activations is named first, wherever it is
             acts = [i for i in node.input if i and i not in self.consts]
             if node.op_type in ("Concat", "Sum") or len(acts) > 1:
@@ -387,9 +388,30 @@ class _Walk:
         if len(nxt) != 1 or nxt[0].op_type != "DequantizeLinear":
             raise InputError(f"{_where(node)} is not followed by a DequantizeLinear; shrinknet reads float "
                              "networks and QDQ graphs only")
-        if not any("fake quantization" in s for s in self.notes):
-            self.notes.append("activation QuantizeLinear/DequantizeLinear pairs (fake quantization) dropped: "
-                              "shrinknet computes in float")
+        # y = saturate(round(x / scale) + zero_point) maps x to [(qmin - zp) scale, (qmax - zp) scale]; a pair
+        # whose range starts at 0 is a ReLU that the quantizer folded into it (onnxruntime's tools remove the
+        # Relu node then): that clamp is kept as nn.ReLU. The rounding and the upper clamp are dropped.
+        scale = self.const(node, 1, "scale")
+        zp = self.const(node, 2, "zero_point", optional=True)
+        qmin = 0 if zp is None or zp.dtype == np.uint8 else int(np.iinfo(zp.dtype).min)
+        lo = (qmin - (0 if zp is None else zp.astype(np.float64))) * scale.astype(np.float64)
+        keeps_sign = (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+                      nn.AdaptiveAvgPool2d, nn.Flatten)  # a non-negative input stays non-negative
+        last = next((m for m in reversed(self.mods) if not isinstance(m, keeps_sign)), None)
+        if np.all(lo == 0) and self.mods and not isinstance(last, (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Softmax)):
+            if nxt[0].output[0] == self.output:  # a calibration that saw no negative output, more likely than a ReLU
+                self.note("the output's QuantizeLinear range starts at 0 (the file clamps outputs at 0); not kept as a "
+                          "ReLU: the network's outputs may be negative")
+            else:
+                self.mods.append(nn.ReLU())
+                self.note("QuantizeLinear ranges that start at 0 after a layer (a ReLU folded in by the quantizer) "
+                          "kept as ReLU")
+        self.note("activation QuantizeLinear/DequantizeLinear pairs (fake quantization) dropped: shrinknet "
+                  "computes in float")
+
+    def note(self, line: str) -> None:
+        if line not in self.notes:
+            self.notes.append(line)
 
     def op_DequantizeLinear(self, node, a):
         pass  # the second half of an activation's QDQ pair (op_QuantizeLinear)
