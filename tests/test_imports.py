@@ -43,14 +43,16 @@ def _fill(m: nn.Module, seed: int) -> nn.Module:
 
 
 class MLP(nn.Module):
-    def __init__(self, act: str, softmax: bool = False, bn: bool = False, depth: int = 2):
+    def __init__(self, act: str, softmax: bool = False, bn: bool = False, depth: int = 2, image: bool = False):
         super().__init__()
-        self.act, self.softmax = act, softmax
+        self.act, self.softmax, self.image = act, softmax, image
         sizes = [6, 7, 5, 4][: depth + 1] + [3]
         self.lins = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
         self.bn = nn.BatchNorm1d(sizes[1]) if bn else None
 
     def forward(self, x):
+        if self.image:  # (N, 1, 2, 3) images flattened first
+            x = x.view(x.size(0), -1)
         for k, lin in enumerate(self.lins):
             x = lin(x)
             if k == 0 and self.bn is not None:
@@ -60,7 +62,7 @@ class MLP(nn.Module):
         return torch.softmax(x, -1) if self.softmax else x
 
     def twin(self):
-        mods = []
+        mods = [nn.Flatten()] if self.image else []
         for k, lin in enumerate(self.lins):
             mods += [lin] + ([self.bn] if k == 0 and self.bn is not None else [])
             mods += [ACT[self.act][1]()] if k < len(self.lins) - 1 else []
@@ -137,6 +139,7 @@ MODELS = {
     "mlp-softplus": lambda: MLP("softplus"),
     "mlp-leaky": lambda: MLP("leaky"),
     "mlp-relu6": lambda: MLP("relu6", depth=1),
+    "mlp-image-input": lambda: MLP("tanh", image=True),
     "cnn2d-relu-max-view-bn": lambda: CNN(2, "relu", "max", "view", True, False),
     "cnn2d-tanh-avg-flatten-reshapein": lambda: CNN(2, "tanh", "avg", "flatten", False, True),
     "cnn2d-sigmoid-global-torch": lambda: CNN(2, "sigmoid", "global", "torch", True, False),
@@ -149,6 +152,7 @@ MODELS = {
 def build(name: str, seed: int = 0):
     m = _fill(MODELS[name](), seed)
     shape = (6,) if not isinstance(m, CNN) else ((int(np.prod(m.in_shape)),) if m.reshape_input else m.in_shape)
+    shape = (1, 2, 3) if getattr(m, "image", False) else shape
     X = torch.randn(10, *shape, generator=torch.Generator().manual_seed(seed + 1))
     return m, X
 

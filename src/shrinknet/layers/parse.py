@@ -241,8 +241,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
     in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
     if in_shape is not None:
         net.bind(in_shape)
-    elif blocks[0].param.kind == "linear":
-        net.in_shape = (blocks[0].weight.shape[1],)
+    elif blocks[0].param.kind == "linear" and not isinstance(next(iter(named.values()), None), nn.Flatten):
+        net.in_shape = (blocks[0].weight.shape[1],)  # (a leading nn.Flatten: the instance shape is bound from data)
     return net
 
 

@@ -5,7 +5,8 @@ already reads, with three attributes set on it (``nn.Module`` keeps them in its 
 
 - ``shrinknet_input_shape``: one instance's shape as the *Sequential* reads it, e.g. (1, 28, 28);
   the parser binds it (``parse(..., in_shape)`` default), so flat rows of that size are reshaped;
-- ``shrinknet_input_layout``: "NCHW" (or "flat") when the file reads what the Sequential reads; "NHWC"
+- ``shrinknet_input_layout``: "NCHW" or "flat" (a network that starts with a Linear or with a flatten of
+  its input, which is then read as given) when the file reads what the Sequential reads; "NHWC"
   when the file reads channels-last images: the user's data is then permuted once, at the data
   loader, with :func:`to_model_layout` (the Sequential itself is channels-first, as the parser needs);
 - ``shrinknet_notes``: one line per change made on import (softmax taken off, weights dequantized ...).

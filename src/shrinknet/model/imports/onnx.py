@@ -459,14 +459,7 @@ class _Walk:
     def _flat(self, node):
         if self.rank == 2:
             return  # already (N, features)
-        if not self.mods:
-            if self.in_shape is None:
-                raise InputError(f"{_where(node)} flattens an input of unknown shape")
-            self.notes.append(f"the input's flatten {self.in_shape} -> {math.prod(self.in_shape)} is left to the data: "
-                              "give rows of features")
-            self.in_shape, self.rank = None, 2
-            return
-        self.mods.append(nn.Flatten())
+        self.mods.append(nn.Flatten())  # first of all: the input's instance shape is bound from the data
         self.rank = 2
 
     def op_Reshape(self, node, a):

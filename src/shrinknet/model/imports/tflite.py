@@ -359,11 +359,9 @@ class _Walk:
             if self.layout == "nhwc" and len(sin) == 4:
                 self._flatten(sin)
             elif len(sin) > 2:
-                if self.layout == "nchw?":  # the input itself flattened: rows of features
-                    self.in_shape, self.in_layout = None, "flat"
-                    self.note(f"the input's flatten {tuple(sin[1:])} -> {sout[1]} is left to the data: give rows of features")
-                else:
-                    self.mods.append(nn.Flatten())
+                self.mods.append(nn.Flatten())  # of the input itself: in the file's own layout, as it is given
+                if self.layout == "nchw?":
+                    self.in_shape, self.in_layout = tuple(sin[1:]), "flat"
             self.layout = "flat"
             return
         raise InputError(f"operator {k} (RESHAPE) reshapes {sin} to {sout}; shrinknet reads a flatten to (N, features) "
