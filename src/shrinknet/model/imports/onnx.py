@@ -52,7 +52,8 @@ def load(path) -> nn.Sequential:
     try:
         model = onnx.load_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as e:
-        raise InputError(f"{path}: not a readable ONNX file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a readable ONNX file ({why})") from None
     try:
         return from_model(model, len(data))
     except InputError as e:
@@ -298,6 +299,11 @@ class _Walk:
     def _linear(self, node, W, b):
         if self.rank is not None and self.rank != 2:
             raise InputError(f"{_where(node)} reads a {self.rank}-D tensor; add a Flatten before it")
+        reshape, n = getattr(self, "flat_features", None) or (None, W.shape[1])
+        if n != W.shape[1]:
+            raise InputError(f"{_where(reshape)} reshapes to rows of {n} but {_where(node)} reads {W.shape[1]}: "
+                             "shrinknet reads a Reshape that flattens each instance")
+        self.flat_features = None
         lin = nn.Linear(W.shape[1], W.shape[0], bias=b is not None)
         lin.weight = nn.Parameter(tensor(W))
         if b is not None:
@@ -464,8 +470,9 @@ class _Walk:
 
     def op_Reshape(self, node, a):
         shape = [int(s) for s in self.const(node, 1, "shape")]
-        if len(shape) == 2 and shape[0] in (0, -1, 1) or len(shape) == 2 and self.rank is not None:
+        if len(shape) == 2:  # (N, features): a flatten; the next Linear must read exactly that many
             self._flat(node)
+            self.flat_features = (node, shape[1]) if shape[1] > 0 else None
             return
         if not self.mods and self.rank == 2 and len(shape) in (3, 4) and shape[0] in (0, -1):
             rest = shape[1:]
@@ -473,7 +480,8 @@ class _Walk:
                 known = math.prod(s for s in rest if s != -1)
                 rest[rest.index(-1)] = self.features // known if known else -1
             if any(s <= 0 for s in rest) or self.features and math.prod(rest) != self.features:
-                raise InputError(f"{_where(node)} reshapes the input to {shape}, which does not fit its {self.features} features")
+                raise InputError(f"{_where(node)} reshapes the input to {shape}, which does not fit its "
+                                 f"{self.features} features")
             self.in_shape, self.rank = tuple(rest), len(shape)
             return
         raise InputError(f"{_where(node)} reshapes to {shape}; shrinknet reads a Reshape to (N, features) or of "
