@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets, losses, network
-from shrinknet.train import cnn, train
+from shrinknet.data import datasets
+from shrinknet.model import losses, network
+from shrinknet.repair.train import cnn, train
 
 BUDGETS_KIB = (4, 8, 16, 32)
 
@@ -108,7 +109,7 @@ def cnn_recipe(shape, channels, epochs: int) -> dict:
 def scratch_table(result, refit, int8, recipe, Xtr, ytr, Xv, yv, Xte, yte, seeds: int) -> None:
     """Print, per budget, the pruned networks (no retraining) beside their kept shapes trained from scratch
     with ``recipe`` (mean of ``seeds`` seeds; int8: quantized per output channel after training)."""
-    from shrinknet.retrain import scratch_baseline
+    from shrinknet.repair.retrain import scratch_baseline
 
     cache: dict = {}
 
@@ -189,20 +190,21 @@ def main():
 
     t0 = time.perf_counter()
     result = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False)
+                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                             config=shrinknet.PruneConfig(progress=False))
     t_prune = time.perf_counter() - t0
     refit = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
-                            refit="final", X_calib=Xtr)
+                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                            config=shrinknet.PruneConfig(progress=False, refit="final", X_calib=Xtr))
     t0 = time.perf_counter()
     int8 = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                           budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
-                           refit="final", X_calib=Xtr, dtype="int8")
+                           budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                           config=shrinknet.PruneConfig(progress=False, refit="final", X_calib=Xtr, dtype="int8"))
     t_int8 = time.perf_counter() - t0
     print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
           f"in {t_prune:.1f}s at float32; at int8 (refit final) {len(int8.steps) - 1} from "
           f"{int8.steps[0].bytes} B in {t_int8:.1f}s")
-    from shrinknet.retrain import finetune
+    from shrinknet.repair.retrain import finetune
 
     def tuned(m):
         if args.finetune == 0:

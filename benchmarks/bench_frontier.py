@@ -33,9 +33,11 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets, memory, retrain
-from shrinknet.experiments import evaluate, prune_on, train_on
-from shrinknet.network import as_net
+from shrinknet.data import datasets
+from shrinknet.store import memory
+from shrinknet.repair import retrain
+from shrinknet.workflows.experiments import evaluate, prune_on, train_on
+from shrinknet.model.parse import as_net
 
 BUDGETS = ("8KiB", "16KiB", "32KiB", "64KiB")
 FT = dict(epochs=20, lr=1e-3, batch_size=64, patience=5)

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets
+from shrinknet import PruneConfig
+from shrinknet.data import datasets
 from shrinknet.model.imports import notes_of, to_model_layout, to_sequential
-from shrinknet.train import train
+from shrinknet.repair.train import train
 
 
 class MLP(nn.Module):
@@ -127,8 +128,9 @@ def evaluate(label: str, path: Path, runtime, data) -> str:
         mine = torch.softmax(torch.from_numpy(mine), -1).numpy()
     diff = float(np.abs(mine - theirs).max())
     full = shrinknet.network_bytes(seq)
+    config = PruneConfig(progress=False, refit="final", X_calib=Xtr)
     r = shrinknet.prune(seq, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                        budget_bytes=full // 4, X_test=Xte, T_test=yte, progress=False, refit="final", X_calib=Xtr)
+                        budget_bytes=full // 4, X_test=Xte, T_test=yte, config=config)
     accs = []
     for frac in (0.5, 0.25):
         k, _ = r.fit(int(full * frac))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet.train import mlp
+from shrinknet.repair.train import mlp
 
 
 def timeit(fn, repeat: int) -> float:

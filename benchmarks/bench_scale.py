@@ -46,9 +46,14 @@ from pathlib import Path
 import torch
 
 import shrinknet
-from shrinknet import datasets, exact, losses, network, threads
-from shrinknet.speed import summary
-from shrinknet.train import cnn, mlp, train
+from shrinknet.data import datasets
+from shrinknet.score import exact
+from shrinknet.score.saliency import brute_force
+from shrinknet.model import losses, network
+from shrinknet.model.parse import as_net
+from shrinknet.util import threads
+from shrinknet.choose.speed import summary
+from shrinknet.repair.train import cnn, mlp, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = [i / 20 for i in range(15)]  # 0 .. 70% removed
@@ -99,7 +104,8 @@ def run(model, d, **kw):
     Xv, yv = d["val"]
     Xt, yt = d["test"]
     t0 = time.perf_counter()
-    r = shrinknet.prune(model, Xv, yv, X_test=Xt, T_test=yt, progress=False, **kw)
+    budgets = {k: kw.pop(k) for k in ("budget_bytes", "ram_budget_bytes", "method", "algorithm", "loss") if k in kw}
+    r = shrinknet.prune(model, Xv, yv, X_test=Xt, T_test=yt, **budgets, config=shrinknet.PruneConfig(progress=False, **kw))
     return time.perf_counter() - t0, r
 
 
@@ -150,7 +156,7 @@ def modes(args, d, cache):
 
 def _scoring_pass(model, X, T, how: str, workers: int) -> float:
     """Seconds of one exact scoring pass over every candidate at full width."""
-    net = network.as_net(model)
+    net = as_net(model)
     loss = losses.get("mse")
     data = network.prepare(net, X, T, loss)
     masks = net.full_masks()
@@ -205,7 +211,7 @@ def cnn_threads(args, d, cache):
           "Linear 10, 1x28x28, N = 1000) ==")
     model = cnn((1, 28, 28), 10, (16, 32), "relu", seed=0)
     Xv, yv = d["val"]
-    net = network.as_net(model)
+    net = as_net(model)
     loss = losses.get("cross_entropy")
     data = network.prepare(net, Xv.reshape(-1, 1, 28, 28), yv, loss)
     masks = net.full_masks()
@@ -246,7 +252,7 @@ def _cnn_pass(net, loss, data, masks, intra: int, workers: int):
         with torch.no_grad():
             trace = net.forward(data.X, masks)
             t0 = time.perf_counter()
-            scores = net.brute_force(loss, data, masks, trace, workers=workers)
+            scores = brute_force(net, loss, data, masks, trace, workers=workers)
             return time.perf_counter() - t0, scores
     finally:
         torch.set_num_threads(before)
@@ -254,7 +260,7 @@ def _cnn_pass(net, loss, data, masks, intra: int, workers: int):
 
 def procs(args, d, cache):
     print("\n== processes: shrinknet prune under torchrun, 1 vs 2 processes (gloo, one machine) ==")
-    from shrinknet import modelio
+    from shrinknet.ship import modelio
 
     W = args.proc_size
     model = trained(W, d, args.epochs, cache)
@@ -293,13 +299,13 @@ def memory_section(args, d, cache):
     print("\n== memory: peak RSS, 784-2000-2000-10 sigmoid (untrained), N = 10000, exact, a few steps ==")
     code = f"""
 import resource, time, torch, shrinknet
-from shrinknet.train import mlp
+from shrinknet.repair.train import mlp
 model = mlp([784, 2000, 2000, 10], "sigmoid", "sigmoid", seed=0)
 g = torch.Generator().manual_seed(0)
 X = torch.rand(10000, 784, generator=g); y = torch.randint(0, 10, (10000,), generator=g)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-r = shrinknet.prune(model, X, y, progress=False, max_fraction={args.memory_steps} / 4000, threads={args.workers})
+r = shrinknet.prune(model, X, y, config=shrinknet.PruneConfig(progress=False, max_fraction={args.memory_steps} / 4000, threads={args.workers}))
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(f"{{len(r.steps) - 1}} removals in {{dt:.1f}} s; peak RSS {{peak / 2**20:.2f}} GiB (model + data alone {{base / 2**20:.2f}} GiB)")

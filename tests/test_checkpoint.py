@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from shrinknet import checkpoint, prune
+from shrinknet import prune
+from shrinknet.choose import checkpoint
 
 RUNS = [  # (algorithm, method, loss): every algorithm, an estimate, the seeded random baseline
     ("iterative", "brute_force", "mse"),

@@ -9,9 +9,10 @@ import torch
 from click.testing import CliRunner
 
 import shrinknet
-from shrinknet import datasets, modelio, runs
+from shrinknet.data import datasets
+from shrinknet.ship import modelio, runs
 from shrinknet.cli import cli
-from shrinknet.experiments import evaluate, prune_on
+from shrinknet.workflows.experiments import evaluate, prune_on
 
 from helpers import train_blobs
 
@@ -152,7 +153,7 @@ def test_reproduce_quick_runs_the_experiments_and_compares_with_the_paper(tmp_pa
 
 def test_data_defaults_to_the_models_own_split(tmp_path, monkeypatch):
     """rank/prune must rank on the split the model was trained with, whatever --data spelling."""
-    from shrinknet.cli import _load_data
+    from shrinknet.workflows.inputs import read_data as _load_data
 
     ds = datasets.load("digits", seed=3, size=600)
     meta = {"data": ds.meta()}
@@ -172,7 +173,8 @@ def test_demo_writes_every_file_and_names_its_run(tmp_path):
     (not by a file it also saved), the kept network within the budget, pruned as prune does by default."""
     import json
 
-    from shrinknet import memory, modelio
+    from shrinknet.store import memory
+    from shrinknet.ship import modelio
 
     out = tmp_path / "demo"
     r = invoke("demo", "--size", "300", "--budget", "24KiB", "--out", out)

@@ -10,9 +10,9 @@ from torch import nn
 from torch.testing import assert_close
 
 import shrinknet
-from shrinknet.layers import conv as conv_mod
-from shrinknet.layers import linear as linear_mod
-from shrinknet.layers import pool as pool_mod
+from shrinknet.model.layers import conv as conv_mod
+from shrinknet.model.layers import linear as linear_mod
+from shrinknet.model.layers import pool as pool_mod
 
 from cnn_helpers import SETTINGS, build, gated_error, ref_error
 
@@ -189,11 +189,11 @@ def test_ram_budget_stops_pruning_and_matches_each_shrunk_network():
     s = SETTINGS[5]
     model, units, X, T = build(s)
     shape = tuple(X.shape[1:])
-    start = shrinknet.memory.ram_bytes(model, input_shape=shape)
+    start = shrinknet.store.memory.ram_bytes(model, input_shape=shape)
     result = shrinknet.prune(model, X, T, loss=s.loss, ram_budget_bytes=start - 1, progress=False)
     assert result.steps[-1].ram_bytes <= start - 1 < result.steps[-2].ram_bytes
     for k, step in enumerate(result.steps):
-        assert step.ram_bytes == shrinknet.memory.ram_bytes(result.network(k), input_shape=shape)
+        assert step.ram_bytes == shrinknet.store.memory.ram_bytes(result.network(k), input_shape=shape)
     k, _ = result.fit(None, start - 1)
     assert result.steps[k].ram_bytes <= start - 1
     with pytest.raises(ValueError, match="RAM budget"):
@@ -203,14 +203,14 @@ def test_ram_budget_stops_pruning_and_matches_each_shrunk_network():
 def test_mlp_ram_is_the_c_scratch(tmp_path):
     model = nn.Sequential(nn.Linear(4, 7), nn.Sigmoid(), nn.Linear(7, 5), nn.Tanh(), nn.Linear(5, 2))
     res = shrinknet.export(model, tmp_path / "m.c", format="c")
-    assert shrinknet.memory.ram_bytes(model) == res.ram_bytes == 4 * (7 + 5)
+    assert shrinknet.store.memory.ram_bytes(model) == res.ram_bytes == 4 * (7 + 5)
 
 
 @pytest.mark.parametrize("algorithm", ["iterative_pairs", "single"])
 def test_cnn_run_resumes_from_a_checkpoint_exactly(algorithm):
     import json
 
-    from shrinknet import checkpoint
+    from shrinknet.choose import checkpoint
 
     s = SETTINGS[2]
     model, units, X, T = build(s)
@@ -242,9 +242,9 @@ def test_general_path_equals_the_mlp_fast_path_on_mlps(method):
     from helpers import SETTINGS as MLP_SETTINGS
     from helpers import build as build_mlp
 
-    from shrinknet import losses, network
-    from shrinknet.layers import parse
-    from shrinknet.saliency import score_batch
+    from shrinknet.model import losses, network
+    from shrinknet.model.parse import parse
+    from shrinknet.score.saliency import score_batch
 
     for s in MLP_SETTINGS[::5]:
         model, _, X, T = build_mlp(s)
@@ -255,14 +255,14 @@ def test_general_path_equals_the_mlp_fast_path_on_mlps(method):
             net.scores = score_batch(method, net, loss, network.prepare(net, X, T, loss), net.full_masks())
         for a, b in zip(fast.scores, general.scores):
             assert_close(a, b, rtol=1e-10, atol=1e-12)
-        assert shrinknet.memory.network_params(general) == shrinknet.memory.network_params(fast)
+        assert shrinknet.store.memory.network_params(general) == shrinknet.store.memory.network_params(fast)
 
 
 @pytest.mark.parametrize("s", [SETTINGS[0], SETTINGS[7]], ids=[SETTINGS[0].id, SETTINGS[7].id])
 def test_refit_is_ridge_least_squares_over_all_positions(s):
     """Each refit layer's weights solve the normal equations of its pre-activations, built here
     from torch's own unfold/flatten on the refit network; shrunk == masked; error no worse at step 1+."""
-    from shrinknet.refit import Refitter
+    from shrinknet.repair.refit import Refitter
 
     model, units, X, T = build(s, n=40)
     net = shrinknet.as_net(model)
@@ -297,7 +297,7 @@ def test_refit_is_ridge_least_squares_over_all_positions(s):
 
 
 def test_checkpoint_fingerprint_sees_the_pooling():
-    from shrinknet import checkpoint
+    from shrinknet.choose import checkpoint
 
     s = SETTINGS[0]
     model, units, X, T = build(s)
@@ -330,18 +330,18 @@ def test_ram_budget_removes_only_what_lowers_the_ram_until_it_fits(s):
     model, _, X, T = build(s, n=20)
     net = shrinknet.as_net(model)
     net.bind(tuple(X.shape[1:]))
-    start = shrinknet.memory.ram_bytes(net)
-    smallest = shrinknet.memory.ram_bytes(net, [torch.arange(n) == 0 for n in net.hidden_sizes])
+    start = shrinknet.store.memory.ram_bytes(net)
+    smallest = shrinknet.store.memory.ram_bytes(net, [torch.arange(n) == 0 for n in net.hidden_sizes])
     ram = (start + smallest) // 2
     result = shrinknet.prune(model, X, T, loss=s.loss, ram_budget_bytes=ram, progress=False, chunk_size=3)
     masks = [torch.ones(n, dtype=torch.bool) for n in net.hidden_sizes]
     waited = 0
     for step in result.steps[1:]:
         scores = shrinknet.saliency(model, X, T, "brute_force", loss=s.loss, mask=masks)
-        now = shrinknet.memory.ram_bytes(net, masks)
+        now = shrinknet.store.memory.ram_bytes(net, masks)
         movable = [h for h, m in enumerate(masks) if int(m.sum()) > 1]
         helps = [h for h in movable
-                 if shrinknet.memory.ram_bytes(net, [_drop_first(m) if k == h else m for k, m in enumerate(masks)]) < now]
+                 if shrinknet.store.memory.ram_bytes(net, [_drop_first(m) if k == h else m for k, m in enumerate(masks)]) < now]
         allowed = movable if now <= ram or not helps else helps
         waited += allowed != movable
         best = min((float(scores[h][j]), h, j) for h in allowed for j in masks[h].nonzero().squeeze(1).tolist())

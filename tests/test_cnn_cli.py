@@ -10,9 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinknet import modelio, runs
+from shrinknet.ship import modelio, runs
 from shrinknet.cli import cli
-from shrinknet.memory import network_bytes
+from shrinknet.store.memory import network_bytes
 
 
 def invoke(*args):
@@ -47,7 +47,7 @@ def test_prune_cnn_with_ram_budget_and_exports(trained):
     ram = int(line.split(" B RAM")[0].rsplit(" ", 1)[1])
     assert ram <= 600 and "RAM budget 600 B" in line
     pytest.importorskip("matplotlib")
-    from shrinknet import report, runs
+    from shrinknet.ship import report, runs
 
     chosen = report.figure_data([runs.load_run(tmp / "p")])["curves"][0]["chosen"]  # the report marks the same step
     assert f"kept step {chosen['step']} " in line and chosen["ram_bytes"] == ram and "RAM" in chosen["text"]

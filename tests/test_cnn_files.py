@@ -12,7 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import shrinknet
-from shrinknet import modelio, train
+from shrinknet.ship import modelio
+from shrinknet.repair import train
 from shrinknet.cli import cli
 
 

@@ -16,10 +16,10 @@ from torch import nn
 from torch.testing import assert_close
 
 import shrinknet
-from shrinknet.memory import network_bytes
-from shrinknet.quantize import dequantize, quantize_rows
-from shrinknet.refit import DEFAULT_RIDGE, Refitter
-from shrinknet.surgery import shrink
+from shrinknet.store.memory import network_bytes
+from shrinknet.store.quantize import dequantize, quantize_rows
+from shrinknet.repair.refit import DEFAULT_RIDGE, Refitter
+from shrinknet.model.surgery import shrink
 
 from cnn_helpers import SETTINGS, build, ref_error
 from test_cnn_export import WEIGHTED, _flash_by_count, per_channel_int8
@@ -203,7 +203,7 @@ def test_int8_named_as_torch_dtype_is_the_same_run_and_float64_is_refused(s):
 
 
 def test_finetuned_int8_cnn_is_requantized_per_channel():
-    from shrinknet import retrain
+    from shrinknet.repair import retrain
 
     s = SETTINGS[6]  # cross-entropy
     model, _, X, T = build(s, n=40)
@@ -219,7 +219,7 @@ def test_finetuned_int8_cnn_is_requantized_per_channel():
 def test_int8_cnn_run_rebuilds_from_json_and_resumes_exactly(refit):
     import json
 
-    from shrinknet import checkpoint
+    from shrinknet.choose import checkpoint
 
     s = SETTINGS[3]
     model, _, X, T = build(s, n=30)

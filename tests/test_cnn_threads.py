@@ -12,8 +12,9 @@ from torch import nn
 from torch.testing import assert_close
 
 import shrinknet
-from shrinknet import losses, network, threads
-from shrinknet.train import cnn
+from shrinknet.model import losses, network
+from shrinknet.util import threads
+from shrinknet.repair.train import cnn
 
 from cnn_helpers import SETTINGS, build, ref_error
 

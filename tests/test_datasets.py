@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from shrinknet import datasets as D
-from shrinknet.datasets import DataError, load
+from shrinknet.data import datasets as D
+from shrinknet.data.datasets import DataError, load
 
 
 # -- writing tiny files ------------------------------------------------------------------------

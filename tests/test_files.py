@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from shrinknet import files, interrupt
-from shrinknet.files import OutputError, atomic_path, replace_files, staged_dir, sweep, write_text
+from shrinknet.util import files, interrupt
+from shrinknet.util.files import OutputError, atomic_path, replace_files, staged_dir, sweep, write_text
 
 
 MARK = b"written by shrinknet: --overwrite may replace this directory as a whole\n"

@@ -18,11 +18,11 @@ from torch import nn
 from torch.testing import assert_close
 
 import shrinknet
-from shrinknet import retrain
-from shrinknet.memory import network_bytes
-from shrinknet.quantize import stored
-from shrinknet.refit import Refitter
-from shrinknet.surgery import shrink
+from shrinknet.repair import retrain
+from shrinknet.store.memory import network_bytes
+from shrinknet.store.quantize import stored
+from shrinknet.repair.refit import Refitter
+from shrinknet.model.surgery import shrink
 
 import cnn_helpers
 import helpers

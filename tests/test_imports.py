@@ -19,12 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import shrinknet
+from shrinknet import PruneConfig
 from shrinknet.errors import InputError
 from shrinknet.model.imports import notes_of, to_sequential
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+QUIET = PruneConfig(progress=False, start_check="skip")  # random untrained networks
+SHORT = PruneConfig(progress=False, start_check="skip", max_fraction=0.3)
 ACT = {"relu": (F.relu, nn.ReLU), "tanh": (torch.tanh, nn.Tanh), "sigmoid": (torch.sigmoid, nn.Sigmoid),
        "softplus": (F.softplus, nn.Softplus), "leaky": (lambda x: F.leaky_relu(x, 0.1), lambda: nn.LeakyReLU(0.1)),
        "relu6": (F.relu6, nn.ReLU6)}
@@ -184,7 +187,7 @@ def steps(result) -> list[dict]:
 
 def prune_both(a, Xa, b, Xb):
     T = torch.randn(len(Xa), 3, generator=torch.Generator().manual_seed(7))
-    kw = dict(method="brute_force", algorithm="iterative", progress=False)
+    kw = dict(method="brute_force", algorithm="iterative", config=QUIET)
     return steps(shrinknet.prune(a, Xa, T, **kw)), steps(shrinknet.prune(b, Xb, T, **kw))
 
 
@@ -246,7 +249,7 @@ def test_onnx_quantized_weights_dequantized(name, fp16, tmp_path):
     seq = to_sequential(path)
     np.testing.assert_allclose(run(seq, X).numpy(), runtime(path, X), atol=1e-5, rtol=0)
     assert any(("dequantized" if not fp16 else "float16") in s for s in notes_of(seq))
-    shrinknet.prune(seq, X, torch.randn(len(X), 3), progress=False, max_fraction=0.3)
+    shrinknet.prune(seq, X, torch.randn(len(X), 3), config=SHORT)
 
 
 @pytest.mark.parametrize("name", ["cnn2d-relu-max-view-bn", "mlp-tanh-bn", "mlp-sigmoid-d3", "mlp-relu-softmax"])
@@ -417,7 +420,7 @@ def test_fx_traced_equals_twin_bit_for_bit(name):
     assert torch.equal(run(seq, X), m(X).detach())
     got, want = prune_both(m, X, twin, Xt)  # shrinknet.prune on the custom module itself
     assert got == want
-    r = shrinknet.prune(m, X, torch.randn(len(X), 3), progress=False, max_fraction=0.3)
+    r = shrinknet.prune(m, X, torch.randn(len(X), 3), config=SHORT)
     assert isinstance(r.network(len(r.steps) - 1), nn.Sequential)
 
 
@@ -454,7 +457,7 @@ FX_REFUSALS = {
 def test_fx_refusals_name_node_and_source_line(name):
     cls, words = FX_REFUSALS[name]
     with pytest.raises(InputError) as e:
-        shrinknet.prune(_fill(cls(), 0), torch.randn(4, 6), torch.randn(4, 3), progress=False)
+        shrinknet.prune(_fill(cls(), 0), torch.randn(4, 6), torch.randn(4, 3), config=QUIET)
     msg = str(e.value)
     assert "\n" not in msg
     for w in words:
@@ -525,7 +528,7 @@ def test_fx_on_existing_grid_bit_for_bit(make):
     custom = Functional(model)
     with torch.no_grad():
         assert torch.equal(to_sequential(custom)(X), model(X))
-    kw = dict(method="brute_force", algorithm="iterative", loss=loss, progress=False)
+    kw = dict(method="brute_force", algorithm="iterative", loss=loss, config=QUIET)
     assert steps(shrinknet.prune(custom, X, T, **kw)) == steps(shrinknet.prune(model, X, T, **kw))
 
 

@@ -25,11 +25,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from shrinknet import datasets, modelio, sanity
+from shrinknet.data import datasets
+from shrinknet.ship import modelio
+from shrinknet.choose import sanity
 from shrinknet.cli import DEFAULT_REFIT, cli
-from shrinknet.experiments import train_on
-from shrinknet.network import as_net, prepare
-from shrinknet.losses import get as get_loss
+from shrinknet.workflows.experiments import train_on
+from shrinknet.model.network import prepare
+from shrinknet.model.parse import as_net
+from shrinknet.model.losses import get as get_loss
 
 
 # -- shared inputs --------------------------------------------------------------------------------
@@ -209,11 +212,16 @@ BAD = [
     Bad("unknown experiment", ("reproduce", "9.9", *OUT), "unknown experiment"),
     # -- what a model is for: records, missing settings, contradictions
     Bad("state_dict without activations", ("prune", "sd.pt", "--data", "blobs.npz", *OUT),
-        "does not record its activations: give --activation sigmoid|tanh|relu|softplus and --out-activation",
+        "does not record its activations, loss or data: give --activation sigmoid|tanh|relu|softplus, "
+        "--out-activation sigmoid|tanh|relu|softplus|none, --loss mse|cross_entropy (the ones it was trained with)",
         lambda d, a: (_sd(d / "sd.pt", (6, 4), (3, 6)), _npz("blobs.npz")(d, a))),
     Bad("state_dict without loss", ("prune", "sd.pt", "--data", "blobs.npz", *SD_ACTS, *OUT),
-        "does not record its loss: give --loss mse|cross_entropy",
+        "does not record its activations, loss or data: give --loss mse|cross_entropy (the ones",
         lambda d, a: (_sd(d / "sd.pt", (6, 4), (3, 6)), _npz("blobs.npz")(d, a))),
+    Bad("state_dict with nothing given: all asked at once", ("prune", "sd.pt", *OUT),
+        "give --activation sigmoid|tanh|relu|softplus, --out-activation sigmoid|tanh|relu|softplus|none, "
+        "--loss mse|cross_entropy, --data NAME_OR_PATH (or --val FILE) (the ones it was trained with)",
+        lambda d, a: _sd(d / "sd.pt", (6, 4), (3, 6))),
     Bad("--loss contradicts the record", (*PRUNE, "--loss", "cross_entropy", *OUT),
         "--loss cross_entropy contradicts m.safetensors, which records loss mse"),
     Bad("--activation contradicts the record", ("rank", "m.safetensors", "--activation", "relu"),
@@ -308,12 +316,12 @@ def test_bad_input_ids_are_unique():
 
 def test_a_bug_is_an_internal_error_not_bad_input(assets, tmp_path, monkeypatch):
     """Anything but input errors is shrinknet's fault: one line saying so, exit 1, traceback only on request."""
-    import shrinknet.modelio
+    import shrinknet.ship.modelio
 
     def broken(*args, **kwargs):
         raise KeyError("layers")
 
-    monkeypatch.setattr(shrinknet.modelio, "load_model", broken)
+    monkeypatch.setattr(shrinknet.ship.modelio, "load_model", broken)
     code, err = _run(("info", str(assets["root"] / "m.safetensors")), tmp_path, False)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("internal error (KeyError: 'layers')") and "SHRINKNET_DEBUG=1" in err
@@ -343,7 +351,7 @@ def _user_model(tmp: Path):
 
 
 def test_readme_state_dict_flow_prunes_right_or_stops(tmp_path):
-    from shrinknet.experiments import prune_on
+    from shrinknet.workflows.experiments import prune_on
 
     model, X, y = _user_model(tmp_path)
     assert float((model(torch.as_tensor(X)).argmax(1).numpy() == y).mean()) > 0.95  # the user's model is good

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinknet import sanity
+from shrinknet.choose import sanity
 from shrinknet.cli import cli
 from test_files import listing
 

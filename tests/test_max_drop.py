@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import shrinknet
-from shrinknet import train
-from shrinknet.prune import parse_drop
+from shrinknet.repair import train
+from shrinknet.choose.result import parse_drop
 
 
 @pytest.mark.parametrize("text,value", [("1%", 0.01), (" 2.5% ", 0.025), ("0.01", 0.01), (0.3, 0.3), ("0", 0.0),

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets as D
-from shrinknet import train as T
+from shrinknet.data import datasets as D
+from shrinknet.repair import train as T
 from shrinknet.cli import cli
-from shrinknet.modelio import load_model
+from shrinknet.ship.modelio import load_model
 
 from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
 
@@ -49,7 +49,7 @@ socket.socket = Refused
 import numpy as np, torch
 random.seed(5); np.random.seed(5); torch.manual_seed(5)
 before = (random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state().tolist())
-from shrinknet import datasets
+from shrinknet.data import datasets
 prints = [datasets.load("mnist1d", seed=seed, size=size).fingerprint() for seed, size in json.loads(sys.argv[1])]
 after = (random.getstate(), np.random.get_state()[1].tolist(), torch.get_rng_state().tolist())
 print(json.dumps({"fingerprints": prints, "rng_kept": before == after, "mnist1d": "mnist1d" in sys.modules}))

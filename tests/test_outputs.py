@@ -14,7 +14,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinknet import files, modelio
+from shrinknet.util import files
+from shrinknet.ship import modelio
 from shrinknet.cli import cli
 
 from helpers import train_blobs
@@ -224,7 +225,9 @@ def test_same_seed_gives_byte_identical_model_files(model, tmp_path):
 # -- interrupted and killed runs resume ----------------------------------------------------------
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from shrinknet import checkpoint, cli, files
+    from shrinknet.choose import checkpoint
+    from shrinknet import cli
+    from shrinknet.util import files
     when, sig = sys.argv[1], getattr(signal, sys.argv[2])
     if when == "swap":  # while moving the finished run in
         files._swap_in = lambda stage, real: os.kill(os.getpid(), sig)
@@ -293,9 +296,10 @@ def test_resuming_with_other_data_or_settings_is_refused(model, tmp_path, monkey
 
 def checkpoint_of(model, tmp_path) -> Path:
     """A checkpoint of an interrupted run, made in-process through the library hook."""
-    from shrinknet import checkpoint, datasets
+    from shrinknet.choose import checkpoint
+    from shrinknet.data import datasets
     from shrinknet.cli import DEFAULT_REFIT
-    from shrinknet.experiments import prune_on
+    from shrinknet.workflows.experiments import prune_on
 
     net, meta = modelio.load_model(model)
     ds = datasets.reload(meta["data"])

@@ -11,9 +11,9 @@ from torch import nn
 from torch.testing import assert_close
 
 import shrinknet
-import shrinknet.train
-from shrinknet import memory
-from shrinknet.prune import _clip
+import shrinknet.repair.train
+from shrinknet.store import memory
+from shrinknet.choose.prune import _clip
 from helpers import SETTINGS, build, literal_brute_force, run_blocks, total_error
 
 TIGHT = dict(rtol=1e-10, atol=1e-12)
@@ -258,7 +258,7 @@ def test_contribution_correlation_is_correlation_of_flattened_contributions():
     c = c - c.mean(0)
     flat = c.permute(1, 0, 2).reshape(4, -1)
     want = (flat @ flat.T) / torch.outer(flat.norm(dim=1), flat.norm(dim=1))
-    assert_close(shrinknet.analysis.contribution_correlation(o, W), want, **TIGHT)
+    assert_close(shrinknet.score.analysis.contribution_correlation(o, W), want, **TIGHT)
 
 
 def test_correlated_pairs_report_exact_single_and_joint_removal():
@@ -284,9 +284,9 @@ def test_curve_shape_iterative_brute_force_beats_single_first_order():
     centers = torch.randn(4, 10, generator=g) * 2.0
     labels = torch.randint(0, 4, (1200,), generator=g)
     X = centers[labels] + torch.randn(1200, 10, generator=g)
-    model = shrinknet.train.mlp([10, 24, 24, 4], "sigmoid", "sigmoid", seed=0)
+    model = shrinknet.repair.train.mlp([10, 24, 24, 4], "sigmoid", "sigmoid", seed=0)
     T = nn.functional.one_hot(labels, 4).float()
-    shrinknet.train.train(model, X[:800], T[:800], X[800:1000], T[800:1000], epochs=60, lr=0.02, patience=10)
+    shrinknet.repair.train.train(model, X[:800], T[:800], X[800:1000], T[800:1000], epochs=60, lr=0.02, patience=10)
     Xv, Tv = X[1000:], T[1000:]
 
     def kept_within_a_point(algorithm, method):

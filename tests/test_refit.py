@@ -15,12 +15,12 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet.export import export
-from shrinknet.memory import network_bytes
-from shrinknet.network import as_net
-from shrinknet.quantize import dequantize, quantize_rows
-from shrinknet.refit import Refitter, reconstruction_error
-from shrinknet.surgery import shrink
+from shrinknet.ship.export import export
+from shrinknet.store.memory import network_bytes
+from shrinknet.model.parse import as_net
+from shrinknet.store.quantize import dequantize, quantize_rows
+from shrinknet.repair.refit import Refitter, reconstruction_error
+from shrinknet.model.surgery import shrink
 
 from helpers import SETTINGS, build, total_error
 
@@ -150,8 +150,8 @@ def test_steps_record_the_network_as_saved(refit):
 def test_refit_improves_a_pruned_mnist_like_net_and_none_is_the_paper():
     """On a trained digits net, refit="final" networks are at least as good on the calibration
     data at a deep cut, and refit=None steps equal the plain switch-off run."""
-    from shrinknet import datasets
-    from shrinknet.experiments import train_on
+    from shrinknet.data import datasets
+    from shrinknet.workflows.experiments import train_on
 
     ds = datasets.load("digits", seed=0, size=300)
     model, _ = train_on(ds, (10, 10), epochs=15)
@@ -250,10 +250,10 @@ def test_json_round_trip_rebuilds_the_same_networks(refit, dtype):
 
 @pytest.mark.parametrize("refit,dtype", [("final", "float32"), ("every_step", "int8")])
 def test_resuming_a_refit_run_gives_the_uninterrupted_run(refit, dtype):
-    """Checkpoints (shrinknet.checkpoint) of refit and int8 runs: resuming rebuilds the refit network."""
+    """Checkpoints (shrinknet.choose.checkpoint) of refit and int8 runs: resuming rebuilds the refit network."""
     import json
 
-    from shrinknet import checkpoint
+    from shrinknet.choose import checkpoint
 
     s = REFIT_SETTINGS[0]
     model, _, X, T = build(s, n=30)

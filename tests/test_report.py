@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import shrinknet
-from shrinknet import report, runs, train
+from shrinknet.ship import report, runs
+from shrinknet.repair import train
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +232,7 @@ def test_missing_matplotlib_says_what_to_install(run_dirs, tmp_path, monkeypatch
 
 def test_report_module_and_figure_data_work_without_matplotlib(run_dirs, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    spec = importlib.util.find_spec("shrinknet.report")
+    spec = importlib.util.find_spec("shrinknet.ship.report")
     fresh = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fresh)  # a module-level "import matplotlib" would raise here
     assert fresh.figure_data([runs.load_run(run_dirs[1])])["curves"][0]["label"] == "single taylor2, float32"
@@ -320,8 +321,8 @@ def _legend_texts(fig) -> list[str]:
 
 def _cnn_run():
     """An untrained 1x6x6 conv 3 -> pool -> conv 4 -> pool -> Linear network pruned with a RAM budget."""
-    from shrinknet import memory
-    from shrinknet.network import as_net
+    from shrinknet.store import memory
+    from shrinknet.model.parse import as_net
 
     g = torch.Generator().manual_seed(1)
     X, y = torch.rand(60, 1, 6, 6, generator=g), torch.randint(0, 2, (60,), generator=g)
@@ -379,8 +380,8 @@ def test_ram_figure_plots_the_steps_ram_and_the_budgets_the_run_had(ram_runs, ca
         assert len(left.collections) == 0  # no box that fits both
     else:
         assert len(horizontal) == len(vertical) == 1
-        assert f"RAM budget {shrinknet.memory.format_bytes(budget)}" in legend and "fits both budgets" in legend
-    assert "flash budget " + shrinknet.memory.format_bytes(result.config["budget_bytes"]) in legend
+        assert f"RAM budget {shrinknet.store.memory.format_bytes(budget)}" in legend and "fits both budgets" in legend
+    assert "flash budget " + shrinknet.store.memory.format_bytes(result.config["budget_bytes"]) in legend
     k, _ = result.pick(result.config["budget_bytes"], None, budget)
     (star,) = [ln for ln in left.lines if ln.get_marker() == "*"]
     np.testing.assert_array_equal(star.get_xydata(), [[result.steps[k].bytes, result.steps[k].ram_bytes]])
@@ -415,7 +416,8 @@ def test_runs_without_ram_skip_the_ram_figure(ram_runs, tmp_path):
 def dtype_runs(mlp, tmp_path_factory):
     """One model pruned to one budget at float32 (refit final), int8 (refit final) and int8 (switch-off),
     with the frontier points experiments.frontier_points records."""
-    from shrinknet import datasets, experiments
+    from shrinknet.data import datasets
+    from shrinknet.workflows import experiments
 
     root = tmp_path_factory.mktemp("dtypes")
     m, X, y = mlp

@@ -9,10 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from shrinknet import modelio, retrain, runs, scaling
-from shrinknet.cli import UserError, _check_retrain, cli
-from shrinknet.memory import network_bytes
-from shrinknet.train import mlp
+from shrinknet.ship import modelio, runs
+from shrinknet.repair import retrain, scaling
+from shrinknet.cli import UserError, cli
+from shrinknet.cli.prune import _check_retrain
+from shrinknet.store.memory import network_bytes
+from shrinknet.repair.train import mlp
 
 
 def blobs(n=300, seed=0):
@@ -161,9 +163,9 @@ def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8, scaled):
     with the recipe and folded: checked against doing exactly that by hand (it used to train an MLP whose
     hidden widths were the channel counts)."""
     pytest.importorskip("sklearn")
-    from shrinknet import train
-    from shrinknet.network import as_net
-    from shrinknet.quantize import fake_quantize
+    from shrinknet.repair import train
+    from shrinknet.model.parse import as_net
+    from shrinknet.store.quantize import fake_quantize
 
     X, y = _digits_images()
     T = np.eye(10, dtype=np.float32)[y]
@@ -196,7 +198,7 @@ def test_scratch_baseline_of_a_cnn_trains_the_kept_cnn_literally(int8, scaled):
 
 
 def test_scratch_baseline_of_a_cnn_without_its_recipe_is_refused():
-    from shrinknet import train
+    from shrinknet.repair import train
 
     kept = train.cnn((1, 8, 8), 10, (3, 2), seed=0)
     X, y = _digits_images(60)

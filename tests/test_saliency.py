@@ -257,7 +257,7 @@ def test_float_labels_for_several_outputs_are_refused():
 
 @pytest.mark.parametrize("method", ["brute_force", "taylor2_exact"])
 def test_progress_bar_counts_every_candidate_and_changes_nothing(method, monkeypatch):
-    S = importlib.import_module("shrinknet.saliency")  # the module; shrinknet.saliency is the function
+    S = importlib.import_module("shrinknet.score.saliency")  # the module; shrinknet.saliency is the function
     bars = []
     real = S.candidate_bar
 

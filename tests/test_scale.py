@@ -17,8 +17,13 @@ import torch
 from torch.testing import assert_close
 
 import shrinknet
-from shrinknet import exact, losses, modelio, network, speed, threads
-from shrinknet import train as train_mod
+from shrinknet.score import exact
+from shrinknet.model import losses, network
+from shrinknet.model.parse import as_net
+from shrinknet.ship import modelio
+from shrinknet.choose import speed
+from shrinknet.util import threads
+from shrinknet.repair import train as train_mod
 from helpers import SETTINGS, build, literal_brute_force, total_error
 
 DEEP = [s for s in SETTINGS if s.depth >= 2]
@@ -99,7 +104,7 @@ def test_the_cheap_exact_update_is_used_and_equals_a_fresh_evaluation():
     rank-1 cache update; they equal a from-scratch evaluation on the same masks."""
     s = next(s for s in SETTINGS if s.act == "sigmoid" and s.loss == "mse" and s.depth == 3)
     model, _, X, T = build(s, n=17)
-    net = network.as_net(model)
+    net = as_net(model)
     loss = losses.get("mse")
     data = network.prepare(net, X, T, loss)
     masks = net.full_masks()
@@ -257,7 +262,7 @@ import json, os, sys, torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
 import shrinknet
 from helpers import SETTINGS, build
-from shrinknet.distributed import init_from_env
+from shrinknet.util.distributed import init_from_env
 s = [s for s in SETTINGS if s.id == {sid!r}][0]
 model, _, X, T = build(s, n=15)
 if {disagree!r} and int(os.environ["RANK"]) == 1:
@@ -344,8 +349,8 @@ def test_scoring_memory_does_not_grow_with_the_number_of_candidates():
 
 def test_run_json_and_the_report_carry_the_agreement_of_an_approximate_run(tmp_path):
     pytest.importorskip("matplotlib")
-    from shrinknet import runs
-    from shrinknet.report import write_report
+    from shrinknet.ship import runs
+    from shrinknet.ship.report import write_report
 
     s = next(s for s in SETTINGS if s.act == "tanh" and s.loss == "mse" and s.depth == 2)
     model, _, X, T = build(s, n=13)

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from shrinknet import datasets, export, scaling, train
-from shrinknet.experiments import evaluate, train_on
+from shrinknet.data import datasets
+from shrinknet import export
+from shrinknet.repair import scaling, train
+from shrinknet.workflows.experiments import evaluate, train_on
 
 # (hidden activation, output activation, bias): every activation, with and without bias
 SETTINGS = [("sigmoid", "sigmoid", True), ("tanh", "identity", True), ("relu", "sigmoid", False),

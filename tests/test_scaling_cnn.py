@@ -16,9 +16,11 @@ from click.testing import CliRunner
 from torch import nn
 
 import shrinknet
-from shrinknet import datasets, modelio, scaling, train
+from shrinknet.data import datasets
+from shrinknet.ship import modelio
+from shrinknet.repair import scaling, train
 from shrinknet.cli import cli
-from shrinknet.experiments import evaluate, train_on
+from shrinknet.workflows.experiments import evaluate, train_on
 
 from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
 

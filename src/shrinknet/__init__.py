@@ -3,18 +3,24 @@
 Implements Wolfe et al., "The Incredible Shrinking Neural Network" (arXiv 1701.04465).
 """
 
-from .analysis import compare_estimates, correlated_pairs, estimates_along_run, gain_curves
-from .backprop2 import Derivatives, backprop2
+from .score.analysis import compare_estimates, correlated_pairs, estimates_along_run, gain_curves
+from .model.backprop2 import Derivatives, backprop2
 from .errors import InputError
-from .export import export
-from .memory import format_bytes, network_bytes, parse_size
-from .network import Net, Network, as_net
-from .prune import ALGORITHMS, PruneResult, Step, prune
-from .saliency import METHODS, saliency
-from .speed import SPEEDS
-from .surgery import shrink
+from .ship.export import export
+from .store.memory import format_bytes, network_bytes, parse_size
+from .ship.modelio import load_model, save_model
+from .model.mlp import Net
+from .model.network import Network
+from .model.parse import as_net
+from .choose.config import PruneConfig
+from .choose.prune import ALGORITHMS, prune
+from .choose.result import PruneResult, Step
+from .choose.sanity import StartCheckError, StartCheckWarning
+from .score.saliency import METHODS, saliency
+from .choose.speed import SPEEDS
+from .model.surgery import shrink
 
-__version__ = "0.3.0"
+from .version import __version__
 
 __all__ = [
     "ALGORITHMS",
@@ -22,8 +28,11 @@ __all__ = [
     "InputError",
     "METHODS",
     "SPEEDS",
+    "StartCheckError",
+    "StartCheckWarning",
     "Net",
     "Network",
+    "PruneConfig",
     "PruneResult",
     "Step",
     "__version__",
@@ -35,9 +44,11 @@ __all__ = [
     "export",
     "format_bytes",
     "gain_curves",
+    "load_model",
     "network_bytes",
     "parse_size",
     "prune",
     "saliency",
+    "save_model",
     "shrink",
 ]

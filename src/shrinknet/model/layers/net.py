@@ -1,0 +1,221 @@
+"""Blocks, the layers of both networks, and the general sequential network made of them.
+
+A *block* is one layer with weights (``param``: :class:`Conv` or :class:`Dense`, any BatchNorm
+already folded into it) followed by its *tail*: the activation and pooling layers before the next
+layer with weights, in order. Block k's pre-activation ``x[k]`` is the param's output and its
+output ``o[k]`` is the tail's output: the map the next block reads. The *units* of hidden block k
+are its output channels (a Conv) or output features (a Linear); switching unit c off sets
+``o[k][:, c]`` to 0 everywhere (a mask, True = kept, multiplies ``o[k]`` per channel).
+
+Maps are held as (N, C, H, W); a 1-D network's (N, C, L) is (N, C, 1, L). Every per-layer
+concern (forward, derivatives, brute-force change, surgery, parameter count, export) lives in
+the layer's own module (conv.py, linear.py, pool.py, act.py); ``network.Network`` strings them
+together for both networks, and :class:`SeqNet` adds what only the general network has: its
+brute force over any layer's ``contribution``, the exact channel-gate second derivatives, the
+1-D layout and ``nn.Flatten``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+from .. import activations as A
+from ..network import Network, Trace, chunk_for
+from ...util.threads import TASK_WORK, candidate_work, run_chunks
+from .act import Act
+from .conv import Conv
+from .linear import Dense
+
+
+@dataclass(frozen=True)
+class Block:
+    """One layer with weights and its tail: the layer both paths are made of (an MLP layer is
+    ``Block.linear(W, b, act)``: a Dense with P = 1, then its activation). It offers what
+    ``network.Layer`` lists (weight, bias, act, in_features, out_features) for code that only
+    reads weights and the activation."""
+
+    param: Conv | Dense
+    tail: tuple  # Act / MaxPool / AvgPool / AdaptiveAvgPool, in order
+    act: A.Activation = field(init=False, repr=False, compare=False)  # the tail's activation, or identity
+
+    def __post_init__(self):
+        acts = [op.act for op in self.tail if op.kind == "act"]
+        object.__setattr__(self, "act", acts[0] if acts else A.IDENTITY)  # read on hot paths: computed once
+
+    @classmethod
+    def linear(cls, weight: Tensor, bias: Tensor | None, act: A.Activation) -> "Block":
+        """A fully connected layer: x = W o + b (eq. 5), then ``act``."""
+        return cls(Dense(weight, bias), (Act(act),))
+
+    def with_param(self, param: Conv | Dense) -> "Block":
+        """The same tail after ``param`` (e.g. a param after surgery or a refit)."""
+        return Block(param, self.tail)
+
+    def with_weights(self, weight: Tensor, bias: Tensor | None) -> "Block":
+        """The same layer (settings and tail) holding ``weight`` and ``bias``."""
+        return self.with_param(replace(self.param, weight=weight, bias=bias))
+
+    @property
+    def weight(self) -> Tensor:
+        return self.param.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.param.bias
+
+    @property
+    def out_features(self) -> int:
+        return self.param.out_units
+
+    @property
+    def in_features(self) -> int:
+        return self.param.weight.shape[1]
+
+    def run_tail(self, x: Tensor, inplace: bool = False) -> Tensor:
+        for op in self.tail:
+            x = op.forward(x, inplace=inplace)
+        return x
+
+    def module(self, dims: int) -> list[nn.Module]:
+        """torch modules of the layer and its tail (an identity activation has none)."""
+        return [self.param.module(dims), *(m for m in (op.module(dims) for op in self.tail) if m is not None)]
+
+    def describe(self) -> str:
+        return ", ".join([self.param.describe(), *(op.describe() for op in self.tail)])
+
+
+class SeqNet(Network):
+    """A parsed general network (see the module docstring). Build one with :func:`parse`.
+
+    ``in_shape``: the shape of one instance as the user gives it, e.g. (1, 20, 20) or (1, 40),
+    or (features,) for a network that starts with a Linear layer; None until known (it is bound
+    from the first data the network sees, or inferred where the Linear after Flatten fixes it).
+    Everything else of the interface is ``network.Network``'s, through the layer modules.
+    """
+
+    general = True
+    scoring_threads = True  # worker threads over candidate chunks (threads.run_chunks)
+    file_format = "shrinknet-seq"  # layers/io.py
+
+    def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = ()):
+        super().__init__(blocks, in_shape, notes)
+        self.dims = dims  # 1 or 2 for a CNN; 0 for a network of Linear layers only
+
+    def with_blocks(self, blocks) -> "SeqNet":
+        return SeqNet(blocks, self.dims, self.in_shape, self.notes)
+
+    def _internal(self, X: Tensor) -> Tensor:
+        """(N, *in_shape) -> the internal map layout (N, C, H, W), a view."""
+        if self.dims == 1:
+            return X.unsqueeze(-2)
+        return X
+
+    # -- criteria that need the layer structure ----------------------------------------------
+    def brute_force(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None,
+                    workers: int = 1) -> list[Tensor]:
+        """Exact Delta E of switching off each kept unit, summed over the batch.
+
+        Switching off unit c of block h changes block h+1's pre-activation by that unit's own
+        contribution (conv.py / linear.py ``contribution``) and nothing below, so a chunk of
+        candidates is one batched pass over the blocks above: (C, N, ...) folded into the batch.
+        Chunks are independent and sized without regard to ``workers`` (``_auto_chunk``), so the
+        scores are the same bits whichever of the ``workers`` threads (``threads.run_chunks``)
+        computes each chunk.
+        """
+        y = trace.o[-1]
+        scores = []
+        for h in range(self.n_hidden):
+            o = trace.o[h]
+            nxt = self.blocks[h + 1].param
+            x_next = trace.x[h + 1]
+            s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
+            kept = masks[h].nonzero().squeeze(1)
+            C = chunk_size or self._auto_chunk(h, len(data), o.element_size())
+
+            def task(lo: int, h=h, o=o, nxt=nxt, x_next=x_next, s=s, kept=kept, C=C) -> int:
+                J = kept[lo: lo + C]
+                xs = x_next.unsqueeze(0) - nxt.contribution(o, J)  # (C, N, ...)
+                y_new = self.output_from(h + 1, xs, masks)  # (C, N, out)
+                s[J] = loss.delta(y_new, y, data.T).sum(-1)
+                return len(J)
+
+            run_chunks(task, range(0, len(kept), C), workers, bar)
+            scores.append(s)
+        return scores
+
+    def _auto_chunk(self, h: int, n: int, itemsize: int) -> int:
+        """Candidates per chunk of block h: about ``threads.TASK_WORK`` multiply-adds, and a few
+        (C, N, map) temporaries within ``CHUNK_MEMORY``; never a function of the worker count."""
+        shapes = self.map_shapes() if self.in_shape else None
+        if shapes is None:
+            return 8
+        memory = chunk_for(n, max(math.prod(s) for blk in shapes[h + 1:] for s in blk), itemsize)
+        work = max(1, int(TASK_WORK // max(1.0, candidate_work(self, h, n, shapes))))
+        return min(memory, work)
+
+    def taylor2_exact(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None) -> list[Tensor]:
+        """eq. 8 on each channel's gate g: -dE/dg + 1/2 d2E/dg2, both exactly (cross-position terms included)."""
+        out = []
+        for h in range(self.n_hidden):
+            with torch.enable_grad():
+                g1, g2 = self.gate_hessian_diagonal(loss, data, masks, trace, h, chunk_size, bar)
+            out.append(-g1 + 0.5 * g2)
+        return out
+
+    def gate_error(self, loss, data, masks, h: int):
+        """E as a function of a per-unit gate g (C,) multiplying o[h] (g = 1: the network as is)."""
+        def E(g: Tensor, o_h: Tensor) -> Tensor:
+            o = o_h * self._expand(g, o_h)
+            x = self.blocks[h + 1].param.forward(o)
+            return loss.per_instance(self.output_from(h + 1, x, masks, scratch=False), data.T).sum()
+        return E
+
+    def gate_hessian_diagonal(self, loss, data, masks, trace: Trace, h: int, chunk_size: int | None = None,
+                              bar=None) -> tuple[Tensor, Tensor]:
+        """(dE/dg, d2E/dg^2) of every unit's gate of block h, exactly, by forward-over-reverse autograd.
+
+        The gate of channel c is shared by all its positions, so d2E/dg_c^2 holds the
+        cross-position terms that ``taylor2`` drops. Instances do not interact, so this sums the
+        per-instance values.
+        """
+        o = trace.o[h].detach()
+        C = o.shape[1]
+        E = self.gate_error(loss, data, masks, h)
+        ones = torch.ones(C, dtype=o.dtype, device=o.device)
+        grad = torch.func.grad(E)
+        g1 = grad(ones, o)
+
+        def hvp(v: Tensor) -> Tensor:
+            return torch.func.jvp(lambda g: grad(g, o), (ones,), (v,))[1]
+
+        diag = torch.empty(C, dtype=o.dtype, device=o.device)
+        step = chunk_size or max(1, min(C, 16))
+        for cols in torch.arange(C, device=o.device).split(step):
+            V = torch.zeros(len(cols), C, dtype=o.dtype, device=o.device)
+            V[torch.arange(len(cols)), cols] = 1
+            diag[cols] = torch.func.vmap(hvp)(V)[torch.arange(len(cols)), cols]
+            if bar is not None:
+                bar.update(int(masks[h][cols].sum()))
+        return g1, diag
+
+    # -- conversion --------------------------------------------------------------------------
+    def _flatten_before(self, k: int) -> bool:
+        return self.blocks[k].param.kind == "linear" and (
+            k > 0 and self.blocks[k - 1].param.kind == "conv"
+            or k == 0 and self.in_shape is not None and len(self.in_shape) > 1)
+
+    def to_sequential(self) -> nn.Sequential:
+        seq = super().to_sequential()
+        if self.in_shape is not None:
+            seq.shrinknet_input_shape = tuple(self.in_shape)  # read back by parse()
+        return seq
+
+    def layout(self) -> dict:
+        """What identifies the architecture (widths, ops, input shape), JSON-ready."""
+        return {**super().layout(), "in": list(self.in_shape) if self.in_shape else None,
+                "blocks": [{"param": b.param.to_dict(), "kernel": list(b.weight.shape[2:]),
+                            "tail": [op.to_dict() for op in b.tail]} for b in self.blocks]}

@@ -1,0 +1,299 @@
+"""Parsing an ``nn.Sequential`` (nested allowed) into layer modules, with BatchNorm folded.
+
+Both networks are made of the same blocks (layer module + tail): a stack of Linear layers and
+the MLP activations becomes the MLP's :class:`~shrinknet.network.Net` (``parse_mlp``: its
+specialised fast brute force), anything with convolutions, pooling, BatchNorm, ReLU6 or
+LeakyReLU becomes a :class:`SeqNet` (``parse``). :func:`as_net`, the entry point, chooses (``needs_general``).
+
+BatchNorm (eval mode, running statistics) right after a Conv or Linear is folded into it exactly:
+    y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
+with s = gamma / sqrt(var + eps) per output channel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import activations as A
+from .layers.act import Act
+from .layers.conv import Conv
+from .layers.linear import Dense
+from .layers.net import Block, SeqNet
+from .layers.pool import AdaptiveAvgPool, AvgPool, MaxPool
+from .mlp import Net
+from .network import Network
+
+SUPPORTED = ("nn.Conv1d/Conv2d (groups=1), nn.BatchNorm1d/2d (eval mode), nn.Linear, nn.Sigmoid, nn.Tanh, "
+             "nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Softplus, nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
+             "nn.AdaptiveAvgPool1d/2d, nn.Flatten (nn.Identity and nn.Dropout are skipped)")
+
+_GENERAL_ONLY = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d,
+                 nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+
+
+_SKIPPED = (nn.Identity, nn.Dropout)
+_MLP_SUPPORTED = "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softplus (nn.Identity and nn.Dropout are skipped)"
+
+
+def _flatten(seq: nn.Sequential, prefix: str = ""):
+    for name, m in seq.named_children():
+        if isinstance(m, nn.Sequential):
+            yield from _flatten(m, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", m
+
+
+def parse_mlp(model: nn.Sequential) -> Net:
+    """Parse an ``nn.Sequential`` of Linear layers and elementwise activations into the MLP's Net.
+
+    Raises TypeError naming the offending layer for anything else.
+    """
+    layers: list[Block] = []
+    lin: nn.Linear | None = None
+    act: A.Activation | None = None
+
+    def close():
+        layers.append(Block.linear(lin.weight.detach(), None if lin.bias is None else lin.bias.detach(),
+                                   act or A.IDENTITY))
+
+    for name, m in _flatten(model):
+        where = f"layer {name} ({type(m).__name__})"
+        if isinstance(m, _SKIPPED):
+            continue
+        if isinstance(m, nn.Linear):
+            if lin is not None:
+                close()
+            if layers and m.in_features != layers[-1].out_features:
+                raise TypeError(
+                    f"{where} has in_features={m.in_features} but the previous Linear has "
+                    f"out_features={layers[-1].out_features}"
+                )
+            lin, act = m, None
+            continue
+        a = A.from_module(m)
+        if a is None:
+            hint = ""
+            if isinstance(m, (nn.Softmax, nn.LogSoftmax)):
+                hint = "; drop it and use loss='cross_entropy', which takes logits"
+            raise TypeError(f"{where} is not supported: shrinknet handles {_MLP_SUPPORTED}{hint}")
+        if lin is None:
+            raise TypeError(f"{where} comes before any nn.Linear; the network must start with one")
+        if act is not None:
+            raise TypeError(f"{where} follows another activation; use one activation per Linear")
+        act = a
+    if lin is not None:
+        close()
+    if len(layers) < 2:
+        raise TypeError(
+            f"the network has {len(layers)} Linear layer(s); shrinknet needs at least one hidden "
+            "layer (two Linear layers)"
+        )
+    dtypes = {(layer.weight.dtype, layer.weight.device) for layer in layers}
+    if len(dtypes) > 1:
+        raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, dtypes))}")
+    if not layers[0].weight.dtype.is_floating_point:
+        raise TypeError(f"weights must be floating point, got {layers[0].weight.dtype}")
+    return Net(layers)
+
+
+def needs_general(model: nn.Module) -> bool:
+    """Whether ``model`` has a layer only the general path handles (else it is an MLP)."""
+    return any(isinstance(m, _GENERAL_ONLY) for m in model.modules())
+
+
+def _pair(v, dims: int, fill: int = 1) -> tuple[int, int]:
+    """A 2-D setting from torch's int or tuple; a 1-D layer gets ``fill`` in the dummy H slot
+    (1 for kernel, stride and dilation; 0 for padding)."""
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v,) * dims
+    return (fill, int(t[0])) if dims == 1 else (int(t[0]), int(t[1]))
+
+
+def _pad(m, where: str, dims: int) -> tuple[int, int]:
+    p = m.padding
+    if p == "valid":
+        return (0, 0)
+    if p == "same":
+        k = _pair(m.kernel_size, dims)
+        d = _pair(m.dilation, dims)
+        if any(dd * (kk - 1) % 2 for kk, dd in zip(k, d)):
+            raise TypeError(f"{where} uses padding='same' with an even effective kernel (uneven padding): "
+                            "give explicit padding")
+        return tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
+    return _pair(p, dims, 0)
+
+
+def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
+    """Parse ``model`` into a SeqNet. Raises TypeError with one line naming the offending layer.
+
+    ``in_shape`` (one instance, e.g. (1, 20, 20)) defaults to the model's ``shrinknet_input_shape``
+    attribute, which ``SeqNet.to_sequential`` and ``train.cnn`` set; else it is bound from data.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"expected a torch.nn.Sequential, got {type(model).__name__}")
+    blocks: list[Block] = []
+    param = None  # the current block's Conv/Dense, not yet closed
+    tail: list = []
+    dims = 0
+    flat = False  # a Flatten was seen: only Linear layers and activations may follow
+    notes = []
+    pname = ""
+
+    def close():
+        nonlocal param, tail
+        if param is not None:
+            blocks.append(Block(param, tuple(tail)))
+        param, tail = None, []
+
+    named = dict(_flatten(model))
+    for name, m in named.items():
+        where = f"layer {name} ({type(m).__name__})"
+        if isinstance(m, (nn.Identity, nn.Dropout)):
+            continue
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            d = 1 if isinstance(m, nn.Conv1d) else 2
+            if m.groups != 1:
+                raise TypeError(f"{where} has groups={m.groups}; shrinknet handles groups=1 only")
+            if m.padding_mode != "zeros":
+                raise TypeError(f"{where} has padding_mode={m.padding_mode!r}; shrinknet handles 'zeros' only")
+            if flat or (blocks or param is not None) and (param or blocks[-1].param).kind == "linear":
+                raise TypeError(f"{where} is not supported after a Linear or nn.Flatten layer: convolutions "
+                                "come first, then nn.Flatten, then Linear layers")
+            if dims and d != dims:
+                raise TypeError(f"{where} mixes 1-D and 2-D layers")
+            if blocks or param is not None:
+                prev = param.out_units if param is not None else blocks[-1].param.out_units
+                if m.in_channels != prev:
+                    raise TypeError(f"{where} has in_channels={m.in_channels} but the layer before has {prev} outputs")
+            close()
+            dims = d
+            W = m.weight.detach()
+            if d == 1:
+                W = W.unsqueeze(2)  # (o, c, 1, k)
+            param = Conv(W, None if m.bias is None else m.bias.detach(), _pair(m.stride, d), _pad(m, where, d),
+                         _pair(m.dilation, d))
+            pname = name
+            continue
+        if isinstance(m, nn.Linear):
+            prev_conv = (param.kind == "conv") if param is not None else (bool(blocks) and blocks[-1].param.kind == "conv")
+            if prev_conv and not flat:
+                conv_where = f"layer {pname} ({type(named[pname]).__name__})"
+                raise TypeError(f"{conv_where} is not supported here: its output reaches {where} without "
+                                "nn.Flatten; add nn.Flatten() before the Linear layer")
+            block = 1
+            if blocks or param is not None:
+                prev = param.out_units if param is not None else blocks[-1].param.out_units
+                if m.in_features % prev:
+                    raise TypeError(f"{where} has in_features={m.in_features}, not a multiple of the "
+                                    f"{prev} units of the layer before")
+                block = m.in_features // prev
+                if not prev_conv and block != 1:
+                    raise TypeError(f"{where} has in_features={m.in_features} but the layer before has {prev} outputs")
+            close()
+            param = Dense(m.weight.detach(), None if m.bias is None else m.bias.detach(), block)
+            pname = name
+            continue
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            if m.training:
+                raise TypeError(f"{where} is in training mode: call model.eval() first (shrinknet folds "
+                                "BatchNorm's running statistics into the layer before)")
+            if m.running_mean is None:
+                raise TypeError(f"{where} keeps no running statistics (track_running_stats=False); it cannot be folded")
+            if param is None or tail:
+                raise TypeError(f"{where} does not directly follow a Conv or Linear layer; only then can it be folded")
+            if m.num_features != param.out_units:
+                raise TypeError(f"{where} has {m.num_features} features but the layer before has {param.out_units}")
+            param = _fold(param, m)
+            notes.append(f"{type(m).__name__} {name} folded into layer {pname} (exact: eval-mode statistics)")
+            continue
+        if isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise TypeError(f"{where} must flatten dims 1..-1 (start_dim=1, end_dim=-1)")
+            flat = True
+            continue
+        if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d,
+                          nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            d = 1 if isinstance(m, (nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d)) else 2
+            if param is None or param.kind != "conv" or flat:
+                raise TypeError(f"{where} must follow a convolution (before nn.Flatten)")
+            if d != dims:
+                raise TypeError(f"{where} is {d}-D after a {dims}-D convolution")
+            tail.append(_pool(m, where, d))
+            continue
+        a = A.from_module_general(m)
+        if a is None:
+            raise TypeError(f"{where} is not supported: shrinknet handles {SUPPORTED}")
+        if param is None:
+            raise TypeError(f"{where} comes before any Conv or Linear layer; the network must start with one")
+        if any(op.kind == "act" for op in tail):
+            raise TypeError(f"{where} follows another activation; use one activation per layer")
+        tail.append(Act(a))
+    close()
+    if len(blocks) < 2:
+        raise TypeError(f"the network has {len(blocks)} layer(s) with weights; shrinknet needs at least two")
+    if blocks[-1].param.kind != "linear":
+        raise TypeError("the network must end with nn.Linear (its outputs are the network's outputs)")
+    kinds = {(b.weight.dtype, b.weight.device) for b in blocks}
+    if len(kinds) > 1:
+        raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, kinds))}")
+    if not blocks[0].weight.dtype.is_floating_point:
+        raise TypeError(f"weights must be floating point, got {blocks[0].weight.dtype}")
+    net = SeqNet(blocks, dims, None, notes)
+    in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
+    if in_shape is not None:
+        net.bind(in_shape)
+    elif blocks[0].param.kind == "linear" and not isinstance(next(iter(named.values()), None), nn.Flatten):
+        net.in_shape = (blocks[0].weight.shape[1],)  # (a leading nn.Flatten: the instance shape is bound from data)
+    return net
+
+
+def _fold(param, bn):
+    s = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    s = s.to(param.weight.dtype)
+    b = param.bias if param.bias is not None else torch.zeros_like(s)
+    W = param.weight * s.view(-1, *([1] * (param.weight.ndim - 1)))
+    from dataclasses import replace
+
+    return replace(param, weight=W, bias=(b - bn.running_mean.to(s.dtype)) * s + beta.to(s.dtype))
+
+
+def _pool(m, where: str, d: int):
+    if isinstance(m, (nn.MaxPool1d, nn.MaxPool2d)):
+        if m.ceil_mode or m.return_indices:
+            raise TypeError(f"{where}: ceil_mode and return_indices are not supported")
+        k = _pair(m.kernel_size, d)
+        return MaxPool(k, _pair(m.stride if m.stride is not None else m.kernel_size, d), _pair(m.padding, d, 0),
+                       _pair(m.dilation, d))
+    if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
+        if m.ceil_mode or not m.count_include_pad or getattr(m, "divisor_override", None) is not None:
+            raise TypeError(f"{where}: only ceil_mode=False, count_include_pad=True and no divisor_override are supported")
+        k = _pair(m.kernel_size, d)
+        return AvgPool(k, _pair(m.stride if m.stride is not None else m.kernel_size, d), _pair(m.padding, d, 0))
+    size = _pair(m.output_size, d)
+    if any(s is None for s in size):
+        raise TypeError(f"{where}: give every output size (None is not supported)")
+    return AdaptiveAvgPool(size)
+
+
+def as_net(model: nn.Module | Network) -> Network:
+    """Parse an ``nn.Sequential`` into a network: the MLP :class:`Net` for Linear layers and
+    elementwise activations, ``layers.net.SeqNet`` when there are convolutions, pooling,
+    BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (the walk is ``parse`` / ``parse_mlp`` below).
+    Any other ``nn.Module`` is first traced by ``torch.fx`` into an equivalent ``nn.Sequential``
+    (model/imports/fx.py: InputError naming the node and source line when it is not a chain);
+    an ``nn.Sequential`` is parsed as it is (the very object).
+
+    Raises TypeError naming the offending layer for anything else.
+    """
+    if isinstance(model, Network):
+        return model
+    if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
+        from .imports import to_sequential  # a custom module: traced by torch.fx into a chain
+
+        model = to_sequential(model)
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(
+            f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
+        )
+    return parse(model) if needs_general(model) else parse_mlp(model)

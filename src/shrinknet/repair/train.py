@@ -1,0 +1,137 @@
+"""Building and training the feed-forward networks the paper prunes.
+
+The paper gives no optimizer, learning rate or epoch count; shrinknet trains with Adam on
+mini-batches and stops early when the validation error has not improved for ``patience``
+epochs, keeping the best weights (the paper prunes an "optimally trained" network).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..model import activations as A
+from ..model import losses, network
+from ..model.parse import as_net
+
+
+def mlp(sizes, activation: str = "sigmoid", out_activation: str = "identity", bias: bool = True,
+        seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """An ``nn.Sequential`` MLP with layer widths ``sizes`` = [in, hidden..., out]."""
+    sizes = list(sizes)
+    if len(sizes) < 3 or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"sizes must be [in, hidden..., out] with at least one hidden layer, got {sizes}")
+    gen = torch.Generator().manual_seed(seed)
+    mods: list[nn.Module] = []
+    for k in range(len(sizes) - 1):
+        lin = nn.Linear(sizes[k], sizes[k + 1], bias=bias, dtype=dtype)
+        bound = 1 / sizes[k] ** 0.5  # torch's default init, drawn from our seeded generator
+        with torch.no_grad():
+            lin.weight.uniform_(-bound, bound, generator=gen)
+            if bias:
+                lin.bias.uniform_(-bound, bound, generator=gen)
+        mods.append(lin)
+        act = A.from_name(activation if k < len(sizes) - 2 else out_activation).to_module()
+        if act is not None:
+            mods.append(act)
+    return nn.Sequential(*mods)
+
+
+#: The default small CNN of ``train --arch cnn``: two conv blocks, then one Linear layer.
+CNN_CHANNELS = (8, 16)
+
+
+def cnn(in_shape, n_out: int, channels=CNN_CHANNELS, activation: str = "relu", out_activation: str = "identity",
+        seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """A small CNN for (C, H, W) or (C, L) inputs: per entry of ``channels`` a block
+    conv 3 (padding 1) -> BatchNorm -> activation -> max pool 2, then Flatten -> Linear(n_out).
+
+    Returned in eval mode (BatchNorm uses running statistics; ``train`` switches modes itself);
+    shrinknet folds the BatchNorm into the convolutions when it parses the network.
+    """
+    in_shape = tuple(int(s) for s in in_shape)
+    if len(in_shape) not in (2, 3) or not channels:
+        raise ValueError(f"cnn needs an input shape (C, H, W) or (C, L) and at least one conv block, got {in_shape}")
+    dims = len(in_shape) - 1
+    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d))
+    mods: list[nn.Module] = []
+    c, spatial = in_shape[0], list(in_shape[1:])
+    for ch in channels:
+        act = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
+        mods += [Conv(c, ch, 3, padding=1, dtype=dtype), BN(ch, dtype=dtype), *([act] if act else []), Pool(2)]
+        c, spatial = ch, [s // 2 for s in spatial]
+        if min(spatial) < 1:
+            raise ValueError(f"input {in_shape} is too small for {len(channels)} conv blocks (each halves it)")
+    mods += [nn.Flatten(), nn.Linear(c * int(torch.tensor(spatial).prod()), n_out, dtype=dtype)]
+    out = A.from_name(out_activation).to_module()
+    if out is not None:
+        mods.append(out)
+    model = nn.Sequential(*mods).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
+        for m in model:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                bound = 1 / (m.weight[0].numel()) ** 0.5
+                m.weight.uniform_(-bound, bound, generator=gen)
+                m.bias.uniform_(-bound, bound, generator=gen)
+    model.shrinknet_input_shape = in_shape
+    return model
+
+
+@dataclass
+class TrainLog:
+    epochs: int  # epochs run
+    best_epoch: int
+    train_error: list[float]  # per epoch, summed over the training set
+    val_error: list[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train(model: nn.Sequential, X, T, X_val, T_val, loss: str = "mse", epochs: int = 200, lr: float = 1e-2,
+          batch_size: int = 64, patience: int = 20, seed: int = 0, progress: bool = False) -> TrainLog:
+    """Train ``model`` in place with Adam and early stopping; the best validation weights are kept.
+
+    Errors are summed over instances (the paper's E); the optimizer minimizes their mean per batch.
+    """
+    net = as_net(model)
+    loss_ = losses.get(loss)
+    tr = network.prepare(net, X, T, loss_)
+    va = network.prepare(net, X_val, T_val, loss_)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
+    log = TrainLog(0, 0, [], [])
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(epochs), desc="training", unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(tr), generator=gen).to(tr.X.device)
+        total = 0.0
+        for start in range(0, len(tr), batch_size):
+            idx = perm[start : start + batch_size]
+            e = loss_.per_instance(model(tr.X[idx]), tr.T[idx])
+            opt.zero_grad()
+            e.mean().backward()
+            opt.step()
+            total += float(e.detach().sum())
+        model.eval()
+        with torch.no_grad():
+            val_err = float(loss_.per_instance(model(va.X), va.T).sum())
+        log.train_error.append(total)
+        log.val_error.append(val_err)
+        log.epochs = epoch + 1
+        if val_err < best[0]:
+            best = (val_err, epoch, copy.deepcopy(model.state_dict()))
+        bar.set_postfix(val_error=f"{val_err:.4g}")
+        if epoch - best[1] >= patience:
+            break
+    bar.close()
+    model.load_state_dict(best[2])
+    log.best_epoch = best[1] + 1
+    return log

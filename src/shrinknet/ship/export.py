@@ -1,0 +1,193 @@
+"""Export a (shrunk) network for a constrained device: ONNX, plain C99, or a safetensors file.
+
+``export(model, path, format=..., dtype=...)`` parses ``model`` (an ``nn.Sequential`` of Linear
+layers and elementwise activations, a convolutional network, or a parsed
+:class:`~shrinknet.network.Network`) and writes the ONNX graph or C source that
+:mod:`shrinknet.layers.export` builds for every network alike: each layer's module (``layers/``
+linear.py, conv.py, pool.py, act.py) emits its own ONNX node and C loop.
+
+``format="onnx"`` -- one ``.onnx`` file at ``path`` (opset 17, IR version 8, so that older
+    runtimes load it too). Graph input ``"input"``: float32 ``["batch", in_features]`` (a
+    convolutional network: ``["batch", *input_shape]``); graph output ``"output"``: float32
+    ``["batch", out_features]``. Layer k is one ``Gemm`` node ``layers.K.linear`` (``transB=1``;
+    a convolution: ``Conv``, ``layers.K.conv``) with initializers ``layers.K.weight`` (out, in)
+    -- torch's layout -- and ``layers.K.bias`` (out,), followed by its tail op by op, op i's
+    nodes named ``layers.K.I.*``: the activation as a standard op (``Sigmoid``, ``Tanh``,
+    ``Relu``, ``Softplus``, ``Clip`` for ReLU6, ``LeakyRelu``), pooling. ONNX's Softplus has no
+    beta and no threshold, so torch's ``softplus(x; beta, threshold)`` is built exactly:
+    ``bx = beta * x`` (``Mul``, only when beta != 1), ``Softplus(bx) / beta`` (``Div``, only when
+    beta != 1), and ``Where(bx > threshold, x, ...)`` for torch's linear branch. A threshold of
+    +inf (or beyond float32) has no linear branch: the plain formula is written, in C too; a NaN
+    or -inf threshold or a beta that is not a positive float32 number is refused (ValueError).
+    With ``meta`` the dictionary is stored as JSON under the model's metadata key
+    ``"shrinknet.meta"``.
+
+``format="c"`` -- ``path`` names the ``.c`` file (it must end in ``.c``); the header goes next to
+    it with the same stem (``out/model.c`` -> ``out/model.h``). Plain C99 with no ``malloc``
+    that needs only libm (``-lm``). The header declares
+    ``void <prefix>_forward(const float *input, float *output);`` and defines
+    ``<PREFIX>_INPUT_SIZE``, ``<PREFIX>_OUTPUT_SIZE``, ``<PREFIX>_FLASH_BYTES`` and
+    ``<PREFIX>_RAM_BYTES``. Weights and biases are ``static const`` arrays ``layer<k>_weight``,
+    ``layer<k>_bias`` in torch's row-major layout. ``<prefix>_forward`` is one inline loop nest
+    per layer (an MLP's: ``y[i] = b[i] + sum_j w[i * n_in + j] x[j]``), each followed by its tail
+    in order: one in-place loop per activation (torch's softplus as in ONNX), one loop nest per
+    pooling. The forward pass works in one static float scratch buffer in which consecutive maps
+    sit at opposite ends (ping-pong); it holds exactly ``Network.ram_floats()`` floats: for an MLP
+    ``max(h_k + h_{k+1})`` (``h_0`` for one hidden layer), at most twice the widest hidden layer.
+    ``input`` is only read by the first layer and ``output`` only written by the last, so the two
+    may be the same buffer. The static buffer makes the function not reentrant: do not call it
+    from two threads or from an interrupt handler that can interrupt itself. Every identifier
+    other than ``<prefix>_forward`` is ``static``, so several exported networks link into one
+    program.
+
+``format="safetensors"`` -- a shrinknet model file, written by :func:`shrinknet.modelio.save_model`
+    (``meta`` is stored in it), readable with :func:`shrinknet.modelio.load_model`.
+
+``dtype`` is the storage type of weights and biases: ``"float32"``, ``"float16"`` or ``"int8"``.
+ONNX and C take the weights as ``layers.export.stored_weights`` prepares them at ``dtype`` (the
+one place: rounding, int8 quantization, the finiteness check, which safetensors passes too).
+Arithmetic is float32 in every format, and a float64 model is stored as float32. With
+``"float16"``:
+
+* ONNX stores the initializers as float16 and inserts a ``Cast`` to float32 after each, so the
+  graph's input, output and arithmetic stay float32 (runtimes fold the casts once at load).
+* C stores IEEE binary16 bit patterns as ``uint16_t`` and widens each to float where it is used,
+  with a small portable bit-level converter (no ``_Float16``; it assumes ``float`` is IEEE
+  binary32 and refuses to compile otherwise).
+* safetensors stores float16 tensors.
+
+With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output row, every
+convolution kernel per output channel (:func:`shrinknet.quantize.quantize_rows`: int8 values, one
+float32 scale per row or channel); biases stay float32. Quantizing a network that already carries
+dequantized int8 weights (what ``PruneResult.network(k)`` of an int8 run returns) gives back
+exactly the run's int8 values and scales. The arithmetic is float (the device needs an FPU;
+integer-only inference is not offered):
+
+* ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row or
+  output channel) and a zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0)
+  feeds the ``Gemm`` or ``Conv``.
+* C stores ``int8_t`` weight arrays and ``float`` scale arrays; each weight is used as
+  ``(float)q * scale`` -- the same float32 number torch's dequantized weight holds.
+
+``ExportResult.flash_bytes`` is the bytes of all weights and biases at ``dtype``, exactly
+:func:`shrinknet.memory.network_bytes` (code size and ONNX/safetensors framing are not counted).
+``ExportResult.ram_bytes`` is the C code's scratch buffer; it is 0 for ONNX and safetensors,
+whose working memory belongs to the runtime that runs them.
+
+Every file is written to a temporary name and renamed into place (:mod:`shrinknet.files`); the
+``.c`` and ``.h`` are replaced together (``files.replace_files``): when either cannot be written,
+both files that were there before are left as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..util.files import replace_files, write_bytes
+from . import emit as lx
+from .emit import ONNX_IR_VERSION, ONNX_OPSET  # noqa: F401  (documented above)
+from ..store import dtypes
+from ..store.memory import network_bytes
+from ..model.parse import as_net
+
+FORMATS = ("onnx", "c", "safetensors")
+DTYPES = dtypes.EXPORTABLE
+
+_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_INSTALL_HINT = "pip install 'shrinknet[export]'"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote.
+
+    paths: the files written (C: the ``.c`` file, then the ``.h`` file).
+    flash_bytes: bytes of all weights and biases at ``dtype`` (= ``network_bytes(model, dtype)``).
+    ram_bytes: bytes of the C code's static scratch buffer; 0 for ONNX and safetensors.
+    """
+
+    paths: list[Path]
+    flash_bytes: int
+    ram_bytes: int
+    format: str
+    dtype: str
+
+
+def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "float32",
+           prefix: str = "shrinknet", meta: dict | None = None, input_shape=None) -> ExportResult:
+    """Write ``model`` (nn.Sequential or a parsed network) to ``path`` as ONNX, C99 source, or safetensors.
+
+    Args:
+        model: a network ``as_net`` parses: Linear layers and elementwise activations, or a
+            convolutional network.
+        path: the output file (for ``format="c"`` the ``.c`` file; the ``.h`` goes next to it).
+        format: "onnx", "c" or "safetensors".
+        dtype: storage type of weights and biases, "float32", "float16" or "int8" (ONNX and C:
+            int8 weights with float32 scales per row or output channel, float32 biases).
+        prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
+        meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
+            safetensors header).
+        input_shape: the shape of one instance, e.g. (1, 20, 20), for a convolutional network
+            whose input shape is not known from data or its model file (ONNX and C need it).
+
+    Raises:
+        ValueError: unknown format or dtype, a prefix that is not a C identifier, a C path not
+            ending in ``.c``, weights that are not finite at ``dtype``, a softplus constant no
+            format can write, or an ``input_shape`` the network does not take.
+        TypeError: ``model`` is not a supported network (the message names the layer).
+        FileNotFoundError: the directory of ``path`` does not exist.
+        ImportError: ONNX export without the ``onnx`` package.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown export dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    path = Path(path)
+    if format == "c":
+        check_prefix(prefix)
+        if path.suffix != ".c":
+            raise ValueError(
+                f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
+            )
+    elif path.suffix.lower() in {".c", ".h", ".onnx", ".safetensors"} - {f".{format}"}:
+        raise ValueError(f"{format} export to {path}: the name says {path.suffix[1:]}; give a path ending in "
+                         f".{format}")
+    if format == "safetensors" and dtype == "int8":
+        raise ValueError("safetensors export stores float weights: use dtype float32 or float16 "
+                         "(int8 storage is exported as onnx or c)")
+    net = as_net(model)
+    if input_shape is not None:
+        net.bind(tuple(input_shape))
+    if net.in_shape is None and format != "safetensors":
+        raise ValueError("the input shape of this convolutional network is not known: pass input_shape=(C, H, W)")
+    flash = network_bytes(net, dtype)
+    stored = lx.stored_weights(net, dtype)  # the weights as stored; raises for values not finite at dtype
+    if format == "safetensors":
+        from .modelio import save_model
+
+        save_model(path, net, meta, dtype=dtype)
+        return ExportResult([path], flash, 0, format, dtype)
+    if format == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"ONNX export needs the onnx package: {_INSTALL_HINT}") from e
+        write_bytes(path, lx.onnx_model(net, stored, dtype, meta).SerializeToString())
+        return ExportResult([path], flash, 0, format, dtype)
+    header = path.with_suffix(".h")
+    h_text, c_text, ram = lx.c_sources(net, stored, dtype, prefix, header.name, flash, meta)
+    replace_files([(header, h_text), (path, c_text)])  # both or neither, the old pair kept on failure
+    return ExportResult([path, header], flash, ram, format, dtype)
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it can name C functions and macros (a C identifier), else ValueError."""
+    if not isinstance(prefix, str) or not _C_IDENTIFIER.match(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
+            "not starting with a digit"
+        )
+    return prefix
