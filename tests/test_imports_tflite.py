@@ -165,3 +165,53 @@ def test_not_a_tflite_file(tmp_path):
     path.write_bytes(b"\x00" * 64)
     with pytest.raises(InputError, match="TFL3"):
         to_sequential(path)
+
+
+# -- shrinknet's own .tflite exports (ship/tflite.py: NHWC input, columns in (h, w, c) order) come back in --
+OWN = ["mlp-tanh-bn", "mlp-relu6", "mlp-image-input", "cnn2d-relu-max-view-bn", "cnn2d-tanh-avg-flatten-reshapein",
+       "cnn2d-sigmoid-global-torch", "cnn1d-relu6-max-torch", "matmul-add"]
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_own_tflite_export_reimports(name):
+    """Equal to TFLM's run of the file to 1e-5; where the file keeps torch's layers one for one, the very
+    weights of the exported network and the same pruning bit for bit. (A 1-D CNN comes back as a 2-D one
+    over (C, 1, L), a global average as an average pool over the whole map, a missing bias as zeros: the
+    same function, other float arithmetic.)"""
+    pytest.importorskip("tflite_micro")
+    import test_imports as onnx_grid
+
+    from shrinknet.ship.tflite import run_tflm, tflite_model, to_tflite_input
+
+    m, X = onnx_grid.build(name)
+    X = X.reshape(len(X), *m.in_shape) if getattr(m, "reshape_input", False) else X
+    net = shrinknet.as_net(m.twin())
+    Xs = net.prepare_input(X)
+    data = tflite_model(net)
+    seq = from_file_bytes(data)
+    xin = torch.from_numpy(to_tflite_input(Xs.numpy(), net.in_shape).astype(np.float32))
+    Xi = to_model_layout(seq, xin)
+    with torch.no_grad():
+        mine = seq(Xi).numpy()
+    np.testing.assert_allclose(mine, run_tflm(data, xin.numpy())[0], atol=1e-5, rtol=0)
+    folded = net.to_sequential()  # what the file holds: BatchNorm folded; the importer undoes the column order
+    T = torch.randn(len(X), 3, generator=torch.Generator().manual_seed(5))
+    kw = dict(method="brute_force", algorithm="iterative", config=QUIET)
+    a = [dataclasses.asdict(s) for s in shrinknet.prune(seq, Xi, T, **kw).steps]
+    b = [dataclasses.asdict(s) for s in shrinknet.prune(folded, Xs, T, **kw).steps]
+    def layers(s):
+        return [(type(x), getattr(x, "weight", torch.empty(0)).shape, getattr(x, "bias", None) is None) for x in s]
+
+    same = layers(seq) == layers(folded)
+    if same:
+        assert all(torch.equal(p, q) for p, q in zip(seq.parameters(), folded.parameters()))
+        assert a == b
+    else:
+        assert name in ("cnn2d-sigmoid-global-torch", "cnn1d-relu6-max-torch", "matmul-add")
+        assert a[0]["error"] == pytest.approx(b[0]["error"], rel=1e-5)
+
+
+def from_file_bytes(data: bytes) -> nn.Sequential:
+    from shrinknet.model.imports.tflite import from_bytes
+
+    return from_bytes(data)
