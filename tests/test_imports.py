@@ -117,6 +117,22 @@ class CNN(nn.Module):
         return nn.Sequential(*mods, nn.Flatten(), self.f, A(), self.g)
 
 
+class PaddedCNN(nn.Module):
+    """A strided padded conv and a padded max pool (TFLite's SAME cannot express them: PAD ops in .tflite)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.f, self.g = nn.Conv2d(2, 3, 3, stride=2, padding=1), nn.Linear(27, 4), nn.Linear(4, 3)
+        self.in_shape = (2, 8, 8)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.c(x)), 2, padding=1)
+        return self.g(F.relu(self.f(torch.flatten(x, 1))))
+
+    def twin(self):
+        return nn.Sequential(self.c, nn.ReLU(), nn.MaxPool2d(2, padding=1), nn.Flatten(), self.f, nn.ReLU(), self.g)
+
+
 class MatMulMLP(nn.Module):
     """x @ W + b (as tf2onnx writes dense layers): MatMul + Add in the file."""
 
@@ -148,13 +164,15 @@ MODELS = {
     "cnn2d-sigmoid-global-torch": lambda: CNN(2, "sigmoid", "global", "torch", True, False),
     "cnn1d-relu6-max-torch": lambda: CNN(1, "relu6", "max", "torch", False, False),
     "cnn1d-leaky-avg-view-bn-reshapein": lambda: CNN(1, "leaky", "avg", "view", True, True),
+    "cnn2d-strided-padded": PaddedCNN,
     "matmul-add": MatMulMLP,
 }
 
 
 def build(name: str, seed: int = 0):
     m = _fill(MODELS[name](), seed)
-    shape = (6,) if not isinstance(m, CNN) else ((int(np.prod(m.in_shape)),) if m.reshape_input else m.in_shape)
+    shape = (6,) if not isinstance(m, (CNN, PaddedCNN)) else \
+        ((int(np.prod(m.in_shape)),) if getattr(m, "reshape_input", False) else m.in_shape)
     shape = (1, 2, 3) if getattr(m, "image", False) else shape
     X = torch.randn(10, *shape, generator=torch.Generator().manual_seed(seed + 1))
     return m, X

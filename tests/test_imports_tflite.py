@@ -169,7 +169,7 @@ def test_not_a_tflite_file(tmp_path):
 
 # -- shrinknet's own .tflite exports (ship/tflite.py: NHWC input, columns in (h, w, c) order) come back in --
 OWN = ["mlp-tanh-bn", "mlp-relu6", "mlp-image-input", "cnn2d-relu-max-view-bn", "cnn2d-tanh-avg-flatten-reshapein",
-       "cnn2d-sigmoid-global-torch", "cnn1d-relu6-max-torch", "matmul-add"]
+       "cnn2d-sigmoid-global-torch", "cnn1d-relu6-max-torch", "cnn2d-strided-padded", "matmul-add"]
 
 
 @pytest.mark.parametrize("name", OWN)

@@ -3,7 +3,9 @@
 Accepted: one subgraph with one float input and one output, and a chain of
     FULLY_CONNECTED and CONV_2D (fused NONE/RELU/RELU6/TANH), DEPTHWISE_CONV_2D with one input channel
     (an ordinary convolution with ``depth_multiplier`` outputs), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
-    RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE of weights, QUANTIZE/
+    PAD (zeros) before a VALID convolution and PADV2 (the lowest float) before a VALID max pool, as
+    shrinknet's own export writes padding SAME cannot express; RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU,
+    RELU6, LEAKY_RELU, DEQUANTIZE of weights, QUANTIZE/
     DEQUANTIZE of activations (dropped), and a final SOFTMAX (beta 1), which is taken off.
 Weights: float32, float16 and int8/int32 with quantization parameters (per tensor or per channel along
 ``quantized_dimension``: w = scale * (q - zero_point), the schema's QuantizationParameters) are all
@@ -35,7 +37,7 @@ from ...errors import InputError
 from .common import finish, read_bounded, tensor
 
 SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel), MAX_POOL_2D, AVERAGE_POOL_2D, "
-             "RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE, QUANTIZE, final SOFTMAX")
+             "PAD/PADV2 before them, RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE, QUANTIZE, final SOFTMAX")
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
 _FUSED = {0: None, 1: nn.ReLU, 3: nn.ReLU6, 4: nn.Tanh}
 
@@ -87,6 +89,7 @@ class _Walk:
         self.consts: dict[int, np.ndarray] = {}
         self.layout = "flat"  # of the current activation: "flat", "nhwc" maps, or "nchw" (transposed back)
         self.perm_next = None  # (C, H, W) of NHWC maps flattened: the next Linear's columns are (h, w, c)
+        self.pad = None  # ((pad_h, pad_w), "zero"/"lowest", operator) of a PAD waiting for its conv or pool
         self.in_shape, self.in_layout = None, "flat"
 
     # -- tensors -------------------------------------------------------------------------------
@@ -227,6 +230,9 @@ class _Walk:
         handler = getattr(self, "op_" + name, None)
         if handler is None:
             raise InputError(f"operator {k} ({name}) is not supported: shrinknet reads {SUPPORTED}")
+        if self.pad is not None and name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            raise InputError(f"operator {self.pad[2]} (PAD) is followed by operator {k} ({name}); shrinknet reads "
+                             "a PAD only right before a convolution or pooling")
         handler(k, op, ins, self.shape(cur), self.shape(out))
         return out
 
@@ -264,6 +270,14 @@ class _Walk:
         self.fused("FULLY_CONNECTED", k, o.FusedActivationFunction() if o is not None else 0)
 
     def _pads(self, k, name, o, sin, sout, kh, kw, dh=1, dw=1) -> tuple:
+        if self.pad is not None:  # a PAD / PADV2 right before: its pixels are this layer's padding
+            (ph, pw), fill, kp = self.pad
+            self.pad = None
+            want = "lowest" if name == "MAX_POOL_2D" else "zero"
+            if o.Padding() != self.tfl.Padding.VALID or fill != want or name == "AVERAGE_POOL_2D":
+                raise InputError(f"operator {kp} (PAD) pads with {fill} values before operator {k} ({name}); shrinknet "
+                                 "reads zeros before a VALID convolution and the lowest value before a VALID max pool")
+            return (ph, pw)
         if o.Padding() == self.tfl.Padding.VALID:
             return (0, 0)
         pads = []
@@ -334,6 +348,23 @@ class _Walk:
         self.mods.append(nn.Flatten())
         self.perm_next = (sin[3], sin[1], sin[2])
         self.layout = "flat"
+
+    def op_PAD(self, k, op, ins, sin, sout, fill: str = "zero"):
+        self._first_maps(sin)
+        p = self.const(ins[1])
+        if self.layout != "nhwc" or p is None or p.shape != (4, 2):
+            raise InputError(f"operator {k} (PAD) must pad NHWC maps with constant paddings")
+        p = p.astype(np.int64)
+        if p[0].any() or p[3].any() or p[1, 0] != p[1, 1] or p[2, 0] != p[2, 1]:
+            raise InputError(f"operator {k} (PAD) pads {p.tolist()}; shrinknet reads the same padding on both sides "
+                             "of H and W only")
+        self.pad = ((int(p[1, 0]), int(p[2, 0])), fill, k)
+
+    def op_PADV2(self, k, op, ins, sin, sout):
+        v = self.const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else np.zeros(1, np.float32)
+        v = float(np.asarray(v).reshape(-1)[0])
+        fill = "zero" if v == 0 else "lowest" if v <= np.finfo(np.float32).min else f"{v:g}"
+        self.op_PAD(k, op, ins[:2], sin, sout, fill)
 
     def op_TRANSPOSE(self, k, op, ins, sin, sout):
         perm = tuple(int(v) for v in self.const(ins[1]).astype(np.int64))
