@@ -29,7 +29,7 @@ sys.path.insert(0, str(FIXTURES))
 import tflite_models  # noqa: E402
 
 QUIET = PruneConfig(progress=False, start_check="skip")  # random untrained networks
-CHAINS = ["mlp", "cnn", "cnn1", "keras_cnn"]
+CHAINS = ["mlp", "cnn", "cnn1", "keras_cnn", "padded"]
 FILES = [f"{n}{q}" for n in CHAINS for q in ("", "_int8", "_f16") if (FIXTURES / f"{n}{q}.tflite").exists()]
 
 
@@ -71,7 +71,7 @@ def test_tflite_matches_interpreter(file):
     assert ("int8 weights dequantized" in notes) == file.endswith("_int8")
     assert ("float16 weights" in notes) == file.endswith("_f16")
     assert ("SOFTMAX taken off" in notes) == (name == "mlp")
-    assert seq.shrinknet_input_layout == ("NHWC" if name.startswith("keras") else "NCHW" if "cnn" in name else "flat")
+    assert seq.shrinknet_input_layout == ("NHWC" if name.startswith("keras") else "flat" if name == "mlp" else "NCHW")
 
 
 @pytest.mark.parametrize("name", CHAINS)
