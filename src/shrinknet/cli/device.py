@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..workflows.inputs import read_data, read_model
+from ..workflows.inputs import model_layout, read_data, read_model
 from .base import _data_options, _say, cli
 
 
@@ -41,7 +41,7 @@ def device(ctx, run_or_model, data, seed, size, cpus, clock, rows):
         raise click.UsageError(f"{path} is a directory but not a run directory of 'shrinknet prune' (no run.json)")
     clock_hz = parse_clock(clock)
     net, meta, rec = read_model(str(model_path), need_activations=False)
-    ds = read_data(data, meta, seed, size, rec)
+    ds = model_layout(read_data(data, meta, seed, size, rec), meta, net)
     split = "test" if ds.sizes().get("test", 0) else "val"
     calib, cname = (ds.inputs("train"), "the training split") if ds.sizes().get("train", 0) else \
         (ds.inputs("val"), "the validation split (there is no training split)")
