@@ -206,7 +206,7 @@ def test_export_over_an_existing_pair_replaces_both_or_neither(model, tmp_path, 
 
     half_then_full_disk(monkeypatch, 2)  # the .h is written, the .c runs out of space half-way
     r = CliRunner().invoke(cli, ["--quiet", "export", str(model), "--format", "c", "--dtype", "float16",
-                                 "--out", str(tmp_path / "model.c")], catch_exceptions=False)
+                                 "--out", str(tmp_path / "model.c"), "--overwrite"], catch_exceptions=False)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "No space left" in r.stderr, r.output
     assert listing(tmp_path) == before
 
@@ -230,7 +230,7 @@ KILLER = textwrap.dedent("""
     from shrinknet.util import files
     when, sig = sys.argv[1], getattr(signal, sys.argv[2])
     if when == "swap":  # while moving the finished run in
-        files._swap_in = lambda stage, real: os.kill(os.getpid(), sig)
+        files._swap_in = lambda *args: os.kill(os.getpid(), sig)
     else:  # right after the n-th checkpoint is on disk
         write = checkpoint.Checkpointer.write
         def counted(self, state):

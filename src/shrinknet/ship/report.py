@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import io
 import math
 import os
@@ -36,6 +35,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from . import names
 from . import runs as runs_io
 from ..util.files import staged_dir, write_bytes, write_text
 from ..store.memory import format_bytes
@@ -88,6 +88,7 @@ _SKIPPED = {
 _RC = {  # one look for every figure
     "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "lines.linewidth": 1.8,
     "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "shrinknet", "svg.fonttype": "none",
+    **names.FIGURE_RC,  # run names and titles are text, never mathtext: "4k_vs_$5$" draws as written
 }
 
 
@@ -769,10 +770,10 @@ def _frontier_table(runs: list[dict], labels: list[str]) -> str:
             continue
         rows = [[p["name"], p["bytes"], p.get("test_accuracy"), p.get("test_error"),
                  p.get("before_test_accuracy") if p.get("kind") == "finetuned" else ""] for p in points]
-        parts.append(f"<h3>{html.escape(label)}</h3>"
+        parts.append(f"<h3>{names.html_text(label)}</h3>"
                      + _table(["variant", "bytes", "test accuracy", "test error", "before fine-tuning"], rows))
         if line := baseline_summary(points):
-            parts.append(f'<p class="note">{html.escape(line)}</p>')
+            parts.append(f'<p class="note">{names.html_text(line)}</p>')
     return "\n".join(parts)
 
 
@@ -874,17 +875,17 @@ def _fmt(v, spec: str = ".4g") -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     """An HTML table; every cell is formatted with _fmt and escaped."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{names.html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{names.html_text(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure_html(name: str, png: bytes | None) -> str:
     if png is None:
-        return f'<p class="note">Figure “{name}” skipped: {html.escape(_SKIPPED.get(name, "no data"))}.</p>'
+        return f'<p class="note">Figure “{name}” skipped: {names.html_text(_SKIPPED.get(name, "no data"))}.</p>'
     b64 = base64.b64encode(png).decode("ascii")
     return (f'<figure><img alt="{name}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{html.escape(_CAPTIONS[name])}</figcaption></figure>")
+            f"<figcaption>{names.html_text(_CAPTIONS[name])}</figcaption></figure>")
 
 
 def _reached(result, fraction: float):
@@ -1036,7 +1037,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
     labels = _labels(runs)
     fig = {name: _figure_html(name, pngs.get(name)) for name in FIGURES}
     body = [
-        f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(_summary(runs))}</p>",
+        f"<h1>{names.html_text(title)}</h1>", f"<p>{names.html_text(_summary(runs))}</p>",
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
         _run_tables(runs, labels), _speed_table(runs, labels),
         "<h2>Size: flash and RAM</h2>", fig["size"], fig["ram"], fig["layers"],
@@ -1045,5 +1046,5 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         "<h2>Gain curves</h2>", fig["gain"],
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            f"<title>{names.html_text(title)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
