@@ -206,3 +206,182 @@ def test_distinct_prefixes_give_distinct_guards_and_macros_and_link_together(tra
     p = subprocess.run([gcc(), "main.o", *(f"{p}.o" for p in prefixes), "-lm", "-o", "main"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
+
+
+# -- family 2: files of the user's destroyed --------------------------------------------------------
+def _user_dir(out: Path):
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+
+
+def _user_file(out: Path):
+    out.write_text("the user's")
+
+
+def _user_replaces_dir(out: Path):
+    shutil.rmtree(out)
+    _user_dir(out)
+
+
+def _user_adds_file(out: Path):
+    (out / "mine.txt").write_text("the user's")
+
+
+def _user_replaces_a_file(out: Path):
+    (out / "model.safetensors").unlink()
+    (out / "model.safetensors").write_text("the user's")
+
+
+RACES = [  # (id, what --out is at the check, what the user does before the final step)
+    ("absent, then a directory of the user's", "absent", _user_dir),
+    ("absent, then a file of the user's", "absent", _user_file),
+    ("empty, then a file put in it", "empty", _user_adds_file),
+    ("a run (--overwrite), then a directory of the user's in its place", "run", _user_replaces_dir),
+    ("a run (--overwrite), then a file added to it", "run", _user_adds_file),
+    ("a run (--overwrite), then a file in it replaced", "run", _user_replaces_a_file),
+]
+
+
+@pytest.mark.parametrize("at_check, race", [c[1:] for c in RACES], ids=[c[0] for c in RACES])
+def test_a_directory_changed_between_the_check_and_the_swap_is_kept(trained, tmp_path, monkeypatch, at_check, race):
+    data = trained.parent.parent / "blobs.npz"
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--hidden", "3", "--epochs", "1", "--out", out]
+    if at_check == "empty":
+        out.mkdir()
+    elif at_check == "run":
+        assert invoke(*args).exit_code == 0
+        args.append("--overwrite")
+    monkeypatch.chdir(tmp_path)
+    real_swap, seen = files._swap_in, {}
+
+    def racing_swap(*a):
+        race(out)  # the user, between shrinknet's check and its final step
+        seen["listing"] = {k: v for k, v in listing(tmp_path).items() if not re.search(r"shrinknet-(lock|\d+-)", k)}
+        return real_swap(*a)
+
+    monkeypatch.setattr(files, "_swap_in", racing_swap)
+    r = invoke(*args)
+    assert_refused(r, "was changed by something else")
+    assert listing(tmp_path) == seen["listing"]  # the user's files as they left them, nothing of shrinknet's
+
+
+def test_the_fallback_without_renameat2_refuses_alike(tmp_path, monkeypatch):
+    """Where renameat2 is missing: link-based moves for files, exclusive mkdir + rename for directories."""
+    monkeypatch.setattr(files, "_renameat2", [None])
+    for kind in ("file", "dir"):
+        src, dst = tmp_path / f"src-{kind}", tmp_path / f"dst-{kind}"
+        if kind == "file":
+            src.write_text("new")
+        else:
+            src.mkdir()
+            (src / "new.txt").write_text("new")
+        _user_dir(dst)
+        before = listing(tmp_path)
+        with pytest.raises(FileExistsError):
+            files.rename_noreplace(src, dst)
+        assert listing(tmp_path) == before
+        shutil.rmtree(dst)
+        files.rename_noreplace(src, dst)
+        assert not src.exists() and dst.exists()
+
+
+def _unrelated(name, text="the user's"):
+    return lambda t: (t / name).write_text(text)
+
+
+def _exported(fmt, name):
+    def setup(t):
+        r = invoke("export", t / "m" / "model.safetensors", "--format", fmt, "--out", t / name)
+        assert r.exit_code == 0, r.output
+    return setup
+
+
+def _checkpoint(t):
+    (t / "run.checkpoint.json").write_text('{"removed": [[0, 1]]}')
+
+
+def _state_dict(t):
+    from safetensors.torch import save_file
+
+    save_file({"0.weight": torch.zeros(2, 2)}, str(t / "sd.safetensors"))
+
+
+EXPORT_ATTACKS = [  # (id, setup(tmp), export arguments, fragment of the one error line)
+    ("onnx over an interrupted run's checkpoint", _checkpoint,
+     ["--format", "onnx", "--out", "run.checkpoint.json"], "give a name ending in .onnx"),
+    ("onnx over it with --overwrite", _checkpoint,
+     ["--format", "onnx", "--out", "run.checkpoint.json", "--overwrite"], "give a name ending in .onnx"),
+    ("c next to an unrelated notes.h", _unrelated("notes.h"), ["--format", "c", "--out", "notes.c"],
+     "notes.h exists and was not written by shrinknet"),
+    ("c next to an unrelated notes.h, --overwrite", _unrelated("notes.h"),
+     ["--format", "c", "--out", "notes.c", "--overwrite"], "notes.h exists and was not written by shrinknet"),
+    ("c over an unrelated notes.c", _unrelated("notes.c"), ["--format", "c", "--out", "notes.c", "--overwrite"],
+     "notes.c exists and was not written by shrinknet"),
+    ("c over a C file that only mentions shrinknet", _unrelated("x.c", "/* shrinknet */\n"),
+     ["--format", "c", "--out", "x.c", "--overwrite"], "not written by shrinknet"),
+    ("safetensors over a data file", _unrelated("data.npz"), ["--format", "safetensors", "--out", "data.npz"],
+     "give a name ending in .safetensors"),
+    ("safetensors over a plain state_dict", _state_dict,
+     ["--format", "safetensors", "--out", "sd.safetensors", "--overwrite"], "not written by shrinknet"),
+    ("onnx over an unrelated .onnx", _unrelated("x.onnx"), ["--format", "onnx", "--out", "x.onnx", "--overwrite"],
+     "not written by shrinknet"),
+    ("c to a .h name", None, ["--format", "c", "--out", "m.h"], "give a name ending in .c"),
+    ("onnx to a .c name", None, ["--format", "onnx", "--out", "m.c"], "give a name ending in .onnx"),
+    ("own onnx export without --overwrite", _exported("onnx", "e.onnx"), ["--format", "onnx", "--out", "e.onnx"],
+     "add --overwrite"),
+    ("own C pair without --overwrite", _exported("c", "e.c"), ["--format", "c", "--out", "e.c"], "add --overwrite"),
+    ("own .c, the user's .h, --overwrite", lambda t: [_exported("c", "e.c")(t), _unrelated("e.h")(t)],
+     ["--format", "c", "--out", "e.c", "--overwrite"], "e.h exists and was not written by shrinknet"),
+    ("own safetensors without --overwrite", _exported("safetensors", "e.safetensors"),
+     ["--format", "safetensors", "--out", "e.safetensors"], "add --overwrite"),
+    ("a newline in --out", None, ["--format", "onnx", "--out", "a\nb.txt"], "a\\nb.txt"),
+]
+
+
+@pytest.fixture
+def workdir(trained, tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    shutil.copy(trained, tmp_path / "m" / "model.safetensors")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("setup, args, fragment", [c[1:] for c in EXPORT_ATTACKS], ids=[c[0] for c in EXPORT_ATTACKS])
+def test_export_never_replaces_a_file_it_may_not(workdir, setup, args, fragment):
+    if setup is not None:
+        setup(workdir)
+    before = listing(workdir)
+    r = invoke("export", workdir / "m" / "model.safetensors", *args)
+    assert_refused(r, fragment)
+    assert listing(workdir) == before
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "e.onnx"), ("c", "e.c"), ("safetensors", "e.safetensors")])
+def test_export_with_overwrite_replaces_its_own_export(workdir, fmt, name):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    _exported(fmt, name)(workdir)
+    first = listing(workdir)
+    r = invoke("export", workdir / "m" / "model.safetensors", "--format", fmt, "--dtype", "float16", "--out", name,
+               "--overwrite")
+    assert r.exit_code == 0, r.output
+    after = listing(workdir)
+    assert sorted(after) == sorted(first)  # the same files (C: both halves), nothing left beside them
+    assert after[name] != first[name]
+
+
+def test_a_file_put_beside_the_export_while_it_runs_is_kept(workdir, monkeypatch):
+    from shrinknet.ship import export as ship_export
+
+    real = ship_export.replace_files
+
+    def racing(pairs, expect=None):
+        (workdir / "notes.h").write_text("the user's")  # after the check, before the write
+        return real(pairs, expect)
+
+    monkeypatch.setattr(ship_export, "replace_files", racing)
+    before = {**listing(workdir), "notes.h": b"the user's"}
+    r = invoke("export", workdir / "m" / "model.safetensors", "--format", "c", "--out", "notes.c")
+    assert_refused(r, "was changed by something else")
+    assert listing(workdir) == before

@@ -51,10 +51,14 @@ def _escape_char(ch: str) -> str:
     return f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
 
 
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def one_line(text: str) -> str:
     """``text`` with every control character (C0, DEL, C1, line and paragraph separators) and lone
-    surrogate written as a ``\\uXXXX`` escape: prints as one line, encodes as UTF-8."""
-    return "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in str(text))
+    surrogate escaped (``\\n``, ``\\r``, ``\\t``, else ``\\uXXXX``): prints as one line, encodes as
+    UTF-8. The command line's error lines go through it too (cli/base.py)."""
+    return "".join((_SHORT.get(ch) or _escape_char(ch)) if _unsafe(ch) else ch for ch in str(text))
 
 
 def _unsafe(ch: str) -> bool:

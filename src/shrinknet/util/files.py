@@ -346,13 +346,14 @@ def staged_dir(path: str | os.PathLike, overwrite: bool = False, own: tuple[str,
     directories are created; concurrent writers are refused (``claim``).
 
     The swap replaces only what was checked (:func:`swap_into`): a directory that appeared at
-    ``path`` while the work ran, or one put in the checked one's place, or files added to the
-    checked one that make it no longer replaceable, are kept, and ``OutputError`` says so.
+    ``path`` while the work ran, one put in the checked one's place, or the checked one once
+    anything in it was added, removed or replaced (its entries' names and inodes), is kept, and
+    ``OutputError`` says so.
     """
     path = Path(path)
     with _as_output_error(path), claim(path) as real:
         check_output(real, "dir", overwrite=overwrite, own=own)
-        expect = identity(real)
+        expect, entries = identity(real), _entries(real)
         stage = real.parent / f".{real.name}.{_TAG}-{os.getpid()}-stage"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
@@ -361,7 +362,7 @@ def staged_dir(path: str | os.PathLike, overwrite: bool = False, own: tuple[str,
             (stage / MARKER).write_text("written by shrinknet: --overwrite may replace this directory as a whole\n")
             yield stage
             with interrupt.deferred():
-                old = _swap_in(stage, real, expect, lambda d: _replaceable_dir(d, overwrite, own), path)
+                old = _swap_in(stage, real, expect, lambda d: _entries(d) == entries, path)
                 interrupt.written(path)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -374,13 +375,14 @@ def _swap_in(stage: Path, real: Path, expect, verify, option) -> Path | None:
     return swap_into(stage, real, expect, verify=verify, option=option)
 
 
-def _replaceable_dir(d: Path, overwrite: bool, own: tuple[str, ...]) -> bool:
-    """What check_output allowed, checked again on the directory moved aside: empty, holding only
-    ``own`` names, or (with ``overwrite``) shrinknet's own output directory."""
-    if not d.is_dir() or d.is_symlink():
-        return False
-    entries = [e for e in os.listdir(d) if e != MARKER]
-    return not entries or bool(own and all(e in own for e in entries)) or (overwrite and MARKER in os.listdir(d))
+def _entries(d: Path) -> set | None:
+    """What a directory holds, as checked: each entry's name, inode and change time (a file replaced
+    by a new one may get the freed inode back, never the old change time); None for no directory."""
+    try:
+        with os.scandir(d) as it:
+            return {(e.name, e.inode(), e.stat(follow_symlinks=False).st_ctime_ns) for e in it}
+    except (NotADirectoryError, FileNotFoundError):
+        return None
 
 
 # -- the final step: no-replace moves, identity checked before anything is moved away or deleted ----
