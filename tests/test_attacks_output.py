@@ -385,3 +385,52 @@ def test_a_file_put_beside_the_export_while_it_runs_is_kept(workdir, monkeypatch
     r = invoke("export", workdir / "m" / "model.safetensors", "--format", "c", "--out", "notes.c")
     assert_refused(r, "was changed by something else")
     assert listing(workdir) == before
+
+
+# -- family 6: distributed failures name their rank ----------------------------------------------
+RANK_WRAPPER = """
+import os, sys, time
+from shrinknet.cli import main
+from shrinknet.util import distributed
+how, argv = sys.argv[1], sys.argv[2:]
+if int(os.environ["RANK"]) == 1:
+    if how == "bad budget":
+        argv[argv.index("--budget") + 1] = "-5KiB"
+    elif how == "missing data":
+        argv[argv.index("--data") + 1] = "missing.npz"
+    elif how == "stall":  # never reaches the first collective
+        distributed.check_same = lambda *a: time.sleep(3600)
+main(argv)
+"""
+
+RANK_FAILURES = [  # (id, what rank 1 does, fragment of rank 0's one error line)
+    ("rank 1 refuses its budget", "bad budget", "distributed rank 1 of 2 stopped: "),
+    ("rank 1 cannot read its data", "missing data", "distributed rank 1 of 2 stopped: "),
+    ("rank 1 stalls", "stall", "distributed rank 1 of 2 did not answer within 8 s"),
+]
+
+
+@pytest.mark.parametrize("how, fragment", [c[1:] for c in RANK_FAILURES], ids=[c[0] for c in RANK_FAILURES])
+def test_a_failing_or_stalled_rank_is_named_by_rank_0(trained, tmp_path, how, fragment):
+    import socket
+
+    shutil.copy(trained, tmp_path / "m.safetensors")
+    shutil.copy(trained.parent.parent / "blobs.npz", tmp_path / "d.npz")
+    (tmp_path / "w.py").write_text(RANK_WRAPPER)
+    before = listing(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SHRINKNET_DIST_TIMEOUT": "8",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", "--rdzv_backend=c10d",
+           f"--rdzv_endpoint=127.0.0.1:{port}", "w.py", how, "prune", "m.safetensors", "--data", "d.npz",
+           "--budget", "300B", "--no-analyze", "--out", "run"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert p.returncode != 0
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and fragment in errors[0], p.stderr[-3000:]
+    assert "internal error" not in p.stderr and "Traceback (most recent call last)" not in p.stderr.split("error:")[0]
+    assert re.search(r"exitcode\s*:\s*2", p.stderr), p.stderr[-3000:]  # rank 0's status, as torchrun reports it
+    assert listing(tmp_path) == before  # no run, no checkpoint, no lock left behind
