@@ -246,7 +246,7 @@ RACES = [  # (id, what --out is at the check, what the user does before the fina
 def test_a_directory_changed_between_the_check_and_the_swap_is_kept(trained, tmp_path, monkeypatch, at_check, race):
     data = trained.parent.parent / "blobs.npz"
     out = tmp_path / "run"
-    args = ["train", "--data", data, "--hidden", "3", "--epochs", "1", "--out", out]
+    args = ["train", "--data", data, "--hidden", "3", "--epochs", "30", "--out", out]
     if at_check == "empty":
         out.mkdir()
     elif at_check == "run":
@@ -434,3 +434,61 @@ def test_a_failing_or_stalled_rank_is_named_by_rank_0(trained, tmp_path, how, fr
     assert "internal error" not in p.stderr and "Traceback (most recent call last)" not in p.stderr.split("error:")[0]
     assert re.search(r"exitcode\s*:\s*2", p.stderr), p.stderr[-3000:]  # rank 0's status, as torchrun reports it
     assert listing(tmp_path) == before  # no run, no checkpoint, no lock left behind
+
+
+# -- family 6: report on a name with $, train at chance, misleading messages ----------------------------
+def test_report_draws_a_run_name_with_dollars_as_text(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "4k_vs_$5$_<b>&'"
+    r = invoke("prune", trained, "--budget", "300B", "--no-analyze", "--checkpoint-every", "0", "--out", run)
+    assert r.exit_code == 0, r.output
+    twin = tmp_path / "8k_vs_$6$"  # two runs of one name: the labels hold their directories' names
+    shutil.copytree(run, twin)
+    r = invoke("report", run, twin, "--out", tmp_path / "rep", "--title", "cost $x$ <script>")
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "4k_vs_$5$_&lt;b&gt;&amp;&#x27;" in page and "8k_vs_$6$" in page
+    assert "cost $x$ &lt;script&gt;" in page and "<script>" not in page and "<b>&" not in page
+    from shrinknet.ship import report
+
+    assert all(report._RC[k] == v for k, v in names.FIGURE_RC.items())  # every figure is drawn under it
+
+
+def _huge_inputs(t):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    y = g.integers(0, 3, 300)
+    X = (g.normal(size=(300, 4)) + np.eye(3, 4)[y] * 2.5).astype(np.float32)
+    X[:, 0] = 3e38
+    np.savez(t / "huge.npz", X=X, y=y)
+
+
+MESSAGES = [  # (id, setup(tmp) or None, argv, fragment of the one error line)
+    ("train on inputs of 3e38 ends at chance", _huge_inputs,
+     ["train", "--data", "huge.npz", "--hidden", "7,5", "--epochs", "20", "--out", "run"], "3e+38"),
+    ("--seed -1 without --data: no warning first", None,
+     ["prune", "m/model.safetensors", "--seed", "-1", "--budget", "300B", "--out", "run"], "'--seed': -1"),
+    ("--hidden 10,,10", None, ["train", "--data", "m/model.safetensors", "--hidden", "10,,10", "--out", "run"],
+     "'10,,10'"),
+    ("a newline in --data", None, ["train", "--data", "no\nsuch.npz", "--out", "run"], "no\\nsuch.npz"),
+    ("an escape code in --out", None, ["export", "m/model.safetensors", "--format", "c", "--out", "x\x1b[2J.h"],
+     "x\\u001b[2J.h"),
+]
+
+
+@pytest.mark.parametrize("setup, argv, fragment", [c[1:] for c in MESSAGES], ids=[c[0] for c in MESSAGES])
+def test_a_refusal_is_one_true_line(workdir, setup, argv, fragment):
+    if setup is not None:
+        setup(workdir)
+    before = listing(workdir)
+    r = invoke(*argv)
+    assert_refused(r, fragment)
+    assert listing(workdir) == before
+
+
+def test_train_force_keeps_a_network_at_chance(workdir):
+    _huge_inputs(workdir)
+    r = invoke("train", "--data", "huge.npz", "--hidden", "7,5", "--epochs", "20", "--out", "run", "--force")
+    assert r.exit_code == 0, r.output
+    assert (workdir / "run" / "model.safetensors").exists()

@@ -147,8 +147,11 @@ def cli(quiet):
 def _hidden(value: str | None):
     if value is None:
         return None
+    parts = value.split(",")
+    if value.strip() and len(parts) > 1 and not parts[-1].strip():
+        parts = parts[:-1]  # a trailing comma, "100,100,", is harmless
     try:
-        sizes = [int(v) for v in value.split(",") if v.strip()]
+        sizes = [int(v) for v in parts]  # an empty entry ("10,,10") is refused, not skipped
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of widths, e.g. 100,100") from None
     if not sizes or any(s < 1 for s in sizes):
@@ -162,7 +165,7 @@ def _data_options(f):
                      "mnist5k-1vall, ...) or a .npz/.csv/IDX file, split train/val/test 60/20/20; a split that --val or "
                      "--test replaces is not cut from it (with both, the file trains whole). Default: the one the "
                      "model was trained on."),
-        click.option("--seed", default=None, type=int, help="Split seed (default: the model's, else 0)."),
+        click.option("--seed", default=None, type=click.IntRange(min=0), help="Split seed (default: the model's, else 0)."),
         click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances."),
     ]):
         f = opt(f)
