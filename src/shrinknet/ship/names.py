@@ -55,15 +55,16 @@ _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def one_line(text: str) -> str:
-    """``text`` with every control character (C0, DEL, C1, line and paragraph separators) and lone
-    surrogate escaped (``\\n``, ``\\r``, ``\\t``, else ``\\uXXXX``): prints as one line, encodes as
+    """``text`` with every control character (C0, DEL, C1, line and paragraph separators,
+    bidirectional controls) and lone surrogate escaped (``\\n``, ``\\r``, ``\\t``, else ``\\uXXXX``): prints as one line, encodes as
     UTF-8. The command line's error lines go through it too (cli/base.py)."""
     return "".join((_SHORT.get(ch) or _escape_char(ch)) if _unsafe(ch) else ch for ch in str(text))
 
 
 def _unsafe(ch: str) -> bool:
     o = ord(ch)
-    return o < 0x20 or 0x7F <= o < 0xA0 or o in (0x2028, 0x2029) or 0xD800 <= o < 0xE000
+    return (o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000
+            or o in (0x200E, 0x200F, 0x2028, 0x2029) or 0x202A <= o <= 0x202E or 0x2066 <= o <= 0x2069)  # bidi
 
 
 # -- C -----------------------------------------------------------------------------------------
