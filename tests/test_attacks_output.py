@@ -449,9 +449,9 @@ def test_report_draws_a_run_name_with_dollars_as_text(trained, tmp_path):
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "4k_vs_$5$_&lt;b&gt;&amp;&#x27;" in page and "8k_vs_$6$" in page
     assert "cost $x$ &lt;script&gt;" in page and "<script>" not in page and "<b>&" not in page
-    from shrinknet.ship import report
+    from shrinknet.ship.report import draw
 
-    assert all(report._RC[k] == v for k, v in names.FIGURE_RC.items())  # every figure is drawn under it
+    assert all(draw._RC[k] == v for k, v in names.FIGURE_RC.items())  # every figure is drawn under it
 
 
 def _huge_inputs(t):

@@ -191,7 +191,8 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
         out, ckpt_path, saved = _prune_outputs(ctx, [model, *map(_data_path, (data, val, test))], out, overwrite, resume)
     else:  # the other ranks only compute: no output checks, claims or checkpoints
         out, ckpt_path, saved = Path(out or "."), None, None
-    net_model, meta, rec = read_model(model, hidden, activation, out_activation)
+    net_model, meta, rec = read_model(model, hidden, activation, out_activation, loss=loss,
+                                      need=("loss",) + (("data",) if data is None and val is None and test is None else ()))
     loss = resolve_loss(loss, rec, model)
     ds = data_with_heldout(data, meta, seed, size, val, test, net_model, rec)
     check_widths(net_model, ds, data or ds.name)

@@ -132,7 +132,8 @@ def rank(ctx, model, data, seed, size, hidden, activation, out_activation, metho
     require("scipy", "report")
     if out:
         _check_out(out, inputs=[model, _data_path(data), _data_path(val)], overwrite=overwrite)
-    net_model, meta, rec = read_model(model, hidden, activation, out_activation)
+    net_model, meta, rec = read_model(model, hidden, activation, out_activation, loss=loss,
+                                      need=("loss",) + (("data",) if data is None and val is None else ()))
     loss = resolve_loss(loss, rec, model)
     if out:
         ctx.with_resource(claim(out))

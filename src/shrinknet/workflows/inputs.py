@@ -24,11 +24,15 @@ def choices(values) -> str:
     return "|".join(values)
 
 
-def read_model(path: str, hidden=None, activation=None, out_activation=None, need_activations: bool = True):
-    """(model, meta, record) from a shrinknet model file or a plain state_dict.
+def read_model(path: str, hidden=None, activation=None, out_activation=None, need_activations: bool = True,
+               loss: str | None = None, need: tuple[str, ...] = ()):
+    """(network, meta, record) from a shrinknet model file or a plain state_dict: the network parsed
+    once (``as_net``), which every later step of a command takes as it is.
 
     A model file's record wins: an option that contradicts it is refused. A state_dict records
     nothing: its activations must be given (no silent default), its widths come from its shapes.
+    ``need`` names what the command also needs that such a file does not record ("loss", "data"),
+    so that everything missing is asked for at once, in one line, not one run per option.
     """
     from ..ship import modelio
 
@@ -36,16 +40,21 @@ def read_model(path: str, hidden=None, activation=None, out_activation=None, nee
     if modelio.kind(p) == "state_dict":
         missing = [f"--activation {choices(HIDDEN_ACTIVATIONS)}" if activation is None else "",
                    f"--out-activation {choices([*HIDDEN_ACTIVATIONS, 'none'])}" if out_activation is None else ""]
-        missing = [m for m in missing if m]
-        if missing and need_activations:
-            raise InputError(f"{p} is a plain state_dict, which does not record its activations: give "
-                            f"{' and '.join(missing)} (the ones it was trained with)")
+        missing = [m for m in missing if m] if need_activations else []
+        if "loss" in need and loss is None:
+            missing.append(f"--loss {choices(LOSSES)}")
+        if "data" in need:
+            missing.append("--data NAME_OR_PATH (or --val FILE)")
+        if missing:
+            raise InputError(f"{p} is a plain state_dict, which does not record its activations, loss or data: "
+                             f"give {', '.join(missing)} (the ones it was trained with)")
         model = modelio.load_state_dict(p, hidden, activation or "identity", out_activation or "identity")
         out = None if out_activation is None else ("identity" if out_activation == "none" else out_activation)
-        return model, {}, modelio.Record(activation=activation, out_activation=out)
+        return as_net(model), {}, modelio.Record(activation=activation, out_activation=out)
     model, meta = modelio.load_model(p)
     rec = modelio.record(model, meta)
-    widths = list(as_net(model).hidden_sizes)
+    model = as_net(model)  # parsed once: every later step takes this network as it is
+    widths = list(model.hidden_sizes)
     if hidden is not None and list(hidden) != widths:
         raise InputError(f"{p} has hidden widths {','.join(map(str, widths))}, not {','.join(map(str, hidden))} "
                         "as --hidden says")
