@@ -10,6 +10,7 @@ import functools
 import io
 import math
 
+from .. import names
 from ...store.memory import format_bytes
 from ...score.saliency import METHODS
 from .data import PALETTE, TWIN_MARKERS, _any_finite, _finite, _floats, _fmt, budget_marks, same_curve_note
@@ -17,6 +18,7 @@ from .data import PALETTE, TWIN_MARKERS, _any_finite, _finite, _floats, _fmt, bu
 _RC = {  # one look for every figure
     "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "lines.linewidth": 1.8,
     "axes.grid": True, "grid.alpha": 0.3, "svg.hashsalt": "shrinknet", "svg.fonttype": "none",
+    **names.FIGURE_RC,  # run names and titles are text, never mathtext: "4k_vs_$5$" draws as written
 }
 
 

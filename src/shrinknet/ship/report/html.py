@@ -5,10 +5,10 @@ self-contained page (PNGs embedded) of the run tables, figures with captions and
 from __future__ import annotations
 
 import base64
-import html
 import os
 from pathlib import Path
 
+from .. import names
 from .. import runs as runs_io
 from ...util.files import staged_dir, write_bytes, write_text
 from ...store.memory import format_bytes
@@ -107,17 +107,17 @@ def _load(run_dir) -> dict:
 
 def _table(header: list[str], rows: list[list]) -> str:
     """An HTML table; every cell is formatted with _fmt and escaped."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{names.html_text(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{names.html_text(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure_html(name: str, png: bytes | None) -> str:
     if png is None:
-        return f'<p class="note">Figure “{name}” skipped: {html.escape(_SKIPPED.get(name, "no data"))}.</p>'
+        return f'<p class="note">Figure “{name}” skipped: {names.html_text(_SKIPPED.get(name, "no data"))}.</p>'
     b64 = base64.b64encode(png).decode("ascii")
     return (f'<figure><img alt="{name}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{html.escape(_CAPTIONS[name])}</figcaption></figure>")
+            f"<figcaption>{names.html_text(_CAPTIONS[name])}</figcaption></figure>")
 
 
 def _reached(result, fraction: float):
@@ -268,10 +268,10 @@ def _frontier_table(runs: list[dict], labels: list[str]) -> str:
                                           else (p.get("test_accuracy"),)), p.get("test_error"),
                  p.get("before_test_accuracy") if p.get("kind") == "finetuned" else ""] for p in points]
         metrics = ["test RMSE", "test MAE", "test R^2"] if regression else ["test accuracy"]
-        parts.append(f"<h3>{html.escape(label)}</h3>"
+        parts.append(f"<h3>{names.html_text(label)}</h3>"
                      + _table(["variant", "bytes", *metrics, "test error", "before fine-tuning"], rows))
         if line := baseline_summary(points):
-            parts.append(f'<p class="note">{html.escape(line)}</p>')
+            parts.append(f'<p class="note">{names.html_text(line)}</p>')
     return "\n".join(parts)
 
 
@@ -288,7 +288,7 @@ def _device_table(runs: list[dict], labels: list[str]) -> str:
                 for name, key in (("integer-only C", "integer_c"), ("float32 C", "float32_c"))
                 for cpu, rep in dev.get(key, {}).items()]
         mhz = dev["clock_hz"] / 1e6
-        parts.append(f"<h3>{html.escape(label)}</h3>" + _table(
+        parts.append(f"<h3>{names.html_text(label)}</h3>" + _table(
             ["variant", "cpu", "flash B", "RAM B", "instructions / inference", "instructions / MAC",
              f"ms at {mhz:g} MHz", "check", "soft-float calls"], rows))
         tflm = dev.get("tflm") or {}
@@ -297,7 +297,7 @@ def _device_table(runs: list[dict], labels: list[str]) -> str:
             notes.append(f"TFLite Micro arena {tflm['arena_bytes']} B for the same int8 network")
         if dev.get("accuracy_integer") is not None:
             notes.append(f"accuracy float {dev['accuracy_float']:.4f}, integer-only {dev['accuracy_integer']:.4f}")
-        parts.append(f'<p class="note">{html.escape("; ".join(n for n in notes if n))}.</p>')
+        parts.append(f'<p class="note">{names.html_text("; ".join(n for n in notes if n))}.</p>')
     return "\n".join(["<h2>On the device</h2>", *parts]) if parts else ""
 
 
@@ -324,7 +324,7 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
     labels = _labels(runs)
     fig = {name: _figure_html(name, pngs.get(name)) for name in FIGURES}
     body = [
-        f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(_summary(runs))}</p>",
+        f"<h1>{names.html_text(title)}</h1>", f"<p>{names.html_text(_summary(runs))}</p>",
         "<h2>Accuracy and error as neurons are removed</h2>", fig["curves"],
         _run_tables(runs, labels), _speed_table(runs, labels),
         "<h2>Size: flash and RAM</h2>", fig["size"], fig["ram"], fig["layers"],
@@ -333,5 +333,5 @@ def _html(title: str, runs: list[dict], pngs: dict[str, bytes]) -> str:
         "<h2>Gain curves</h2>", fig["gain"], _device_table(runs, labels),
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            f"<title>{names.html_text(title)}</title><style>{_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
