@@ -187,3 +187,116 @@ def test_saving_a_meta_the_schema_refuses_writes_nothing(tmp_path):
     with pytest.raises(shrinknet.errors.InputError, match="class_values must be"):
         modelio.save_model(tmp_path / "m.safetensors", mlp, {"class_values": [True, False]})
     assert list(tmp_path.iterdir()) == []
+
+
+# == family 4: checkpoints forged into a model =====================================================
+PRUNE = ["--budget", "300B", "--full-curve", "--no-analyze", "--checkpoint-every", "0"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, ["--quiet", *map(str, args)], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A trained 4-7-5-3 model and the checkpoint of a ``prune`` interrupted after 6 removals, made
+    through the CLI; then the uninterrupted run's steps, which resuming the genuine checkpoint gives."""
+    from helpers import train_blobs
+    from shrinknet.choose import checkpoint
+
+    root = tmp_path_factory.mktemp("ckpt")
+    model = train_blobs(_invoke, root, "m")
+    write, calls = checkpoint.Checkpointer.write, {"n": 0}
+
+    def write_then_stop(self, state):
+        write(self, state)
+        calls["n"] += 1
+        if calls["n"] == 7:  # the start, then 6 removals
+            raise KeyboardInterrupt
+
+    checkpoint.Checkpointer.write = write_then_stop
+    try:
+        r = _invoke("prune", model, *PRUNE, "--out", root / "run")
+    finally:
+        checkpoint.Checkpointer.write = write
+    assert r.exit_code == 130 and (root / "run.checkpoint.json").is_file(), r.output
+    return model, json.loads((root / "run.checkpoint.json").read_text())
+
+
+def _steps(k: int, edit):
+    def forge(doc):
+        edit(doc["steps"][k])
+    return forge
+
+
+def _swap(doc):
+    """The removals of steps 2 and 4 exchanged (both steps' counts and sizes stay consistent)."""
+    s = doc["steps"]
+    s[2]["removed"], s[4]["removed"] = s[4]["removed"], s[2]["removed"]
+
+
+def _duplicate(doc):
+    doc["steps"][3]["removed"] = doc["steps"][2]["removed"]
+
+
+def _replace_unit(doc):
+    """Step 5 removes another unit of the same layer, every recorded number kept."""
+    h, j = doc["steps"][5]["removed"][0]
+    gone = {tuple(r) for s in doc["steps"] for r in s["removed"]}
+    doc["steps"][5]["removed"] = [[h, next(u for u in range(7) if (h, u) not in gone)]]
+
+
+def _huge(doc):
+    doc["steps"][1]["removed"] = [[0, 1]] * 3_000_000
+
+
+def _many_steps(doc):
+    doc["steps"] = doc["steps"] + [doc["steps"][-1]] * 100
+
+
+CHECKPOINTS = {  # id -> (edit of the checkpoint document, words of the one-line refusal)
+    "swapped-removals": (_swap, "the checkpoint was modified: its step 2 records"),
+    "other-unit-same-numbers": (_replace_unit, "the checkpoint was modified: its step 5 records"),
+    "negative-unit": (_steps(3, lambda s: s.update(removed=[[0, -1]])), "a removal must be [hidden layer, unit]"),
+    "out-of-range-layer": (_steps(3, lambda s: s.update(removed=[[7, 0]])), "a removal must be [hidden layer, unit]"),
+    "out-of-range-unit": (_steps(3, lambda s: s.update(removed=[[1, 5]])), "a removal must be [hidden layer, unit]"),
+    "float-unit": (_steps(3, lambda s: s.update(removed=[[0, 1.0]])), "a removal must be [hidden layer, unit]"),
+    "duplicated-removal": (_duplicate, "already removed"),
+    "same-unit-twice-in-a-step": (_steps(3, lambda s: s.update(removed=[[0, 1], [0, 1]])), "removed must list one or two"),
+    "forged-accuracy": (_steps(4, lambda s: s.update(accuracy=0.999)), "records accuracy 0.999 but replaying"),
+    "forged-accuracy-above-1": (_steps(4, lambda s: s.update(accuracy=1.5)), "an accuracy is in [0, 1]"),
+    "forged-test-error": (_steps(6, lambda s: s.update(test_error=0.0)), "records test_error 0.0 but replaying"),
+    "forged-start": (_steps(0, lambda s: s.update(error=0.0)), "its step 0 records error 0.0"),
+    "forged-n-removed": (_steps(6, lambda s: s.update(n_removed=5)), "records n_removed 5"),
+    "forged-kept": (_steps(6, lambda s: s.update(kept=[7, 5])), "kept"),
+    "forged-bytes-bool": (_steps(6, lambda s: s.update(bytes=True)), "bytes must be a whole number >= 0"),
+    "extra-field": (_steps(6, lambda s: s.update(code="x")), "a step must be an object with the fields"),
+    "3-million-removals": (_huge, "JSON lists, more than a checkpoint can"),
+    "more-steps-than-units": (_many_steps, "steps must list 1 to 13 steps"),
+    "3-million-removals-at-the-end": (lambda d: d["steps"][-1].update(removed=[[0, 1]] * 3_000_000), "JSON lists, more than"),
+    "steps-not-a-list": (lambda d: d.update(steps="all"), "steps must list"),
+    "version-true": (lambda d: d.update(version=True), "version must be 1"),
+}
+
+
+@pytest.mark.parametrize("key", list(CHECKPOINTS))
+def test_a_forged_checkpoint_is_refused_in_one_line(interrupted, tmp_path, key):
+    model, doc = interrupted
+    edit, words = CHECKPOINTS[key]
+    doc = json.loads(json.dumps(doc))
+    edit(doc)
+    (tmp_path / "run.checkpoint.json").write_text(json.dumps(doc))
+    assert_refused(["prune", model, *PRUNE, "--out", "run", "--resume"], tmp_path, words,
+                   child=key.startswith("3-million"))
+
+
+def test_the_genuine_checkpoint_resumes(interrupted, tmp_path):
+    """The table's edits are what makes it fail: the checkpoint as written resumes, to the same steps
+    as the run that was never interrupted."""
+    model, doc = interrupted
+    (tmp_path / "run.checkpoint.json").write_text(json.dumps(doc))
+    r = _invoke("prune", model, *PRUNE, "--out", tmp_path / "run", "--resume")
+    assert r.exit_code == 0, r.output
+    r = _invoke("prune", model, *PRUNE, "--out", tmp_path / "whole")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "steps.csv").read_bytes() == (tmp_path / "whole" / "steps.csv").read_bytes()
