@@ -46,7 +46,7 @@ def main() -> None:
     Xt, Tt = torch.rand(1000, 784), torch.randint(0, 10, (1000,))
 
     def run(**kw):
-        return shrinknet.prune(model, X, T, X_test=Xt, T_test=Tt, progress=False, **kw)
+        return shrinknet.prune(model, X, T, X_test=Xt, T_test=Tt, config=shrinknet.PruneConfig(progress=False, **kw))
 
     tmp = Path(tempfile.mkdtemp())
     variants = {  # run round-robin, so that load from other processes hits every variant alike

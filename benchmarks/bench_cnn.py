@@ -190,15 +190,16 @@ def main():
 
     t0 = time.perf_counter()
     result = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False)
+                             budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                             config=shrinknet.PruneConfig(progress=False))
     t_prune = time.perf_counter() - t0
     refit = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
-                            refit="final", X_calib=Xtr)
+                            budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                            config=shrinknet.PruneConfig(progress=False, refit="final", X_calib=Xtr))
     t0 = time.perf_counter()
     int8 = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                           budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte, progress=False,
-                           refit="final", X_calib=Xtr, dtype="int8")
+                           budget_bytes=min(BUDGETS_KIB) * 1024, X_test=Xte, T_test=yte,
+                           config=shrinknet.PruneConfig(progress=False, refit="final", X_calib=Xtr, dtype="int8"))
     t_int8 = time.perf_counter() - t0
     print(f"\nshrinknet iterative brute force down to {min(BUDGETS_KIB)} KiB: {len(result.steps) - 1} channels removed "
           f"in {t_prune:.1f}s at float32; at int8 (refit final) {len(int8.steps) - 1} from "

@@ -67,9 +67,9 @@ def speed():
     X = torch.rand(1000, 784)
     T = torch.nn.functional.one_hot(torch.randint(0, 10, (1000,)), 10).float()
     print(f"784-100-100-10 sigmoid, N = 1000 validation instances, float32, {torch.get_num_threads()} threads")
-    shrinknet.prune(model, X, T, progress=False, max_fraction=0.05)  # warm-up
+    shrinknet.prune(model, X, T, config=shrinknet.PruneConfig(progress=False, max_fraction=0.05))  # warm-up
     t0 = time.perf_counter()
-    r = shrinknet.prune(model, X, T, progress=False)
+    r = shrinknet.prune(model, X, T, config=shrinknet.PruneConfig(progress=False))
     t_ours = time.perf_counter() - t0
     n = len(r.steps) - 1
     t_uncached = uncached_run(model, X, T, n)

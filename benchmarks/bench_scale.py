@@ -104,7 +104,8 @@ def run(model, d, **kw):
     Xv, yv = d["val"]
     Xt, yt = d["test"]
     t0 = time.perf_counter()
-    r = shrinknet.prune(model, Xv, yv, X_test=Xt, T_test=yt, progress=False, **kw)
+    budgets = {k: kw.pop(k) for k in ("budget_bytes", "ram_budget_bytes", "method", "algorithm", "loss") if k in kw}
+    r = shrinknet.prune(model, Xv, yv, X_test=Xt, T_test=yt, **budgets, config=shrinknet.PruneConfig(progress=False, **kw))
     return time.perf_counter() - t0, r
 
 
@@ -304,7 +305,7 @@ g = torch.Generator().manual_seed(0)
 X = torch.rand(10000, 784, generator=g); y = torch.randint(0, 10, (10000,), generator=g)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-r = shrinknet.prune(model, X, y, progress=False, max_fraction={args.memory_steps} / 4000, threads={args.workers})
+r = shrinknet.prune(model, X, y, config=shrinknet.PruneConfig(progress=False, max_fraction={args.memory_steps} / 4000, threads={args.workers}))
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(f"{{len(r.steps) - 1}} removals in {{dt:.1f}} s; peak RSS {{peak / 2**20:.2f}} GiB (model + data alone {{base / 2**20:.2f}} GiB)")

@@ -222,3 +222,17 @@ def train_blobs(invoke, tmp, out_name: str):
     r = invoke("train", "--data", tmp / "blobs.npz", "--hidden", "7,5", "--epochs", "40", "--out", tmp / out_name)
     assert r.exit_code == 0, r.output
     return tmp / out_name / "model.safetensors"
+
+
+def require_float_platform(pinned, what: str, remedy: str) -> None:
+    """Fail (never skip) when this torch build or CPU kernel set is not the one bitwise float pins were
+    computed on: ``pinned`` = (torch.__version__, torch.backends.cpu.get_cpu_capability()) there.
+    Bitwise float results differ between torch builds and kernels (AVX2 vs AVX512 reductions), so
+    such pins cannot be checked elsewhere; a silent skip would hide that nothing was compared."""
+    import pytest
+
+    here = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    if here != tuple(pinned):
+        pytest.fail(f"{what} were computed on torch {pinned[0]} with {pinned[1]} CPU kernels; this machine runs "
+                    f"torch {here[0]} with {here[1]} kernels, where bitwise float results may differ, so they "
+                    f"cannot be checked here. {remedy}", pytrace=False)

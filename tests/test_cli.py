@@ -153,7 +153,7 @@ def test_reproduce_quick_runs_the_experiments_and_compares_with_the_paper(tmp_pa
 
 def test_data_defaults_to_the_models_own_split(tmp_path, monkeypatch):
     """rank/prune must rank on the split the model was trained with, whatever --data spelling."""
-    from shrinknet.cli import _load_data
+    from shrinknet.workflows.inputs import read_data as _load_data
 
     ds = datasets.load("digits", seed=3, size=600)
     meta = {"data": ds.meta()}

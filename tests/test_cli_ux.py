@@ -115,6 +115,36 @@ def test_val_and_test_files_are_used_whole_with_classes_mapped_by_value(setup, t
     assert got["extras"]["val_file"].endswith("val.npz") and got["extras"]["test_file"].endswith("test.npz")
 
 
+@pytest.mark.parametrize("held, n_calib, n_test", [(("--val", "--test"), 300, 70), (("--val",), 240, 60)],
+                         ids=["val-and-test", "val-only"])
+def test_a_data_file_is_not_cut_for_the_splits_held_out_files_replace(setup, tmp_path, held, n_calib, n_test):
+    """With --val and --test the --data file trains whole (the refit calibrates on all 300 rows); with
+    --val alone only its 20% test split is cut off (0.3 cut 40% and used neither)."""
+    tmp, model = setup
+    files = [a for h in held for a in (h, tmp / f"{h[2:]}.npz")]
+    r = run("prune", model, "--budget", "250B", "--data", tmp / "train.npz", *files, "--no-analyze",
+            "--out", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    config = runs.load_run(tmp_path / "out")["result"].config
+    assert (config["n_calib"], config["n_val"], config["n_test"]) == (n_calib, 90, n_test)
+
+
+def test_a_refit_calibrated_on_the_validation_data_says_its_numbers_are_optimistic(setup, tmp_path):
+    tmp, model = setup
+    r = run("prune", tmp / "m" / "model.safetensors", "--budget", "250B", "--val", tmp / "val.npz",
+            "--no-analyze", "--out", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    assert "note:" not in r.stderr  # the model's recorded training split calibrates
+    sd = tmp_path / "sd.pt"  # records no data set: the --val file is all there is, and it calibrates
+    torch.save(modelio.load_model(model)[0].state_dict(), sd)
+    X, y = blobs(60, 5, labels=(0, 1, 2))
+    np.savez(tmp_path / "v.npz", X=X, y=y)
+    r = run("prune", sd, "--hidden", "7,5", *SD_SETTINGS, "--val", tmp_path / "v.npz", "--max-drop", "1%",
+            "--no-analyze", "--out", tmp_path / "out2", "-q")
+    assert r.exit_code == 0, r.output
+    assert "validation numbers are optimistic" in r.stderr
+
+
 def _net_at(result, net, k):
     return shrinknet.PruneResult.from_dict(result.to_dict(), net).network(k)
 
@@ -232,3 +262,34 @@ def test_train_standardize_folds_the_scaling_and_hints_when_unscaled(tmp_path):
     info = run("info", tmp_path / "std" / "model.safetensors")
     assert "inputs: trained standardized" in info.stdout and "take raw inputs" in info.stdout
     json.dumps(meta)  # the record is plain JSON
+
+
+def test_regression_runs_report_rmse_mae_and_r2(tmp_path):
+    """Regression gets regression metrics: the printed table (with the kept step, marked *), the saved
+    model's metrics and the run's frontier points; checked against a literal computation."""
+    g = np.random.default_rng(0)
+    X = g.normal(size=(300, 5)).astype(np.float32)
+    y = (X @ g.normal(size=(5, 2)) + 0.1 * g.normal(size=(300, 2))).astype(np.float32)
+    np.savez(tmp_path / "reg.npz", X=X, y=y)
+    r = run("train", "--data", tmp_path / "reg.npz", "--task", "regression", "--hidden", "12,8", "--activation", "tanh",
+            "--out-activation", "none", "--epochs", "60", "--out", tmp_path / "m", "-q")
+    assert r.exit_code == 0, r.output
+    r = run("prune", tmp_path / "m" / "model.safetensors", "--max-drop", "5%", "--no-analyze", "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    header = next(line for line in r.output.splitlines() if "val error" in line)
+    assert header.split()[-8:] == ["val", "rmse", "val", "R^2", "test", "rmse", "test", "R^2"]
+    got = runs.load_run(tmp_path / "p")
+    k = got["extras"]["chosen_step"]
+    assert re.search(rf"^\s+{got['result'].steps[k].n_removed}\*", r.output, re.M)  # the kept row is there
+    small, meta = modelio.load_model(tmp_path / "p" / "model.safetensors")
+    from shrinknet.data import datasets
+    ds = datasets.reload(meta["data"])
+    with torch.no_grad():
+        out = small(torch.as_tensor(ds.inputs("test"))).double()
+    t = torch.as_tensor(ds.targets("test")).double()
+    sse = float(((out - t) ** 2).sum())
+    assert meta["metrics"]["test_rmse"] == pytest.approx((sse / t.numel()) ** 0.5, rel=1e-6)
+    assert meta["metrics"]["test_mae"] == pytest.approx(float((out - t).abs().mean()), rel=1e-6)
+    assert meta["metrics"]["test_r2"] == pytest.approx(1 - sse / float(((t - t.mean(0)) ** 2).sum()), rel=1e-6)
+    run_point = next(p for p in got["extras"]["frontier"] if p["kind"] == "run")
+    assert run_point["test_r2"] == pytest.approx(meta["metrics"]["test_r2"], rel=1e-9)

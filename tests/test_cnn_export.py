@@ -17,10 +17,9 @@ import shrinknet
 from shrinknet.ship.export import export
 from shrinknet.store.memory import network_bytes, ram_bytes
 from shrinknet.ship.modelio import load_model, save_model
-from shrinknet.store.quantize import dequantize, quantize_rows
 
 from cnn_helpers import SETTINGS, build
-from test_export import TOL, cc, compile_and_run, stream_driver  # noqa: F401  (cc is a fixture)
+from test_export import TOL, cc, compile_and_run, dequantized_by_spec, int8_by_spec, stream_driver  # noqa: F401  (cc is a fixture)
 
 N_INPUTS = 100
 
@@ -47,12 +46,13 @@ def _inputs(shape):
 
 
 def per_channel_int8(W: torch.Tensor) -> torch.Tensor:
-    """Slow twin of int8 storage of a kernel (o, c, ...) or matrix: each output channel's weights,
-    flattened, quantized on their own as one row (the MLP's per-row rule) and dequantized."""
+    """Slow twin of int8 storage of a kernel (o, c, ...) or matrix, from the spec and not the package:
+    each output channel's weights, flattened, quantized on their own as one row (the MLP's per-row
+    rule, ``test_export.int8_by_spec``) and dequantized in float32; W's dtype and shape."""
     out = torch.empty_like(W)
     for o in range(W.shape[0]):
-        q, s = quantize_rows(W[o].reshape(1, -1))
-        out[o] = dequantize(q, s).view_as(W[o])
+        row = W[o].detach().reshape(1, -1).numpy()  # float32 or float64 weights, as given
+        out[o] = torch.from_numpy(dequantized_by_spec(row)).view_as(W[o])
     return out
 
 
@@ -97,7 +97,9 @@ def _check_int8_onnx(path, model) -> None:
         q, scale, zero = (inits[f"layers.{k}.weight{x}"] for x in ("", "_scale", "_zero_point"))
         assert q.dtype == np.int8 and q.shape == tuple(mod.weight.shape) and int(np.abs(q).max()) <= 127
         assert scale.dtype == np.float32 and scale.shape == (mod.weight.shape[0],) and not zero.any()
-        rebuilt = dequantize(torch.tensor(q), torch.tensor(scale))
+        q_spec, scale_spec = int8_by_spec(mod.weight.detach().numpy())
+        assert np.array_equal(q, q_spec) and np.array_equal(scale.view(np.uint32), scale_spec.view(np.uint32))
+        rebuilt = torch.from_numpy(q.astype(np.float32) * scale.reshape(-1, *[1] * (q.ndim - 1)))
         assert torch.equal(rebuilt, per_channel_int8(mod.weight.detach()))
         bias = inits.get(f"layers.{k}.bias")
         assert (bias is None) == (mod.bias is None)

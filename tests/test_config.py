@@ -49,12 +49,12 @@ def test_each_legacy_keyword_warns_once(monkeypatch):
     model, X, T = tiny()
     with pytest.warns(FutureWarning) as got:
         shrinknet.prune(model, X, T, loss="cross_entropy", progress=False, max_fraction=0.2)
-    assert sorted(str(w.message) for w in got) == [
+    assert sorted(str(w.message) for w in got if w.category is FutureWarning) == [
         f"prune({k}=...) is deprecated and will be removed after shrinknet 0.4: pass config=shrinknet.PruneConfig({k}=...)"
         for k in ("max_fraction", "progress")]
     assert {w.filename for w in got} == {__file__}  # points at the caller's line
     with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)  # the second call is silent
+        warnings.simplefilter("error", FutureWarning)  # the second call is silent (about keywords)
         shrinknet.prune(model, X, T, loss="cross_entropy", progress=False, max_fraction=0.2)
 
 
@@ -117,3 +117,48 @@ def test_combinations_are_checked_against_the_call(method, algorithm, settings, 
 
 def test_the_config_stores_the_canonical_dtype():
     assert PruneConfig(dtype=torch.float16).dtype == "float16"
+
+
+# -- the start check in the API (issue #17): warn by default, refuse with start_check="refuse" ------
+def cross_entropy_model():
+    """A 2-class MLP trained with cross-entropy: its outputs are logits, far from 0/1 targets."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X), y).backward()
+        opt.step()
+    return model, X, y
+
+
+def test_the_default_loss_on_a_cross_entropy_model_warns_with_the_fix():
+    model, X, y = cross_entropy_model()
+    with pytest.warns(shrinknet.StartCheckWarning, match="look like logits.*use loss cross_entropy") as got:
+        shrinknet.prune(model, X, y, config=PruneConfig(progress=False, max_fraction=0.1))
+    assert got[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the right loss: no warning
+        shrinknet.prune(model, X, y, loss="cross_entropy", config=PruneConfig(progress=False, max_fraction=0.1))
+
+
+@pytest.mark.parametrize("how", ["refuse", "skip"])
+def test_start_check_refuses_or_skips_as_configured(how):
+    model, X, y = cross_entropy_model()
+    cfg = PruneConfig(progress=False, max_fraction=0.1, start_check=how)
+    if how == "refuse":
+        with pytest.raises(shrinknet.StartCheckError, match="look like logits"):
+            shrinknet.prune(model, X, y, config=cfg)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            shrinknet.prune(model, X, y, config=cfg)
+
+
+def test_a_network_at_chance_warns():
+    model, X, T = tiny()
+    with pytest.warns(shrinknet.StartCheckWarning, match="at chance"):
+        shrinknet.prune(model, X, T, loss="cross_entropy", config=PruneConfig(progress=False, max_fraction=0.1))

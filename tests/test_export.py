@@ -21,7 +21,6 @@ from shrinknet.ship.export import DTYPES, ExportResult, export
 from shrinknet.store.memory import network_bytes
 from shrinknet.ship.modelio import load_model
 from shrinknet.model.parse import as_net
-from shrinknet.store.quantize import fake_quantize, quantize_rows
 from shrinknet.model.surgery import shrink
 
 ACTS = {
@@ -101,14 +100,61 @@ def inputs(seed: int = 1) -> torch.Tensor:
     return 1.5 * torch.randn(N_INPUTS, IN, generator=torch.Generator().manual_seed(seed))
 
 
+def int8_by_spec(W) -> tuple[np.ndarray, np.ndarray]:
+    """(q, s): int8 storage of a weight matrix or kernel written from its spec (the docstring of
+    shrinknet/quantize.py), without the package's code; q has W's shape, s one scale per output unit.
+
+    Per output unit i, over its row w_i = W.reshape(out, -1)[i] (a Linear row, a convolution's output
+    channel's whole kernel):
+        s_i  = max_j |w_ij| / 127, a float32; an all-zero row: s_i = 1 and every q_ij = 0
+        q_ij = round(w_ij / s_i), half to even (as torch.round), clamped to [-127, 127]
+    and s_i is iterated to a fixed point: requantizing the dequantized row (float32 q_ij * s_i) must
+    give back the same s_i, else the dequantized row is quantized again (the docstring's idempotence).
+    Reading taken: the quotients are formed in float64 from the weights as given (float32 or float64,
+    both exact in a Python float; one rounding each), then s_i is rounded to float32 -- Python floats
+    here, one weight at a time.
+    """
+    W = np.asarray(W)
+    rows = W.reshape(W.shape[0], -1)
+    q = np.zeros(rows.shape, dtype=np.int8)
+    s = np.ones(len(rows), dtype=np.float32)
+
+    def scale_of(values) -> np.float32:
+        m = max(abs(float(v)) for v in values)
+        return np.float32(m / 127) if m > 0 else np.float32(1.0)
+
+    for i, row in enumerate(rows):
+        w = [float(v) for v in row]
+        for _ in range(8):
+            scale = scale_of(w)
+            qi = [min(127, max(-127, round(v / float(scale)))) for v in w]  # round(): half to even
+            deq = [np.float32(np.float32(k) * scale) for k in qi]  # the device's float32 product
+            if scale_of(deq) == scale:
+                break
+            w = [float(v) for v in deq]
+        else:
+            raise AssertionError(f"row {i}: the scale reached no fixed point in 8 rounds")
+        q[i], s[i] = qi, scale
+    return q.reshape(W.shape), s
+
+
+def dequantized_by_spec(W) -> np.ndarray:
+    """The float32 weights the device computes with: q_ij * s_i (a float32 product) from
+    :func:`int8_by_spec`."""
+    q, s = int8_by_spec(W)
+    return (q.astype(np.float32) * s.reshape(-1, *[1] * (q.ndim - 1))).astype(np.float32)
+
+
 def reference(model: nn.Sequential, dtype: str) -> np.ndarray:
     """torch's float32 outputs on ``inputs()``, with weights rounded to ``dtype`` first (int8:
-    each weight row quantized and dequantized, biases float32)."""
+    each weight row quantized and dequantized by the spec's twin, biases float32)."""
     ref = copy.deepcopy(model)
     with torch.no_grad():
         for name, p in ref.named_parameters():
-            if dtype == "int8":
-                p.copy_(fake_quantize(p.float()) if name.endswith("weight") else p.float())
+            if dtype == "int8" and name.endswith("weight"):
+                p.copy_(torch.from_numpy(dequantized_by_spec(p.detach().float().numpy())))
+            elif dtype == "int8":
+                p.copy_(p.float())
             else:
                 p.copy_(p.to(getattr(torch, dtype)).float())
         return ref(inputs()).numpy()
@@ -381,7 +427,7 @@ def test_export_refuses_a_file_name_that_says_another_format(tmp_path, fmt, name
 # Their outputs were bitwise those of shrinknet 0.2's own MLP exporter on this grid when the move
 # was made; what stays pinned is that every format computes the stored network to float32
 # rounding (far inside TOL), the scratch is exactly the stated RAM, and int8 files hold exactly
-# quantize_rows' values and scales.
+# the int8 values and scales of the spec (int8_by_spec).
 def linears(model) -> list[nn.Linear]:
     return [m for m in model if isinstance(m, nn.Linear)]
 
@@ -447,8 +493,8 @@ def c_array(source: str, name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_int8_files_hold_exactly_quantize_rows(case, tmp_path):
-    """ONNX initializers and C arrays rebuild bit for bit quantize_rows' int8 values and scales of
+def test_int8_files_hold_exactly_the_spec_int8(case, tmp_path):
+    """ONNX initializers and C arrays rebuild bit for bit the spec's int8 values and scales of
     every layer (and the float32 biases); ONNX: a DequantizeLinear along axis 0 feeds each Gemm;
     the documented names, opset 17 and IR version 8."""
     onnx = pytest.importorskip("onnx", reason="onnx is not installed: pip install 'shrinknet[export]'")
@@ -462,7 +508,7 @@ def test_int8_files_hold_exactly_quantize_rows(case, tmp_path):
     inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     producer = {out: n for n in proto.graph.node for out in n.output}
     for k, lin in enumerate(linears(model)):
-        q, scale = quantize_rows(lin.weight.detach())
+        q, scale = map(torch.from_numpy, int8_by_spec(lin.weight.detach().numpy()))
         p = f"layers.{k}"
         assert inits[f"{p}.weight"].dtype == np.int8 and np.array_equal(inits[f"{p}.weight"], q.numpy())
         assert inits[f"{p}.weight_scale"].dtype == np.float32

@@ -212,11 +212,16 @@ BAD = [
     Bad("unknown experiment", ("reproduce", "9.9", *OUT), "unknown experiment"),
     # -- what a model is for: records, missing settings, contradictions
     Bad("state_dict without activations", ("prune", "sd.pt", "--data", "blobs.npz", *OUT),
-        "does not record its activations: give --activation sigmoid|tanh|relu|softplus and --out-activation",
+        "does not record its activations, loss or data: give --activation sigmoid|tanh|relu|softplus, "
+        "--out-activation sigmoid|tanh|relu|softplus|none, --loss mse|cross_entropy (the ones it was trained with)",
         lambda d, a: (_sd(d / "sd.pt", (6, 4), (3, 6)), _npz("blobs.npz")(d, a))),
     Bad("state_dict without loss", ("prune", "sd.pt", "--data", "blobs.npz", *SD_ACTS, *OUT),
-        "does not record its loss: give --loss mse|cross_entropy",
+        "does not record its activations, loss or data: give --loss mse|cross_entropy (the ones",
         lambda d, a: (_sd(d / "sd.pt", (6, 4), (3, 6)), _npz("blobs.npz")(d, a))),
+    Bad("state_dict with nothing given: all asked at once", ("prune", "sd.pt", *OUT),
+        "give --activation sigmoid|tanh|relu|softplus, --out-activation sigmoid|tanh|relu|softplus|none, "
+        "--loss mse|cross_entropy, --data NAME_OR_PATH (or --val FILE) (the ones it was trained with)",
+        lambda d, a: _sd(d / "sd.pt", (6, 4), (3, 6))),
     Bad("--loss contradicts the record", (*PRUNE, "--loss", "cross_entropy", *OUT),
         "--loss cross_entropy contradicts m.safetensors, which records loss mse"),
     Bad("--activation contradicts the record", ("rank", "m.safetensors", "--activation", "relu"),

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from shrinknet.ship import modelio, runs
 from shrinknet.repair import retrain, scaling
-from shrinknet.cli import UserError, _check_retrain, cli
+from shrinknet.cli import UserError, cli
+from shrinknet.cli.prune import _check_retrain
 from shrinknet.store.memory import network_bytes
 from shrinknet.repair.train import mlp
 

@@ -8,12 +8,14 @@ from .model.backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .ship.export import export
 from .store.memory import format_bytes, network_bytes, parse_size
+from .ship.modelio import load_model, save_model
 from .model.mlp import Net
 from .model.network import Network
 from .model.parse import as_net
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
+from .choose.sanity import StartCheckError, StartCheckWarning
 from .score.saliency import METHODS, saliency
 from .choose.speed import SPEEDS
 from .model.surgery import shrink
@@ -26,6 +28,8 @@ __all__ = [
     "InputError",
     "METHODS",
     "SPEEDS",
+    "StartCheckError",
+    "StartCheckWarning",
     "Net",
     "Network",
     "PruneConfig",
@@ -40,9 +44,11 @@ __all__ = [
     "export",
     "format_bytes",
     "gain_curves",
+    "load_model",
     "network_bytes",
     "parse_size",
     "prune",
     "saliency",
+    "save_model",
     "shrink",
 ]

@@ -23,6 +23,7 @@ from .result import parse_drop
 from .speed import Speed, settings as speed_settings
 
 CLIPS = (None, "mean", "median")
+START_CHECKS = ("warn", "refuse", "skip")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class PruneConfig:
         group: a ``torch.distributed`` process group to split the instances over (every rank
             calls prune with the same arguments and gets the same result).
         progress: show a progress bar on stderr.
+    Start check (``choose.sanity``: loss vs output activation vs targets; a starting network at
+    chance, no better than the mean, or with logits read as probabilities ranks its units by noise):
+        start_check: "warn" (default: a ``StartCheckWarning`` naming the likely cause and the fix, then
+            the run goes on, for researchers who prune untrained or odd networks on purpose),
+            "refuse" (``StartCheckError``, as the command line does without --force) or "skip".
     Interruption:
         checkpoint: None, or a callable ``checkpoint(state, final=False)`` called after the first
             record and every step, and with ``final=True`` when the loop ends or is interrupted.
@@ -95,11 +101,14 @@ class PruneConfig:
     threads: int | None = None
     group: Any = None
     progress: bool = True
+    start_check: str = "warn"
     checkpoint: Callable | None = None
     resume: dict | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", memory.dtype_name(self.dtype))
+        if self.start_check not in START_CHECKS:
+            raise ValueError(f"unknown start_check {self.start_check!r}: choose 'warn', 'refuse' or 'skip'")
         if self.clip not in CLIPS:
             raise ValueError(f"unknown clip {self.clip!r}: choose None, 'mean' or 'median'")
         if self.max_fraction is not None and not 0 <= self.max_fraction <= 1:

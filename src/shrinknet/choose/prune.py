@@ -32,6 +32,7 @@ from ..score.saliency import METHODS, random_scores, removed_to_inf, score_parts
 from ..score.exact import Incremental
 from .speed import Chooser, Speed
 from .config import PruneConfig, from_keywords
+from .sanity import apply_start_check
 from .result import PruneResult, Step, _describe, parse_drop, step_drop  # noqa: F401  (re-exported)
 from ..model.evaluate import error_and_accuracy, total_error
 
@@ -82,6 +83,16 @@ def prune(
 
     Returns:
         A :class:`PruneResult` whose ``steps[0]`` is the unpruned network.
+
+    Defaults that differ from ``shrinknet prune`` on the command line, and why:
+        - ``refit=None`` (the CLI: "final"): the paper's switch-off, so criteria compare as published;
+          ``PruneConfig(refit="final")`` gives the CLI's more accurate kept networks.
+        - ``start_check="warn"`` (the CLI refuses unless --force): a researcher may prune an untrained or
+          deliberately odd network; the warning still names the likely cause and the fix.
+        - ``loss="mse"``, as the paper: give ``loss="cross_entropy"`` for a network trained with it (the
+          start check warns when logits are read as probabilities). The CLI reads the loss a model
+          file records and asks for it otherwise.
+        - no budget and no ``max_drop`` runs the whole curve (the CLI requires one: it keeps one network).
     """
     cfg = from_keywords(config, legacy)
     if method not in METHODS:
@@ -102,6 +113,7 @@ def prune(
         raise ValueError("int8 storage runs in float32 on the device; prune a float32 model (model.float()) "
                          "or choose dtype float32, float16 or float64")
     val = network.prepare(net, X, T, loss_)
+    apply_start_check(net, val.X, T, loss_.name, cfg.start_check)
     Xc = _calibration(net, val, cfg.X_calib) if refit else None
     test = None
     if X_test is not None or T_test is not None:

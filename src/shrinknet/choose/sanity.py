@@ -24,6 +24,7 @@ that of predicting every target by the targets' mean, i.e. R^2 <= MEAN_MARGIN = 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,24 @@ CAUSES = "the loss, the activations, the input scaling or the data are likely no
 
 class StartCheckError(InputError):
     """The starting network or its setting is unfit for ranking; the message names the likely cause."""
+
+
+class StartCheckWarning(UserWarning):
+    """What StartCheckError says, as a warning: the Python API's default (``PruneConfig.start_check``)."""
+
+
+def apply_start_check(model, X, T, loss: str, how: str) -> None:
+    """check_start as ``PruneConfig.start_check`` says: "refuse" raises StartCheckError, "warn" warns
+    (StartCheckWarning) with the same message, "skip" does nothing."""
+    if how == "skip":
+        return
+    try:
+        check_start(model, X, T, loss)
+    except StartCheckError as e:
+        if how == "refuse":
+            raise
+        warnings.warn(f"{e}; prune goes on (PruneConfig(start_check='refuse') refuses, 'skip' is silent)",
+                      StartCheckWarning, stacklevel=4)
 
 
 @dataclass(frozen=True)

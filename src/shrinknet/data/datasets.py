@@ -51,10 +51,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..model.losses import LOSSES
 
 NAMES = ("mnist5k", "mnist5k-784", "digits", "mnist1d", "cosine", "diamond", "random-shape")
 SPLITS = ("train", "val", "test")
-LOSSES = ("mse", "cross_entropy")
 MIN_INSTANCES = 10
 DEFAULT_POINTS = 2000
 DIAMOND_RADIUS = 0.8  # inside = 32% of the square: always answering "outside" scores only 0.68

@@ -30,3 +30,15 @@ def error_and_accuracy(loss: Loss, parts, group=None) -> tuple[float, float | No
         distributed.all_reduce_sum([err_t, counts], group)
         err, correct, n = float(err_t), int(counts[0]), int(counts[1])
     return err, (correct / n if labelled else None)
+
+
+def regression_metrics(y, t) -> dict:
+    """RMSE, MAE and R^2 of outputs y against targets t, both (N, out), over every output together:
+    R^2 = 1 - SSE / SST with SST the squared deviation of each target column from its own mean
+    (-inf when the targets are constant and the outputs miss them; 1 when both are exact)."""
+    y, t = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(t, dtype=torch.float64)
+    t = t.reshape(y.shape)
+    d = y - t
+    sse, sst = float((d * d).sum()), float(((t - t.mean(0)) ** 2).sum())
+    r2 = 1 - sse / sst if sst > 0 else (1.0 if sse == 0 else -float("inf"))
+    return {"rmse": (sse / d.numel()) ** 0.5, "mae": float(d.abs().mean()), "r2": r2}

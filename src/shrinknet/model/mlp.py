@@ -24,6 +24,7 @@ class Net(Network):
     scoring_threads = True
     incremental_brute_force = True
     fused_brute_force = True
+    incremental_refit = True
     approximate_speeds = True
     file_format = "shrinknet-mlp"
 

@@ -111,13 +111,15 @@ class Network:
     #: Brute force is score/exact.py's fused kernels for a stack of Dense layers (rank-1 updates of
     #: the next layer's pre-activations), not the layer modules' general ``brute_force``.
     fused_brute_force = False
+    #: The refit solves Dense layers directly and reuses the calibration outputs of the layers below
+    #: a change between steps (repair/refit.py ``Refitter.build``); else each layer module's ``refit``.
+    incremental_refit = False
     #: The approximate speeds of speed.py (second-order screen, blocks of removals) apply.
     approximate_speeds = False
     #: The model-file format that describes this network (modelio.py, layers/io.py).
     file_format = ""
-    #: Whether this is the general (CNN) network. New code asks for a capability instead; it is still
-    #: read by the refit's dispatch (the MLP's refit reuses the layers below a change between steps)
-    #: and by ``shrinknet info``'s two layouts.
+    #: Whether this is the general (CNN) network. Code asks for a capability instead; only
+    #: ``shrinknet info`` reads it, to choose between its two layouts (an MLP's widths, or layer by layer).
     general = False
     dims = 0  # 1 or 2 for a CNN (maps held as (N, C, H, W), 1-D as (N, C, 1, L)); 0 without convolutions
 

@@ -87,7 +87,7 @@ class Refitter:
         The result's calibration hidden outputs are kept in ``result.calib_o`` (refit only).
         """
         masks = self.net.check_masks(masks)
-        if getattr(self.net, "general", False):  # CNNs: layers/*.py refit over all positions
+        if not self.net.incremental_refit:  # e.g. CNNs: layers/*.py refit over all positions
             return self._build_general(masks)
         if start is None:
             start = self.first_refit_layer(masks)

@@ -89,11 +89,12 @@ from pathlib import Path
 from ..util.files import replace_files, write_bytes
 from . import emit as lx
 from .emit import ONNX_IR_VERSION, ONNX_OPSET  # noqa: F401  (documented above)
+from ..store import dtypes
 from ..store.memory import network_bytes
 from ..model.parse import as_net
 
 FORMATS = ("onnx", "c", "safetensors")
-DTYPES = ("float32", "float16", "int8")
+DTYPES = dtypes.EXPORTABLE
 
 _C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INSTALL_HINT = "pip install 'shrinknet[export]'"

@@ -39,13 +39,15 @@ from ..errors import InputError
 from . import schema
 from ..util.files import atomic_path
 from ..model.layers import Block
+from ..model.losses import LOSSES
 from ..model.mlp import Net
+from ..store import dtypes
 from ..model.parse import as_net
 
 FORMAT = schema.MLP_FORMAT
 VERSION = 2
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
-LOSSES, TASKS = schema.LOSSES, schema.TASKS
+TASKS = schema.TASKS
 
 
 class ModelFileError(InputError):
@@ -97,7 +99,7 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
 
     from . import describe as io
 
-    if dtype is not None and dtype not in ("float32", "float16", "float64"):
+    if dtype is not None and dtype not in dtypes.MODEL_FILE:
         raise ValueError(f"a model file stores float weights: dtype float32, float16 or float64, not {dtype!r} "
                          "(int8 storage is exported as onnx or c)")
     net = as_net(model)

@@ -16,10 +16,10 @@ against the description, a pool's padding against its kernel) they still check.
 from __future__ import annotations
 
 from ..model import activations as A
+from ..model.losses import LOSSES
 from ..util import schema as S
 
 MLP_FORMAT, SEQ_FORMAT = "shrinknet-mlp", "shrinknet-seq"
-LOSSES = ("mse", "cross_entropy")
 TASKS = ("classification", "regression")
 MAX_SIZE = 2**16  # a kernel, stride, padding, dilation, input size or Dense column block
 MAX_WIDTH = 2**24  # units of a layer; classes of a classifier

@@ -13,13 +13,13 @@ import torch
 
 from ..errors import InputError
 from ..model.parse import as_net
+from . import dtypes
 from .quantize import int8_layer_bytes
 
 #: Float storage dtypes and their bytes per number.
-DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 #: Every storage dtype: the float ones, and "int8" (int8 weights with one float32 scale per row and
 #: float32 biases, see quantize.py; its bytes are not a fixed number per parameter).
-STORAGE_DTYPES = (*DTYPE_BYTES, "int8")
+STORAGE_DTYPES = dtypes.STORAGE
 
 _UNITS = {
     "": 1,
@@ -66,21 +66,8 @@ def _size_error(text) -> str:
     return f"cannot read {text!r} as a size: use a number of bytes with an optional unit, e.g. 20000, 48KB, 48KiB, 0.5MB"
 
 
-def dtype_name(dtype: str | torch.dtype) -> str:
-    """The name of a storage dtype ("float32", "float16", "float64", "int8"), from a name or a torch dtype."""
-    name = str(dtype).replace("torch.", "")
-    if name not in STORAGE_DTYPES:
-        raise ValueError(f"unsupported storage dtype {dtype!r}: choose float32, float16, float64 or int8")
-    return name
-
-
-def dtype_bytes(dtype: str | torch.dtype) -> int:
-    """Bytes per number of a float storage dtype ("float32", "float16", "float64" or a torch dtype)."""
-    name = dtype_name(dtype)
-    if name == "int8":
-        raise ValueError("int8 storage has no fixed bytes per number (scales and biases are float32): "
-                         "use network_bytes")
-    return DTYPE_BYTES[name]
+dtype_name = dtypes.name  # the one vocabulary: store/dtypes.py
+dtype_bytes = dtypes.float_bytes
 
 
 def network_params(model, masks=None) -> int:

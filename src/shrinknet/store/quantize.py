@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import dtypes
+
 QMAX = 127  # symmetric: -127..127 (-128 unused, so that negation is exact)
 
 
@@ -75,13 +77,7 @@ def int8_layer_bytes(n_out: int, per_row: int, bias: bool) -> int:
 
 
 # -- every storage dtype's round trip ------------------------------------------------------------
-#: Storage dtypes whose round trip changes numbers; float32 and float64 store weights as they are.
-ROUNDING = ("float16", "int8")
-
-
-def rounds(storage: str) -> bool:
-    """Whether storing at ``storage`` changes the numbers ("float16", "int8")."""
-    return storage in ROUNDING
+rounds = dtypes.rounds  # float16 and int8 change numbers; float32 and float64 store them as they are
 
 
 def storage_name(storage: str | None = None, int8: bool = False) -> str:
@@ -89,10 +85,7 @@ def storage_name(storage: str | None = None, int8: bool = False) -> str:
     refuses an unknown dtype and a flag that contradicts ``storage``."""
     if int8 and storage not in (None, "int8"):
         raise ValueError(f"int8=True contradicts storage={storage!r}")
-    name = "int8" if int8 else storage or "float32"
-    if name not in ("float32", "float64", *ROUNDING):
-        raise ValueError(f"unknown storage dtype {name!r}: choose float32, float16, float64 or int8")
-    return name
+    return dtypes.name("int8" if int8 else storage or "float32")
 
 
 def stored(t: Tensor, storage: str, weight: bool = True) -> Tensor:

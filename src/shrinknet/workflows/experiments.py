@@ -24,8 +24,8 @@ from ..store.quantize import rounds
 from ..ship.runs import variant_name
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-METHODS = ("brute_force", "taylor2", "taylor1")
-ALGORITHMS = ("iterative", "single")
+PAPER_METHODS = ("brute_force", "taylor2", "taylor1")  # the criteria and algorithms the paper compares
+PAPER_ALGORITHMS = ("iterative", "single")
 LABEL = {"brute_force": "brute force", "taylor2": "second order", "taylor1": "first order"}
 
 
@@ -241,7 +241,25 @@ def evaluate(model, ds: datasets.Dataset, loss: str) -> dict:
         out[f"{split}_error"] = err
         if acc is not None:
             out[f"{split}_accuracy"] = acc
+        if ds.task == "regression":  # RMSE, MAE, R^2 instead of an accuracy
+            out.update({f"{split}_{k}": v for k, v in regression_on(model, ds, split).items()})
     return out
+
+
+#: the regression metrics ``evaluate`` adds (for the validation and test splits), as frontier points carry them
+REGRESSION_KEYS = tuple(f"{s}_{k}" for s in ("val", "test") for k in ("rmse", "mae", "r2"))
+
+
+def regression_on(model, ds: datasets.Dataset, split: str) -> dict:
+    """RMSE, MAE and R^2 (``model.evaluate.regression_metrics``) of ``model`` on a split of ``ds``."""
+    from ..model import losses, network
+    from ..model.evaluate import regression_metrics
+    from ..model.parse import as_net
+
+    net = as_net(model)
+    data = network.prepare(net, ds.inputs(split), ds.targets(split, "mse"), losses.get("mse"))
+    with torch.no_grad():
+        return regression_metrics(net.forward(data.X, net.full_masks()).o[-1], data.T)
 
 
 def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
@@ -310,7 +328,7 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
                          "one-neuron-per-layer endpoint")
     check_start(model, ds.inputs("val"), ds.targets("val", loss), loss, force=force)
     result = prune_on(model, ds, loss, progress=progress, budget_bytes=budget_bytes, dtype=dtype,
-                      max_drop=max_drop, **prune_args)
+                      max_drop=max_drop, start_check="skip", **prune_args)  # checked just above
     seconds = time.perf_counter() - t0
     if prune_args.get("group") is not None and torch.distributed.get_rank(prune_args["group"]) != 0:
         return {"result": result, "step": None, "network": None, "exports": {}, "seconds": seconds}  # rank 0 writes
@@ -363,7 +381,8 @@ def frontier_points(model, meta: dict, ds: datasets.Dataset, loss: str, result: 
 
     def point(name, m, nbytes, **more):  # m: evaluate(network)
         return {"name": name, "bytes": nbytes, "test_accuracy": m.get("test_accuracy"),
-                "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"), **more}
+                "test_error": m.get("test_error"), "val_accuracy": m.get("val_accuracy"),
+                **{k: m[k] for k in REGRESSION_KEYS if k in m}, **more}
 
     made = {"dtype": dtype, "refit": cfg.get("refit")}  # how the run's networks are made: the report labels by it
     small_metrics = evaluate(small, ds, loss)
@@ -417,8 +436,8 @@ def run_experiment(exp: Experiment, out_dir: Path, quick: bool = False, seed: in
         f"{meta['metrics'].get('test_' + exp.metric):.4g}")
     table = {}
     run_dirs = []
-    for algorithm in ALGORITHMS:
-        for method in METHODS:
+    for algorithm in PAPER_ALGORITHMS:
+        for method in PAPER_METHODS:
             result = prune_on(model, ds, "mse", progress=progress, method=method, algorithm=algorithm)
             name = f"{algorithm} {LABEL[method]}"
             run_dirs.append(runs.save_run(out / f"{algorithm}-{method}", result, name=name))
