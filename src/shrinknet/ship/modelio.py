@@ -39,7 +39,7 @@ from ..errors import InputError
 from . import schema
 from ..util.files import atomic_path
 from ..model.layers import Block
-from ..model.losses import LOSSES
+from ..model.losses import LOSSES  # noqa: F401  (modelio.LOSSES, as before)
 from ..model.mlp import Net
 from ..store import dtypes
 from ..model.parse import as_net
