@@ -216,8 +216,8 @@ def reload(meta: dict) -> Dataset:
     return ds
 
 
-def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None,
+                 in_features: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A whole data file (.npz, .csv, IDX; not split) as (X, y) in a trained model's terms.
 
     task: the model's, "classification" or "regression" (None: whole-number targets are class
@@ -229,7 +229,7 @@ def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_c
     spec = os.fspath(path)
     if _parse_builtin(spec) is not None:
         raise DataError(f"{spec} is a built-in data set name: give a held-out data file (.npz, .csv, IDX)")
-    raw = _read_file(spec, None, NAMES)
+    raw = _read_file(spec, None, NAMES, in_features)
     if task is None:
         task = "classification" if raw.class_values else "regression"
     if task == "regression":

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..util import limits
 
 MIN_INSTANCES = 10
 
@@ -42,8 +43,9 @@ class _Raw:
     strata: np.ndarray | None = None  # what stratified splits balance: y, or the digits for one-vs-all
 
 
-def _read_file(spec: str, target: str | None, names: tuple = ()) -> _Raw:
-    """The data file ``spec`` read (``names``: the built-in sets, suggested for a name that is no file)."""
+def _read_file(spec: str, target: str | None, names: tuple = (), in_features: int | None = None) -> _Raw:
+    """The data file ``spec`` read (``names``: the built-in sets, suggested for a name that is no file;
+    ``in_features``: a model's inputs, checked against the file's header before its data is read)."""
     path = Path(spec)
     if not path.exists():
         if os.sep in spec or "/" in spec or "." in path.name:
@@ -58,7 +60,7 @@ def _read_file(spec: str, target: str | None, names: tuple = ()) -> _Raw:
     if target is not None and kind != "csv":
         raise DataError(f"target={target!r} applies to .csv files only, not to {path.name}")
     try:
-        raw = _READERS[kind](path, target)
+        raw = _READERS[kind](path, target, in_features)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         raise DataError(f"cannot read {spec}: unreadable, corrupt or truncated ({e})") from None
     return replace(raw, name=str(path.resolve()), source=f"{raw.source}: {path.resolve()}")
@@ -76,31 +78,100 @@ def _file_kind(filename: str) -> str:
                     f"images file (…-images-idx3-ubyte[.gz])")
 
 
-def _read_npz(path: Path, target) -> _Raw:
+def _read_npz(path: Path, target, in_features: int | None = None) -> _Raw:
+    """X and y (or T) of an .npz, each member's header read and checked (``util.limits``) before its
+    data; X is read straight into its float32 copy."""
     try:
-        with open(path, "rb") as fh:  # ours to close: np.load leaks its own handle on a broken zip
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataError(f"{path.name} holds one array, not an .npz archive: "
-                                f"write it with np.savez(path, X=X, y=y)")
-            ykey = next((k for k in ("y", "T") if k in f.files), None)
-            if "X" not in f.files or ykey is None:
-                raise DataError(f"{path.name} must hold arrays 'X' and 'y' (or 'T'); it has {sorted(f.files)}")
-            X, y = f["X"], f[ykey]
-    except DataError:
+        with zipfile.ZipFile(path) as z:
+            members = {name.removesuffix(".npy"): info for name, info in
+                       ((i.filename, i) for i in z.infolist()) if name.endswith(".npy")}
+            ykey = next((k for k in ("y", "T") if k in members), None)
+            if "X" not in members or ykey is None:
+                raise DataError(f"{path.name} must hold arrays 'X' and 'y' (or 'T'); it has {sorted(members)}")
+            (xshape, xdtype), (yshape, ydtype) = (_npy_header(z, members[k], path.name) for k in ("X", ykey))
+            if xshape and yshape and xshape[0] != yshape[0]:
+                raise DataError(f"{path.name}: X has {xshape[0]} rows but {ykey} has {yshape[0]}: one target per instance")
+            _check_width(path.name, xshape[1:], in_features)
+            X = _npy_data(z, members["X"], path.name, "X", np.float32 if xdtype.kind in "biuf" else None)
+            y = _npy_data(z, members[ykey], path.name, ykey, None)
+    except (DataError, InputError):
         raise
-    except (ValueError, zipfile.BadZipFile) as e:
+    except (ValueError, zipfile.BadZipFile, EOFError) as e:
+        with open(path, "rb") as fh:
+            one_array = fh.read(6) == b"\x93NUMPY"
+        if one_array:
+            raise DataError(f"{path.name} holds one array, not an .npz archive: "
+                            f"write it with np.savez(path, X=X, y=y)") from None
         raise DataError(f"cannot read {path}: not a valid .npz of numeric arrays, or truncated ({e})") from None
     return _make_raw(path.name, X, y, ".npz")
 
 
-def _read_csv(path: Path, target: str | None) -> _Raw:
+def _npy_header(z: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of one .npy member from its header alone; the declared size checked."""
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    what = f"array {info.filename.removesuffix('.npy')} of shape {shape}"
+    if dtype.hasobject or dtype.kind not in "biufUS":
+        raise DataError(f"{name}: {what} has dtype {dtype}: X and y must be numeric (y may hold class names)")
+    n = math.prod(shape)
+    stored = n * dtype.itemsize
+    limits.check(name, what, max(n * 4, stored), stored,
+                 info.compress_size if info.compress_type != zipfile.ZIP_STORED else None)
+    if info.compress_type == zipfile.ZIP_STORED and stored > info.file_size:
+        raise DataError(f"{name}: {what} declares {stored} data bytes but the archive holds {info.file_size}: "
+                        "truncated or forged")
+    return shape, dtype
+
+
+def _npy_data(z: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, key: str, into) -> np.ndarray:
+    """One .npy member's array, read in chunks (never more than its header declares); ``into``: a dtype
+    to convert to chunk by chunk (the file's own dtype when None)."""
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        out = _read_values(limits.CappedReader(f, math.prod(shape) * dtype.itemsize, name), dtype,
+                           math.prod(shape), into, f"{name}: {key}")
+    return out.reshape(shape[::-1]).T if fortran else out.reshape(shape)
+
+
+def _read_values(f, dtype: np.dtype, n: int, into, what: str, scale=None) -> np.ndarray:
+    """``n`` values of ``dtype`` from the stream ``f`` into a new array of ``into`` (default ``dtype``),
+    ``limits.CHUNK`` bytes at a time: one copy of the data, never a second one of the raw bytes.
+    ``scale``: a divisor applied to each chunk (uint8 pixels / 255)."""
+    out = np.empty(n, dtype=into or dtype)
+    per = max(1, limits.CHUNK // max(dtype.itemsize, 1))
+    for start in range(0, n, per):
+        count = min(per, n - start)
+        data = f.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise DataError(f"{what} is truncated: its header declares {n} values, the file ends before")
+        values = np.frombuffer(data, dtype)
+        out[start:start + count] = values if scale is None else values / scale  # (in float64, as before)
+    if f.read(1):
+        raise DataError(f"{what} is padded: the file holds more than the {n} values its header declares")
+    return out
+
+
+def _check_width(name: str, instance_shape: tuple, in_features: int | None) -> None:
+    """The features of one instance against a model's inputs, before any data is read."""
+    d = math.prod(instance_shape)
+    if in_features is not None and d != in_features:
+        raise DataError(f"{name} has {d} features per instance but the model takes {in_features}: "
+                        "give data with the model's inputs")
+
+
+def _read_csv(path: Path, target: str | None, in_features: int | None = None) -> _Raw:
     with _open(path, text=True) as f:
-        line = f.readline()
+        line = f.readline(limits.CHUNK)
     delim = next((d for d in ",;\t" if d in line), ",")
     first = next(csv.reader([line], delimiter=delim), [])
     if not first:
         raise DataError(f"{path.name} is empty: expected numeric rows, features first, target last")
+    _check_width(path.name, (len(first) - 1,), in_features)
+    _check_csv_size(path, delim)
     named = [c for c in first if c.strip()]
     header = first if named and all(_number(c) is None for c in named) else None  # no numbers: a header
     try:
@@ -129,6 +200,20 @@ def _read_csv(path: Path, target: str | None) -> _Raw:
     t = data[:, col]
     y = t.astype(np.int64) if _whole_labels(t) else t.astype(np.float32)
     return _make_raw(path.name, np.delete(data, col, axis=1), y, ".csv")
+
+
+def _check_csv_size(path: Path, delim: str) -> None:
+    """Count a CSV's cells in one streaming pass (through gzip, capped: ``util.limits``) and refuse it
+    before parsing when its values, as the float64 numbers the parser makes, pass the limit."""
+    gz = path.name.lower().endswith(".gz")
+    size = path.stat().st_size
+    cap = limits.MAX_EXPANSION * size + limits.SLACK if gz else size
+    cells, sep = 0, delim.encode()
+    with _open(path, text=False) as raw:
+        f = limits.CappedReader(raw, cap, path.name)
+        while chunk := f.read(limits.CHUNK):
+            cells += chunk.count(sep) + chunk.count(b"\n")
+    limits.check(path.name, f"a CSV of about {cells} values", 8 * (cells + 1))
 
 
 def _csv_named_classes(path: Path, delim: str, header: list | None, target: str | None) -> _Raw | None:
@@ -188,38 +273,48 @@ def _csv_problem(path: Path, delim: str, header: list | None, n_cols: int) -> st
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def _read_idx_array(path: Path) -> np.ndarray:
-    """An IDX file: magic 00 00 <type> <ndim>, ndim big-endian uint32 dims, then the data."""
+def _read_idx_array(path: Path, into=None, in_features: int | None = None) -> tuple[np.ndarray, np.dtype]:
+    """An IDX file: magic 00 00 <type> <ndim>, ndim big-endian uint32 dims, then the data. The header
+    is read and checked first (``util.limits``; ``in_features``), the data then read in chunks, through
+    gzip when the name ends in .gz, into a new array of ``into`` (default: the file's dtype).
+    Returns (the array, the file's dtype)."""
     with _open(path, text=False) as f:
-        data = f.read()
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
-        raise DataError(f"{path.name} is not an IDX file (bad magic number {data[:4].hex()})")
-    start = 4 + 4 * data[3]
-    if len(data) < start:
-        raise DataError(f"{path.name} is truncated: its header ends early")
-    dims = struct.unpack(f">{data[3]}I", data[4:start])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    if len(data) - start != math.prod(dims) * dtype.itemsize:
-        raise DataError(f"{path.name} is truncated or padded: dims {dims} need "
-                        f"{math.prod(dims) * dtype.itemsize} data bytes, it has {len(data) - start}")
-    return np.frombuffer(data, dtype, offset=start).reshape(dims)
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or magic[3] == 0:
+            raise DataError(f"{path.name} is not an IDX file (bad magic number {magic.hex()})")
+        head = f.read(4 * magic[3])
+        if len(head) < 4 * magic[3]:
+            raise DataError(f"{path.name} is truncated: its header ends early")
+        dims = struct.unpack(f">{magic[3]}I", head)
+        dtype = np.dtype(_IDX_DTYPES[magic[2]])
+        n = math.prod(dims)
+        _check_width(path.name, dims[1:], in_features)
+        size = path.stat().st_size
+        gz = path.name.lower().endswith(".gz")
+        limits.check(path.name, f"IDX data of shape {dims}", n * max(4, np.dtype(into or dtype).itemsize),
+                     n * dtype.itemsize, size if gz else None)
+        if not gz and size - 4 - len(head) != n * dtype.itemsize:
+            raise DataError(f"{path.name} is truncated or padded: dims {dims} need {n * dtype.itemsize} data bytes, "
+                            f"it has {size - 4 - len(head)}")
+        scale = 255 if into is not None and dtype == np.uint8 else None  # pixels to [0, 1]
+        return _read_values(f, dtype, n, into, path.name, scale).reshape(dims), dtype
 
 
-def _read_idx(path: Path, target) -> _Raw:
+def _read_idx(path: Path, target, in_features: int | None = None) -> _Raw:
     if "labels" in path.name and "images" not in path.name:
         raise DataError(f"{path.name} is a labels file: pass the images file; its labels are found beside it")
     want = path.name.replace("images", "labels").replace("idx3", "idx1").removesuffix(".gz")
     labels_path = next((p for p in (path.with_name(want), path.with_name(want + ".gz")) if p.exists()), None)
     if labels_path is None:
         raise DataError(f"no labels file beside {path.name}: expected {path.with_name(want)}[.gz]")
-    images, labels = _read_idx_array(path), _read_idx_array(labels_path)
+    labels, _ = _read_idx_array(labels_path)
+    images, _ = _read_idx_array(path, np.float32, in_features)  # one float32 copy, uint8 pixels / 255
     if images.ndim < 2 or labels.ndim != 1:
         raise DataError(f"{path.name} must hold images (n, rows, cols) and {labels_path.name} labels (n,); "
                         f"got shapes {images.shape} and {labels.shape}")
     if len(images) != len(labels):
         raise DataError(f"{path.name} has {len(images)} images but {labels_path.name} has {len(labels)} labels")
-    X = images / 255 if images.dtype == np.uint8 else images
-    return _make_raw(path.name, X, labels, "MNIST IDX images (uint8 scaled to [0, 1])")
+    return _make_raw(path.name, images, labels, "MNIST IDX images (uint8 scaled to [0, 1])")
 
 
 def _open(path: Path, text: bool):
@@ -242,7 +337,9 @@ def _make_raw(name: str, X, y, source: str) -> _Raw:
         raise DataError(f"{name}: X has {len(X)} rows but y has {len(y)}: one target per instance")
     if len(X) < MIN_INSTANCES:
         raise DataError(f"{name} has {len(X)} instances: at least {MIN_INSTANCES} are needed to split it")
-    X = X.reshape(len(X), -1).astype(np.float32)
+    X = X.reshape(len(X), -1).astype(np.float32, copy=False)  # the readers' float32 copy kept as is
+    if y.dtype.kind == "b":  # True/False labels are the classes 1 and 0 (a model file's class_values hold no booleans)
+        y = y.astype(np.int64)
     class_values = ()
     if y.dtype.kind in "biuUS":  # integers and names are class labels
         if y.ndim == 2 and y.shape[1] == 1:
@@ -260,9 +357,24 @@ def _make_raw(name: str, X, y, source: str) -> _Raw:
     else:
         y = y.reshape(len(y), -1).astype(np.float32)
     for what, a in (("X", X), ("y", y)):
-        bad = np.argwhere(~np.isfinite(a))
-        if len(bad):
+        bad = _nonfinite(a)
+        if bad is not None:
             where = f"row {bad[0][0]}" + (f", column {bad[0][1]}" if a.ndim == 2 else "")
-            raise DataError(f"{name}: {what} has NaN or inf ({len(bad)} values; first at {where}, "
+            raise DataError(f"{name}: {what} has NaN or inf ({bad[1]} values; first at {where}, "
                             f"counting from 0): clean or impute the data first")
     return _Raw(name, X, y, source, class_values, strata=y if class_values else None)
+
+
+def _nonfinite(a: np.ndarray):
+    """(index of the first NaN or inf, their count), or None; checked a block of rows at a time, so
+    that the mask is never the size of the data."""
+    rows = max(1, limits.CHUNK // max(1, a[:1].nbytes))
+    first, count = None, 0
+    for start in range(0, len(a), rows):
+        bad = ~np.isfinite(a[start:start + rows])
+        k = int(bad.sum())
+        if k and first is None:
+            first = np.argwhere(bad)[0]
+            first[0] += start
+        count += k
+    return None if first is None else (first, count)
