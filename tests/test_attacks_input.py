@@ -300,3 +300,127 @@ def test_the_genuine_checkpoint_resumes(interrupted, tmp_path):
     r = _invoke("prune", model, *PRUNE, "--out", tmp_path / "whole")
     assert r.exit_code == 0, r.output
     assert (tmp_path / "run" / "steps.csv").read_bytes() == (tmp_path / "whole" / "steps.csv").read_bytes()
+
+
+# == family 3: memory exhaustion from small files ==================================================
+def _idx_bomb(d: Path, n: int = 684_784):
+    """gzipped IDX images of n 28x28 zeros (512 MiB, ~0.5 MB on disk) and their labels beside them."""
+    with gzip.open(d / "bomb-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\0\0\x08\x03" + struct.pack(">3I", n, 28, 28))
+        zeros = bytes(2**20)
+        for _ in range(n * 784 // len(zeros)):
+            f.write(zeros)
+        f.write(bytes(n * 784 % len(zeros)))
+    with gzip.open(d / "bomb-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\0\0\x08\x01" + struct.pack(">I", n) + bytes(n))
+    return "bomb-images-idx3-ubyte.gz"
+
+
+def _npz_zeros(d: Path, columns: int = 4):
+    """An .npz of deflated zeros: 128 MiB of X in about 130 KB."""
+    with zipfile.ZipFile(d / "zeros.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        for name, a in (("X", np.zeros((2**25 // columns, columns), np.float32)), ("y", np.zeros(2**25 // columns, np.int64))):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, a)
+            z.writestr(f"{name}.npy", buf.getvalue())
+    return "zeros.npz"
+
+
+def _npz_declared(d: Path):
+    """An .npz whose X header declares (1e7, 1e6) float32 over 64 bytes of data."""
+    with zipfile.ZipFile(d / "huge.npz", "w", zipfile.ZIP_STORED) as z:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (10**7, 10**6)})
+        z.writestr("X.npy", buf.getvalue() + bytes(64))
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.zeros(10**7, np.int64)[:16])
+        z.writestr("y.npy", buf.getvalue())
+    return "huge.npz"
+
+
+def _pt_deflated(d: Path):
+    """torch.save's zip archive of a 2-layer state_dict, re-zipped deflated: 64 MiB of zeros in ~70 KB."""
+    torch.save({"0.weight": torch.zeros(4096, 4096), "1.weight": torch.zeros(3, 4096)}, d / "plain.pt")
+    with zipfile.ZipFile(d / "plain.pt") as src, zipfile.ZipFile(d / "deflated.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    (d / "plain.pt").unlink()
+    return "deflated.pt"
+
+
+def _sparse_safetensors(d: Path):
+    """A sparse 4 GiB safetensors file: a header declaring 4 GiB of float32, then holes."""
+    n = 2**30
+    header = json.dumps({"0.weight": {"dtype": "F32", "shape": [2**20, 2**10], "data_offsets": [0, 4 * n]},
+                         "1.weight": {"dtype": "F32", "shape": [1, 2**20], "data_offsets": [4 * n, 4 * n + 2**22]}})
+    header += " " * (-len(header) % 8)
+    with open(d / "sparse.safetensors", "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header.encode())
+        f.truncate(8 + len(header) + 4 * n + 2**22)
+    return "sparse.safetensors"
+
+
+def _csv_bomb(d: Path):
+    """A gzipped CSV of 256 MiB of zero rows (~0.3 MB)."""
+    with gzip.open(d / "zeros.csv.gz", "wb") as f:
+        rows = b"0,0,0,0,1\n" * 2**20
+        for _ in range(2**28 // len(rows)):
+            f.write(rows)
+    return "zeros.csv.gz"
+
+
+def _genuine_npz(d: Path):
+    """A genuine 4 MiB .npz (2**18 rows of 4 features), refused only under SHRINKNET_MAX_DATA_BYTES=1MiB."""
+    g = np.random.default_rng(0)
+    np.savez(d / "big.npz", X=g.normal(size=(2**18, 4)).astype(np.float32), y=g.integers(0, 4, 2**18))
+    return "big.npz"
+
+
+HELD_OUT = ["--loss", "cross_entropy", "--budget", "1KiB", "--out", "run"]
+SIZES = {  # id -> (make the file in a folder and return its name, argv given that name, words, extra environment)
+    "idx-gz-bomb-against-the-model": (_idx_bomb, lambda f: ["prune", "m.safetensors", "--val", f, *HELD_OUT],
+                                      "has 784 features per instance but the model takes 4", {}),
+    "idx-gz-bomb-to-train": (_idx_bomb, lambda f: ["train", "--data", f, "--out", "run"], "decompression bomb", {}),
+    "npz-deflated-zeros": (_npz_zeros, lambda f: ["prune", "m.safetensors", "--val", f, *HELD_OUT],
+                           "decompression bomb", {}),
+    "npz-declares-1e7-by-1e6": (_npz_declared, lambda f: ["train", "--data", f, "--out", "run"],
+                                "SHRINKNET_MAX_DATA_BYTES allows", {}),
+    "pt-deflated": (_pt_deflated, lambda f: ["info", f, "--activation", "relu", "--out-activation", "none"],
+                    "decompression bomb", {}),
+    "safetensors-sparse-4GiB": (_sparse_safetensors, lambda f: ["info", f, "--activation", "relu",
+                                                                 "--out-activation", "none"],
+                                "SHRINKNET_MAX_DATA_BYTES allows", {}),
+    "csv-gz-bomb": (_csv_bomb, lambda f: ["train", "--data", f, "--out", "run"], "decompression bomb", {}),
+    "limit-set-lower": (_genuine_npz, lambda f: ["train", "--data", f, "--out", "run"],
+                        "more than the 1 MiB SHRINKNET_MAX_DATA_BYTES allows", {"SHRINKNET_MAX_DATA_BYTES": "1MiB"}),
+}
+
+
+@pytest.mark.parametrize("key", list(SIZES))
+def test_a_small_hostile_file_fails_fast_with_bounded_memory(model_files, tmp_path, key, monkeypatch):
+    make, argv, words, env = SIZES[key]
+    (tmp_path / "m.safetensors").write_bytes((model_files / "mlp.safetensors").read_bytes())
+    name = make(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    peak = assert_refused(argv(name), tmp_path, words, child=True)
+    print(f"{key}: peak {peak / MiB:.0f} MiB")
+
+
+def test_the_readers_still_read_what_the_bounds_let_through(tmp_path):
+    """The same formats, genuine and small, load to the same float32 values as a direct read."""
+    from shrinknet.data import datasets
+
+    g = np.random.default_rng(1)
+    X, y = g.integers(0, 256, (60, 3, 4)).astype(np.uint8), g.integers(0, 3, 60).astype(np.uint8)
+    with gzip.open(tmp_path / "t-images-idx3-ubyte.gz", "wb") as f:
+        f.write(b"\0\0\x08\x03" + struct.pack(">3I", 60, 3, 4) + X.tobytes())
+    with gzip.open(tmp_path / "t-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\0\0\x08\x01" + struct.pack(">I", 60) + y.tobytes())
+    got_X, got_y = datasets.load_heldout(tmp_path / "t-images-idx3-ubyte.gz", None, n_classes=3, in_features=12)
+    assert np.array_equal(got_X, (X.reshape(60, 12) / 255).astype(np.float32))  # float64 division, as before
+    assert np.array_equal(got_y, y)
+    Xf = g.normal(size=(40, 2, 3))
+    np.savez_compressed(tmp_path / "f.npz", X=np.asfortranarray(Xf), y=g.random(40))
+    got_X, _ = datasets.load_heldout(tmp_path / "f.npz", "regression")
+    assert np.array_equal(got_X, Xf.reshape(40, 6).astype(np.float32))

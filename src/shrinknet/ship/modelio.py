@@ -26,8 +26,10 @@ are the 2-D ``*weight`` tensors in file order, their widths come from the tensor
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from torch import nn
 from ..model import activations as A
 from ..errors import InputError
 from . import schema
+from ..util import limits
 from ..util.files import atomic_path
 from ..model.layers import Block
 from ..model.losses import LOSSES  # noqa: F401  (modelio.LOSSES, as before)
@@ -151,6 +154,8 @@ def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
     """(header metadata, {name: tensor}) of a safetensors file."""
     from safetensors import SafetensorError, safe_open
 
+    if tensors:
+        _check_declared_sizes(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -227,6 +232,7 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
     path = Path(path)
     kind(path)  # missing, directory, ONNX
     if path.suffix.lower() in STATE_DICT_SUFFIXES:
+        _check_declared_sizes(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -275,6 +281,44 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
 
 
 # -- checks -------------------------------------------------------------------------------------
+_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a model file whose headers declare more than ``util.limits`` allows, before reading
+    tensors: a safetensors header's shapes (a sparse file of 4 GiB holes), a .pt archive's members
+    (deflated zeros declaring gigabytes). What cannot be parsed here is left to the readers' refusals."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = f.read(8)
+        if len(start) == 8 and zipfile.is_zipfile(f):
+            f.seek(0)
+            with zipfile.ZipFile(f) as z:
+                members = z.infolist()
+            stored = sum(i.file_size for i in members)
+            compressed = sum(i.compress_size for i in members if i.compress_type != zipfile.ZIP_STORED)
+            deflated = sum(i.file_size for i in members if i.compress_type != zipfile.ZIP_STORED)
+            limits.check(path.name, "its tensors", stored)
+            limits.check(path.name, "its compressed tensors", deflated, deflated, compressed)
+            return
+        n = int.from_bytes(start, "little") if len(start) == 8 else 0
+        if not 0 < n <= min(size - 8, 100 * 2**20):
+            return
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return
+    if not isinstance(header, dict):
+        return
+    keep = 0
+    for name, t in header.items():
+        shape = t.get("shape") if isinstance(t, dict) and name != "__metadata__" else None
+        if isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape):
+            keep += math.prod(shape) * max(4, _ITEMSIZE.get(t.get("dtype"), 4))
+    limits.check(path.name, "its tensors", keep)
+
+
 def _sequential(path: Path, layers: list[Block]) -> nn.Sequential:
     try:
         model = Net(layers).to_sequential()
