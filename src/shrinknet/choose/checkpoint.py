@@ -164,21 +164,21 @@ def _update(h, t) -> None:
 
 
 def check(saved: dict, current: dict, where: str = "the checkpoint") -> None:
-    """Raise ValueError naming what differs between a checkpoint's fingerprint and this run's."""
+    """Raise CheckpointError (a ValueError) naming what differs between a checkpoint's fingerprint and this run's."""
     fp = saved.get("fingerprint") if isinstance(saved, dict) else None
     if not isinstance(fp, dict):
-        raise ValueError(f"{where} is not a shrinknet pruning checkpoint")
+        raise CheckpointError(f"{where} is not a shrinknet pruning checkpoint")
     if fp.get("model") != current["model"]:
-        raise ValueError(f"{where} was made on another model; resume with the model it was made on, "
+        raise CheckpointError(f"{where} was made on another model; resume with the model it was made on, "
                          "or start afresh without --resume")
     if fp.get("data") != current["data"]:
-        raise ValueError(f"{where} was made on other data; resume with the data it was made on, "
+        raise CheckpointError(f"{where} was made on other data; resume with the data it was made on, "
                          "or start afresh without --resume")
     old, new = fp.get("settings") or {}, current["settings"]
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diff:
         k = diff[0]
-        raise ValueError(f"{where} was made with other settings ({k} {old.get(k)!r}, now {new.get(k)!r}); "
+        raise CheckpointError(f"{where} was made with other settings ({k} {old.get(k)!r}, now {new.get(k)!r}); "
                          "give the same options again, or start afresh without --resume")
 
 
