@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from . import files, paper, prune, train  # noqa: F401  (each registers its commands on the group)
+from . import device, files, paper, prune, train  # noqa: F401  (each registers its commands on the group)
 from .base import _QUIET_KEY, DEFAULT_REFIT, UserError, cli  # noqa: F401  (the public names)
 from .prune import _DISTRIBUTED, _leave_distributed
 

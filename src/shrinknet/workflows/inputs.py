@@ -26,7 +26,8 @@ def choices(values) -> str:
 
 def read_model(path: str, hidden=None, activation=None, out_activation=None, need_activations: bool = True,
                loss: str | None = None, need: tuple[str, ...] = ()):
-    """(model, meta, record) from a shrinknet model file or a plain state_dict.
+    """(network, meta, record) from a shrinknet model file or a plain state_dict: the network parsed
+    once (``as_net``), which every later step of a command takes as it is.
 
     A model file's record wins: an option that contradicts it is refused. A state_dict records
     nothing: its activations must be given (no silent default), its widths come from its shapes.
@@ -49,10 +50,11 @@ def read_model(path: str, hidden=None, activation=None, out_activation=None, nee
                              f"give {', '.join(missing)} (the ones it was trained with)")
         model = modelio.load_state_dict(p, hidden, activation or "identity", out_activation or "identity")
         out = None if out_activation is None else ("identity" if out_activation == "none" else out_activation)
-        return model, {}, modelio.Record(activation=activation, out_activation=out)
+        return as_net(model), {}, modelio.Record(activation=activation, out_activation=out)
     model, meta = modelio.load_model(p)
     rec = modelio.record(model, meta)
-    widths = list(as_net(model).hidden_sizes)
+    model = as_net(model)  # parsed once: every later step takes this network as it is
+    widths = list(model.hidden_sizes)
     if hidden is not None and list(hidden) != widths:
         raise InputError(f"{p} has hidden widths {','.join(map(str, widths))}, not {','.join(map(str, hidden))} "
                         "as --hidden says")
