@@ -54,11 +54,11 @@ def check(name: str, what: str, keep_bytes: int, stored_bytes: int | None = None
     """
     limit = max_data_bytes()
     if keep_bytes > limit:
-        raise InputError(f"{name}: {what} needs {_size(keep_bytes)} in memory, more than the {_size(limit)} "
+        raise InputError(f"{name}: {what} would need {_size(keep_bytes)} in memory, more than the {_size(limit)} "
                          f"{ENV} allows: set {ENV} higher (e.g. {ENV}=8GiB) if the file is genuine")
     if compressed_bytes is not None and stored_bytes is not None and \
             stored_bytes > MAX_EXPANSION * compressed_bytes + SLACK:
-        raise InputError(f"{name}: {what} declares {_size(stored_bytes)} compressed into {_size(compressed_bytes)} "
+        raise InputError(f"{name}: {what}: {_size(stored_bytes)} declared in {_size(compressed_bytes)} compressed "
                          f"(more than {MAX_EXPANSION}x): refusing a decompression bomb")
 
 
