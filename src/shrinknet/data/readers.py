@@ -96,13 +96,15 @@ def _read_npz(path: Path, target, in_features: int | None = None) -> _Raw:
             y = _npy_data(z, members[ykey], path.name, ykey, None)
     except (DataError, InputError):
         raise
-    except (ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as e:  # the last two:
+        # zipfile's words for an unsupported compression method and an encrypted member
         with open(path, "rb") as fh:
             one_array = fh.read(6) == b"\x93NUMPY"
         if one_array:
             raise DataError(f"{path.name} holds one array, not an .npz archive: "
                             f"write it with np.savez(path, X=X, y=y)") from None
-        raise DataError(f"cannot read {path}: not a valid .npz of numeric arrays, or truncated ({e})") from None
+        why = " ".join(str(e).split())[:200]  # one line, whatever the archive made the reader say
+        raise DataError(f"cannot read {path}: not a valid .npz of numeric arrays, or truncated ({why})") from None
     return _make_raw(path.name, X, y, ".npz")
 
 
