@@ -210,7 +210,8 @@ def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=N
     for opt, path in (("--val", val), ("--test", test)):
         if path is None:
             continue
-        X, y = datasets.load_heldout(path, task, values, net.out_features)
+        width = None if net.dims and net.in_shape is None else net.in_features  # checked before the data is read
+        X, y = datasets.load_heldout(path, task, values, net.out_features, in_features=width)
         check_width(net, X.shape[1], f"{opt} {path}")
         if y.ndim == 2 and y.shape[1] != net.out_features:
             raise InputError(f"{opt} {path} has {y.shape[1]} target columns but the model has {net.out_features} outputs")
