@@ -194,7 +194,7 @@ BAD = [
         _put("r.safetensors", lambda p, a: p.write_bytes(np.random.default_rng(1).bytes(4000)))),
     Bad("pickle as model", ("info", "model.pkl"), "not a readable",
         _put("model.pkl", lambda p, a: p.write_bytes(pickle.dumps({"weights": [1, 2, 3]})))),
-    Bad("malicious pickle", ("prune", "evil.pt", *SD_ACTS, "--loss", "mse", *OUT), "refused",
+    Bad("malicious pickle", ("prune", "evil.pt", *SD_ACTS, "--loss", "mse", "--data", "digits", *OUT), "refused",
         _put("evil.pt", lambda p, a: p.write_bytes(pickle.dumps(Evil()))), subprocess=True),
     Bad("nested run.json", ("report", "run", "--out", "rep"), "nested too deeply", _put("run", _nested_run)),
     # -- options and sizes
