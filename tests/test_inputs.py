@@ -185,7 +185,7 @@ BAD = [
                                               .state_dict(), p))),
     Bad("directory as the model", ("prune", "run", *OUT), "run is a directory",
         _put("run", lambda p, a: p.mkdir())),
-    Bad("ONNX file to info", ("info", "m.onnx"), "is an ONNX file; shrinknet reads .safetensors model files",
+    Bad("ONNX file to info", ("info", "m.onnx"), "m.onnx: the graph has 0 inputs",
         _put("m.onnx", lambda p, a: p.write_bytes(b"\x08\x08\x12\x09shrinknet")), subprocess=True),
     Bad("missing model", ("prune", "nope.safetensors", *OUT), "does not exist"),
     Bad("truncated model", ("info", "t.safetensors"), "not a readable",
