@@ -289,11 +289,15 @@ def as_net(model: nn.Module | Network) -> Network:
     if isinstance(model, Network):
         return model
     if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
-        from .imports import to_sequential  # a custom module: traced by torch.fx into a chain
+        if type(model).__module__.startswith("torch.nn."):
+            model = nn.Sequential(model)  # one torch layer alone: a chain of one (fx would trace into its forward)
+        else:
+            from .imports import to_sequential  # a custom module: traced by torch.fx into a chain
 
-        model = to_sequential(model)
+            model = to_sequential(model)
     if not isinstance(model, nn.Sequential):
         raise TypeError(
-            f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
+            f"expected a torch.nn.Module (an nn.Sequential, or a module whose forward is one chain of layers), "
+            f"got {type(model).__name__}"
         )
     return parse(model) if needs_general(model) else parse_mlp(model)
