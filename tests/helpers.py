@@ -236,3 +236,24 @@ def require_float_platform(pinned, what: str, remedy: str) -> None:
         pytest.fail(f"{what} were computed on torch {pinned[0]} with {pinned[1]} CPU kernels; this machine runs "
                     f"torch {here[0]} with {here[1]} kernels, where bitwise float results may differ, so they "
                     f"cannot be checked here. {remedy}", pytrace=False)
+
+
+def damaged_outcomes(data: bytes, path, trials: int, rng) -> set[str]:
+    """Import ``trials`` damaged copies of a model file's bytes (truncated every fourth trial, 1-6 bytes
+    flipped) written to ``path``: the set of what each gave, a module type name or "InputError" (whose
+    message must be one line). Anything else escapes and fails the calling test."""
+    from shrinknet.errors import InputError
+    from shrinknet.model.imports import to_sequential
+
+    outcomes = set()
+    for trial in range(trials):
+        b = bytearray(data[: rng.randint(1, len(data))] if trial % 4 == 0 else data)
+        for pos in rng.randint(0, len(b), size=1 + trial % 6):
+            b[pos] = rng.randint(256)
+        path.write_bytes(bytes(b))
+        try:
+            outcomes.add(type(to_sequential(path)).__name__)
+        except InputError as e:
+            assert "\n" not in str(e)
+            outcomes.add("InputError")
+    return outcomes

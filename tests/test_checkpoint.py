@@ -128,7 +128,10 @@ def test_checkpointer_writes_first_then_every_interval_and_when_final(tmp_path):
 
     class State:
         def to_dict(self):
-            return {"fingerprint": {}, "steps": [{"score": float("inf")}], "ranking": None}
+            step = {"n_removed": 0, "fraction_removed": 0.0, "removed": [], "score": float("inf"), "error": 1.5,
+                    "accuracy": None, "test_error": None, "test_accuracy": None, "params": 10, "bytes": 40,
+                    "kept": [3]}
+            return {"fingerprint": {"model": "m", "data": "d", "settings": {}}, "steps": [step], "ranking": None}
 
     for t, final, writes in [(0, False, 1), (10, False, 1), (29.9, False, 1), (30, False, 2), (31, True, 3),
                              (45, False, 3), (61, False, 4)]:
@@ -143,8 +146,8 @@ def test_checkpointer_writes_first_then_every_interval_and_when_final(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("{", "not a readable checkpoint"),
     ('{"format": "something else"}', "not a shrinknet pruning checkpoint"),
-    ('{"format": "shrinknet-prune-checkpoint", "version": 99, "steps": [{}]}', "version 99"),
-    ('{"format": "shrinknet-prune-checkpoint", "version": 1, "steps": []}', "without steps"),
+    ('{"format": "shrinknet-prune-checkpoint", "version": 99, "steps": [{}]}', "version must be 1"),
+    ('{"format": "shrinknet-prune-checkpoint", "version": 1, "steps": []}', "steps must list 1 to"),
     ("[" * 100000 + "]" * 100000, "not a readable checkpoint"),
 ])
 def test_load_refuses_what_is_not_a_checkpoint(tmp_path, text, message):

@@ -105,7 +105,8 @@ def test_prune_cnn_at_int8_exports_what_it_counted(trained):
     (y,) = sess.run(["output"], {"input": X.numpy()})
     with torch.no_grad():
         assert np.abs(y - saved(X).numpy()).max() <= 1e-5
-    r = invoke("--quiet", "export", out / "model.safetensors", "--format", "c", "--dtype", "int8", "--out", tmp / "again.c")
+    r = invoke("--quiet", "export", out / "model.safetensors", "--format", "c", "--dtype", "int8", "--out", tmp / "again.c",
+               "--overwrite")  # again.c: the float32 export of an earlier test
     assert r.exit_code == 0 and f"flash (weights) {step.bytes} B" in r.output, r.output
     arrays = C_ARRAYS.findall((out / "model.c").read_text())
     assert len(arrays) == 9 and C_ARRAYS.findall((tmp / "again.c").read_text()) == arrays  # weight, scale, bias x 3

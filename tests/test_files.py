@@ -89,14 +89,14 @@ def test_staged_dir_keeps_the_old_directory_when_the_swap_fails(tmp_path, monkey
     (out / "a.txt").write_text("old a")
     (out / files.MARKER).write_bytes(MARK)
     before = listing(tmp_path)
-    real_rename = os.rename
+    real_rename = files.rename_noreplace
 
     def rename(src, dst):
         if str(src).endswith("-stage"):  # moving the new directory in fails (after the old moved aside)
             raise OSError(errno.EIO, "Input/output error")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(files, "rename_noreplace", rename)
     with pytest.raises(OutputError, match="cannot write .*Input/output error"):
         with staged_dir(out, overwrite=True) as stage:
             write_text(stage / "a.txt", "new a")
@@ -171,7 +171,7 @@ def test_replace_files_keeps_the_old_pair_when_a_write_fails(tmp_path, monkeypat
     h.write_text("old h")
     before = listing(tmp_path)
     if failure == "second rename":
-        real_rename, seen = os.rename, []
+        real_rename, seen = files.rename_noreplace, []
 
         def rename(src, dst):
             if ".tmp" in str(src):
@@ -180,7 +180,7 @@ def test_replace_files_keeps_the_old_pair_when_a_write_fails(tmp_path, monkeypat
                     raise OSError(errno.EACCES, "Permission denied")
             return real_rename(src, dst)
 
-        monkeypatch.setattr(os, "rename", rename)
+        monkeypatch.setattr(files, "rename_noreplace", rename)
     else:
         half_then_full_disk(monkeypatch, 1 if failure.startswith("first") else 2)
     with pytest.raises(OutputError, match=r"cannot write .*model\.h.*(No space left|Permission denied)"):

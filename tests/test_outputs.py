@@ -206,7 +206,7 @@ def test_export_over_an_existing_pair_replaces_both_or_neither(model, tmp_path, 
 
     half_then_full_disk(monkeypatch, 2)  # the .h is written, the .c runs out of space half-way
     r = CliRunner().invoke(cli, ["--quiet", "export", str(model), "--format", "c", "--dtype", "float16",
-                                 "--out", str(tmp_path / "model.c")], catch_exceptions=False)
+                                 "--out", str(tmp_path / "model.c"), "--overwrite"], catch_exceptions=False)
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "No space left" in r.stderr, r.output
     assert listing(tmp_path) == before
 
@@ -215,7 +215,8 @@ def test_export_over_an_existing_pair_replaces_both_or_neither(model, tmp_path, 
 def test_same_seed_gives_byte_identical_model_files(model, tmp_path):
     data = model.parent.parent / "blobs.npz"
     for out in ("a", "b"):
-        r = invoke("train", "--data", data, "--hidden", "7,5", "--epochs", "5", "--out", tmp_path / out)
+        r = invoke("train", "--data", data, "--hidden", "7,5", "--epochs", "5", "--out", tmp_path / out,
+                   "--force")  # 5 epochs may end at chance, which train refuses without --force
         assert r.exit_code == 0, r.output
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     _, meta = modelio.load_model(tmp_path / "a" / "model.safetensors")
@@ -230,7 +231,7 @@ KILLER = textwrap.dedent("""
     from shrinknet.util import files
     when, sig = sys.argv[1], getattr(signal, sys.argv[2])
     if when == "swap":  # while moving the finished run in
-        files._swap_in = lambda stage, real: os.kill(os.getpid(), sig)
+        files._swap_in = lambda *args: os.kill(os.getpid(), sig)
     else:  # right after the n-th checkpoint is on disk
         write = checkpoint.Checkpointer.write
         def counted(self, state):

@@ -189,7 +189,8 @@ BAD_NETWORKS = [
     ("width", _net(L(5, 4), torch.nn.Sigmoid(), L(6, 3)), TypeError, "layer 2 (Linear) has in_features=6"),
     ("no hidden", _net(L(5, 3), torch.nn.Sigmoid()), TypeError, "at least one hidden layer"),
     ("two acts", _net(L(5, 4), torch.nn.Sigmoid(), torch.nn.Tanh(), L(4, 3)), TypeError, "follows another activation"),
-    ("not sequential", L(5, 3), TypeError, "nn.Sequential"),
+    ("bare layer", L(5, 3), TypeError, "at least one hidden layer"),
+    ("not a module", "model.pt", TypeError, "expected a torch.nn.Module"),
 ]
 
 

@@ -144,6 +144,7 @@ def prune(
         calib = [] if Xc is None else [Data(Xc, Xc[:, :0], None)]  # a refit's calibration inputs count too
         state = _State(ckpt.fingerprint(net, [val, test, *calib], settings))
         if resume is not None:
+            ckpt.for_model(resume, net.hidden_sizes)  # before anything in it is used
             ckpt.check(resume, state.fingerprint)
     val, test = _split_over(group, net, val, test, config)
     workers = thread_policy.workers_for(thread_policy.scoring_work(net, len(val)), cfg.threads)
@@ -273,30 +274,62 @@ class _State:
 def _resume(pruner: "_Pruner", saved: dict, config: dict, net: Network, algorithm: str):
     """Replay a checkpoint's steps into ``pruner`` (masks, and Algorithm I's ranking), then
     recompute the cached forward passes from scratch: the continued run is then the same,
-    bit for bit, as one that never stopped."""
-    try:
-        steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in saved["steps"]]
-        order = None if saved.get("ranking") is None else deque(tuple(r) for r in saved["ranking"])
-    except (TypeError, KeyError, ValueError):
-        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume") from None
+    bit for bit, as one that never stopped.
+
+    A checkpoint is input: ``prune`` has checked it against this network (``checkpoint.for_model``:
+    indices in range, lengths bounded by its units); here every step is replayed as the run made it
+    (``remove`` without scoring) and its record recomputed: a unit removed twice, a layer emptied,
+    or any recorded number that differs (errors and accuracies to 1e-9 relative, counts exactly)
+    refuses the checkpoint as modified. The replay costs one forward pass of the data per step."""
+    steps = [Step(**{**s, "removed": [tuple(r) for r in s["removed"]]}) for s in saved["steps"]]
+    order = None if saved.get("ranking") is None else deque(tuple(r) for r in saved["ranking"])
     if (algorithm == "single") != (order is not None):
-        raise ValueError("the checkpoint was made by another algorithm: start afresh without --resume")
-    for step in steps[1:]:
+        raise ckpt.CheckpointError("the checkpoint was made by another algorithm: start afresh without --resume")
+    dtype = config["dtype"]
+    pruner._refresh(None)
+    _same_step(0, steps[0], pruner.record([], None, dtype))
+    for k, step in enumerate(steps[1:], start=1):
+        if not step.removed:
+            raise _modified(k, "removes nothing")
         if order is not None:
             chosen, _ = pruner.choose("single", order, 1)
             if chosen != step.removed:
-                raise ValueError("the checkpoint's steps do not follow its ranking: start afresh without --resume")
+                raise ckpt.CheckpointError("the checkpoint's steps do not follow its ranking: it was modified; "
+                                           "start afresh without --resume")
         for h, j in step.removed:
+            if not pruner.masks[h][j]:
+                raise _modified(k, f"removes unit {j} of hidden layer {h}, already removed")
+            if int(pruner.masks[h].sum()) == 1:
+                raise _modified(k, f"removes the last unit of hidden layer {h}")
             pruner.masks[h] = pruner.masks[h].clone()
             pruner.masks[h][j] = False
         pruner.n_removed += len(step.removed)
-    if pruner.n_removed != steps[-1].n_removed:
-        raise ValueError("the checkpoint's steps are damaged: start afresh without --resume")
+        pruner._rebuild()
+        pruner._refresh(min(h for h, _ in step.removed))
+        _same_step(k, step, pruner.record(step.removed, step.score, dtype))
     pruner._rebuild()
     pruner._refresh(None)
     if pruner.incremental is not None:
         pruner.incremental.resume([step.removed for step in steps[1:]])
     return PruneResult(config, steps, net.layout(), net), order
+
+
+def _modified(k: int, what: str) -> ValueError:
+    return ckpt.CheckpointError(f"the checkpoint was modified: its step {k} {what}; start afresh without --resume")
+
+
+def _same_step(k: int, saved: Step, replayed: Step) -> None:
+    """Refuse a recorded step that its replay does not give (``_resume``)."""
+    for name, want in vars(replayed).items():
+        got = getattr(saved, name)
+        if name in ("removed", "score"):  # the step's own input, checked by the replay
+            continue
+        close = (got is None) == (want is None) and (
+            want is None or math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12) or got == want
+            or (math.isnan(got) and math.isnan(want))
+            if isinstance(want, float) else got == want)
+        if not close:
+            raise _modified(k, f"records {name} {got!r} but replaying its removals gives {want!r}")
 
 
 class _Pruner:

@@ -9,13 +9,14 @@ Every user error (bad data, model file, budget, option) ends as one line on stde
     prune.py   prune
     files.py   report, export, info
     paper.py   reproduce, demo
+    device.py  device (the network on emulated Cortex-M cores)
 """
 
 from __future__ import annotations
 
 import click
 
-from . import files, paper, prune, train  # noqa: F401  (each registers its commands on the group)
+from . import device, files, paper, prune, train  # noqa: F401  (each registers its commands on the group)
 from .base import _QUIET_KEY, DEFAULT_REFIT, UserError, cli  # noqa: F401  (the public names)
 from .prune import _DISTRIBUTED, _leave_distributed
 

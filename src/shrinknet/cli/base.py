@@ -9,6 +9,7 @@ import sys
 import traceback
 import warnings
 from ..errors import InputError
+from ..ship.names import one_line
 from pathlib import Path
 
 from ..workflows.inputs import HIDDEN_ACTIVATIONS
@@ -31,7 +32,7 @@ class UserError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None):
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(_error_line(self.format_message()), err=True)
 
 
 EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 2, 1, 130
@@ -44,6 +45,11 @@ INPUT_ERRORS = (InputError, ValueError, TypeError, OSError, ImportError)
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+def _error_line(text) -> str:
+    """The one ``error: ...`` line: control characters (a newline in a path) escaped, never cut."""
+    return "error: " + one_line(str(text).strip())
 
 
 def _debug() -> bool:
@@ -68,8 +74,8 @@ def run_guarded(fn) -> int:
         return e.exit_code
     except click.UsageError as e:
         where = e.ctx.command_path if e.ctx is not None else "shrinknet"
-        click.echo(f"error: {_first_line(click.ClickException(e.format_message())).rstrip('.')}; "
-                   f"try '{where} --help'", err=True)
+        msg = " ".join(part.strip() for part in e.format_message().splitlines() if part.strip())  # click's own lines
+        click.echo(_error_line(f"{msg.rstrip('.')}; try '{where} --help'"), err=True)
         return EXIT_INPUT
     except click.ClickException as e:
         e.show()
@@ -79,7 +85,7 @@ def run_guarded(fn) -> int:
     except INPUT_ERRORS as e:
         if _debug():
             traceback.print_exc()
-        click.echo(f"error: {_first_line(e)}", err=True)
+        click.echo(_error_line(str(e).strip() or type(e).__name__), err=True)
         return EXIT_INPUT
     except Exception as e:  # a bug in shrinknet, not in the input
         if _debug():
@@ -141,8 +147,11 @@ def cli(quiet):
 def _hidden(value: str | None):
     if value is None:
         return None
+    parts = value.split(",")
+    if value.strip() and len(parts) > 1 and not parts[-1].strip():
+        parts = parts[:-1]  # a trailing comma, "100,100,", is harmless
     try:
-        sizes = [int(v) for v in value.split(",") if v.strip()]
+        sizes = [int(v) for v in parts]  # an empty entry ("10,,10") is refused, not skipped
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of widths, e.g. 100,100") from None
     if not sizes or any(s < 1 for s in sizes):
@@ -156,7 +165,7 @@ def _data_options(f):
                      "mnist5k-1vall, ...) or a .npz/.csv/IDX file, split train/val/test 60/20/20; a split that --val or "
                      "--test replaces is not cut from it (with both, the file trains whole). Default: the one the "
                      "model was trained on."),
-        click.option("--seed", default=None, type=int, help="Split seed (default: the model's, else 0)."),
+        click.option("--seed", default=None, type=click.IntRange(min=0), help="Split seed (default: the model's, else 0)."),
         click.option("--size", default=None, type=click.IntRange(min=10), help="Use this many instances."),
     ]):
         f = opt(f)

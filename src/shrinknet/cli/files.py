@@ -38,18 +38,21 @@ def report(run_dirs, out, title, overwrite):
               "with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), float32 biases.")
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
-def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out):
+@click.option("--overwrite", is_flag=True, help="Replace an existing export of shrinknet's at --out (for C: the .c and .h "
+              "pair); files shrinknet did not write are never replaced.")
+def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out, overwrite):
     """Export a network for a device: ONNX, dependency-free C, or safetensors."""
+    from ..util import interrupt
     from ..util.files import claim
+    from ..ship.export import check_export_paths
     from ..store.memory import format_bytes
 
-    _check_out(out, "file", inputs=[model])
-    if fmt == "c" and Path(out).suffix == ".c":
-        _check_out(Path(out).with_suffix(".h"), "file", inputs=[model], option="header")
+    check_export_paths(out, fmt, overwrite, inputs=[model])  # before any work; export() checks again
+    interrupt.pending(out)
     net_model, meta, _ = read_model(model, hidden, activation, out_activation)
     dtype = dtype or _pruned_dtype(meta, fmt)
     with claim(out):  # creates a missing directory; a second export to the same file at once is refused
-        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta)
+        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta, overwrite)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
                f"({format_bytes(res.flash_bytes)} at {dtype}){ram}")
@@ -63,13 +66,13 @@ def _pruned_dtype(meta: dict, fmt: str) -> str:
     return dtype if fmt != "safetensors" and dtype in ("float16", "int8") else "float32"
 
 
-def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict):
+def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict, overwrite: bool):
     """export() to ``out``; a failure to write is reported with the file the user asked for (and
     its .h for C), not the temporary name it was being written under."""
     from ..ship.export import export as export_network
 
     try:
-        return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta)
+        return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta, overwrite=overwrite)
     except OSError as e:
         if isinstance(e, FileNotFoundError) and str(out) in str(e):
             raise  # already names it

@@ -73,10 +73,9 @@ def _join_distributed():
 
 
 def _leave_distributed():
-    import torch.distributed as dist
+    from ..util import distributed
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    distributed.leave()
 
 
 @cli.command()
@@ -142,8 +141,25 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     ends with the same result as an uninterrupted run.
 
     Under torchrun (torchrun --standalone --nproc_per_node=2 -m shrinknet prune ...) the
-    instances are split over the processes; rank 0 prints and writes.
+    instances are split over the processes; rank 0 prints and writes. A rank that fails or stalls
+    is named by rank 0 (util/distributed.py, failures_named).
     """
+    from ..util import distributed
+
+    t0 = time.perf_counter()
+    group = _join_distributed()
+    with distributed.failures_named(group):
+        _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget,
+               ram_budget, max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats,
+               prefix, out, overwrite, resume, checkpoint_every, val, test, refit, ridge, finetune, baseline, speed,
+               screen_size, block_fraction, checks, threads)
+
+
+def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget,
+           ram_budget, max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix,
+           out, overwrite, resume, checkpoint_every, val, test, refit, ridge, finetune, baseline, speed, screen_size,
+           block_fraction, checks, threads):
+    """The prune command's work, on every rank (rank 0 checks outputs, prints and writes)."""
     from ..util import distributed
     from ..store import memory
     from ..choose.checkpoint import Checkpointer
@@ -151,8 +167,6 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     from ..ship.export import check_prefix
     from ..choose.result import parse_drop
 
-    t0 = time.perf_counter()
-    group = _join_distributed()
     if group is not None and resume is not None:
         raise UserError("--resume does not work under torchrun: resume the run in one process")
     scale = dict(speed=speed, screen_size=screen_size, block_fraction=block_fraction, checks=checks,

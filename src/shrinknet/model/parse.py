@@ -273,8 +273,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
     in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
     if in_shape is not None:
         net.bind(in_shape)
-    elif blocks[0].param.kind == "linear":
-        net.in_shape = (blocks[0].weight.shape[1],)
+    elif blocks[0].param.kind == "linear" and not isinstance(next(iter(named.values()), None), nn.Flatten):
+        net.in_shape = (blocks[0].weight.shape[1],)  # (a leading nn.Flatten: the instance shape is bound from data)
     return net
 
 
@@ -356,13 +356,24 @@ def as_net(model: nn.Module | Network) -> Network:
     """Parse an ``nn.Sequential`` into a network: the MLP :class:`Net` for Linear layers and
     elementwise activations, ``layers.net.SeqNet`` when there are convolutions, pooling,
     BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (the walk is ``parse`` / ``parse_mlp`` below).
+    Any other ``nn.Module`` is first traced by ``torch.fx`` into an equivalent ``nn.Sequential``
+    (model/imports/fx.py: InputError naming the node and source line when it is not a chain);
+    an ``nn.Sequential`` is parsed as it is (the very object).
 
     Raises TypeError naming the offending layer for anything else.
     """
     if isinstance(model, Network):
         return model
+    if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
+        if type(model).__module__.startswith("torch.nn."):
+            model = nn.Sequential(model)  # one torch layer alone: a chain of one (fx would trace into its forward)
+        else:
+            from .imports import to_sequential  # a custom module: traced by torch.fx into a chain
+
+            model = to_sequential(model)
     if not isinstance(model, nn.Sequential):
         raise TypeError(
-            f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}"
+            f"expected a torch.nn.Module (an nn.Sequential, or a module whose forward is one chain of layers), "
+            f"got {type(model).__name__}"
         )
     return parse(model) if needs_general(model) else parse_mlp(model)

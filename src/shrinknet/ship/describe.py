@@ -10,8 +10,6 @@ a depthwise conv at tail position I of layer K holds ``layers.K.I.weight`` (c, 1
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
 from ..model import activations as A
@@ -48,58 +46,37 @@ def tensors(net: SeqNet) -> dict[str, Tensor]:
 
 
 def _depthwise(d: dict, tensors: dict, key: str, where: str) -> Depthwise:
+    """A depthwise tail op of a description that ``schema.SEQ`` accepted; its tensors are checked against it."""
     W = tensors[f"{key}.weight"]
-    b = tensors.get(f"{key}.bias") if d.get("bias") else None
-    if W.ndim != 4 or W.shape[1] != 1 or list(W.shape) != list(d.get("shape", [])) or (
-            d.get("bias") and (b is None or tuple(b.shape) != (W.shape[0],))):
+    b = tensors.get(f"{key}.bias") if d["bias"] else None
+    if W.ndim != 4 or W.shape[1] != 1 or list(W.shape) != d["shape"] or (
+            d["bias"] and (b is None or tuple(b.shape) != (W.shape[0],))):
         raise ValueError(f"{where}: depthwise weights do not match the description")
-    return Depthwise(W, b, _whole(d, "stride", 1, where), _whole(d, "padding", 0, where), _whole(d, "dilation", 1, where))
-
-
-def _whole(d: dict, key: str, low: int, where: str) -> tuple[int, ...]:
-    """``d[key]``: a list of whole numbers >= ``low`` (a forged or corrupt file gets a ValueError naming it)."""
-    v = d[key]
-    if not isinstance(v, list) or not v or any(not isinstance(x, int) or isinstance(x, bool) or x < low for x in v):
-        raise ValueError(f"{where}: {key} must be a list of whole numbers >= {low}, got {v!r}")
-    return tuple(v)
-
-
-def _number(d: dict, key: str, default: float, where: str, ok, what: str) -> float:
-    v = d.get(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not ok(float(v)):
-        raise ValueError(f"{where}: {key} must be {what}, got {v!r}")
-    return float(v)
+    return Depthwise(W, b, tuple(d["stride"]), tuple(d["padding"]), tuple(d["dilation"]))
 
 
 def _op(d: dict, where: str):
-    t = lambda key, low: _whole(d, key, low, where)  # noqa: E731
+    """One tail op of a description that ``schema.SEQ`` accepted (types and ranges are trusted)."""
+    t = lambda key: tuple(d[key])  # noqa: E731
     kind = d["op"]
     if kind == "act":
-        return Act(A.from_name(d["name"],
-                               beta=_number(d, "beta", 1.0, where, lambda x: math.isfinite(x) and x > 0, "positive"),
-                               threshold=_number(d, "threshold", 20.0, where, lambda x: x == x, "a number"),
-                               slope=_number(d, "slope", 0.01, where, math.isfinite, "finite"), names=A.GENERAL_NAMES))
+        return Act(A.from_name(d["name"], beta=d.get("beta", 1.0), threshold=d.get("threshold", 20.0),
+                               slope=d.get("slope", 0.01), names=A.GENERAL_NAMES))
     if kind in ("maxpool", "avgpool"):
-        kernel, stride, padding = t("kernel", 1), t("stride", 1), t("padding", 0)
+        kernel, stride, padding = t("kernel"), t("stride"), t("padding")
         if any(2 * p > k for p, k in zip(padding, kernel)):
             raise ValueError(f"{where}: padding {padding} is more than half the kernel {kernel}")
         if kind == "avgpool":
             return AvgPool(kernel, stride, padding)
-        return MaxPool(kernel, stride, padding, t("dilation", 1))
-    if kind == "adaptive_avgpool":
-        return AdaptiveAvgPool(t("size", 1))
-    raise ValueError(f"unknown layer {kind!r}")
+        return MaxPool(kernel, stride, padding, t("dilation"))
+    return AdaptiveAvgPool(t("size"))
 
 
 def build(doc: dict, tensors: dict[str, Tensor]) -> SeqNet:
-    """The SeqNet a description and its tensors hold; ValueError/KeyError when they disagree."""
-    if doc.get("format") != FORMAT or doc.get("version") != 1:
-        raise ValueError(f"not a shrinknet-seq description of version 1 (format {doc.get('format')!r}, version "
-                         f"{doc.get('version')!r})")
-    if not isinstance(doc.get("blocks"), list) or len(doc["blocks"]) < 2:
-        raise ValueError("the description must list at least two layers with weights (a hidden one and the output)")
-    if doc.get("dims") not in (0, 1, 2):
-        raise ValueError(f"dims must be 0, 1 or 2, got {doc.get('dims')!r}")
+    """The SeqNet a description and its tensors hold; ValueError/KeyError when they disagree.
+
+    ``doc`` must have passed ``schema.description_problem`` (``modelio.load_model`` checks it first):
+    its types and ranges are trusted here, what only the tensors can tell is checked."""
     blocks = []
     for k, d in enumerate(doc["blocks"]):
         W = tensors[f"layers.{k}.weight"]
@@ -110,17 +87,15 @@ def build(doc: dict, tensors: dict[str, Tensor]) -> SeqNet:
         if p["op"] == "conv":
             if W.ndim != 4:
                 raise ValueError(f"layer {k}: a convolution kernel must be 4-D")
-            where = f"layer {k} (conv)"
-            param = Conv(W, b, _whole(p, "stride", 1, where), _whole(p, "padding", 0, where),
-                         _whole(p, "dilation", 1, where))
-        elif p["op"] == "linear":
-            param = Dense(W, b, _whole({"block": [p["block"]]}, "block", 1, f"layer {k} (linear)")[0])
+            param = Conv(W, b, tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]))
         else:
-            raise ValueError(f"unknown layer {p['op']!r}")
+            if W.ndim != 2 or W.shape[1] % p["block"]:
+                raise ValueError(f"layer {k}: block {p['block']} does not divide the weight's {W.shape[-1]} columns")
+            param = Dense(W, b, p["block"])
         blocks.append(Block(param, tuple(
-            _depthwise(t, tensors, f"layers.{k}.{i}", f"layer {k} (depthwise)") if t.get("op") == "depthwise"
-            else _op(t, f"layer {k} ({t.get('op')})") for i, t in enumerate(d["tail"]))))
-    net = SeqNet(blocks, int(doc["dims"]), None)
+            _depthwise(t, tensors, f"layers.{k}.{i}", f"layer {k} (depthwise)") if t["op"] == "depthwise"
+            else _op(t, f"layer {k} ({t['op']})") for i, t in enumerate(d["tail"]))))
+    net = SeqNet(blocks, doc["dims"], None)
     if doc.get("in_shape") is not None:
         net.bind(tuple(doc["in_shape"]))
     return net

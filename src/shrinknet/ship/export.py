@@ -81,13 +81,16 @@ both files that were there before are left as they were.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..util.files import replace_files, write_bytes
+from ..util.files import OutputError, atomic_path, check_output, identity, replace_files, write_bytes
 from . import emit as lx
+from . import names
 from .emit import ONNX_IR_VERSION, ONNX_OPSET  # noqa: F401  (documented above)
 from ..store import dtypes
 from ..store.memory import network_bytes
@@ -96,7 +99,6 @@ from ..model.parse import as_net
 FORMATS = ("onnx", "c", "safetensors")
 DTYPES = dtypes.EXPORTABLE
 
-_C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _INSTALL_HINT = "pip install 'shrinknet[export]'"
 
 
@@ -117,7 +119,8 @@ class ExportResult:
 
 
 def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "float32",
-           prefix: str = "shrinknet", meta: dict | None = None, input_shape=None) -> ExportResult:
+           prefix: str = "shrinknet", meta: dict | None = None, input_shape=None,
+           overwrite: bool = False) -> ExportResult:
     """Write ``model`` (nn.Sequential or a parsed network) to ``path`` as ONNX, C99 source, or safetensors.
 
     Args:
@@ -127,16 +130,21 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         format: "onnx", "c" or "safetensors".
         dtype: storage type of weights and biases, "float32", "float16" or "int8" (ONNX and C:
             int8 weights with float32 scales per row or output channel, float32 biases).
-        prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a C identifier.
+        prefix: C only: names ``<prefix>_forward`` and the ``<PREFIX>_*`` macros; a lower-case C
+            identifier (:func:`shrinknet.ship.names.c_prefix`).
         meta: free-form JSON-serialisable facts stored with the model (ONNX metadata, C comment,
             safetensors header).
         input_shape: the shape of one instance, e.g. (1, 20, 20), for a convolutional network
             whose input shape is not known from data or its model file (ONNX and C need it).
+        overwrite: replace existing output files; only files shrinknet exported
+            (:func:`check_export_paths`).
 
     Raises:
         ValueError: unknown format or dtype, a prefix that is not a C identifier, a C path not
             ending in ``.c``, weights that are not finite at ``dtype``, a softplus constant no
             format can write, or an ``input_shape`` the network does not take.
+        shrinknet.util.files.OutputError: an output file that exists (without ``overwrite``), that
+            shrinknet did not write, or a name the format cannot take (a ValueError too).
         TypeError: ``model`` is not a supported network (the message names the layer).
         FileNotFoundError: the directory of ``path`` does not exist.
         ImportError: ONNX export without the ``onnx`` package.
@@ -148,16 +156,10 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     path = Path(path)
     if format == "c":
         check_prefix(prefix)
-        if path.suffix != ".c":
-            raise ValueError(
-                f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}"
-            )
-    elif path.suffix.lower() in {".c", ".h", ".onnx", ".safetensors"} - {f".{format}"}:
-        raise ValueError(f"{format} export to {path}: the name says {path.suffix[1:]}; give a path ending in "
-                         f".{format}")
     if format == "safetensors" and dtype == "int8":
         raise ValueError("safetensors export stores float weights: use dtype float32 or float16 "
                          "(int8 storage is exported as onnx or c)")
+    expect = check_export_paths(path, format, overwrite)
     net = as_net(model)
     if input_shape is not None:
         net.bind(tuple(input_shape))
@@ -168,26 +170,97 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
     if format == "safetensors":
         from .modelio import save_model
 
-        save_model(path, net, meta, dtype=dtype)
+        with atomic_path(path, expect[path]) as tmp:
+            save_model(tmp, net, meta, dtype=dtype)
         return ExportResult([path], flash, 0, format, dtype)
     if format == "onnx":
         try:
             import onnx  # noqa: F401
         except ImportError as e:
             raise ImportError(f"ONNX export needs the onnx package: {_INSTALL_HINT}") from e
-        write_bytes(path, lx.onnx_model(net, stored, dtype, meta).SerializeToString())
+        write_bytes(path, lx.onnx_model(net, stored, dtype, meta).SerializeToString(), expect[path])
         return ExportResult([path], flash, 0, format, dtype)
     header = path.with_suffix(".h")
     h_text, c_text, ram = lx.c_sources(net, stored, dtype, prefix, header.name, flash, meta)
-    replace_files([(header, h_text), (path, c_text)])  # both or neither, the old pair kept on failure
+    replace_files([(header, h_text), (path, c_text)], expect)  # both or neither, the old pair kept on failure
     return ExportResult([path, header], flash, ram, format, dtype)
 
 
 def check_prefix(prefix: str) -> str:
-    """``prefix`` if it can name C functions and macros (a C identifier), else ValueError."""
-    if not isinstance(prefix, str) or not _C_IDENTIFIER.match(prefix):
-        raise ValueError(
-            f"prefix {prefix!r} is not a C identifier: use letters, digits and underscores, "
-            "not starting with a digit"
-        )
-    return prefix
+    """``prefix`` if it can name C functions and macros (:func:`shrinknet.ship.names.c_prefix`), else InputError."""
+    return names.c_prefix(prefix)
+
+
+def export_paths(path: str | os.PathLike, format: str) -> list[Path]:
+    """The files an export to ``path`` writes: ``path`` (C: the ``.c`` file, then its ``.h``)."""
+    path = Path(path)
+    return [path, path.with_suffix(".h")] if format == "c" else [path]
+
+
+def check_export_paths(path: str | os.PathLike, format: str, overwrite: bool = False, inputs=(),
+                       option: str = "--out") -> dict[Path, tuple[int, int] | None]:
+    """Check every file an export to ``path`` writes, by the rules of run directories, before any work.
+
+    The name must end in ``.<format>`` (C: ``.c``, and its ``.h`` beside it is checked too), each
+    file must be writable where it is (:func:`shrinknet.util.files.check_output`: not an input, not
+    a directory, FIFO or device), and an existing file is replaced only with ``overwrite`` and only
+    when shrinknet wrote it (:func:`written_by_shrinknet`). C: the header's name must be able to
+    stand in ``#include "..."`` (:func:`shrinknet.ship.names.c_include_name`).
+
+    Returns each file's identity (``files.identity``: None when absent) for the write, which
+    replaces only what was checked here (``files.swap_into``). Raises OutputError (one line).
+    """
+    path = Path(path)
+    check_output(path, "file", inputs=inputs, option=option)
+    if path.suffix.lower() != f".{format}":
+        hint = " (the .h is written beside it)" if format == "c" else ""
+        raise OutputError(f"{option} {names.one_line(str(path))}: {format} export writes a .{format} file{hint}; "
+                          f"give a name ending in .{format}")
+    expect = {}
+    for p in export_paths(path, format):
+        if p != path:
+            check_output(p, "file", inputs=inputs, option="the header")
+            names.c_include_name(p.name)
+        if os.path.lexists(p):
+            shown = names.one_line(str(p))
+            if not written_by_shrinknet(p, format):
+                raise OutputError(f"{shown} exists and was not written by shrinknet: it is kept; choose another "
+                                  "name for the export")
+            if not overwrite:
+                raise OutputError(f"{shown} exists: add --overwrite to replace it, or choose another name")
+        expect[p] = identity(p)
+    return expect
+
+
+#: how each format's files written by shrinknet begin (safetensors: see _safetensors_by_shrinknet)
+_C_BANNER = b"/*\n * Generated by shrinknet "
+_ONNX_START = re.compile(rb"\x08[\x00-\x7f]\x12\x09shrinknet")  # ir_version (field 1), producer_name (field 2)
+_HEADER_LIMIT = 16 << 20
+
+
+def written_by_shrinknet(path: str | os.PathLike, format: str) -> bool:
+    """Whether ``path`` is a file shrinknet exported in ``format``, recognised by how it begins:
+    C and its header by the banner comment (``/*`` then `` * Generated by shrinknet``), ONNX by its
+    serialised ModelProto starting with ``ir_version`` and ``producer_name`` "shrinknet" (onnx writes
+    fields in number order), safetensors by a header of at most 16 MiB whose ``__metadata__`` holds
+    the ``"shrinknet"`` description. Reads at most the header; never the whole file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO put there does not block
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            if format == "c":
+                return f.read(len(_C_BANNER)) == _C_BANNER
+            if format == "onnx":
+                return bool(_ONNX_START.match(f.read(16)))
+            head = f.read(8)
+            if len(head) != 8:
+                return False
+            n = int.from_bytes(head, "little")
+            if not 2 <= n <= _HEADER_LIMIT:
+                return False
+            doc = json.loads(f.read(n))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    meta = doc.get("__metadata__") if isinstance(doc, dict) else None
+    return isinstance(meta, dict) and isinstance(meta.get("shrinknet"), str)

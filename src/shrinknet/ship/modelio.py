@@ -29,6 +29,7 @@ import json
 import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +38,19 @@ from torch import nn
 
 from ..model import activations as A
 from ..errors import InputError
+from . import schema
+from ..util import limits
 from ..util.files import atomic_path
 from ..model.layers import Block
-from ..model.losses import LOSSES
+from ..model.losses import LOSSES  # noqa: F401  (modelio.LOSSES, as before)
 from ..model.mlp import Net
 from ..store import dtypes
 from ..model.parse import as_net
 
-FORMAT = "shrinknet-mlp"
+FORMAT = schema.MLP_FORMAT
 VERSION = 2
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
-TASKS = ("classification", "regression")
+TASKS = schema.TASKS
 
 
 class ModelFileError(InputError):
@@ -106,7 +109,9 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
     if input_shape is not None:
         net = net.copy()
         net.bind(tuple(input_shape))
-    _check_meta(meta or {}, "meta")
+    bad = schema.meta_problem(json.loads(json.dumps(meta or {})))
+    if bad:
+        raise InputError(f"meta: {bad}")
     describe = {FORMAT: _describe, io.FORMAT: io.describe}[net.file_format]
     conv = (lambda t: t) if dtype is None else (lambda t: t.to(getattr(torch, dtype)))
     tensors = {k: conv(t).detach().cpu().contiguous() for k, t in io.tensors(net).items()}
@@ -149,6 +154,8 @@ def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
     """(header metadata, {name: tensor}) of a safetensors file."""
     from safetensors import SafetensorError, safe_open
 
+    if tensors:
+        _check_declared_sizes(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -175,12 +182,12 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tup
         doc = json.loads(header["shrinknet"])
     except (json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{path}: its shrinknet description is not readable JSON (or nested too deeply)") from None
-    if isinstance(doc, dict) and doc.get("format") == "shrinknet-seq":  # convolutions: layers/io.py
-        model, meta = _load_general(path, doc, tensors)
-        return (model if dtype is None else model.to(dtype)), meta
-    bad = _check_doc(doc)
+    bad = schema.description_problem(doc)  # after this, the description's types and ranges are trusted
     if bad:
         raise ModelFileError(f"{path} has an invalid shrinknet description: {bad}")
+    if doc["format"] == schema.SEQ_FORMAT:  # convolutions: ship/describe.py
+        model, meta = _load_general(path, doc, tensors)
+        return (model if dtype is None else model.to(dtype)), meta
     layers = []
     used = set()
     for k, d in enumerate(doc["layers"]):
@@ -200,7 +207,7 @@ def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None) -> tup
                 _check_tensor(path, key, t)
                 used.add(key)
         a = d["activation"]
-        act = A.from_name(a["name"], beta=float(a.get("beta", 1.0)), threshold=float(a.get("threshold", 20.0)))
+        act = A.from_name(a["name"], beta=a.get("beta", 1.0), threshold=a.get("threshold", 20.0))
         layers.append(Block.linear(W, b, act))
     extra = sorted(set(tensors) - used)
     if extra:
@@ -225,6 +232,7 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
     path = Path(path)
     kind(path)  # missing, directory, ONNX
     if path.suffix.lower() in STATE_DICT_SUFFIXES:
+        _check_declared_sizes(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -273,6 +281,47 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
 
 
 # -- checks -------------------------------------------------------------------------------------
+_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2}
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Refuse a model file whose headers declare more than ``util.limits`` allows, before reading
+    tensors: a safetensors header's shapes (a sparse file of 4 GiB holes), a .pt archive's members
+    (deflated zeros declaring gigabytes). What cannot be parsed here is left to the readers' refusals."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = f.read(8)
+        if len(start) == 8 and zipfile.is_zipfile(f):
+            f.seek(0)
+            try:
+                with zipfile.ZipFile(f) as z:
+                    members = z.infolist()
+            except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError):
+                return  # torch.load refuses it in its own words
+            stored = sum(i.file_size for i in members)
+            compressed = sum(i.compress_size for i in members if i.compress_type != zipfile.ZIP_STORED)
+            deflated = sum(i.file_size for i in members if i.compress_type != zipfile.ZIP_STORED)
+            limits.check(path.name, "its tensors", stored)
+            limits.check(path.name, "its compressed tensors", deflated, deflated, compressed)
+            return
+        n = int.from_bytes(start, "little") if len(start) == 8 else 0
+        if not 0 < n <= min(size - 8, 100 * 2**20):
+            return
+        f.seek(8)
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            return
+    if not isinstance(header, dict):
+        return
+    keep = 0
+    for name, t in header.items():
+        shape = t.get("shape") if isinstance(t, dict) and name != "__metadata__" else None
+        if isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape):
+            keep += math.prod(shape) * max(4, _ITEMSIZE.get(t.get("dtype"), 4))
+    limits.check(path.name, "its tensors", keep)
+
+
 def _sequential(path: Path, layers: list[Block]) -> nn.Sequential:
     try:
         model = Net(layers).to_sequential()
@@ -294,67 +343,6 @@ def _check_tensor(path: Path, key: str, t: torch.Tensor) -> None:
                              "retrain it or restore a good copy")
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_doc(doc) -> str | None:
-    """What is wrong with a parsed shrinknet description, or None."""
-    if not isinstance(doc, dict):
-        return f"it is a JSON {type(doc).__name__}, not an object"
-    if doc.get("format") != FORMAT:
-        return f"format is {doc.get('format')!r}, not {FORMAT!r}"
-    if doc.get("version") not in (1, VERSION) or isinstance(doc.get("version"), bool):
-        return f"version {doc.get('version')!r} is not one this shrinknet reads (1 or {VERSION})"
-    layers = doc.get("layers")
-    if not isinstance(layers, list) or len(layers) < 2:
-        return "'layers' must be a list of at least two layer descriptions"
-    for k, d in enumerate(layers):
-        if not isinstance(d, dict):
-            return f"layer {k} is not an object"
-        if not (_is_int(d.get("in")) and _is_int(d.get("out")) and d["in"] >= 1 and d["out"] >= 1):
-            return f"layer {k} needs positive integer 'in' and 'out' widths"
-        if not isinstance(d.get("bias"), bool):
-            return f"layer {k} needs 'bias': true or false"
-        a = d.get("activation")
-        if not isinstance(a, dict) or a.get("name") not in A.NAMES:
-            return f"layer {k} has no valid activation (one of {', '.join(A.NAMES)})"
-        beta, threshold = a.get("beta", 1.0), a.get("threshold", 20.0)
-        if not (_is_number(beta) and math.isfinite(beta) and beta > 0):
-            return f"layer {k}: softplus beta must be a positive finite number, got {beta!r}"
-        if not (_is_number(threshold) and (math.isfinite(threshold) or threshold == math.inf)):
-            return f"layer {k}: softplus threshold must be a finite number or +Infinity, got {threshold!r}"
-    if "meta" in doc:
-        return _check_meta(doc["meta"], "'meta'", raise_=False)
-    return None
-
-
-def _check_meta(meta, what: str, raise_: bool = True) -> str | None:
-    """The record fields of ``meta`` checked: a dict, a known loss and task, scalar class values."""
-    bad = None
-    if not isinstance(meta, dict):
-        bad = f"{what} must be a JSON object, got {type(meta).__name__}"
-    elif meta.get("loss") not in (None, *LOSSES):
-        bad = f"{what}: loss {meta['loss']!r} is not one of {', '.join(LOSSES)}"
-    elif meta.get("task") not in (None, *TASKS):
-        bad = f"{what}: task {meta['task']!r} is not one of {', '.join(TASKS)}"
-    elif "data" in meta and not isinstance(meta["data"], dict):
-        bad = f"{what}: 'data' must be an object"
-    else:
-        data = meta.get("data") or {}
-        for values in (meta.get("class_values"), data.get("class_values")):
-            if values is not None and not (isinstance(values, list) and all(
-                    isinstance(v, (str, int, float, bool)) for v in values)):
-                bad = f"{what}: class_values must be a list of numbers or strings"
-    if bad and raise_:
-        raise InputError(bad)
-    return bad
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -367,9 +355,6 @@ def _load_general(path: Path, doc: dict, tensors: dict) -> tuple[nn.Sequential, 
 
     for key, t in tensors.items():
         _check_tensor(path, key, t)
-    bad = _check_meta(doc.get("meta", {}), "'meta'", raise_=False)
-    if bad:
-        raise ModelFileError(f"{path} has an invalid shrinknet description: {bad}")
     try:
         net = io.build(doc, tensors)
         unused = sorted(set(tensors) - set(io.tensors(net)))

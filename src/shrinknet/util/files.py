@@ -21,6 +21,7 @@ beside it (``claim``): the second one fails at once with one line instead of mix
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import math
@@ -28,11 +29,13 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
 from torch import Tensor
 
+from ..errors import InputError
 from . import interrupt
 
 _TAG = "shrinknet"
@@ -40,7 +43,7 @@ _TAG = "shrinknet"
 _LEFTOVER = re.compile(rf"^\.(?P<name>.+)\.{_TAG}-(?P<pid>\d+)-(?P<kind>stage|old|[^.]*\.tmp)$")
 
 
-class OutputError(ValueError):
+class OutputError(InputError):
     """An output location that cannot be written whole (one line, for the user)."""
 
 
@@ -258,12 +261,17 @@ def _tmp_name(path: Path) -> tuple[str, str]:
     return f".{path.name}.{_TAG}-{os.getpid()}-", ".tmp"
 
 
+_ANY = object()  # atomic_path's default: replace whatever is at the path
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, expect=_ANY):
     """Yield a temporary path next to ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     Raises FileNotFoundError with a clear message when the parent directory does not exist.
+    With ``expect`` (:func:`identity` of ``path`` when it was checked: None for nothing there)
+    only that is replaced (:func:`swap_into`); anything else found there is kept (OutputError).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -273,15 +281,22 @@ def atomic_path(path: str | os.PathLike):
     with _as_output_error(path):
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
     os.close(fd)
+    old = None
     try:
         with _as_output_error(path):
             yield Path(tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-            os.replace(tmp, path)
+            if expect is _ANY:
+                os.replace(tmp, path)
+            else:
+                with interrupt.deferred():
+                    old = swap_into(Path(tmp), path, expect)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if old is not None:
+        remove_checked(old, expect)
 
 
 @contextlib.contextmanager
@@ -303,8 +318,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         _write_file(tmp, text.encode("utf-8"))
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, expect=_ANY) -> None:
+    with atomic_path(path, expect) as tmp:
         _write_file(tmp, data)
 
 
@@ -329,55 +344,171 @@ def staged_dir(path: str | os.PathLike, overwrite: bool = False, own: tuple[str,
     then the old one removed. So a directory holds the files of one run, all of them, or stays
     as it was. On failure (or Ctrl-C/SIGTERM) the staging directory is removed. Missing parent
     directories are created; concurrent writers are refused (``claim``).
+
+    The swap replaces only what was checked (:func:`swap_into`): a directory that appeared at
+    ``path`` while the work ran, one put in the checked one's place, or the checked one once
+    anything in it was added, removed or replaced (its entries' names and inodes), is kept, and
+    ``OutputError`` says so.
     """
     path = Path(path)
     with _as_output_error(path), claim(path) as real:
         check_output(real, "dir", overwrite=overwrite, own=own)
+        expect, entries = identity(real), _entries(real)
         stage = real.parent / f".{real.name}.{_TAG}-{os.getpid()}-stage"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
+        old = None
         try:
             (stage / MARKER).write_text("written by shrinknet: --overwrite may replace this directory as a whole\n")
             yield stage
             with interrupt.deferred():
-                _swap_in(stage, real)
+                old = _swap_in(stage, real, expect, lambda d: _entries(d) == entries, path)
                 interrupt.written(path)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            remove_checked(old, expect)
 
 
-def _swap_in(stage: Path, real: Path) -> None:
-    """Rename ``stage`` onto ``real``; an existing ``real`` is moved aside first, removed last."""
-    if not real.exists():
-        os.rename(stage, real)
-        return
-    if not os.listdir(real):
-        os.rmdir(real)
-        os.rename(stage, real)
-        return
-    old = real.parent / f".{real.name}.{_TAG}-{os.getpid()}-old"
-    os.rename(real, old)
+def _swap_in(stage: Path, real: Path, expect, verify, option) -> Path | None:
+    """staged_dir's last step (tests interrupt it here)."""
+    return swap_into(stage, real, expect, verify=verify, option=option)
+
+
+def _entries(d: Path) -> set | None:
+    """What a directory holds, as checked: each entry's name, inode and change time (a file replaced
+    by a new one may get the freed inode back, never the old change time); None for no directory."""
     try:
-        os.rename(stage, real)
+        with os.scandir(d) as it:
+            return {(e.name, e.inode(), e.stat(follow_symlinks=False).st_ctime_ns) for e in it}
+    except (NotADirectoryError, FileNotFoundError):
+        return None
+
+
+# -- the final step: no-replace moves, identity checked before anything is moved away or deleted ----
+def identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of ``path`` itself (a symbolic link is not followed), None when nothing is there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_RENAME_NOREPLACE, _AT_FDCWD = 1, -100
+_renameat2 = []  # [libc renameat2 or None], looked up once
+
+
+def _libc_renameat2():
+    if not _renameat2:
+        fn = None
+        if sys.platform.startswith("linux"):
+            with contextlib.suppress(OSError, AttributeError):
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+                fn.restype = ctypes.c_int
+        _renameat2.append(fn)
+    return _renameat2[0]
+
+
+def rename_noreplace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move ``src`` to ``dst`` only when nothing is at ``dst``, in one step that cannot replace
+    what appears there meanwhile; FileExistsError otherwise.
+
+    Linux: ``renameat2(RENAME_NOREPLACE)``. Where the kernel or file system lacks it: a file is
+    hard-linked to ``dst`` (``link`` never replaces) and then unlinked from ``src``; a directory is
+    renamed onto a directory created exclusively at ``dst`` (``rename`` replaces only an empty
+    directory, so files put into it meanwhile make the move fail and are kept).
+    """
+    fn = _libc_renameat2()
+    if fn is not None:
+        if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.isdir(src) and not os.path.islink(src):
+        os.mkdir(dst)  # FileExistsError when something is there
+        made = identity(dst)
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            if identity(dst) == made:
+                with contextlib.suppress(OSError):
+                    os.rmdir(dst)  # ours, and still empty
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(errno.EEXIST, "something was put there", str(dst)) from None
+            raise
+        return
+    os.link(src, dst, follow_symlinks=False)  # FileExistsError when something is there
+    os.unlink(src)
+
+
+def swap_into(new: Path, target: Path, expect: tuple[int, int] | None, verify=None, option=None) -> Path | None:
+    """Put ``new`` at ``target``, replacing only what was checked there.
+
+    ``expect`` is :func:`identity` of ``target`` when it was checked: None (nothing was there) or
+    its (device, inode). Nothing there: ``new`` is moved in without replacing (something that
+    appeared meanwhile is kept: OutputError). Something there: it is moved aside without
+    replacing, and its identity compared with ``expect`` (and ``verify(aside)`` called, when
+    given) -- anything else is moved back, kept, and OutputError raised; then ``new`` is moved
+    in. Returns the moved-aside old one (delete it with :func:`remove_checked` once every swap
+    of the output is done), or None.
+    """
+    shown = option if option is not None else target
+    changed = (f"{shown} was changed by something else while shrinknet was writing it: it is kept as it is and "
+               "nothing was written; run the command again")
+    if expect is None:
+        try:
+            rename_noreplace(new, target)
+        except FileExistsError:
+            raise OutputError(changed) from None
+        return None
+    old = target.parent / f".{target.name}.{_TAG}-{os.getpid()}-old"
+    try:
+        rename_noreplace(target, old)
+    except FileNotFoundError:  # the checked one is gone: place the new one where nothing is
+        return swap_into(new, target, None, option=option)
+    if identity(old) != expect or (verify is not None and not verify(old)):
+        rename_noreplace(old, target)
+        raise OutputError(changed)
+    try:
+        rename_noreplace(new, target)
     except BaseException:
-        os.rename(old, real)
+        with contextlib.suppress(OSError):
+            rename_noreplace(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    return old
 
 
-def replace_files(files: list[tuple[Path, str | bytes]]) -> None:
+def remove_checked(old: Path, expect: tuple[int, int]) -> None:
+    """Delete what :func:`swap_into` moved aside, only while it is still the one that was checked."""
+    if identity(old) != expect:
+        return
+    with contextlib.suppress(OSError):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
+        else:
+            os.unlink(old)
+
+
+def replace_files(files: list[tuple[Path, str | bytes]], expect: dict | None = None) -> None:
     """Write several files that belong together (a .c and its .h): all of them or none.
 
     Each new file is written in full to a temporary name first; then existing files are moved
     aside, the new ones renamed in, and the old ones removed. If anything fails, the files that
     were there before are put back, so a failed write never leaves a mix of old and new.
+
+    ``expect`` maps each path to its :func:`identity` when it was checked (None: nothing was
+    there); then only that is replaced (:func:`swap_into`), and a file that appeared or was
+    swapped for another meanwhile is kept (OutputError). Without it, whatever is there is replaced.
     """
     staged: list[tuple[Path, Path]] = []
     try:
         with _as_output_error(", ".join(str(p) for p, _ in files)):
             _stage_files(files, staged)
             with interrupt.deferred():
-                _swap_files(staged)
+                _swap_files(staged, expect)
     finally:
         for _, tmp in staged:
             with contextlib.suppress(FileNotFoundError):
@@ -401,28 +532,26 @@ def _stage_files(files, staged: list[tuple[Path, Path]]) -> None:
         os.chmod(tmp, 0o666 & ~_umask())
 
 
-def _swap_files(staged: list[tuple[Path, Path]]) -> None:
-    moved: list[tuple[Path, Path]] = []  # (target, its old content moved aside)
-    placed: list[Path] = []
+def _swap_files(staged: list[tuple[Path, Path]], expect: dict | None) -> None:
+    done: list[tuple[Path, tuple[int, int], Path | None, tuple[int, int] | None]] = []  # (target, new id, old, old id)
     try:
-        for p, _ in staged:
-            if p.exists():
-                old = p.parent / f".{p.name}.{_TAG}-{os.getpid()}-old"
-                os.rename(p, old)
-                moved.append((p, old))
         for p, tmp in staged:
-            os.rename(tmp, p)
-            placed.append(p)
+            want = identity(p) if expect is None else expect[p]
+            new_id = identity(tmp)
+            old = swap_into(tmp, p, want)
+            done.append((p, new_id, old, want))
     except BaseException:
-        for p in placed:
-            with contextlib.suppress(OSError):
-                os.unlink(p)
-        for p, old in moved:
-            os.rename(old, p)
+        for p, new_id, old, _ in reversed(done):  # put back what was there
+            if identity(p) == new_id:
+                with contextlib.suppress(OSError):
+                    os.unlink(p)
+            if old is not None:
+                with contextlib.suppress(OSError):
+                    rename_noreplace(old, p)
         raise
-    for _, old in moved:
-        with contextlib.suppress(OSError):
-            os.unlink(old)
+    for _, _, old, want in done:
+        if old is not None:
+            remove_checked(old, want)
 
 
 def jsonable(obj):

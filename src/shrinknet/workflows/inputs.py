@@ -26,41 +26,92 @@ def choices(values) -> str:
 
 def read_model(path: str, hidden=None, activation=None, out_activation=None, need_activations: bool = True,
                loss: str | None = None, need: tuple[str, ...] = ()):
-    """(model, meta, record) from a shrinknet model file or a plain state_dict.
+    """(network, meta, record) from a shrinknet model file or a plain state_dict: the network parsed
+    once (``as_net``), which every later step of a command takes as it is.
 
     A model file's record wins: an option that contradicts it is refused. A state_dict records
     nothing: its activations must be given (no silent default), its widths come from its shapes.
     ``need`` names what the command also needs that such a file does not record ("loss", "data"),
     so that everything missing is asked for at once, in one line, not one run per option.
     """
+    from ..model import imports
     from ..ship import modelio
 
     p = Path(path)
+    if p.suffix.lower() in imports.SUFFIXES:  # ONNX, .tflite: converted at the boundary (model/imports/)
+        return _read_foreign(p, hidden, activation, out_activation, loss, need)
     if modelio.kind(p) == "state_dict":
         missing = [f"--activation {choices(HIDDEN_ACTIVATIONS)}" if activation is None else "",
                    f"--out-activation {choices([*HIDDEN_ACTIVATIONS, 'none'])}" if out_activation is None else ""]
         missing = [m for m in missing if m] if need_activations else []
-        if "loss" in need and loss is None:
-            missing.append(f"--loss {choices(LOSSES)}")
-        if "data" in need:
-            missing.append("--data NAME_OR_PATH (or --val FILE)")
+        missing += _asked(need, loss)
         if missing:
             raise InputError(f"{p} is a plain state_dict, which does not record its activations, loss or data: "
                              f"give {', '.join(missing)} (the ones it was trained with)")
         model = modelio.load_state_dict(p, hidden, activation or "identity", out_activation or "identity")
         out = None if out_activation is None else ("identity" if out_activation == "none" else out_activation)
-        return model, {}, modelio.Record(activation=activation, out_activation=out)
+        return as_net(model), {}, modelio.Record(activation=activation, out_activation=out)
     model, meta = modelio.load_model(p)
     rec = modelio.record(model, meta)
-    widths = list(as_net(model).hidden_sizes)
+    model = as_net(model)  # parsed once: every later step takes this network as it is
+    _check_record(p, model, rec, hidden, activation, out_activation)
+    return model, meta, rec
+
+
+def _asked(need: tuple[str, ...], loss: str | None) -> list[str]:
+    """The options a command needs that a file does not record ("loss", "data"), to ask for at once."""
+    asked = [f"--loss {choices(LOSSES)}"] if "loss" in need and loss is None else []
+    return asked + (["--data NAME_OR_PATH (or --val FILE)"] if "data" in need else [])
+
+
+def _read_foreign(p: Path, hidden, activation, out_activation, loss, need):
+    """An .onnx or .tflite file: its activations are read from the graph (never asked for); what it does not
+    record (loss, data) is asked for at once; what the import changed is said in ``note:`` lines."""
+    from ..model import imports
+    from ..ship import modelio
+
+    seq = imports.to_sequential(p)
+    missing = _asked(need, loss)
+    if missing:
+        softmax = any("softmax" in line.lower() for line in imports.notes_of(seq))
+        raise InputError(f"{p} does not record its loss or data: give {', '.join(missing)}"
+                         + (" (its softmax was taken off: the outputs are logits, so likely --loss cross_entropy)"
+                            if softmax and loss is None else ""))
+    for line in imports.notes_of(seq):
+        print(f"note: {line}", file=sys.stderr)
+    net = as_net(seq)
+    rec = modelio.record(net, {})
+    _check_record(p, net, rec, hidden, activation, out_activation)
+    layout = getattr(seq, "shrinknet_input_layout", "") or None
+    return net, {"imported": {"file": str(p.resolve()), "input_layout": layout}}, rec
+
+
+def _check_record(p, net, rec, hidden, activation, out_activation) -> None:
+    """Options that contradict what the file records are refused (its record wins)."""
+    widths = list(net.hidden_sizes)
     if hidden is not None and list(hidden) != widths:
         raise InputError(f"{p} has hidden widths {','.join(map(str, widths))}, not {','.join(map(str, hidden))} "
-                        "as --hidden says")
+                         "as --hidden says")
     for opt, given, recorded in (("--activation", activation, rec.activation),
                                  ("--out-activation", out_activation, shown(rec.out_activation))):
         if given is not None and given != recorded:
             raise InputError(f"{opt} {given} contradicts {p}, which records {recorded}: leave {opt} out")
-    return model, meta, rec
+
+
+def model_layout(ds, meta: dict, net):
+    """``ds`` with every split's rows as the network reads them: an imported file that read NHWC images
+    (a Keras .tflite) keeps that layout for the user, who gives (N, H, W, C) rows; they are permuted once,
+    here, to the (N, C, H, W) the parsed network reads (model/imports: ``to_model_layout``)."""
+    if (meta.get("imported") or {}).get("input_layout") != "NHWC" or net.in_shape is None or len(net.in_shape) != 3:
+        return ds
+    import dataclasses
+
+    c, h, w = net.in_shape
+
+    def rows(X):
+        return X.reshape(len(X), h, w, c).transpose(0, 3, 1, 2).reshape(len(X), -1)
+
+    return dataclasses.replace(ds, **{f"X_{s}": rows(getattr(ds, f"X_{s}")) for s in ("train", "val", "test")})
 
 
 def resolve_loss(loss: str | None, rec, path) -> str:
@@ -126,12 +177,17 @@ def _train_on_replaced(ds, held_out: tuple[str, ...]):
 
 def data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=None):
     """The data set rank/prune use: ``read_data``'s, with its validation split (what ranks and
-    chooses neurons) replaced by the whole --val file and its test split by the whole --test file.
+    chooses neurons) replaced by the whole --val file and its test split by the whole --test file,
+    in the layout the network reads (``model_layout``).
 
     Each file is checked against the model: input width, and class labels mapped to the model's
     classes by value (labels it was not trained on are refused) or regression outputs. With --val
     and neither --data nor a recorded data set, there is no training split (its numbers are skipped).
     """
+    return model_layout(_data_with_heldout(data, meta, seed, size, val, test, net_model, rec), meta, as_net(net_model))
+
+
+def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=None):
     import dataclasses
 
     import numpy as np
@@ -154,7 +210,8 @@ def data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=No
     for opt, path in (("--val", val), ("--test", test)):
         if path is None:
             continue
-        X, y = datasets.load_heldout(path, task, values, net.out_features)
+        width = None if net.dims and net.in_shape is None else net.in_features  # checked before the data is read
+        X, y = datasets.load_heldout(path, task, values, net.out_features, in_features=width)
         check_width(net, X.shape[1], f"{opt} {path}")
         if y.ndim == 2 and y.shape[1] != net.out_features:
             raise InputError(f"{opt} {path} has {y.shape[1]} target columns but the model has {net.out_features} outputs")

@@ -1,0 +1,500 @@
+"""``.tflite`` export -- float32 or full-integer int8 -- written with the TFLite schema bindings (the
+``tflite`` package) and ``flatbuffers``, without TensorFlow; and a run in TFLite Micro's Python
+interpreter (``tflite-micro``) reporting its arena bytes.
+
+``tflite_model(net)`` writes the float32 network; ``tflite_model(inet)`` the full-integer one
+(:class:`shrinknet.store.integer.IntegerNet`: int8 input and output with their scale and zero
+point, int8 weights per output channel with ``quantized_dimension = 0``, int32 biases at
+``s_in * s_w``; TFLM computes exactly :meth:`IntegerNet.forward`). Operators:
+
+* a Linear: ``FULLY_CONNECTED`` with its ReLU/ReLU6 fused; after a map, a ``RESHAPE`` to
+  [1, H*W*C] first, and the weight columns reordered from torch's (c, h, w) to NHWC's (h, w, c);
+* a convolution: ``CONV_2D`` (filter OHWI), padding ``VALID`` (0), ``SAME`` where TFLite's SAME
+  pads exactly as torch does, else a ``PAD`` (zeros; the int8 zero point) and ``VALID``;
+* pooling: ``MAX_POOL_2D`` / ``AVERAGE_POOL_2D`` (no dilation) with a following ReLU/ReLU6 fused;
+  max pooling's padding as SAME where it matches, else a ``PADV2`` with the lowest value (-128 /
+  the lowest float32: never a window's maximum); average pooling only without padding;
+* sigmoid and tanh as ``LOGISTIC`` and ``TANH`` (int8: output scale 1/256, zero point -128 and
+  1/128, 0, as the spec requires).
+
+Tensors are NHWC as TFLite expects: the input of a 2-D CNN is [1, H, W, C] -- feed an NCHW
+image ``x`` as ``x.permute(0, 2, 3, 1)`` (numpy: ``x.transpose(0, 2, 3, 1)``) -- a 1-D CNN's
+[1, 1, L, C] (``x.permute(0, 2, 1)[:, None]``), an MLP's [1, features]. The output is [1, out].
+Batch 1 (TFLM's kernels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
+from ..util.files import write_bytes
+from .export import ExportResult
+
+FUSED = {"identity": 0, "relu": 1, "relu6": 3}  # tflite ActivationFunctionType NONE, RELU, RELU6
+_INSTALL = "pip install 'shrinknet[tflite]'"
+
+
+@dataclass
+class Layer:
+    """One TFLite operator-to-be, in shrinknet's terms (maps (C, H, W), weights in torch's layout)."""
+
+    kind: str  # "fc", "conv", "maxpool", "avgpool", "logistic", "tanh"
+    in_shape: tuple
+    out_shape: tuple
+    act: str = "identity"  # fused activation
+    weight: np.ndarray | None = None  # float32, or int8
+    bias: np.ndarray | None = None  # float32, or int32
+    w_scale: np.ndarray | None = None  # int8: float32 per output channel
+    in_q: QParams | None = None
+    out_q: QParams | None = None
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+
+
+def _c3(s: tuple) -> tuple:
+    return tuple(s) if len(s) == 3 else (s[0], 1, 1)
+
+
+def layers_of_integer(inet: IntegerNet) -> list[Layer]:
+    out: list[Layer] = []
+    for op in inet.ops:
+        if isinstance(op, IntParam):
+            out.append(Layer("fc" if op.kind == "linear" else "conv", op.in_shape, op.out_shape, op.act,
+                             op.weight.numpy(), op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q,
+                             op.out_q, tuple(op.weight.shape[2:]) if op.kind == "conv" else (1, 1), op.stride,
+                             op.padding, op.dilation))
+        elif isinstance(op, IntPool):
+            out.append(Layer(op.kind, op.in_shape, op.out_shape, "identity", in_q=op.q, out_q=op.q,
+                             kernel=op.kernel, stride=op.stride, padding=op.padding, dilation=op.dilation))
+        elif isinstance(op, IntLut):
+            out.append(Layer("logistic" if op.act == "sigmoid" else "tanh", op.in_shape, op.out_shape, in_q=op.in_q,
+                             out_q=op.out_q))
+        else:
+            assert isinstance(op, IntClamp)
+            _fuse(out, op.act)
+    return out
+
+
+def _fuse(out: list[Layer], act: str) -> None:
+    if not out or out[-1].kind not in ("maxpool", "avgpool") or out[-1].act != "identity":
+        raise InputError(f"{act} after a {out[-1].kind if out else 'nothing'} cannot be written as a fused "
+                         "TFLite activation: put it right after a layer or a pooling")
+    out[-1].act = act
+
+
+def layers_of_float(net) -> list[Layer]:
+    """The float32 network's layers (a parsed network with a known input shape)."""
+    shapes = net.map_shapes()
+    cur = _c3((net.in_shape[0], 1, net.in_shape[1]) if net.dims == 1 else tuple(net.in_shape))
+    out: list[Layer] = []
+    for k, b in enumerate(net.blocks):
+        p = b.param
+        o_shape = _c3(shapes[k][0])
+        W = p.weight.detach().cpu().float().numpy()
+        bias = (p.bias.detach().cpu().float().numpy() if p.bias is not None
+                else np.zeros(W.shape[0], np.float32))
+        if p.kind == "linear":
+            out.append(Layer("fc", cur, o_shape, weight=W, bias=bias))
+        else:
+            out.append(Layer("conv", cur, o_shape, weight=W, bias=bias, kernel=tuple(W.shape[2:]), stride=p.stride,
+                             padding=p.padding, dilation=p.dilation))
+        cur = o_shape
+        for i, op in enumerate(b.tail):
+            new = _c3(shapes[k][i + 1])
+            if op.kind == "act":
+                name = op.act.name
+                if name == "identity":
+                    pass
+                elif name in ("relu", "relu6"):
+                    if out[-1].act == "identity" and out[-1].kind not in ("logistic", "tanh"):
+                        out[-1].act = name
+                    else:
+                        raise InputError(f"layer {k}: {name} after {out[-1].kind} cannot be written to .tflite")
+                elif name in ("sigmoid", "tanh"):
+                    out.append(Layer("logistic" if name == "sigmoid" else "tanh", cur, new))
+                else:
+                    raise InputError(f"layer {k}: activation {name} has no TFLite operator here: use relu, relu6, "
+                                     "sigmoid or tanh")
+            elif op.kind == "adaptive_avgpool":
+                _, H, Wd = cur
+                if H % op.size[0] or Wd % op.size[1]:
+                    raise InputError(f"layer {k}: adaptive average pooling with uneven windows has no TFLite operator")
+                kern = (H // op.size[0], Wd // op.size[1])
+                out.append(Layer("avgpool", cur, new, kernel=kern, stride=kern))
+            else:
+                if op.kind == "avgpool" and any(op.padding):
+                    raise InputError(f"layer {k}: average pooling with padding counts the padding in torch but not "
+                                     "in TFLite: use padding 0")
+                out.append(Layer(op.kind, cur, new, kernel=op.kernel, stride=op.stride, padding=op.padding,
+                                 dilation=getattr(op, "dilation", (1, 1))))
+            cur = new
+    return out
+
+
+def _padding_mode(L: Layer, where: str) -> str:
+    """"VALID", "SAME" (TFLite's SAME pads exactly as torch's symmetric padding), or "PAD" (an
+    explicit PAD / PADV2 before a VALID operator)."""
+    if L.padding == (0, 0):
+        return "VALID"
+    _, H, W = L.in_shape
+    _, OH, OW = L.out_shape
+    same = True
+    for n, o, k, s, p, d in zip((H, W), (OH, OW), L.kernel, L.stride, L.padding, L.dilation):
+        total = max((o - 1) * s + (k - 1) * d + 1 - n, 0)  # tflite ComputePaddingHeightWidth
+        same &= o == -(-n // s) and total // 2 == p
+    return "SAME" if same else "PAD"
+
+
+def _mod(name: str):
+    """The schema module ``tflite.<name>`` (its builder functions; ``from tflite import X`` gives the class)."""
+    import importlib
+
+    return importlib.import_module(f"tflite.{name}")
+
+
+class _Writer:
+    """Tensors, buffers and operators of one subgraph, serialized by :meth:`finish`."""
+
+    def __init__(self):
+        import flatbuffers  # noqa: F401
+        import tflite  # noqa: F401
+
+        self.tensors, self.buffers, self.ops, self.codes = [], [b""], [], []
+
+    def tensor(self, name: str, shape, ttype: int, data: bytes | None = None, q=None) -> int:
+        buf = 0
+        if data is not None:
+            self.buffers.append(data)
+            buf = len(self.buffers) - 1
+        self.tensors.append((name, [int(s) for s in shape], ttype, buf, q))
+        return len(self.tensors) - 1
+
+    def op(self, code: int, inputs, outputs, opt_type: int = 0, options=None) -> None:
+        if code not in self.codes:
+            self.codes.append(code)
+        self.ops.append((self.codes.index(code), list(inputs), list(outputs), opt_type, options))
+
+    def finish(self, inputs, outputs, description: str) -> bytes:
+        import flatbuffers
+
+        Buffer, Model, Operator, OperatorCode, QuantizationParameters, SubGraph, Tensor = (
+            _mod(n) for n in ("Buffer", "Model", "Operator", "OperatorCode", "QuantizationParameters", "SubGraph",
+                              "Tensor"))
+
+        b = flatbuffers.Builder(1024)
+
+        def ivec(start, values, kind="int32"):
+            start(b, len(values))
+            for v in reversed(values):
+                {"int32": b.PrependInt32, "int64": b.PrependInt64, "float": b.PrependFloat32}[kind](v)
+            return b.EndVector()
+
+        bufs = []
+        for data in self.buffers:
+            vec = None
+            if data:
+                b.StartVector(1, len(data), 16)  # 16-byte aligned data
+                b.head = b.head - len(data)
+                b.Bytes[b.head: b.head + len(data)] = data
+                vec = b.EndVector()
+            Buffer.Start(b)
+            if vec is not None:
+                Buffer.AddData(b, vec)
+            bufs.append(Buffer.End(b))
+        tens = []
+        for name, shape, ttype, buf, q in self.tensors:
+            qoff = None
+            if q is not None:
+                scales, zps, dim = q
+                sv = ivec(QuantizationParameters.StartScaleVector, [float(s) for s in scales], "float")
+                zv = ivec(QuantizationParameters.StartZeroPointVector, [int(z) for z in zps], "int64")
+                QuantizationParameters.Start(b)
+                QuantizationParameters.AddScale(b, sv)
+                QuantizationParameters.AddZeroPoint(b, zv)
+                QuantizationParameters.AddQuantizedDimension(b, dim)
+                qoff = QuantizationParameters.End(b)
+            nm = b.CreateString(name)
+            sh = ivec(Tensor.StartShapeVector, shape)
+            Tensor.Start(b)
+            Tensor.AddShape(b, sh)
+            Tensor.AddType(b, ttype)
+            Tensor.AddBuffer(b, buf)
+            Tensor.AddName(b, nm)
+            if qoff is not None:
+                Tensor.AddQuantization(b, qoff)
+            tens.append(Tensor.End(b))
+        ops = []
+        for idx, ins, outs, opt_type, options in self.ops:
+            opt = options(b) if options else None
+            iv, ov = ivec(Operator.StartInputsVector, ins), ivec(Operator.StartOutputsVector, outs)
+            Operator.Start(b)
+            Operator.AddOpcodeIndex(b, idx)
+            Operator.AddInputs(b, iv)
+            Operator.AddOutputs(b, ov)
+            if opt is not None:
+                Operator.AddBuiltinOptionsType(b, opt_type)
+                Operator.AddBuiltinOptions(b, opt)
+            ops.append(Operator.End(b))
+
+        def tvec(start, items):
+            start(b, len(items))
+            for it in reversed(items):
+                b.PrependUOffsetTRelative(it)
+            return b.EndVector()
+
+        tv, ov = tvec(SubGraph.StartTensorsVector, tens), tvec(SubGraph.StartOperatorsVector, ops)
+        iv, outv = ivec(SubGraph.StartInputsVector, inputs), ivec(SubGraph.StartOutputsVector, outputs)
+        name = b.CreateString("main")
+        SubGraph.Start(b)
+        SubGraph.AddTensors(b, tv)
+        SubGraph.AddInputs(b, iv)
+        SubGraph.AddOutputs(b, outv)
+        SubGraph.AddOperators(b, ov)
+        SubGraph.AddName(b, name)
+        sg = SubGraph.End(b)
+        codes = []
+        for code in self.codes:
+            OperatorCode.Start(b)
+            OperatorCode.AddDeprecatedBuiltinCode(b, min(code, 127))
+            OperatorCode.AddBuiltinCode(b, code)
+            OperatorCode.AddVersion(b, 1)
+            codes.append(OperatorCode.End(b))
+        cv, sv, bv = (tvec(Model.StartOperatorCodesVector, codes), tvec(Model.StartSubgraphsVector, [sg]),
+                      tvec(Model.StartBuffersVector, bufs))
+        desc = b.CreateString(description)
+        Model.Start(b)
+        Model.AddVersion(b, 3)
+        Model.AddOperatorCodes(b, cv)
+        Model.AddSubgraphs(b, sv)
+        Model.AddDescription(b, desc)
+        Model.AddBuffers(b, bv)
+        b.Finish(Model.End(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+def _nhwc(shape: tuple, flat: bool) -> list[int]:
+    C, H, W = shape
+    return [1, C] if flat else [1, H, W, C]
+
+
+def tflite_model(model, description: str | None = None) -> bytes:
+    """The .tflite bytes of ``model``: an :class:`IntegerNet` (full-integer) or a parsed float
+    network / nn.Sequential with a known input shape (float32). InputError for what TFLite cannot
+    express here (the message names the layer)."""
+    try:
+        from tflite.BuiltinOperator import BuiltinOperator as OP
+        from tflite.BuiltinOptions import BuiltinOptions as BO
+        from tflite.TensorType import TensorType as TT
+        Conv2DOptions, FullyConnectedOptions, PadOptions, PadV2Options, Pool2DOptions, ReshapeOptions = (
+            _mod(n) for n in ("Conv2DOptions", "FullyConnectedOptions", "PadOptions", "PadV2Options", "Pool2DOptions",
+                              "ReshapeOptions"))
+    except ImportError:
+        raise InputError(f".tflite export needs the tflite and flatbuffers packages: {_INSTALL}") from None
+    integer = isinstance(model, IntegerNet)
+    if integer:
+        layers, in_shape = layers_of_integer(model), model.in_shape
+        in_q = model.input_q
+    else:
+        from ..model.parse import as_net
+
+        net = as_net(model)
+        if net.in_shape is None:
+            raise InputError("the input shape of this network is not known: bind it (input_shape) before export")
+        layers, in_shape, in_q = layers_of_float(net), net.in_shape, None
+    dtype = TT.INT8 if integer else TT.FLOAT32
+    w = _Writer()
+
+    def act_tensor(name, shape, q):
+        return w.tensor(name, shape, dtype, None, ([q.scale], [q.zero_point], 0) if integer else None)
+
+    def pad(k: int, L: Layer, cur: int, value) -> int:
+        """PAD (value None: zeros / the zero point) or PADV2 with ``value`` around the map ``cur``."""
+        C, H, Wd = L.in_shape
+        (ph, pw) = L.padding
+        pads = w.tensor(f"{k}.paddings", [4, 2], TT.INT32, np.array([[0, 0], [ph, ph], [pw, pw], [0, 0]], np.int32).tobytes())
+        padded = act_tensor(f"{k}.padded", [1, H + 2 * ph, Wd + 2 * pw, C], L.in_q)
+        if value is None:
+            w.op(OP.PAD, [cur, pads], [padded], BO.PadOptions, lambda b: (PadOptions.Start(b), PadOptions.End(b))[1])
+        else:
+            data = np.array([value], np.int8 if integer else np.float32).tobytes()
+            const = w.tensor(f"{k}.pad_value", [1], dtype, data,
+                             ([L.in_q.scale], [L.in_q.zero_point], 0) if integer else None)
+            w.op(OP.PADV2, [cur, pads, const], [padded], BO.PadV2Options,
+                 lambda b: (PadV2Options.Start(b), PadV2Options.End(b))[1])
+        return padded
+
+    flat = len(in_shape) == 1
+    first_shape = layers[0].in_shape
+    cur = act_tensor("input", _nhwc(first_shape, flat), in_q)
+    inputs = [cur]
+    for k, L in enumerate(layers):
+        where = f"operator {k} ({L.kind})"
+        last = k == len(layers) - 1
+        oq = L.out_q
+        if L.kind == "fc":
+            n_in = L.weight.shape[1]
+            W = L.weight
+            if not flat:  # a map: RESHAPE to rows, the weight columns in NHWC order
+                C, H, Wd = L.in_shape
+                W = W.reshape(W.shape[0], C, H, Wd).transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+                shape_t = w.tensor(f"{k}.shape", [2], TT.INT32, np.array([1, n_in], np.int32).tobytes())
+                rows = act_tensor(f"{k}.rows", [1, n_in], L.in_q)
+
+                def opts(b, n_in=n_in):
+                    ReshapeOptions.StartNewShapeVector(b, 2)
+                    b.PrependInt32(n_in)
+                    b.PrependInt32(1)
+                    v = b.EndVector()
+                    ReshapeOptions.Start(b)
+                    ReshapeOptions.AddNewShape(b, v)
+                    return ReshapeOptions.End(b)
+                w.op(OP.RESHAPE, [cur, shape_t], [rows], BO.ReshapeOptions, opts)
+                cur, flat = rows, True
+            wt, bt = _weights(w, k, W, L, integer, TT)
+            out = act_tensor("output" if last else f"{k}.fc", [1, L.out_shape[0]], oq)
+
+            def opts(b, act=L.act):
+                FullyConnectedOptions.Start(b)
+                FullyConnectedOptions.AddFusedActivationFunction(b, FUSED[act])
+                return FullyConnectedOptions.End(b)
+            w.op(OP.FULLY_CONNECTED, [cur, wt, bt], [out], BO.FullyConnectedOptions, opts)
+        elif L.kind == "conv":
+            mode = _padding_mode(L, where)
+            if mode == "PAD":  # zeros: in int8 the input zero point (TFLM's PAD), so q - zp = 0 as TFLM's skip
+                cur, mode = pad(k, L, cur, None), "VALID"
+            wt, bt = _weights(w, k, L.weight.transpose(0, 2, 3, 1), L, integer, TT)  # OIHW -> OHWI
+            out = act_tensor("output" if last else f"{k}.conv", _nhwc(L.out_shape, False), oq)
+
+            def opts(b, L=L, mode=mode):
+                Conv2DOptions.Start(b)
+                Conv2DOptions.AddPadding(b, 0 if mode == "SAME" else 1)
+                Conv2DOptions.AddStrideH(b, L.stride[0])
+                Conv2DOptions.AddStrideW(b, L.stride[1])
+                Conv2DOptions.AddDilationHFactor(b, L.dilation[0])
+                Conv2DOptions.AddDilationWFactor(b, L.dilation[1])
+                Conv2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
+                return Conv2DOptions.End(b)
+            w.op(OP.CONV_2D, [cur, wt, bt], [out], BO.Conv2DOptions, opts)
+        elif L.kind in ("maxpool", "avgpool"):
+            if L.dilation != (1, 1):
+                raise InputError(f"{where}: pooling with dilation {L.dilation} has no TFLite operator")
+            mode = _padding_mode(L, where)
+            if mode == "PAD" and L.kind == "maxpool":  # the lowest value: never the maximum of a window
+                cur, mode = pad(k, L, cur, -128 if integer else float(np.finfo(np.float32).min)), "VALID"
+            elif mode == "PAD":
+                raise InputError(f"{where}: average pooling with padding has no TFLite operator: use padding 0")
+            out = act_tensor("output" if last else f"{k}.pool", _nhwc(L.out_shape, False), oq)
+
+            def opts(b, L=L, mode=mode):
+                Pool2DOptions.Start(b)
+                Pool2DOptions.AddPadding(b, 0 if mode == "SAME" else 1)
+                Pool2DOptions.AddStrideH(b, L.stride[0])
+                Pool2DOptions.AddStrideW(b, L.stride[1])
+                Pool2DOptions.AddFilterHeight(b, L.kernel[0])
+                Pool2DOptions.AddFilterWidth(b, L.kernel[1])
+                Pool2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
+                return Pool2DOptions.End(b)
+            w.op(OP.MAX_POOL_2D if L.kind == "maxpool" else OP.AVERAGE_POOL_2D, [cur], [out], BO.Pool2DOptions, opts)
+        else:  # logistic / tanh (int8: the spec's fixed output quantization)
+            shape = [1, L.out_shape[0]] if flat else _nhwc(L.out_shape, False)
+            out = act_tensor("output" if last else f"{k}.{L.kind}", shape, oq)
+            w.op(OP.LOGISTIC if L.kind == "logistic" else OP.TANH, [cur], [out])
+        cur = out
+    if not flat:  # a network ending in a map: its output as rows
+        raise InputError("the network ends in a map, not a Linear layer: .tflite export needs a Linear last")
+    return w.finish(inputs, [cur], description or ("shrinknet " + ("full-integer int8" if integer else "float32")))
+
+
+def _weights(w: _Writer, k: int, W: np.ndarray, L: Layer, integer: bool, TT) -> tuple[int, int]:
+    O = W.shape[0]
+    if integer:
+        s_w = L.w_scale.astype(np.float32)
+        wt = w.tensor(f"{k}.weight", W.shape, TT.INT8, np.ascontiguousarray(W, np.int8).tobytes(),
+                      (s_w.tolist(), [0] * O, 0))
+        s_b = (np.float32(L.in_q.scale) * s_w.astype(np.float64)).tolist()
+        bt = w.tensor(f"{k}.bias", [O], TT.INT32, np.ascontiguousarray(L.bias, np.int32).tobytes(), (s_b, [0] * O, 0))
+    else:
+        wt = w.tensor(f"{k}.weight", W.shape, TT.FLOAT32, np.ascontiguousarray(W, np.float32).tobytes())
+        bt = w.tensor(f"{k}.bias", [O], TT.FLOAT32, np.ascontiguousarray(L.bias, np.float32).tobytes())
+    return wt, bt
+
+
+def to_tflite_input(x: np.ndarray, in_shape: tuple) -> np.ndarray:
+    """Instances (N, *in_shape) in shrinknet's layout (NCHW / (C, L) / features) -> TFLite's NHWC."""
+    x = np.asarray(x).reshape(len(x), *in_shape)
+    if len(in_shape) == 3:
+        return x.transpose(0, 2, 3, 1)
+    if len(in_shape) == 2:
+        return x.transpose(0, 2, 1)[:, None]
+    return x
+
+
+def export_tflite(model, path: str | os.PathLike, meta: dict | None = None) -> ExportResult:
+    """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite)."""
+    import json
+
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise InputError(f".tflite export to {path}: give a path ending in .tflite")
+    integer = isinstance(model, IntegerNet)
+    data = tflite_model(model, None if meta is None else json.dumps(meta))
+    write_bytes(path, data)
+    flash = model.flash_bytes() if integer else None
+    return ExportResult([path], flash if flash is not None else 0, 0, "tflite", "int8-integer" if integer else "float32")
+
+
+def run_tflm(model_bytes: bytes, inputs: np.ndarray, arena_size: int | None = None) -> tuple[np.ndarray, int | None]:
+    """Run every instance of ``inputs`` (N, *TFLite input shape) through TFLite Micro's Python
+    interpreter; (outputs (N, out), the arena bytes TFLM's recording allocator reports, or None)."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise InputError(f"running a .tflite in TFLite Micro needs the tflite-micro package: {_INSTALL}") from None
+    arena = arena_size or max(64 * 1024, 16 * len(model_bytes))
+    interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena)
+    outs = []
+    for x in inputs:
+        interp.set_input(np.ascontiguousarray(x[None]), 0)
+        interp.invoke()
+        outs.append(np.array(interp.get_output(0)).reshape(-1))
+    return np.stack(outs), _arena_bytes(interp)
+
+
+def _arena_bytes(interp) -> int | None:
+    """The arena total TFLM's RecordingMicroAllocator prints (C++ stdout/stderr, captured at the fds)."""
+    import ctypes
+    import sys
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        try:
+            for fd in saved:
+                os.dup2(tmp.fileno(), fd)
+            with contextlib.suppress(Exception):
+                interp.print_allocations()
+            libc.fflush(None)  # C's buffers, before the fds are put back
+        finally:
+            for fd, old in saved.items():
+                os.dup2(old, fd)
+                os.close(old)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    m = re.search(r"Arena allocation total (\d+) bytes", text)
+    return int(m[1]) if m else None
+
+
+__all__ = ["tflite_model", "export_tflite", "run_tflm", "to_tflite_input", "layers_of_float", "layers_of_integer"]

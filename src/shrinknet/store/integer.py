@@ -1,0 +1,517 @@
+"""Full-integer quantization of a parsed network, following the TFLite int8 quantization spec, and
+its integer reference forward pass (what TFLite Micro's reference kernels and the integer-only C
+export compute, bit for bit).
+
+The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read here:
+
+* real = scale * (q - zero_point) for every int8 tensor.
+* Weights: int8, symmetric per output channel (zero point 0), values in -127..127:
+  ``s_w[o] = max |w[o, :]| / 127`` -- exactly :func:`shrinknet.store.quantize.quantize_rows`, the
+  quantization the int8-weight storage already uses, so both agree on every weight.
+* Activations (the input, and the output of every Linear/Conv with its folded activation): int8
+  asymmetric per tensor. Calibration rule (the TFLite converter's min/max rule): rmin and rmax are
+  the minimum and maximum of the float network's tensor over the whole calibration set, widened
+  to include 0; ``scale = (rmax - rmin) / 255`` (float32) and ``zero_point = round(-128 - rmin /
+  scale)`` clamped to -128..127. A tensor that is 0 on every calibration row gets scale 1 (any
+  scale represents 0 exactly).
+* Biases: int32 at scale ``s_in * s_w[o]``, ``q_b = round(b / (s_in * s_w[o]))``, zero point 0.
+* Requantization (TFLM ``reference_integer_ops::FullyConnected`` / ``ConvPerChannel``):
+  ``acc = sum (q_w) (q_x - zp_x) + q_b`` in int32, then
+  ``out = MultiplyByQuantizedMultiplier(acc, M[o], shift[o]) + zp_out`` clamped to the
+  activation range; ``(M, shift) = QuantizeMultiplier(double(s_in) * double(s_w[o]) /
+  double(s_out))`` -- TFLM's ``PopulateConvolutionQuantizationParams``.
+  ``MultiplyByQuantizedMultiplier`` is TFLM's double-rounding one (``TFLITE_SINGLE_ROUNDING``
+  off, TFLM's default): ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^left,
+  M), right)``.
+* ReLU / ReLU6 right after a layer are folded into its clamp (``CalculateActivationRangeQuantized``):
+  ``[max(-128, zp), min(127, zp + round(6 / scale))]``; after a pooling layer they are a clamp
+  op in the pooling's quantization. Max and average pooling keep their input's scale and zero
+  point (the spec requires it); average pooling rounds half away from zero as TFLM's
+  ``reference_integer_ops::AveragePool`` (windows must lie inside the map: padding 0).
+* Rounding of floats (input quantization, zero points, biases, activation bounds) is
+  ``TfLiteRound``: half away from zero.
+
+* Sigmoid and tanh: TFLM's int8 LOGISTIC and TANH (gemmlowp fixed point, transcribed in
+  store/integer_act.py and tabulated over the 256 int8 inputs); their input is the layer's
+  calibrated pre-activation, their output has the spec's fixed quantization (1/256, -128 and
+  1/128, 0).
+
+Not supported (InputError naming it): softplus and leaky ReLU (no int8 kernel in TFLM), average
+pooling with padding, and adaptive average pooling whose windows are not one plain average pooling.
+
+The integer reference (:meth:`IntegerNet.forward`) computes in torch int64 only: integer matmuls
+(``einsum`` over int64), shifts and masks; no float touches a value after the input is quantized.
+Maps are NCHW as in torch (a 1-D network's (C, L) is (C, 1, L)); after a flatten the order is
+torch's (channel-major), the order the weights of the following Linear are in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .quantize import quantize_rows
+
+INT8_MIN, INT8_MAX = -128, 127
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+SUPPORTED_ACTS = ("identity", "relu", "relu6", "sigmoid", "tanh")
+FOLDED = ("relu", "relu6")  # a clamp in the layer's requantization
+
+
+# -- TFLM's fixed-point arithmetic (tensorflow/lite/kernels/internal/common.h, quantization_util.cc) --
+def tflite_round(x: np.ndarray | float) -> np.ndarray:
+    """TfLiteRound (std::round): half away from zero."""
+    x = np.asarray(x)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLM ``QuantizeMultiplier``: (M, shift) with real ~= M * 2^shift / 2^31, M in [2^30, 2^31).
+
+    q, shift = frexp(real); M = round(q * 2^31) (half away from zero); M == 2^31 -> M / 2, shift + 1;
+    shift < -31 -> (0, 0). real == 0 -> (0, 0).
+    """
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(tflite_round(q * (1 << 31)))
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def _trunc_div(a: Tensor, d: int) -> Tensor:
+    return torch.div(a, d, rounding_mode="trunc")  # C's integer division
+
+
+def saturating_rounding_doubling_high_mul(a: Tensor, b: Tensor) -> Tensor:
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int64 tensors holding int32 values:
+    (a * b + nudge) / 2^31 (C division), nudge = 2^30 for a * b >= 0 else 1 - 2^30;
+    INT32_MAX for a == b == INT32_MIN."""
+    ab = a * b
+    nudge = torch.where(ab >= 0, torch.full_like(ab, 1 << 30), torch.full_like(ab, 1 - (1 << 30)))
+    out = _trunc_div(ab + nudge, 1 << 31)
+    return torch.where((a == INT32_MIN) & (b == INT32_MIN), torch.full_like(out, INT32_MAX), out)
+
+
+def rounding_divide_by_pot(x: Tensor, exponent: Tensor) -> Tensor:
+    """gemmlowp ``RoundingDivideByPOT``: x / 2^exponent rounded to nearest, ties away from zero."""
+    mask = (torch.ones_like(x) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0).to(x.dtype)
+    return (x >> exponent) + (remainder > threshold).to(x.dtype)
+
+
+def multiply_by_quantized_multiplier(x: Tensor, multiplier: Tensor, shift: Tensor) -> Tensor:
+    """TFLM ``MultiplyByQuantizedMultiplier(int32 x, int32 M, int shift)`` (double rounding),
+    elementwise on int64 tensors (M and shift broadcast, e.g. per output channel)."""
+    left = shift.clamp(min=0)
+    right = (-shift).clamp(min=0)
+    shifted = x * (torch.ones_like(left) << left)
+    if bool(((shifted < INT32_MIN) | (shifted > INT32_MAX)).any()):
+        raise OverflowError("an accumulator overflows int32 when shifted left by its requantization shift")
+    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+# -- quantization parameters ------------------------------------------------------------------
+@dataclass(frozen=True)
+class QParams:
+    """One int8 tensor's quantization: real = scale * (q - zero_point); scale is a float32 number."""
+
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def from_range(cls, rmin: float, rmax: float) -> "QParams":
+        """The min/max rule (module docstring): [rmin, rmax] widened to include 0 onto -128..127."""
+        rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
+        if rmax == rmin:
+            return cls(1.0, 0)
+        scale = float(np.float32((rmax - rmin) / 255.0))
+        zp = int(np.clip(tflite_round(INT8_MIN - rmin / scale), INT8_MIN, INT8_MAX))
+        return cls(scale, zp)
+
+    def quantize(self, x: Tensor) -> Tensor:
+        """TFLM ``AffineQuantize``: clamp(round(x / scale) + zp) with x / scale in float32."""
+        v = x.detach().cpu().to(torch.float32) / np.float32(self.scale)
+        q = torch.sign(v) * torch.floor(v.abs() + 0.5)
+        return (q.to(torch.int64) + self.zero_point).clamp(INT8_MIN, INT8_MAX).to(torch.int8)
+
+    def dequantize(self, q: Tensor) -> Tensor:
+        return (q.to(torch.float64) - self.zero_point) * self.scale
+
+    def level(self, real: float) -> int:
+        """The int8 level of ``real`` (unclamped), as ``CalculateActivationRangeQuantized`` does."""
+        return self.zero_point + int(tflite_round(np.float32(real) / np.float32(self.scale)))
+
+
+def act_range(act: str, q: QParams) -> tuple[int, int]:
+    """The clamp of a folded activation in the output's quantization (TFLM CalculateActivationRangeQuantized)."""
+    if act == "relu":
+        return max(INT8_MIN, q.level(0.0)), INT8_MAX
+    if act == "relu6":
+        return max(INT8_MIN, q.level(0.0)), min(INT8_MAX, q.level(6.0))
+    return INT8_MIN, INT8_MAX
+
+
+# -- the integer ops --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IntParam:
+    """A Linear (``kind == "linear"``, weight (O, I)) or a Conv (weight (O, C, kh, kw)) in int8.
+
+    in_q / out_q: the input's and output's quantization; bias: int32 (O,) at s_in * w_scale;
+    multiplier / shift: TFLM's per-channel requantization; act_min / act_max: the clamp (folded
+    ReLU/ReLU6, else the int8 range); shapes per instance (C, H, W) ((F, 1, 1) for a row).
+    """
+
+    kind: str
+    weight: Tensor  # int8
+    w_scale: Tensor  # float32 (O,)
+    bias: Tensor  # int64 holding int32 values (O,)
+    multiplier: Tensor  # int64 (O,)
+    shift: Tensor  # int64 (O,)
+    in_q: QParams
+    out_q: QParams
+    act: str
+    act_min: int
+    act_max: int
+    in_shape: tuple
+    out_shape: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+
+    def accumulate(self, x: Tensor) -> Tensor:
+        """int32 accumulators (N, O, H', W'): sum q_w (q_x - zp_x) + q_b, in int64 (TFLM's int32 sum)."""
+        xs = x.to(torch.int64) - self.in_q.zero_point
+        W = self.weight.to(torch.int64)
+        if self.kind == "linear":
+            acc = torch.einsum("ni,oi->no", xs.reshape(xs.shape[0], -1), W)
+            acc = acc[:, :, None, None]
+        else:
+            (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+            _, OH, OW = self.out_shape
+            xp = torch.nn.functional.pad(xs, (pw, pw, ph, ph))  # padded inputs are skipped: (q - zp) = 0
+            acc = torch.zeros(xs.shape[0], W.shape[0], OH, OW, dtype=torch.int64)
+            for i in range(W.shape[2]):
+                for j in range(W.shape[3]):
+                    patch = xp[:, :, i * dh: i * dh + sh * (OH - 1) + 1: sh, j * dw: j * dw + sw * (OW - 1) + 1: sw]
+                    acc += torch.einsum("nchw,oc->nohw", patch, W[:, :, i, j])
+        acc = acc + self.bias.view(1, -1, 1, 1)
+        if bool(((acc < INT32_MIN) | (acc > INT32_MAX)).any()):
+            raise OverflowError("an int32 accumulator overflows")
+        return acc
+
+    def forward(self, x: Tensor) -> Tensor:
+        acc = self.accumulate(x)
+        out = multiply_by_quantized_multiplier(acc, self.multiplier.view(1, -1, 1, 1), self.shift.view(1, -1, 1, 1))
+        return (out + self.out_q.zero_point).clamp(self.act_min, self.act_max).to(torch.int8)
+
+    @property
+    def macs(self) -> int:
+        return math.prod(self.out_shape) * math.prod(self.weight.shape[1:])
+
+
+@dataclass(frozen=True)
+class IntPool:
+    """Max pooling (``kind == "maxpool"``: padded positions skipped) or average pooling
+    (``"avgpool"``, padding 0; TFLM's rounding), then the clamp [act_min, act_max]; the input's
+    quantization is kept."""
+
+    kind: str
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    q: QParams
+    act_min: int
+    act_max: int
+    in_shape: tuple
+    out_shape: tuple
+
+    def forward(self, x: Tensor) -> Tensor:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
+        _, OH, OW = self.out_shape
+        fill = INT8_MIN - 1 if self.kind == "maxpool" else 0  # below every int8: a padded position never wins
+        xp = torch.nn.functional.pad(x.to(torch.int64), (pw, pw, ph, ph), value=fill)
+        acc = None
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, :, i * dh: i * dh + sh * (OH - 1) + 1: sh, j * dw: j * dw + sw * (OW - 1) + 1: sw]
+                acc = patch.clone() if acc is None else (torch.maximum(acc, patch) if self.kind == "maxpool"
+                                                         else acc + patch)
+        if self.kind == "avgpool":  # TFLM: acc > 0 ? (acc + n/2) / n : (acc - n/2) / n, C division
+            n = kh * kw
+            acc = torch.where(acc > 0, _trunc_div(acc + n // 2, n), _trunc_div(acc - n // 2, n))
+        return acc.clamp(self.act_min, self.act_max).to(torch.int8)
+
+
+@dataclass(frozen=True)
+class IntClamp:
+    """ReLU/ReLU6 after a pooling layer: a clamp in the pooled map's quantization."""
+
+    act: str
+    q: QParams
+    act_min: int
+    act_max: int
+    in_shape: tuple
+    out_shape: tuple
+    kind = "clamp"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.clamp(self.act_min, self.act_max)
+
+
+@dataclass(frozen=True)
+class IntLut:
+    """Sigmoid (``act == "sigmoid"``, output scale 1/256, zero point -128) or tanh (1/128, 0) as
+    TFLM's int8 LOGISTIC / TANH compute them, tabulated over the 256 inputs (store/integer_act.py)."""
+
+    act: str
+    in_q: QParams
+    out_q: QParams
+    table: Tensor  # int8 (256,): output of input q at index q + 128
+    in_shape: tuple
+    out_shape: tuple
+    kind = "lut"
+
+    @classmethod
+    def make(cls, act: str, in_q: QParams, in_shape: tuple, out_shape: tuple) -> "IntLut":
+        from .integer_act import logistic_table, tanh_table
+
+        if act == "sigmoid":
+            table, out_q = logistic_table(in_q.scale, in_q.zero_point), QParams(1.0 / 256, -128)
+        else:
+            table, out_q = tanh_table(in_q.scale, in_q.zero_point), QParams(1.0 / 128, 0)
+        return cls(act, in_q, out_q, torch.from_numpy(table), in_shape, out_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.table[x.to(torch.int64) + 128]
+
+
+@dataclass
+class IntegerNet:
+    """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp), the input's and
+    output's quantization, and how it was calibrated (``calibration``, a sentence)."""
+
+    ops: list
+    in_shape: tuple  # one instance as the user gives it
+    input_q: QParams
+    output_q: QParams
+    calibration: str = ""
+    describe: list = field(default_factory=list)
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.ops[-1].out_shape)
+
+    @property
+    def params(self) -> list[IntParam]:
+        return [op for op in self.ops if isinstance(op, IntParam)]
+
+    @property
+    def macs(self) -> int:
+        return sum(op.macs for op in self.params)
+
+    def quantize_input(self, X: Tensor) -> Tensor:
+        """Float instances (N, *in_shape) or flat rows -> int8 (N, *in_shape) (TFLM's QUANTIZE)."""
+        return self.input_q.quantize(X.reshape(X.shape[0], *self.in_shape))
+
+    def dequantize_output(self, q: Tensor) -> Tensor:
+        return self.output_q.dequantize(q)
+
+    def internal(self, q: Tensor) -> Tensor:
+        """int8 (N, *in_shape) -> the NCHW map the first op reads."""
+        return q.reshape(q.shape[0], *self.ops[0].in_shape)
+
+    def trace(self, q: Tensor) -> list[Tensor]:
+        """Every op's int8 output (N, C, H, W) for the int8 input ``q`` (N, *in_shape)."""
+        x = self.internal(q)
+        outs = []
+        for op in self.ops:
+            x = op.forward(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, q: Tensor) -> Tensor:
+        """The integer reference: int8 input (N, *in_shape) -> int8 output (N, out)."""
+        return self.trace(q)[-1].reshape(q.shape[0], -1)
+
+    def __call__(self, X: Tensor) -> Tensor:
+        """Float in, float out: quantize, the integer forward, dequantize (float64)."""
+        return self.dequantize_output(self.forward(self.quantize_input(X)))
+
+    def flash_bytes(self) -> int:
+        """Stored bytes: int8 weights, and per output channel an int32 bias, an int32 multiplier
+        and an int8 shift (:func:`integer_layer_bytes`); 256 bytes per sigmoid/tanh table."""
+        return (sum(integer_layer_bytes(op.weight.shape[0], math.prod(op.weight.shape[1:])) for op in self.params)
+                + 256 * sum(op.kind == "lut" for op in self.ops))
+
+    def maps(self) -> list[int]:
+        """int8 bytes of every intermediate map of a batch-1 pass (clamps and tables work in place)."""
+        return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind not in ("clamp", "lut")]
+
+    def ram_bytes(self) -> int:
+        """Scratch bytes of the integer-only C: the two largest consecutive maps side by side."""
+        m = self.maps()
+        if not m:
+            return 0
+        return max([m[0]] + [a + b for a, b in zip(m, m[1:])])
+
+
+def integer_layer_bytes(n_out: int, per_row: int) -> int:
+    """A full-integer layer's stored bytes: int8 weights + per output unit an int32 bias, an int32
+    multiplier and an int8 shift."""
+    return n_out * per_row + 9 * n_out
+
+
+def integer_bytes(model) -> int:
+    """What the full-integer network of ``model`` stores, without calibrating it: per Linear/Conv
+    :func:`integer_layer_bytes`, 256 per sigmoid/tanh table -- :meth:`IntegerNet.flash_bytes` of
+    any calibration (the byte budget of an integer-only run). Refuses what cannot run full-integer."""
+    from ..model.parse import as_net
+
+    net = as_net(model)
+    total = 0
+    for k, b in enumerate(net.blocks):
+        total += integer_layer_bytes(b.weight.shape[0], math.prod(b.weight.shape[1:]))
+        for op in b.tail:
+            if op.kind == "act":
+                _refuse(op.act, f"layer {k}")
+                total += 256 * (op.act.name in ("sigmoid", "tanh"))
+    return total
+
+
+# -- quantizing a network ----------------------------------------------------------------------
+def _check_calibration(X: Tensor) -> Tensor:
+    X = torch.as_tensor(X)
+    if X.ndim < 2 or X.shape[0] < 1:
+        raise InputError(f"calibration data must have one row per instance, got shape {tuple(X.shape)}")
+    Xf = X.detach().cpu().to(torch.float64)
+    if not bool(torch.isfinite(Xf).all()):
+        raise InputError("calibration data has NaN or infinite values: give finite inputs")
+    if bool((Xf == Xf[:1]).all()):
+        raise InputError("calibration data is constant (every instance the same): give real, varied inputs, "
+                         "e.g. the training set")
+    return X
+
+
+def _refuse(act, where: str) -> None:
+    if act.name not in SUPPORTED_ACTS:
+        raise InputError(f"{where}: activation {act.name} cannot run full-integer (int8): supported are "
+                         f"{', '.join(SUPPORTED_ACTS)}")
+
+
+def _c3(s: tuple) -> tuple:
+    return s if len(s) == 3 else (s[0], 1, 1)
+
+
+def _pool_op(op, k: int) -> tuple:
+    """(kind, kernel, stride, padding, dilation) of a pooling tail op, or InputError."""
+    if op.kind == "maxpool":
+        return "maxpool", op.kernel, op.stride, op.padding, op.dilation
+    if op.kind == "avgpool":
+        if any(op.padding):
+            raise InputError(f"layer {k}: average pooling with padding {op.padding} cannot run full-integer "
+                             "(TFLite averages only inside the map): use padding 0")
+        return "avgpool", op.kernel, op.stride, (0, 0), (1, 1)
+    raise InputError(f"layer {k}: {op.describe()} cannot run full-integer: use MaxPool or AvgPool")
+
+
+def _adaptive_as_avgpool(op, shape: tuple, k: int) -> tuple:
+    _, H, W = shape
+    oh, ow = op.size
+    if H % oh or W % ow:
+        raise InputError(f"layer {k}: adaptive average pooling {H}x{W} -> {oh}x{ow} has uneven windows and "
+                         "cannot run full-integer: use an input size divisible by the output size")
+    kern = (H // oh, W // ow)
+    return "avgpool", kern, kern, (0, 0), (1, 1)
+
+
+def quantize_network(model, calibration: Tensor, input_shape=None, calibration_name: str = "the given data"
+                     ) -> IntegerNet:
+    """Full-integer quantization of ``model`` (nn.Sequential or parsed network) per the TFLite int8
+    spec (module docstring), activations calibrated by min/max over ``calibration`` (N, *in_shape)
+    or flat rows; ``calibration_name`` says in :attr:`IntegerNet.calibration` which data it was.
+
+    Raises InputError for calibration data with NaN/inf or that is constant, and for a layer that
+    cannot run full-integer (naming it and its activation).
+    """
+    from ..model.parse import as_net
+
+    net = as_net(model)
+    X = _check_calibration(calibration)
+    if input_shape is not None:
+        net.bind(tuple(input_shape))
+    X = net.prepare_input(X.to(net.dtype))
+    for k, b in enumerate(net.blocks):  # refuse before computing anything
+        for op in b.tail:
+            if op.kind == "act":
+                _refuse(op.act, f"layer {k}")
+            elif op.kind != "adaptive_avgpool":
+                _pool_op(op, k)
+    shapes = net.map_shapes()
+    with torch.no_grad():
+        h = net._internal(X)
+        if h.ndim == 2:
+            h = h[:, :, None, None]
+        in_q = QParams.from_range(float(X.min()), float(X.max()))
+        ops, q = [], in_q
+        cur = _c3((net.in_shape[0], 1, net.in_shape[1]) if net.dims == 1 else tuple(net.in_shape))
+        for k, b in enumerate(net.blocks):
+            x = b.param.forward(h)
+            tail = list(b.tail)
+            act = "identity"
+            if tail and tail[0].kind == "act" and tail[0].act.name in FOLDED:  # folded into the layer's clamp
+                act = tail.pop(0).act.name
+                x = b.tail[0].forward(x)
+            if x.ndim == 2:
+                x = x[:, :, None, None]
+            out_q = QParams.from_range(float(x.min()), float(x.max()))
+            Wq, s_w = quantize_rows(b.weight)
+            s_in = np.float32(q.scale)
+            real = [float(np.float64(s_in) * np.float64(s) / np.float64(np.float32(out_q.scale))) for s in s_w.tolist()]
+            ms = [quantize_multiplier(r) for r in real]
+            bias_f = b.bias.detach().cpu().double() if b.bias is not None else torch.zeros(len(s_w), dtype=torch.float64)
+            qb = tflite_round((bias_f / (float(s_in) * s_w.double())).numpy())
+            qb = torch.from_numpy(np.clip(qb, INT32_MIN, INT32_MAX).astype(np.int64))
+            lo, hi = act_range(act, out_q)
+            out_shape = _c3(shapes[k][0])
+            p = b.param
+            conv = dict(stride=p.stride, padding=p.padding, dilation=p.dilation) if p.kind == "conv" else {}
+            W = Wq if p.kind == "conv" else Wq.reshape(Wq.shape[0], -1)
+            ops.append(IntParam(p.kind, W, s_w, qb, torch.tensor([m for m, _ in ms], dtype=torch.int64),
+                                torch.tensor([s for _, s in ms], dtype=torch.int64), q, out_q, act, lo, hi,
+                                cur, out_shape, **conv))
+            q, cur, h = out_q, out_shape, x
+            for i, op in enumerate(b.tail):
+                if op.kind == "act" and i == 0 and act != "identity":
+                    continue  # folded
+                new_shape = _c3(shapes[k][i + 1])
+                h = op.forward(h)
+                if op.kind == "act" and op.act.name in ("sigmoid", "tanh"):
+                    ops.append(IntLut.make(op.act.name, q, cur, new_shape))
+                    q = ops[-1].out_q
+                elif op.kind == "act":
+                    if op.act.name != "identity":
+                        ops.append(IntClamp(op.act.name, q, *act_range(op.act.name, q), cur, new_shape))
+                else:
+                    spec = _adaptive_as_avgpool(op, cur, k) if op.kind == "adaptive_avgpool" else _pool_op(op, k)
+                    ops.append(IntPool(*spec, q, INT8_MIN, INT8_MAX, cur, new_shape))
+                cur = new_shape
+    n = X.shape[0]
+    return IntegerNet(ops, tuple(net.in_shape), in_q, q,
+                      f"activation ranges: min/max over {n} instance(s) of {calibration_name}, widened to include 0",
+                      net.describe())
