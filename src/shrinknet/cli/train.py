@@ -35,12 +35,15 @@ from ..workflows.inputs import HIDDEN_ACTIVATIONS, check_widths, data_with_heldo
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs. With --arch cnn "
               "each input channel is divided by its std, not centred (that folds exactly into a zero-padded conv).")
-@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn"]),
+@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn", "dscnn"]),
               help="cnn: per --channels entry conv 3x3 (conv 3 on a C,L signal) -> BatchNorm -> activation -> "
                    "max pool 2, then one Linear layer (BatchNorm is folded into the convolutions when saved). "
-                   "Needs --shape.")
-@click.option("--channels", default="8,16", show_default=True, callback=lambda c, p, v: _hidden(v),
-              help="With --arch cnn: output channels of the conv blocks.")
+                   "dscnn: a small stand-in for MLPerf Tiny's DS-CNN: conv 3 stride 2, then per further --channels "
+                   "entry depthwise conv 3 -> pointwise 1x1 conv (each with BatchNorm and activation), global "
+                   "average pooling, one Linear layer. Both take --shape.")
+@click.option("--channels", default=None, callback=lambda c, p, v: v if v is None else _hidden(v),
+              help="With --arch cnn/dscnn: output channels of the conv blocks (default: 8,16 for cnn; 16,32,32 for "
+                   "dscnn: the first convolution, then each separable block).")
 @click.option("--shape", "shape", default=None,
               help="View each instance as an image or signal: 'image' (mnist5k 1x20x20, mnist5k-784 1x28x28, "
                    "digits 1x8x8, mnist1d 1x40) or C,H,W / C,L (a signal: Conv1d). Default with --arch cnn: image.")
@@ -62,21 +65,26 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     if arch == "mlp" and shape is not None:
-        raise UserError("--shape is for --arch cnn (an MLP reads flat feature rows)")
-    activation = activation or ("relu" if arch == "cnn" else "sigmoid")
+        raise UserError("--shape is for --arch cnn or dscnn (an MLP reads flat feature rows)")
+    conv = arch in ("cnn", "dscnn")
+    activation = activation or ("relu" if conv else "sigmoid")
+    if channels is None:
+        channels = [8, 16] if arch == "cnn" else [16, 32, 32]
+    if arch == "dscnn" and len(channels) < 2:
+        raise UserError("--arch dscnn needs at least two --channels (the first convolution and one separable block)")
     ds = datasets.load(data, seed=seed, size=size, task=task)
-    input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if arch == "cnn" else None
+    input_shape = datasets.image_shape(ds.name, ds.in_features, shape or "image") if conv else None
     problem = target_problem(out_activation, ds.targets("train", loss), loss, ds.out_features)
     if problem:
         raise UserError(problem)
-    check_trainable(ds, channels if arch == "cnn" else hidden)
+    check_trainable(ds, channels if conv else hidden)
     _say(ctx, ds.describe())
     with claim(out):
         t0 = time.perf_counter()
-        model, meta = train_on(ds, channels if arch == "cnn" else hidden, activation,
+        model, meta = train_on(ds, channels if conv else hidden, activation,
                                "identity" if out_activation == "none" else out_activation,
                                loss, epochs, lr, batch_size, patience, seed, progress=not _quiet(ctx),
-                               standardize=standardize, input_shape=input_shape)
+                               standardize=standardize, input_shape=input_shape, arch=arch if conv else "cnn")
         for note in meta["training"].get("notes", []):
             _say(ctx, note)
         seconds = time.perf_counter() - t0

@@ -32,7 +32,7 @@ output o_j to 0 (§2.1), so a mask (True = kept) multiplies the hidden outputs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -261,9 +261,7 @@ class Network:
         for k in range(start, len(self.blocks)):
             b = self.blocks[k]
             x = xs[k] if k < len(xs) else b.param.forward(h)  # eq. 5 (a convolution for a Conv)
-            o = b.run_tail(x)
-            if k < self.n_hidden:
-                o = o * self._expand(masks[k], o)
+            o = b.run_tail(x, mask=masks[k] if k < self.n_hidden else None)  # masked at the block's mask point
             if k == len(xs):
                 xs.append(x)
             os_.append(o)
@@ -284,10 +282,8 @@ class Network:
             b = self.blocks[kk]
             if kk > k:
                 h = b.param.forward(h)
-            h = b.run_tail(h, inplace=scratch)
-            if kk < self.n_hidden and not bool(masks[kk].all()):
-                m = self._expand(masks[kk], h)
-                h = h.mul_(m) if scratch else h * m
+            m = masks[kk] if kk < self.n_hidden and not bool(masks[kk].all()) else None
+            h = b.run_tail(h, inplace=scratch, mask=m)
         return h.reshape(*lead, -1, h.shape[-1])
 
     def sweep(self, loss: Loss, data, masks: Masks, trace: Trace | None = None) -> list[Derivatives]:
@@ -295,28 +291,44 @@ class Network:
         hidden layer, in forward order. Inside a layer the tail is run backward op by op (eqs.
         74-75 for the activation, act.py; the pooling rule of pool.py); between layers eq. 73 goes
         through the next layer's weights (linear.py; conv.py: a transposed convolution, with the
-        squared kernel for the second derivative). A switched-off unit passes nothing back."""
+        squared kernel for the second derivative). A switched-off unit passes nothing back.
+
+        Each record is taken at the block's mask point (``Block.split``): the tail's output, or for
+        a block with a depthwise op the producer's output before it (depthwise.py), where a
+        switch-off sets o_j to 0."""
         if trace is None:
             trace = self.forward(data.X, masks)
         g1, g2 = loss.derivatives(trace.o[-1], data.T)  # eqs. 13, 14 at the output
         records = []
         for k in reversed(range(len(self.blocks))):
             b = self.blocks[k]
-            us = [trace.x[k]]  # the input of every tail op
-            for op in b.tail[:-1]:
-                us.append(op.forward(us[-1]))
-            if k < self.n_hidden:
-                m = self._expand(masks[k], g1)
-                g1, g2 = g1 * m, g2 * m
-            outs = [*us[1:], trace.o[k]]  # the last op's output: the (masked) layer output
-            for op, u, out in reversed(list(zip(b.tail, us, outs))):
-                g1, g2 = op.backward(u, out, g1, g2)
+            hidden = k < self.n_hidden
+            ins, outs, v = [], [], trace.x[k]  # the input and output of every tail op (masked at the mask point)
+            for i, op in enumerate(b.tail):
+                if i == b.split and hidden:
+                    v = v * self._expand(masks[k], v)
+                ins.append(v)
+                v = op.forward(v) if i < len(b.tail) - 1 else trace.o[k]  # the last: the (masked) layer output
+                outs.append(v)
+            for i in reversed(range(len(b.tail) + 1)):
+                if i == b.split and hidden:
+                    u = ins[i] if i < len(b.tail) else trace.o[k]
+                    records.append(Derivatives(u, g1, g2))
+                    m = self._expand(masks[k], g1)
+                    g1, g2 = g1 * m, g2 * m
+                if i > 0:
+                    g1, g2 = b.tail[i - 1].backward(ins[i - 1], outs[i - 1], g1, g2)
             if k == 0:
                 break
-            o_prev = trace.o[k - 1]
-            g1, g2 = b.param.backward(g1, g2, tuple(o_prev.shape))  # eq. 73
-            records.append(Derivatives(o_prev, g1, g2))
+            g1, g2 = b.param.backward(g1, g2, tuple(trace.o[k - 1].shape))  # eq. 73
         return records[::-1]
+
+    def removable(self, h: int, trace: Trace) -> Tensor:
+        """What switching a unit of hidden layer h off takes out of ``o[h]``: o itself, or o - z for
+        a block with a depthwise op, whose switched-off channel outputs the constant map z
+        (``Block.off_value``). The next layer loses exactly the contribution of this."""
+        z = self.blocks[h].off_value(trace.x[h])
+        return trace.o[h] if z is None else trace.o[h] - z
 
     # -- criteria that need the layer structure ----------------------------------------------
     def brute_force(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
@@ -329,12 +341,13 @@ class Network:
         """Exact Delta E (summed over the batch) of switching off ``units`` of hidden layer h together:
         the next layer's pre-activation loses their joint contribution, nothing below changes."""
         J = torch.as_tensor(units, device=self.device)
-        xs = trace.x[h + 1] - self.blocks[h + 1].param.joint_contribution(trace.o[h], J)
+        xs = trace.x[h + 1] - self.blocks[h + 1].param.joint_contribution(self.removable(h, trace), J)
         return loss.delta(self.output_from(h + 1, xs, masks), trace.o[-1], data.T).sum()
 
     def magnitude(self, trace: Trace) -> list[Tensor]:
         """||outgoing weights of unit j|| * sum over instances (and positions) of |o_j|."""
-        return [self.blocks[h + 1].param.input_norms() * unit_sums(trace.o[h].abs()) for h in range(self.n_hidden)]
+        return [self.blocks[h + 1].param.input_norms() * unit_sums(self.removable(h, trace).abs())
+                for h in range(self.n_hidden)]
 
     def taylor2_exact(self, loss: Loss, data, masks: Masks, trace: Trace, chunk_size: int | None = None,
                       bar=None) -> list[Tensor]:
@@ -348,11 +361,13 @@ class Network:
         return self._per_layer("params", masks)
 
     def kept_sizes(self, masks: Masks | None = None) -> list[tuple]:
-        """(layer module, kept outputs, kept inputs) of every block, in order: what each layer's
-        counts (``params``, ``row_size``) are taken at."""
+        """(layer module, kept outputs, kept inputs) of every block's param and weighted tail op (a
+        depthwise conv keeps its block's units), in order: what each layer's counts (``params``,
+        ``row_size``) are taken at."""
         kept = list(self.hidden_sizes) if masks is None else [int(m.sum()) for m in masks]
-        return [(b.param, kept[k] if k < self.n_hidden else b.param.out_units,
-                 kept[k - 1] if k > 0 else b.param.in_units) for k, b in enumerate(self.blocks)]
+        return [part for k, b in enumerate(self.blocks)
+                for part in b.params_parts(kept[k] if k < self.n_hidden else b.param.out_units,
+                                           kept[k - 1] if k > 0 else b.param.in_units)]
 
     def _per_layer(self, count: str, masks: Masks | None) -> int:
         """The sum over blocks of ``param.<count>(kept outputs, kept inputs)``."""
@@ -383,15 +398,42 @@ class Network:
     def shrink(self, masks: Masks) -> "Network":
         """The physically smaller network keeping the units where ``masks`` is True: each layer
         keeps its own kept units (rows) and the kept units of the layer below (columns or input
-        channels), by its module's ``keep``."""
+        channels), by its module's ``keep``; a depthwise op keeps its block's units, and the next
+        layer's response to a removed depthwise channel's constant output goes into its bias
+        (``_folded``), so the result computes exactly what the masked network does."""
         idx = [m.nonzero().squeeze(1) for m in masks]
-        return self.with_blocks([b.with_param(b.param.keep(idx[k] if k < self.n_hidden else None,
-                                                        idx[k - 1] if k > 0 else None))
-                              for k, b in enumerate(self.blocks)])
+        blocks = []
+        for k, b in enumerate(self.blocks):
+            rows = idx[k] if k < self.n_hidden else None
+            param = b.param.keep(rows, idx[k - 1] if k > 0 else None)
+            fold = self._folded(k - 1, masks[k - 1]) if k > 0 else None
+            if fold is not None:
+                fold = fold if rows is None else fold[rows]  # the next layer's kept outputs
+                param = replace(param, bias=fold if param.bias is None else param.bias + fold)
+            blocks.append(b.with_param(param).map_weighted(lambda op, rows=rows: op.keep(rows)))
+        return self.with_blocks(blocks)
+
+    def _folded(self, h: int, mask: Tensor) -> Tensor | None:
+        """The next layer's response (out,) to the constant outputs z of hidden layer h's removed
+        units (depthwise blocks only; None when there is nothing to fold). ValueError where the
+        response differs between positions (the parser refuses such networks)."""
+        b = self.blocks[h]
+        if b.split == len(b.tail) or bool(mask.all()):
+            return None
+        x1 = torch.zeros(1, *self.map_shapes()[h][0], dtype=self.dtype, device=self.device)
+        z = b.off_value(x1)
+        J = (~mask).nonzero().squeeze(1)
+        r = self.blocks[h + 1].param.joint_contribution(z, J)[0]  # (out,) or (out, H', W')
+        r = r.reshape(r.shape[0], -1)
+        if not torch.allclose(r, r[:, :1].expand_as(r), rtol=1e-6, atol=1e-6 * float(r.abs().max())):
+            raise ValueError(f"layer {h + 1} responds to the constant output of a removed depthwise channel "
+                             "differently at different positions: it cannot be folded into its bias")
+        return r[:, 0]
 
     def copy(self) -> "Network":
         """A copy with its own weight tensors."""
-        return self.with_blocks([b.with_param(b.param.keep(None, None)) for b in self.blocks])
+        return self.with_blocks([b.with_param(b.param.keep(None, None)).map_weighted(lambda op: op.keep(None))
+                                 for b in self.blocks])
 
     def _flatten_before(self, k: int) -> bool:
         """Whether layer k reads a map that ``nn.Flatten`` makes into rows."""

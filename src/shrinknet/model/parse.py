@@ -5,7 +5,12 @@ the MLP activations becomes the MLP's :class:`~shrinknet.network.Net` (``parse_m
 specialised fast brute force), anything with convolutions, pooling, BatchNorm, ReLU6 or
 LeakyReLU becomes a :class:`SeqNet` (``parse``). :func:`as_net`, the entry point, chooses (``needs_general``).
 
-BatchNorm (eval mode, running statistics) right after a Conv or Linear is folded into it exactly:
+A depthwise convolution (groups = in_channels = out_channels) is not a layer of its own: it joins
+the tail of the block whose channels it reads (layers/depthwise.py), its channel c riding along
+with that block's unit c. Other grouped convolutions, a channel multiplier > 1, and custom
+modules (residual additions, concatenations) are refused with one line.
+
+BatchNorm (eval mode, running statistics) right after a Conv, Linear or depthwise conv is folded into it exactly:
     y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
 with s = gamma / sqrt(var + eps) per output channel.
 """
@@ -18,13 +23,14 @@ from torch import nn
 from . import activations as A
 from .layers.act import Act
 from .layers.conv import Conv
+from .layers.depthwise import Depthwise
 from .layers.linear import Dense
 from .layers.net import Block, SeqNet
 from .layers.pool import AdaptiveAvgPool, AvgPool, MaxPool
 from .mlp import Net
 from .network import Network
 
-SUPPORTED = ("nn.Conv1d/Conv2d (groups=1), nn.BatchNorm1d/2d (eval mode), nn.Linear, nn.Sigmoid, nn.Tanh, "
+SUPPORTED = ("nn.Conv1d/Conv2d (groups=1, or depthwise: groups=in_channels=out_channels), nn.BatchNorm1d/2d (eval mode), nn.Linear, nn.Sigmoid, nn.Tanh, "
              "nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Softplus, nn.MaxPool1d/2d, nn.AvgPool1d/2d, "
              "nn.AdaptiveAvgPool1d/2d, nn.Flatten (nn.Identity and nn.Dropout are skipped)")
 
@@ -138,12 +144,17 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
     flat = False  # a Flatten was seen: only Linear layers and activations may follow
     notes = []
     pname = ""
+    dw_names: list[str] = []  # module names of the depthwise convs seen
+
+    sources: list[tuple] = []  # per block: (module name, "param" | "depthwise") of what it is made of
+    src: list = []
 
     def close():
-        nonlocal param, tail
+        nonlocal param, tail, src
         if param is not None:
             blocks.append(Block(param, tuple(tail)))
-        param, tail = None, []
+            sources.append(tuple(src))
+        param, tail, src = None, [], []
 
     named = dict(_flatten(model))
     for name, m in named.items():
@@ -152,10 +163,13 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             continue
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             d = 1 if isinstance(m, nn.Conv1d) else 2
-            if m.groups != 1:
-                raise TypeError(f"{where} has groups={m.groups}; shrinknet handles groups=1 only")
             if m.padding_mode != "zeros":
                 raise TypeError(f"{where} has padding_mode={m.padding_mode!r}; shrinknet handles 'zeros' only")
+            if m.groups != 1:
+                tail.append(_depthwise(m, where, d, param, flat, dims))
+                dw_names.append(name)
+                src.append((name, "depthwise"))
+                continue
             if flat or (blocks or param is not None) and (param or blocks[-1].param).kind == "linear":
                 raise TypeError(f"{where} is not supported after a Linear or nn.Flatten layer: convolutions "
                                 "come first, then nn.Flatten, then Linear layers")
@@ -173,6 +187,7 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             param = Conv(W, None if m.bias is None else m.bias.detach(), _pair(m.stride, d), _pad(m, where, d),
                          _pair(m.dilation, d))
             pname = name
+            src = [(name, "param")]
             continue
         if isinstance(m, nn.Linear):
             prev_conv = (param.kind == "conv") if param is not None else (bool(blocks) and blocks[-1].param.kind == "conv")
@@ -192,6 +207,7 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             close()
             param = Dense(m.weight.detach(), None if m.bias is None else m.bias.detach(), block)
             pname = name
+            src = [(name, "param")]
             continue
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if m.training:
@@ -199,11 +215,20 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                                 "BatchNorm's running statistics into the layer before)")
             if m.running_mean is None:
                 raise TypeError(f"{where} keeps no running statistics (track_running_stats=False); it cannot be folded")
+            if param is not None and tail and tail[-1].kind == "depthwise":  # right after a depthwise conv
+                if m.num_features != tail[-1].channels:
+                    raise TypeError(f"{where} has {m.num_features} features but the layer before has "
+                                    f"{tail[-1].channels}")
+                tail[-1] = _fold(tail[-1], m)
+                src.append((name, "depthwise"))
+                notes.append(f"{type(m).__name__} {name} folded into layer {dw_names[-1]} (exact: eval-mode statistics)")
+                continue
             if param is None or tail:
                 raise TypeError(f"{where} does not directly follow a Conv or Linear layer; only then can it be folded")
             if m.num_features != param.out_units:
                 raise TypeError(f"{where} has {m.num_features} features but the layer before has {param.out_units}")
             param = _fold(param, m)
+            src.append((name, "param"))
             notes.append(f"{type(m).__name__} {name} folded into layer {pname} (exact: eval-mode statistics)")
             continue
         if isinstance(m, nn.Flatten):
@@ -222,10 +247,15 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             continue
         a = A.from_module_general(m)
         if a is None:
+            if not type(m).__module__.startswith("torch.nn"):  # a custom module: its forward is not read
+                raise TypeError(f"{where} is a custom module, which shrinknet does not read: residual additions, "
+                                "concatenations and other branches are not supported yet (a chain in nn.Sequential "
+                                f"is); shrinknet handles {SUPPORTED}")
             raise TypeError(f"{where} is not supported: shrinknet handles {SUPPORTED}")
         if param is None:
             raise TypeError(f"{where} comes before any Conv or Linear layer; the network must start with one")
-        if any(op.kind == "act" for op in tail):
+        since = [op.kind for op in tail][max([-1] + [i for i, op in enumerate(tail) if op.kind == "depthwise"]) + 1:]
+        if "act" in since:
             raise TypeError(f"{where} follows another activation; use one activation per layer")
         tail.append(Act(a))
     close()
@@ -233,18 +263,64 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
         raise TypeError(f"the network has {len(blocks)} layer(s) with weights; shrinknet needs at least two")
     if blocks[-1].param.kind != "linear":
         raise TypeError("the network must end with nn.Linear (its outputs are the network's outputs)")
+    _check_depthwise_folds(blocks)
     kinds = {(b.weight.dtype, b.weight.device) for b in blocks}
     if len(kinds) > 1:
         raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, kinds))}")
     if not blocks[0].weight.dtype.is_floating_point:
         raise TypeError(f"weights must be floating point, got {blocks[0].weight.dtype}")
-    net = SeqNet(blocks, dims, None, notes)
+    net = SeqNet(blocks, dims, None, notes, sources)
     in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
     if in_shape is not None:
         net.bind(in_shape)
     elif blocks[0].param.kind == "linear" and not isinstance(next(iter(named.values()), None), nn.Flatten):
         net.in_shape = (blocks[0].weight.shape[1],)  # (a leading nn.Flatten: the instance shape is bound from data)
     return net
+
+
+def _depthwise(m, where: str, d: int, param, flat: bool, dims: int) -> Depthwise:
+    """A depthwise conv (groups = in_channels = out_channels) as a tail op of the block before it
+    (depthwise.py); TypeError with one line for any other grouped convolution or placement."""
+    if m.groups != m.in_channels:
+        raise TypeError(f"{where} has groups={m.groups} with {m.in_channels} input channels; shrinknet handles "
+                        "groups=1 and depthwise convolutions (groups=in_channels=out_channels) only")
+    if m.out_channels != m.in_channels:
+        raise TypeError(f"{where} has groups={m.groups}: a depthwise convolution with channel multiplier "
+                        f"{m.out_channels // m.in_channels}; shrinknet handles multiplier 1 only (out_channels == in_channels)")
+    if param is None or param.kind != "conv" or flat:
+        raise TypeError(f"{where} must follow a convolution (its channels are that convolution's units); a "
+                        "depthwise convolution first in the network or after a Linear is not supported")
+    if dims and d != dims:
+        raise TypeError(f"{where} mixes 1-D and 2-D layers")
+    if m.in_channels != param.out_units:
+        raise TypeError(f"{where} has in_channels={m.in_channels} but the layer before has {param.out_units} outputs")
+    W = m.weight.detach()
+    if d == 1:
+        W = W.unsqueeze(2)  # (c, 1, 1, k)
+    return Depthwise(W, None if m.bias is None else m.bias.detach(), _pair(m.stride, d), _pad(m, where, d),
+                     _pair(m.dilation, d))
+
+
+def _check_depthwise_folds(blocks) -> None:
+    """A switched-off unit of a depthwise block outputs a map z that does not depend on the input;
+    surgery folds the next layer's response to it into that layer's bias, which is exact only when
+    the response is the same at every position (depthwise.py). Proved here from the structure:
+    z is constant per channel when nothing after the depthwise op pads with zeros (an average
+    pooling with padding would not keep it constant), and a constant map gives a constant response
+    from a Linear or a convolution without padding. TypeError with one line otherwise."""
+    for k, b in enumerate(blocks[:-1]):
+        if b.split == len(b.tail):
+            continue
+        for op in b.tail[b.split:]:
+            if op.kind == "avgpool" and any(op.padding):
+                raise TypeError(f"layer {k}: average pooling with padding after a depthwise convolution: a removed "
+                                "channel's constant output would not stay constant, so its removal cannot be folded "
+                                "exactly; use padding=0")
+        nxt = blocks[k + 1].param
+        if nxt.kind == "conv" and any(nxt.padding):
+            raise TypeError(f"layer {k + 1}: a convolution with padding {nxt.padding} after a depthwise convolution: "
+                            "a removed channel's constant output cannot be folded into its bias exactly; use "
+                            "padding=0 (e.g. a pointwise 1x1 convolution)")
 
 
 def _fold(param, bn):

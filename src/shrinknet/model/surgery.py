@@ -5,7 +5,10 @@ layer h+1's weight (a channel: the conv's output channel, the next conv's input 
 block of columns it feeds after Flatten). The result computes exactly what the masked network
 computes: a unit whose output is 0 contributes nothing through its outgoing weights. Each layer
 module cuts itself (``keep`` in layers/linear.py and layers/conv.py); ``Network.shrink`` strings
-them together.
+them together. A depthwise conv in a block's tail (layers/depthwise.py) loses the same channels as
+its producer; a removed depthwise channel outputs a constant map (its bias, through the rest of the
+tail), and the next layer's response to it is added to that layer's bias, so the cut network
+still computes exactly what the masked one does.
 """
 
 from __future__ import annotations

@@ -140,13 +140,16 @@ class Refitter:
                     b = b.with_param(b.param.refit(o, self.target[k], keep, self.ridge))
                     b = blocks[k] = self._store(b, masks, k) if self.rounds else b
                 if k < len(masks):
-                    o = b.run_tail(b.param.forward(o))
-                    o = o * net._expand(masks[k], o)
+                    o = b.run_tail(b.param.forward(o), mask=masks[k])  # masked at the block's mask point
         return SeqNet(blocks, net.dims, net.in_shape)
 
     def _store(self, block, masks, k: int):
-        """Block k (an MLP's or a CNN's) with its weights and bias as stored and read back (``_stored``)."""
-        return block.with_weights(*self._stored(block.weight, block.bias, masks, k))
+        """Block k (an MLP's or a CNN's) with its weights and bias as stored and read back (``_stored``);
+        a depthwise op in its tail too (one row per channel; it is not refit: only the layers with
+        weights between blocks are)."""
+        block = block.with_weights(*self._stored(block.weight, block.bias, masks, k))
+        return block.map_weighted(lambda op: op.with_weights(
+            stored(op.weight, self.storage), None if op.bias is None else stored(op.bias, self.storage, weight=False)))
 
     def _stored(self, W: Tensor, b: Tensor | None, masks, k: int) -> tuple[Tensor, Tensor | None]:
         """(W, b) of layer k through the storage round trip (``quantize.stored``). The weights of

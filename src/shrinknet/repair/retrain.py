@@ -135,14 +135,14 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
 
 def _builder(net, recipe: dict):
     """seed -> a freshly initialised network of ``net``'s shape, built as the recipe built the original."""
-    if recipe.get("arch") == "cnn":
-        channels = recipe.get("channels") or []
+    if recipe.get("arch") in train.ARCHS:  # cnn, dscnn: one hidden layer per entry of channels
+        arch, channels = recipe["arch"], recipe.get("channels") or []
         if len(net.hidden_sizes) != len(channels) or not recipe.get("input_shape"):
-            raise ValueError(f"the scratch baseline rebuilds train --arch cnn's network ({len(channels)} conv blocks, "
-                             f"then one Linear layer), but this network has {net.n_hidden} hidden layers")
-        return lambda seed: train.cnn(recipe["input_shape"], net.out_features, net.hidden_sizes,
-                                      recipe.get("activation", "relu"), recipe.get("out_activation", "identity"),
-                                      seed=seed, dtype=net.dtype)
+            raise ValueError(f"the scratch baseline rebuilds train --arch {arch}'s network ({len(channels)} conv "
+                             f"blocks, then one Linear layer), but this network has {net.n_hidden} hidden layers")
+        return lambda seed: train.ARCHS[arch](recipe["input_shape"], net.out_features, net.hidden_sizes,
+                                              recipe.get("activation", "relu"), recipe.get("out_activation", "identity"),
+                                              seed=seed, dtype=net.dtype)
     if net.dims:  # convolutions and pooling: only the CNN recipe says how to rebuild them
         raise ValueError("the scratch baseline of a convolutional network needs the recipe train --arch cnn records "
                          "(recipe={'arch': 'cnn', 'input_shape': ..., 'channels': ...})")

@@ -81,6 +81,55 @@ def cnn(in_shape, n_out: int, channels=CNN_CHANNELS, activation: str = "relu", o
     return model
 
 
+#: The default channels of ``train --arch dscnn``: the first convolution, then one per separable block.
+DSCNN_CHANNELS = (16, 32, 32)
+
+
+def dscnn(in_shape, n_out: int, channels=DSCNN_CHANNELS, activation: str = "relu", out_activation: str = "identity",
+          seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """A small depthwise-separable CNN in the shape of MLPerf Tiny's keyword-spotting DS-CNN (a
+    stand-in: its data, Speech Commands, cannot be downloaded here): conv 3 stride 2 (padding 1)
+    -> BatchNorm -> activation, then per further entry of ``channels`` a separable block:
+    depthwise conv 3 (padding 1) -> BatchNorm -> activation -> pointwise 1x1 conv -> BatchNorm ->
+    activation; then global average pooling, Flatten, Linear(n_out). For (C, L) signals (Conv1d,
+    e.g. mnist1d 1x40) or (C, H, W) images. Returned in eval mode, like :func:`cnn`."""
+    in_shape = tuple(int(s) for s in in_shape)
+    channels = tuple(int(c) for c in channels)
+    if len(in_shape) not in (2, 3) or len(channels) < 2:
+        raise ValueError(f"dscnn needs an input shape (C, H, W) or (C, L) and at least two channel counts (the first "
+                         f"convolution and one separable block), got {in_shape} and {channels}")
+    dims = len(in_shape) - 1
+    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d) if dims == 1
+                      else (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d))
+
+    def act():
+        m = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
+        return [m] if m is not None else []
+
+    mods: list[nn.Module] = [Conv(in_shape[0], channels[0], 3, stride=2, padding=1, dtype=dtype),
+                             BN(channels[0], dtype=dtype), *act()]
+    for c, ch in zip(channels, channels[1:]):
+        mods += [Conv(c, c, 3, padding=1, groups=c, dtype=dtype), BN(c, dtype=dtype), *act(),
+                 Conv(c, ch, 1, dtype=dtype), BN(ch, dtype=dtype), *act()]
+    mods += [Pool(1), nn.Flatten(), nn.Linear(channels[-1], n_out, dtype=dtype)]
+    out = A.from_name(out_activation).to_module()
+    if out is not None:
+        mods.append(out)
+    model = nn.Sequential(*mods).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
+        for m in model:
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                bound = 1 / (m.weight[0].numel()) ** 0.5
+                m.weight.uniform_(-bound, bound, generator=gen)
+                m.bias.uniform_(-bound, bound, generator=gen)
+    model.shrinknet_input_shape = in_shape
+    return model
+
+
+ARCHS = {"cnn": cnn, "dscnn": dscnn}  # convolutional architectures of ``train --arch``
+
+
 @dataclass
 class TrainLog:
     epochs: int  # epochs run

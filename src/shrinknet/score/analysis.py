@@ -142,11 +142,19 @@ def gain_curves(model, X, T, neurons, loss: str = "mse", alphas=None, mask=None)
             # x^(h+1) + the contribution of the change (alpha - 1) o_j for every alpha, through the next
             # layer cut to unit j's inputs (a neuron: (alpha - 1) o_j w_j, eq. 5; a channel: its map
             # through its kernel slice): (A, N, ...)
-            one = net.blocks[h + 1].param.keep(None, torch.tensor([j], device=net.device))
-            u = (a - 1).view(-1, *[1] * trace.o[h].ndim) * trace.o[h][:, j: j + 1]  # (A, N, 1, ...)
-            c = one.contribution(u.flatten(0, 1), torch.tensor([0], device=net.device))[0]
-            xs = trace.x[h + 1] + c.view(len(a), *trace.x[h + 1].shape)
-            err = E0 + loss_.delta(net.output_from(h + 1, xs, masks), y, data.T).sum(-1)
+            b = net.blocks[h]
+            if b.split < len(b.tail):  # a depthwise block: alpha scales the unit at its mask point, before
+                E = net.gate_error(loss_, data, masks, h)  # the depthwise conv (not linear in alpha after it)
+                o_h = b.mask_point(trace.x[h], masks[h])
+                gates = torch.ones(len(a), o_h.shape[1], dtype=a.dtype, device=a.device)
+                gates[:, j] = a
+                err = torch.stack([E(g, o_h) for g in gates])
+            else:
+                one = net.blocks[h + 1].param.keep(None, torch.tensor([j], device=net.device))
+                u = (a - 1).view(-1, *[1] * trace.o[h].ndim) * trace.o[h][:, j: j + 1]  # (A, N, 1, ...)
+                c = one.contribution(u.flatten(0, 1), torch.tensor([0], device=net.device))[0]
+                xs = trace.x[h + 1] + c.view(len(a), *trace.x[h + 1].shape)
+                err = E0 + loss_.delta(net.output_from(h + 1, xs, masks), y, data.T).sum(-1)
             r = records[h]
             g1 = (r.o[:, j] * r.dE_do[:, j]).sum()
             g2 = (r.o[:, j] ** 2 * r.d2E_do2[:, j]).sum()

@@ -4,7 +4,8 @@
      "blocks": [{"param": {"op": "conv", "stride": [1, 1], ...}, "shape": [8, 1, 3, 3], "bias": true,
                  "tail": [{"op": "act", "name": "relu"}, {"op": "maxpool", ...}]}, ...]}
 
-Tensors are ``layers.K.weight`` (a 1-D convolution's kernel held as (o, c, 1, k)) and ``layers.K.bias``.
+Tensors are ``layers.K.weight`` (a 1-D convolution's kernel held as (o, c, 1, k)) and ``layers.K.bias``;
+a depthwise conv at tail position I of layer K holds ``layers.K.I.weight`` (c, 1, kh, kw) and ``layers.K.I.bias``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import Tensor
 from ..model import activations as A
 from ..model.layers.act import Act
 from ..model.layers.conv import Conv
+from ..model.layers.depthwise import Depthwise
 from ..model.layers.linear import Dense
 from ..model.layers.net import Block, SeqNet
 from ..model.layers.pool import AdaptiveAvgPool, AvgPool, MaxPool
@@ -36,7 +38,21 @@ def tensors(net: SeqNet) -> dict[str, Tensor]:
         out[f"layers.{k}.weight"] = b.weight
         if b.bias is not None:
             out[f"layers.{k}.bias"] = b.bias
+        for i, op in b.weighted:
+            out[f"layers.{k}.{i}.weight"] = op.weight
+            if op.bias is not None:
+                out[f"layers.{k}.{i}.bias"] = op.bias
     return out
+
+
+def _depthwise(d: dict, tensors: dict, key: str, where: str) -> Depthwise:
+    """A depthwise tail op of a description that ``schema.SEQ`` accepted; its tensors are checked against it."""
+    W = tensors[f"{key}.weight"]
+    b = tensors.get(f"{key}.bias") if d["bias"] else None
+    if W.ndim != 4 or W.shape[1] != 1 or list(W.shape) != d["shape"] or (
+            d["bias"] and (b is None or tuple(b.shape) != (W.shape[0],))):
+        raise ValueError(f"{where}: depthwise weights do not match the description")
+    return Depthwise(W, b, tuple(d["stride"]), tuple(d["padding"]), tuple(d["dilation"]))
 
 
 def _op(d: dict, where: str):
@@ -76,7 +92,9 @@ def build(doc: dict, tensors: dict[str, Tensor]) -> SeqNet:
             if W.ndim != 2 or W.shape[1] % p["block"]:
                 raise ValueError(f"layer {k}: block {p['block']} does not divide the weight's {W.shape[-1]} columns")
             param = Dense(W, b, p["block"])
-        blocks.append(Block(param, tuple(_op(t, f"layer {k} ({t['op']})") for t in d["tail"])))
+        blocks.append(Block(param, tuple(
+            _depthwise(t, tensors, f"layers.{k}.{i}", f"layer {k} (depthwise)") if t["op"] == "depthwise"
+            else _op(t, f"layer {k} ({t['op']})") for i, t in enumerate(d["tail"]))))
     net = SeqNet(blocks, doc["dims"], None)
     if doc.get("in_shape") is not None:
         net.bind(tuple(doc["in_shape"]))

@@ -40,6 +40,7 @@ class Stored:
     weight: Tensor  # the layer's weight shape at the storage dtype; at int8 the int8 values q
     bias: Tensor | None  # (out,) at the storage dtype; float32 at int8
     scale: Tensor | None = None  # int8 only: float32 (out,); the device computes with q * scale per output unit
+    tail: tuple = ()  # the Stored of each weighted tail op (depthwise conv), in tail order
 
 
 def stored_weights(net, dtype: str) -> list[Stored]:
@@ -47,18 +48,23 @@ def stored_weights(net, dtype: str) -> list[Stored]:
     quantized per output unit by :func:`shrinknet.quantize.quantize_rows`, biases float32). Raises
     ValueError naming the layer for weights that are not finite at ``dtype``."""
     tdtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
-    out = []
-    for k, b in enumerate(net.blocks):
-        W, bias = (None if t is None else t.detach().cpu().to(tdtype) for t in (b.weight, b.bias))
+
+    def one(where: str, weight: Tensor, bias: Tensor | None) -> Stored:
+        W, bias = (None if t is None else t.detach().cpu().to(tdtype) for t in (weight, bias))
         for name, t in (("weight", W), ("bias", bias)):
             if t is not None and not bool(torch.isfinite(t).all()):
                 why = " (float16 holds magnitudes up to 65504)" if dtype == "float16" else ""
-                raise ValueError(f"layer {k} {name} has values that are not finite at {dtype}{why}")
+                raise ValueError(f"{where} {name} has values that are not finite at {dtype}{why}")
         if dtype == "int8":
             q, scale = quantize_rows(W)
-            out.append(Stored(q, bias, scale))
-        else:
-            out.append(Stored(W, bias))
+            return Stored(q, bias, scale)
+        return Stored(W, bias)
+
+    out = []
+    for k, b in enumerate(net.blocks):
+        tail = tuple(one(f"layer {k} depthwise op {i}", op.weight, op.bias) for i, op in b.weighted)
+        s = one(f"layer {k}", b.weight, b.bias)
+        out.append(Stored(s.weight, s.bias, s.scale, tail))
     return out
 
 
@@ -121,8 +127,11 @@ def onnx_model(net, stored: list[Stored], dtype: str, meta: dict | None):
         if net._flatten_before(k):  # a Linear reading a map: nn.Flatten's place in to_sequential too
             x = g.node("Flatten", [x], f"{p}.flatten", axis=1)
         x = b.param.onnx(g, x, p, net.dims, w)
+        tail_w = iter(w.tail)
         for i, op in enumerate(b.tail):
-            if op.kind == "act":
+            if getattr(op, "weighted", False):
+                x = op.onnx(g, x, f"{p}.{i}", net.dims, next(tail_w))
+            elif op.kind == "act":
                 x = op.onnx(g, x, f"{p}.{i}", k)
             else:
                 x = op.onnx(g, x, f"{p}.{i}", net.dims, shapes[k][i])
@@ -166,9 +175,10 @@ def _c_array(name: str, t: Tensor, ctype: str) -> str:
     return f"static const {ctype} {name}[{len(items)}] = {{\n    {lines}\n}};\n"
 
 
-def _c_arrays(k: int, w: Stored) -> str:
+def _c_arrays(k, w: Stored) -> str:
     """Layer k's arrays: ``layer<k>_weight`` (``weight_t``), at int8 ``layer<k>_scale`` (float, one
-    per output unit), and ``layer<k>_bias`` (``weight_t``; float at int8)."""
+    per output unit), and ``layer<k>_bias`` (``weight_t``; float at int8). ``k`` may be "K_I" for
+    the weighted tail op I of layer K (a depthwise conv)."""
     text = _c_array(f"layer{k}_weight", w.weight, "weight_t")
     if w.scale is not None:
         text += _c_array(f"layer{k}_scale", w.scale, "float")
@@ -177,7 +187,7 @@ def _c_arrays(k: int, w: Stored) -> str:
     return text
 
 
-def _c_weight(k: int, dtype: str):
+def _c_weight(k, dtype: str):
     """``weight(index, unit)``: the C expression of layer k's weight at ``index`` of output unit
     ``unit`` as a float: ``LOAD(w[index])``, at int8 ``(float)q[index] * scale[unit]`` -- the same
     float32 number torch's dequantized weight holds."""
@@ -320,7 +330,8 @@ def c_sources(net, stored: list[Stored], dtype: str, prefix: str, header_name: s
     src = "input"
     last = len(net.blocks) - 1
     for k, (b, w) in enumerate(zip(net.blocks, stored)):
-        arrays.append(f"/* {names.c_comment(f'layer {k}: {net.describe()[k]}')} */\n" + _c_arrays(k, w))
+        arrays.append(f"/* {names.c_comment(f'layer {k}: {net.describe()[k]}')} */\n" + _c_arrays(k, w)
+                      + "".join(_c_arrays(f"{k}_{i}", tw) for (i, _), tw in zip(b.weighted, w.tail)))
         out_shape = c3(shapes[k][0])
         dst = "output" if k == last else slot(math.prod(out_shape))
         body.append(b.param.c_code(src, dst, _c_weight(k, dtype), None if w.bias is None else f"layer{k}_bias",
@@ -339,7 +350,11 @@ def c_sources(net, stored: list[Stored], dtype: str, prefix: str, header_name: s
     }}""")
                 continue
             dst = slot(math.prod(new_shape))
-            body.append(op.c_code(src, dst, cur_shape, new_shape))
+            if getattr(op, "weighted", False):  # a depthwise conv: its own arrays layer<k>_<i>_*
+                body.append(op.c_code(src, dst, _c_weight(f"{k}_{i}", dtype),
+                                      None if op.bias is None else f"layer{k}_{i}_bias", cur_shape, new_shape))
+            else:
+                body.append(op.c_code(src, dst, cur_shape, new_shape))
             src, cur_shape = dst, new_shape
     source = (
         banner + "\n" + "".join(f"#include {inc}\n" for inc in _C_INCLUDES[dtype]) + f'\n#include "{names.c_include_name(header_name)}"\n\n'

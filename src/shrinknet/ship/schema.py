@@ -104,8 +104,8 @@ def _op(name: str, properties: dict, required: list) -> dict:
 
 _TAIL_OP = {
     "type": "object", "required": ["op"],
-    "description": "a tail op must be an object naming its op: act, maxpool, avgpool or adaptive_avgpool",
-    "properties": {"op": {"enum": ["act", "maxpool", "avgpool", "adaptive_avgpool"]}},
+    "description": "a tail op must be an object naming its op: act, maxpool, avgpool, adaptive_avgpool or depthwise",
+    "properties": {"op": {"enum": ["act", "maxpool", "avgpool", "adaptive_avgpool", "depthwise"]}},
     "allOf": [
         _op("act", {"name": {"enum": list(A.GENERAL_NAMES),
                              "description": f"an activation is one of {', '.join(A.GENERAL_NAMES)}"},
@@ -115,6 +115,13 @@ _TAIL_OP = {
         _op("avgpool", {"kernel": _ints("kernel", 1), "stride": _ints("stride", 1), "padding": _ints("padding", 0)},
             ["op", "kernel", "stride", "padding"]),
         _op("adaptive_avgpool", {"size": _ints("size", 1)}, ["op", "size"]),
+        _op("depthwise", {"shape": {"type": "array", "minItems": 4, "maxItems": 4,
+                                    "items": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH},
+                                    "description": "a depthwise shape must be 4 whole numbers >= 1"},
+                          "bias": {"type": "boolean", "description": "bias must be true or false"},
+                          "stride": _ints("stride", 1, 2), "padding": _ints("padding", 0, 2),
+                          "dilation": _ints("dilation", 1, 2)},
+            ["op", "shape", "bias", "stride", "padding", "dilation"]),
     ],
 }
 

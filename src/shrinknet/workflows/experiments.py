@@ -122,9 +122,9 @@ def expand(names: list[str]) -> list[Experiment]:
 # -- pipelines ---------------------------------------------------------------------------------
 def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation="sigmoid", loss="mse",
              epochs=200, lr=1e-2, batch_size=64, patience=20, seed=0, progress=False, standardize=False,
-             input_shape=None):
+             input_shape=None, arch: str = "cnn"):
     """Train a fresh MLP on ``ds`` (with ``input_shape``, e.g. (1, 20, 20): a CNN, ``train.cnn``
-    with conv channels ``hidden``); returns (model, meta) with meta ready for a model file.
+    or with ``arch="dscnn"`` ``train.dscnn``, with conv channels ``hidden``); returns (model, meta) with meta ready for a model file.
 
     standardize: train on inputs standardized with the training split's mean and std, then fold
     the scaling into the first layer (``scaling.fold``): the returned model takes raw inputs.
@@ -137,7 +137,7 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
 
     if input_shape is not None:
         return _train_cnn(ds, hidden, activation, out_activation, loss, epochs, lr, batch_size, patience, seed,
-                          progress, tuple(input_shape), standardize)
+                          progress, tuple(input_shape), standardize, arch)
     model = train.mlp([ds.in_features, *hidden, ds.out_features], activation, out_activation, seed=seed)
     X_tr, X_va = ds.inputs("train"), ds.inputs("val")
     if standardize:
@@ -164,14 +164,14 @@ def train_on(ds: datasets.Dataset, hidden, activation="sigmoid", out_activation=
 
 
 def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch_size, patience, seed, progress,
-               shape, standardize=False):
+               shape, standardize=False, arch="cnn"):
     """``train_on`` for a CNN: instances viewed as ``shape``; BatchNorm folded into the
     convolutions after training (meta["training"]["notes"] says so). ``standardize``: trained on
     x / s_c per input channel, s folded into the first convolution (``scaling.fold_channels``)."""
     from ..repair import scaling
     from ..model.parse import as_net
 
-    model = train.cnn(shape, ds.out_features, channels, activation, out_activation, seed=seed)
+    model = train.ARCHS[arch](shape, ds.out_features, channels, activation, out_activation, seed=seed)
     X_tr, X_va = ds.inputs("train"), ds.inputs("val")
     if standardize:
         std = scaling.fit_channels(X_tr, shape)
@@ -193,7 +193,7 @@ def _train_cnn(ds, channels, activation, out_activation, loss, epochs, lr, batch
         "task": ds.task,
         **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
         "data": ds.meta(),
-        "training": {"arch": "cnn", "input_shape": list(shape), "channels": list(channels), "activation": activation,
+        "training": {"arch": arch, "input_shape": list(shape), "channels": list(channels), "activation": activation,
                      "out_activation": out_activation, "hidden": list(channels), "epochs": epochs, "lr": lr,
                      "batch_size": batch_size, "patience": patience, "seed": seed, "epochs_run": log.epochs,
                      "best_epoch": log.best_epoch, "notes": notes},

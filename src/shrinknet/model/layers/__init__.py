@@ -6,6 +6,8 @@
                parameter count, ONNX node, C loops
     linear.py  Linear (also after Flatten, where a channel owns a block of columns): the same
     pool.py    max / average / adaptive average pooling: forward, derivatives, ONNX, C
+    depthwise.py  depthwise Conv1d/Conv2d (channel multiplier 1): a weighted op in the tail of the
+               block whose channels it reads (its channel rides along with the producer's unit)
     net.py     Block (a layer module + its tail: the layer of both networks; ``Block.linear`` is an
                MLP layer) and SeqNet, the general network (its brute force, gates, 1-D and Flatten)
 

@@ -39,12 +39,17 @@ class Block:
     reads weights and the activation."""
 
     param: Conv | Dense
-    tail: tuple  # Act / MaxPool / AvgPool / AdaptiveAvgPool, in order
-    act: A.Activation = field(init=False, repr=False, compare=False)  # the tail's activation, or identity
+    tail: tuple  # Act / MaxPool / AvgPool / AdaptiveAvgPool / Depthwise, in order
+    act: A.Activation = field(init=False, repr=False, compare=False)  # the tail's first activation, or identity
+    #: The mask point: units are switched off (masked, gated) after ``tail[:split]``: before the first
+    #: weighted tail op (a depthwise conv, depthwise.py), else after the whole tail.
+    split: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         acts = [op.act for op in self.tail if op.kind == "act"]
         object.__setattr__(self, "act", acts[0] if acts else A.IDENTITY)  # read on hot paths: computed once
+        weighted = [i for i, op in enumerate(self.tail) if getattr(op, "weighted", False)]
+        object.__setattr__(self, "split", weighted[0] if weighted else len(self.tail))
 
     @classmethod
     def linear(cls, weight: Tensor, bias: Tensor | None, act: A.Activation) -> "Block":
@@ -54,6 +59,18 @@ class Block:
     def with_param(self, param: Conv | Dense) -> "Block":
         """The same tail after ``param`` (e.g. a param after surgery or a refit)."""
         return Block(param, self.tail)
+
+    def with_tail(self, tail) -> "Block":
+        return Block(self.param, tuple(tail))
+
+    @property
+    def weighted(self) -> list[tuple[int, object]]:
+        """(tail index, op) of the tail ops with weights of their own (depthwise convs)."""
+        return [(i, op) for i, op in enumerate(self.tail) if getattr(op, "weighted", False)]
+
+    def map_weighted(self, fn) -> "Block":
+        """The block with every weighted tail op replaced by ``fn(op)``."""
+        return self.with_tail(fn(op) if getattr(op, "weighted", False) else op for op in self.tail)
 
     def with_weights(self, weight: Tensor, bias: Tensor | None) -> "Block":
         """The same layer (settings and tail) holding ``weight`` and ``bias``."""
@@ -75,10 +92,32 @@ class Block:
     def in_features(self) -> int:
         return self.param.weight.shape[1]
 
-    def run_tail(self, x: Tensor, inplace: bool = False) -> Tensor:
-        for op in self.tail:
-            x = op.forward(x, inplace=inplace)
+    def run_tail(self, x: Tensor, inplace: bool = False, mask: Tensor | None = None, start: int = 0) -> Tensor:
+        """The tail ops from ``start`` on; ``mask`` (units, True = kept) multiplies the map at the
+        mask point (after ``tail[:split]``), so a switched-off unit of a depthwise block outputs the
+        constant map its depthwise channel makes of zeros (depthwise.py)."""
+        for i in range(start, len(self.tail)):
+            if i == self.split and mask is not None:
+                x = _masked(x, mask, inplace)
+            x = self.tail[i].forward(x, inplace=inplace)
+        if self.split == len(self.tail) and mask is not None:
+            x = _masked(x, mask, inplace)
         return x
+
+    def mask_point(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """The map at the mask point (the units' outputs o_j, masked) given the pre-activation ``x``."""
+        for op in self.tail[: self.split]:
+            x = op.forward(x)
+        return x if mask is None else _masked(x, mask, False)
+
+    def off_value(self, x: Tensor) -> Tensor | None:
+        """The tail output (1, C, ...) of a switched-off unit (its map at the mask point all 0), for
+        a block whose tail has a depthwise op; None otherwise (a switched-off unit outputs 0).
+        ``x``: any pre-activation of the block (only its shape is used)."""
+        if self.split == len(self.tail):
+            return None
+        u = self.mask_point(x[:1], None)
+        return self.run_tail(torch.zeros_like(u), start=self.split)
 
     def module(self, dims: int) -> list[nn.Module]:
         """torch modules of the layer and its tail (an identity activation has none)."""
@@ -86,6 +125,15 @@ class Block:
 
     def describe(self) -> str:
         return ", ".join([self.param.describe(), *(op.describe() for op in self.tail)])
+
+    def params_parts(self, n_out: int, n_in: int) -> list[tuple]:
+        """(module, kept outputs, kept inputs) of the param and of each weighted tail op."""
+        return [(self.param, n_out, n_in), *((op, n_out, 1) for _, op in self.weighted)]
+
+
+def _masked(x: Tensor, mask: Tensor, inplace: bool) -> Tensor:
+    m = mask.view(mask.shape[0], *([1] * (x.ndim - 2))).to(x.dtype)
+    return x.mul_(m) if inplace else x * m
 
 
 class SeqNet(Network):
@@ -101,12 +149,33 @@ class SeqNet(Network):
     scoring_threads = True  # worker threads over candidate chunks (threads.run_chunks)
     file_format = "shrinknet-seq"  # layers/io.py
 
-    def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = ()):
+    def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = (), sources=None):
         super().__init__(blocks, in_shape, notes)
         self.dims = dims  # 1 or 2 for a CNN; 0 for a network of Linear layers only
+        #: per block, (module name, "param" | "depthwise") of the torch modules it was parsed from
+        #: (a folded BatchNorm included); None for a network not parsed from modules
+        self.sources = None if sources is None else tuple(tuple(s) for s in sources)
 
     def with_blocks(self, blocks) -> "SeqNet":
-        return SeqNet(blocks, self.dims, self.in_shape, self.notes)
+        return SeqNet(blocks, self.dims, self.in_shape, self.notes, self.sources)
+
+    def coupled(self, h: int) -> list[tuple[str, str]]:
+        """The coupled channels of one unit of hidden layer h, as (module, what the unit indexes):
+        every module whose weights a removal of unit c cuts: the producer's (and its folded
+        BatchNorm's) "output channel" c, every depthwise conv's (and its BatchNorm's) "channel" c,
+        and the next layer's "input channel" c (after Flatten: its block of columns). Module
+        names are the parsed model's (``layers.K`` / ``layers.K.I`` for tail op I where unknown)."""
+        if not 0 <= h < self.n_hidden:
+            raise ValueError(f"hidden layer {h} does not exist (the network has {self.n_hidden})")
+
+        def names(k):
+            if self.sources is not None:
+                return self.sources[k]
+            return ((f"layers.{k}", "param"), *((f"layers.{k}.{i}", "depthwise") for i, _ in self.blocks[k].weighted))
+
+        mine, nxt = names(h), names(h + 1)
+        return ([(n, "output channel") for n, r in mine if r == "param"]
+                + [(n, "channel") for n, r in mine if r == "depthwise"] + [(nxt[0][0], "input channel")])
 
     def _internal(self, X: Tensor) -> Tensor:
         """(N, *in_shape) -> the internal map layout (N, C, H, W), a view."""
@@ -129,7 +198,7 @@ class SeqNet(Network):
         y = trace.o[-1]
         scores = []
         for h in range(self.n_hidden):
-            o = trace.o[h]
+            o = self.removable(h, trace)  # o, or o - z for a depthwise block (its switched-off value z)
             nxt = self.blocks[h + 1].param
             x_next = trace.x[h + 1]
             s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
@@ -167,9 +236,10 @@ class SeqNet(Network):
         return out
 
     def gate_error(self, loss, data, masks, h: int):
-        """E as a function of a per-unit gate g (C,) multiplying o[h] (g = 1: the network as is)."""
-        def E(g: Tensor, o_h: Tensor) -> Tensor:
-            o = o_h * self._expand(g, o_h)
+        """E as a function of a per-unit gate g (C,) multiplying the units' outputs u at block h's
+        mask point (g = 1: the network as is; the rest of the tail, e.g. a depthwise conv, after it)."""
+        def E(g: Tensor, u: Tensor) -> Tensor:
+            o = self.blocks[h].run_tail(u * self._expand(g, u), start=self.blocks[h].split)
             x = self.blocks[h + 1].param.forward(o)
             return loss.per_instance(self.output_from(h + 1, x, masks, scratch=False), data.T).sum()
         return E
@@ -182,7 +252,7 @@ class SeqNet(Network):
         cross-position terms that ``taylor2`` drops. Instances do not interact, so this sums the
         per-instance values.
         """
-        o = trace.o[h].detach()
+        o = self.blocks[h].mask_point(trace.x[h], masks[h]).detach()
         C = o.shape[1]
         E = self.gate_error(loss, data, masks, h)
         ones = torch.ones(C, dtype=o.dtype, device=o.device)
