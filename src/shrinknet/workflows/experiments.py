@@ -341,7 +341,9 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
     small, small_metrics, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune,
                                                                baseline, progress)
-    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": small_metrics,
+    # an imported or bare model records no data; the pruned one records what it was pruned on, so that
+    # rank/info/export on it need no --data again
+    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": small_metrics, "data": meta.get("data") or ds.meta(),
                   **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
