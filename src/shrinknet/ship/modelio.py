@@ -267,6 +267,15 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
         act = A.from_name(activation if k < len(weights) - 1 else out_activation)
         layers.append(Block.linear(W.float(), None if b is None else b.float(), act))
     extra = [k for k in sd if k not in used]
+    conv = [k for k in extra if k.endswith("weight") and sd[k].ndim in (3, 4)]
+    if conv:  # the kernels say "CNN", but strides, padding and pooling live in the code, not the state_dict
+        raise ModelFileError(f"{path} holds convolution kernels ({conv[0]}): a state_dict does not record a CNN's "
+                             "strides, padding or pooling; export the model with torch.onnx.export and give the "
+                             ".onnx file, or save it with shrinknet.save_model")
+    orphan = [k for k in extra if k.endswith("bias") and k[: -len("bias")] + "weight" not in sd]
+    if orphan:
+        raise ModelFileError(f"{path} has {orphan[0]} but no {orphan[0][: -len('bias')]}weight: the file is "
+                             "incomplete; save it again with torch.save(model.state_dict(), path)")
     if extra:
         raise ModelFileError(f"{path} has tensors that are not Linear weights or biases ({', '.join(extra[:3])}"
                              f"{', ...' if len(extra) > 3 else ''}): shrinknet reads nn.Sequential MLPs only")
