@@ -381,7 +381,8 @@ def cli_job(variant: str) -> Callable[[Path], dict]:
             i = opts.index("--budget") + 1
             dtype = opts[opts.index("--dtype") + 1] if "--dtype" in opts else "float32"
             opts[i] = f"{budget_of(c.model, c.input_shape, dtype, float(opts[i]))}B"
-        shrinknet_main("-q", "prune", model, "--data", data, *opts, "--out", d / "run")
+        # the data by its name relative to the tmp dir (the cwd): the pruned model file records it
+        shrinknet_main("-q", "prune", model, "--data", data.name, *opts, "--out", d / "run")
         out = {}
         for f in sorted(p for p in (d / "run").rglob("*") if p.is_file()):
             rel = f.relative_to(d / "run").as_posix()
