@@ -9,7 +9,6 @@ naming the node. The .tflite importer is checked in test_imports_tflite.py.
 from __future__ import annotations
 
 import dataclasses
-import io
 import warnings
 
 import numpy as np

@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input
