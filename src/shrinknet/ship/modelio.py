@@ -142,10 +142,16 @@ def kind(path: str | os.PathLike) -> str:
         raise ModelFileError(f"model file {path} does not exist")
     if not path.is_file():
         raise ModelFileError(f"{path} is not a regular file: give a .safetensors model file or a .pt state_dict")
-    if path.suffix.lower() == ".onnx":
-        raise ModelFileError(f"{path} is an ONNX file; shrinknet reads .safetensors model files or .pt state_dicts")
+    if path.suffix.lower() in (".onnx", ".tflite"):
+        raise ModelFileError(f"{path} is an {path.suffix[1:].upper()} file: the command line reads it as it is; in "
+                             f"Python, shrinknet.as_net({str(path)!r}) or shrinknet.prune({str(path)!r}, ...) import it")
     if path.suffix.lower() in STATE_DICT_SUFFIXES:
         return "state_dict"
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic == b"\x89HDF\r\n\x1a\n" or path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        raise ModelFileError(f"{path} is a Keras/HDF5 file, which shrinknet does not read: convert the model to .tflite "
+                             "(tf.lite.TFLiteConverter.from_keras_model) or .onnx (tf2onnx) and give that file")
     header, _ = _read_safetensors(path, tensors=False)
     return "shrinknet" if "shrinknet" in header else "state_dict"
 
@@ -162,8 +168,8 @@ def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise ModelFileError(
-            f"{path} is not a readable model file: shrinknet reads .safetensors model files and PyTorch "
-            f"state_dicts saved as .pt/.pth/.bin (its safetensors header: {_first_line(e)})"
+            f"{path} is not a readable model file: shrinknet reads .safetensors model files, PyTorch state_dicts "
+            f"saved as .pt/.pth/.bin, .onnx and .tflite files (its safetensors header: {_first_line(e)})"
         ) from None
     return header, out
 
