@@ -58,7 +58,9 @@ def prune(
 
     Args:
         model: a trained network (not modified): an ``nn.Sequential`` of Linear/Conv layers,
-            activations and pooling, or a parsed :class:`~shrinknet.Network` (``as_net``).
+            activations and pooling; any ``nn.Module`` whose forward is such a chain (traced by
+            ``torch.fx``); a path to an ``.onnx`` or ``.tflite`` file; or a parsed
+            :class:`~shrinknet.Network` (``as_net``).
         X, T: ranking (validation) data: X (N, in) or (N, C, H, W); T (N, out) targets or (N,)
             class labels.
         method: a criterion of ``shrinknet.METHODS`` (the paper's brute force, Taylor 1/2, ...).
