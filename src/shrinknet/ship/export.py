@@ -60,8 +60,9 @@ With ``"int8"`` (ONNX and C only) every weight matrix is quantized per output ro
 convolution kernel per output channel (:func:`shrinknet.quantize.quantize_rows`: int8 values, one
 float32 scale per row or channel); biases stay float32. Quantizing a network that already carries
 dequantized int8 weights (what ``PruneResult.network(k)`` of an int8 run returns) gives back
-exactly the run's int8 values and scales. The arithmetic is float (the device needs an FPU;
-integer-only inference is not offered):
+exactly the run's int8 values and scales. The arithmetic is float (the device needs an FPU; the
+full-integer network -- int8 activations too, no FPU -- is written by ``ship/c_integer.py`` and
+``ship/tflite.py``, whose paths this module's :func:`check_export_paths` checks too):
 
 * ONNX stores ``layers.K.weight`` as int8 with ``layers.K.weight_scale`` (float32, per row or
   output channel) and a zero ``layers.K.weight_zero_point``, and a ``DequantizeLinear`` (axis 0)
