@@ -172,3 +172,23 @@ def test_run_json_says_how_the_integer_network_was_calibrated(made):
     exports = doc["extras"]["exports"]
     assert {e["dtype"] for e in exports.values()} == {"int8-integer"}
     assert exports["model.c"]["flash_bytes"] == doc["steps"][doc["extras"]["chosen_step"]]["bytes"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage after the identifier", "offsets past the end"])
+def test_written_by_shrinknet_reads_a_damaged_tflite_safely(made, damage, tmp_path):
+    """Any damaged or forged file is answered True/False from bounded reads, never an exception."""
+    good = (made / "run" / "model.tflite").read_bytes()
+    rng = np.random.default_rng(0)
+    if damage == "truncated":
+        variants = [good[:n] for n in range(0, 200, 3)]
+    elif damage == "garbage after the identifier":
+        variants = [rng.integers(0, 256, 4).astype(np.uint8).tobytes() + b"TFL3" + rng.integers(0, 256, 60).astype(
+            np.uint8).tobytes() for _ in range(50)]
+    else:
+        variants = [(2**32 - 1 - i).to_bytes(4, "little") + good[4:] for i in range(0, 40, 4)]
+    for i, data in enumerate(variants):
+        p = tmp_path / f"v{i}.tflite"
+        p.write_bytes(data)
+        assert written_by_shrinknet(p, "tflite") in (True, False)
+    assert written_by_shrinknet(made / "run" / "model.tflite", "tflite")
+    assert not written_by_shrinknet(tmp_path / "v0.tflite", "tflite")  # empty or forged: not ours
