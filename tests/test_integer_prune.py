@@ -77,6 +77,7 @@ def test_every_recorded_step_is_the_integer_network(name, method):
         assert s.test_accuracy == pytest.approx(literal(model, masks, Xc, Xt, Tt)[1], abs=1e-12)
         assert s.bytes == nbytes == flash
         assert r.integer_network(k).flash_bytes() == s.bytes
+        assert s.ram_bytes == r.integer_network(k).ram_bytes()  # int8 maps: the integer C's scratch
     if method == "brute_force":  # step 1: the literal argmin of remove-quantize-evaluate over every unit
         e0 = literal(model, r.masks(0), Xc, X, T)[0]
         deltas = {}
@@ -101,6 +102,10 @@ def test_budget_counts_integer_bytes(name):
     assert r.steps[k].bytes == integer_bytes(small) <= budget < r.steps[0].bytes == full
     with pytest.raises(ValueError, match="full-integer"):
         prune(model, X, T, loss="cross_entropy", budget_bytes=10, config=cfg)
+    ram = r.integer_network(0).ram_bytes() - 2  # the RAM budget counts int8 maps
+    r = prune(model, X, T, loss="cross_entropy", ram_budget_bytes=ram, config=cfg)
+    k, _ = r.fit(None, ram)
+    assert r.integer_network(k).ram_bytes() == r.steps[k].ram_bytes <= ram < r.steps[0].ram_bytes
 
 
 @pytest.mark.parametrize("case, fragment", [

@@ -13,7 +13,8 @@ the calibration inputs), and
   integer-only C and TFLite Micro compute on the same int8 inputs;
 * the bytes (the budget, ``Step.bytes``) are ``store.integer.integer_bytes`` of the kept network:
   int8 weights, and per output channel an int32 bias, an int32 multiplier and an int8 shift, 256
-  bytes per sigmoid/tanh table;
+  bytes per sigmoid/tanh table; ``Step.ram_bytes`` and the RAM budget count int8 maps (one byte an
+  element: ``IntegerNet.ram_bytes``, the integer-only C's scratch buffer), not float32 ones;
 * brute force scores each candidate removal by the integer network's error with it removed,
   re-calibrated as it would ship (:meth:`IntegerLoop.brute_force`): Delta E = E_int(without j) -
   E_int(now).

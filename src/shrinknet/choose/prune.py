@@ -131,7 +131,7 @@ def prune(
             f"budget of {budget} bytes is below the smallest network reachable by removing hidden "
             f"neurons: {smallest} bytes at {dtype}{' full-integer' if integer else ''} (one neuron per hidden layer)"
         )
-    ram = _check_ram_budget(net, ram_budget_bytes)
+    ram = _check_ram_budget(net, ram_budget_bytes, 1 if integer else 4)  # integer_only: int8 maps
     config = dict(
         method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=cfg.clip, seed=cfg.seed, full_curve=full_curve,
@@ -217,11 +217,11 @@ def _split_over(group, net: Network, val: Data, test: Data | None, config: dict)
     return shard(val), shard(test)
 
 
-def _check_ram_budget(net, ram_budget_bytes) -> int | None:
+def _check_ram_budget(net, ram_budget_bytes, bytes_per: int = 4) -> int | None:
     if ram_budget_bytes is None:
         return None
     ram = memory.parse_size(ram_budget_bytes)
-    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden, bytes_per=bytes_per)
     if ram < least:
         raise ValueError(f"RAM budget of {ram} bytes is below the smallest reachable by removing hidden units: "
                          f"{least} bytes (one unit per hidden layer)")
@@ -354,7 +354,7 @@ class _Pruner:
                  limit: int | None = None, stop_at: tuple = (None, "float32"), ram_target: int | None = None,
                  integer: IntegerLoop | None = None):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
-        self.integer = integer  # integer_only: the full-integer network is recorded and counted (integer_loop.py)
+        self.integer, self.ram_unit = integer, 1 if integer else 4  # integer_only: its network, int8 maps (integer_loop.py)
         self.ram_target = ram_target  # the RAM budget in bytes (see ``ram_idle_layers``)
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
@@ -502,7 +502,7 @@ class _Pruner:
         no RAM budget, it is met, or no layer would lower the peak (then every unit competes)."""
         if self.ram_target is None:
             return []
-        now = memory.ram_bytes(self.net, self.masks)
+        now = memory.ram_bytes(self.net, self.masks, bytes_per=self.ram_unit)
         if now <= self.ram_target:
             return []
         open_, idle = [], []
@@ -513,7 +513,7 @@ class _Pruner:
             fewer = list(self.masks)
             fewer[h] = m.clone()
             fewer[h][int(m.nonzero()[0])] = False  # RAM counts units, not which ones
-            if memory.ram_bytes(self.net, fewer) >= now:
+            if memory.ram_bytes(self.net, fewer, bytes_per=self.ram_unit) >= now:
                 idle.append(h)
         return idle if len(idle) < len(open_) else []
 
@@ -565,7 +565,7 @@ class _Pruner:
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
             test_accuracy=tacc, params=params, bytes=self.bytes(dtype, self.masks), kept=kept,
-            ram_bytes=memory.ram_bytes(self.net, self.masks),
+            ram_bytes=memory.ram_bytes(self.net, self.masks, bytes_per=self.ram_unit),
         )
 
 

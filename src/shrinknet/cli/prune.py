@@ -98,7 +98,8 @@ def _leave_distributed():
 @click.option("--integer-only", is_flag=True, help="With --dtype int8: put the full-integer network in the loop (int8 "
               "weights and activations, int32 biases; the TFLite int8 spec, what the integer-only C and the int8 "
               ".tflite compute): the recorded numbers are its, brute force scores it, and the budget counts its "
-              "bytes (int8 weights, int32 biases, per-channel multipliers and shifts). Activation ranges: min/max "
+              "bytes (int8 weights, int32 biases, per-channel multipliers and shifts), --ram-budget its int8 maps. "
+              "Activation ranges: min/max "
               "over the training split. --export c then writes integer-only C, --export tflite the int8 .tflite.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
