@@ -238,7 +238,7 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result, k, ds)
-    click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype + (" full-integer" if integer_only else ""), ram_bytes))
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
