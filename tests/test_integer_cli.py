@@ -128,7 +128,7 @@ def _csv(path, rows):
 
 @pytest.mark.parametrize("case", ["no int8", "integer onnx", "export dtype", "constant data", "nan data",
                                   "softplus export", "softplus prune", "softplus device", "float16 tflite",
-                                  "no toolchain"])
+                                  "no toolchain", "run without its model"])
 def test_bad_input_gets_one_line_and_writes_nothing(made, case, tmp_path, monkeypatch):
     model = made / "m" / "model.safetensors"
     soft = made / "soft.safetensors"
@@ -153,7 +153,10 @@ def test_bad_input_gets_one_line_and_writes_nothing(made, case, tmp_path, monkey
         "float16 tflite": (["prune", model, "--budget", "2KiB", "--dtype", "float16", "--export", "tflite", "--out",
                             out], "float32 or a full-integer"),
         "no toolchain": (["device", model, "--rows", "1"], "shrinknet[device]"),
+        "run without its model": (["device", tmp_path / "bare", "--rows", "1"], "model.safetensors does not exist"),
     }[case]
+    (tmp_path / "bare").mkdir()
+    shutil.copy(made / "run" / "run.json", tmp_path / "bare" / "run.json")  # a run directory, its model missing
     if case == "no toolchain":
         monkeypatch.setitem(__import__("sys").modules, "unicorn", None)  # import unicorn -> ImportError
     before = sorted(p.name for p in made.iterdir())
@@ -163,6 +166,8 @@ def test_bad_input_gets_one_line_and_writes_nothing(made, case, tmp_path, monkey
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
     assert not out.exists() and sorted(p.name for p in made.iterdir()) == before
     assert not any(p.name.startswith(("m.", "out")) for p in tmp_path.iterdir())
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["run.json"]
+    assert (tmp_path / "bare" / "run.json").read_bytes() == (made / "run" / "run.json").read_bytes()
 
 
 def test_run_json_says_how_the_integer_network_was_calibrated(made):
