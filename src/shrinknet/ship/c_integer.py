@@ -44,7 +44,7 @@ from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool
 from ..util.files import replace_files
 from . import names
 from .emit import c_float
-from .export import ExportResult, check_prefix
+from .export import ExportResult, check_export_paths, check_prefix
 
 _REQUANTIZE = """\
 /* TFLM's MultiplyByQuantizedMultiplier (tensorflow/lite/kernels/internal/common.h, double rounding):
@@ -301,17 +301,18 @@ void {prefix}_forward(const int8_t *input, int8_t *output);
 
 
 def export_integer_c(inet: IntegerNet, path: str | os.PathLike, prefix: str = "shrinknet",
-                     meta: dict | None = None) -> ExportResult:
+                     meta: dict | None = None, overwrite: bool = False) -> ExportResult:
     """Write the integer-only C of ``inet`` to ``path`` (a ``.c``; the ``.h`` beside it), both or neither.
 
-    Raises ValueError for a prefix that is not a C identifier or a path not ending in ``.c``.
-    ``ExportResult.dtype`` is ``"int8-integer"``.
+    The paths are checked as every export's (``export.check_export_paths``): a name ending in .c, a
+    header name that can stand in ``#include``, never an input, an existing file replaced only with
+    ``overwrite`` and only when shrinknet wrote it. Raises ValueError (OutputError, InputError) for
+    those and for a prefix that is not a C identifier. ``ExportResult.dtype`` is ``"int8-integer"``.
     """
     check_prefix(prefix)
+    expect = check_export_paths(path, "c", overwrite)
     path = Path(path)
-    if path.suffix != ".c":
-        raise ValueError(f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}")
     header = path.with_suffix(".h")
     h_text, c_text = integer_c_sources(inet, prefix, header.name, meta)
-    replace_files([(header, h_text), (path, c_text)])
+    replace_files([(header, h_text), (path, c_text)], expect)
     return ExportResult([path, header], inet.flash_bytes(), inet.ram_bytes(), "c", "int8-integer")

@@ -440,18 +440,36 @@ def to_tflite_input(x: np.ndarray, in_shape: tuple) -> np.ndarray:
     return x
 
 
-def export_tflite(model, path: str | os.PathLike, meta: dict | None = None) -> ExportResult:
-    """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite)."""
+def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, overwrite: bool = False) -> ExportResult:
+    """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite).
+
+    The path is checked first as every export's (``export.check_export_paths``: a name ending in
+    .tflite, never an input, an existing file replaced only with ``overwrite`` and only when
+    shrinknet wrote it); the file is written whole or not at all. The Model's description is
+    "shrinknet <version> <full-integer int8 | float32>" followed by ``meta`` as JSON: that is how
+    :func:`shrinknet.ship.export.written_by_shrinknet` recognises the file later.
+    ``ExportResult.flash_bytes``: ``IntegerNet.flash_bytes`` (full-integer) or the float32 weights and biases.
+    """
     import json
 
+    from ..version import __version__
+    from .export import check_export_paths
+
+    expect = check_export_paths(path, "tflite", overwrite)
     path = Path(path)
-    if path.suffix != ".tflite":
-        raise InputError(f".tflite export to {path}: give a path ending in .tflite")
     integer = isinstance(model, IntegerNet)
-    data = tflite_model(model, None if meta is None else json.dumps(meta))
-    write_bytes(path, data)
-    flash = model.flash_bytes() if integer else None
-    return ExportResult([path], flash if flash is not None else 0, 0, "tflite", "int8-integer" if integer else "float32")
+    description = f"shrinknet {__version__} {'full-integer int8' if integer else 'float32'}"
+    if meta is not None:
+        description += "; meta " + json.dumps(meta)
+    data = tflite_model(model, description)
+    if integer:
+        flash = model.flash_bytes()
+    else:
+        from ..store.memory import network_bytes
+
+        flash = network_bytes(model, "float32")
+    write_bytes(path, data, expect[path])
+    return ExportResult([path], flash, 0, "tflite", "int8-integer" if integer else "float32")
 
 
 def run_tflm(model_bytes: bytes, inputs: np.ndarray, arena_size: int | None = None) -> tuple[np.ndarray, int | None]:

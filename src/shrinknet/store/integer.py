@@ -377,21 +377,26 @@ def integer_layer_bytes(n_out: int, per_row: int) -> int:
     return n_out * per_row + 9 * n_out
 
 
-def integer_bytes(model) -> int:
+def integer_bytes(model, masks=None) -> int:
     """What the full-integer network of ``model`` stores, without calibrating it: per Linear/Conv
     :func:`integer_layer_bytes`, 256 per sigmoid/tanh table -- :meth:`IntegerNet.flash_bytes` of
-    any calibration (the byte budget of an integer-only run). Refuses what cannot run full-integer."""
+    any calibration (the byte budget of an integer-only run). With ``masks`` (True = kept, one per
+    hidden layer) the pruned network's: the layers at their kept sizes (``Network.kept_sizes``).
+    Refuses what cannot run full-integer (InputError naming the layer and its activation)."""
     from ..model.parse import as_net
 
     net = as_net(model)
-    total = 0
+    tables = 0
     for k, b in enumerate(net.blocks):
-        total += integer_layer_bytes(b.weight.shape[0], math.prod(b.weight.shape[1:]))
+        if b.weighted:
+            raise InputError(f"layer {k}: a depthwise convolution cannot run full-integer here: use dtype int8 "
+                             "without integer_only")
         for op in b.tail:
             if op.kind == "act":
                 _refuse(op.act, f"layer {k}")
-                total += 256 * (op.act.name in ("sigmoid", "tanh"))
-    return total
+                tables += op.act.name in ("sigmoid", "tanh")
+    return (sum(integer_layer_bytes(n_out, p.row_size(n_in)) for p, n_out, n_in in net.kept_sizes(masks))
+            + 256 * tables)
 
 
 # -- quantizing a network ----------------------------------------------------------------------
