@@ -95,6 +95,18 @@ def test_exports_compute_the_integer_reference_bit_for_bit(made, fmt, tmp_path):
     assert np.array_equal(got, want) and len(np.unique(want)) > 3
 
 
+@pytest.mark.parametrize("options, integer", [((), True), (("--integer-only",), True), (("--dtype", "float32"), False)],
+                         ids=["recorded", "flag", "dtype-float32"])
+def test_export_of_an_integer_only_model_is_integer_unless_a_dtype_says_otherwise(made, options, integer, tmp_path):
+    """A model pruned --integer-only exports as it was pruned (its file records it): the C equals the run's own
+    model.c; --dtype float32 gives the float C."""
+    r = run("export", made / "run" / "model.safetensors", "--format", "c", *options, "--out", tmp_path / "model.c")
+    assert r.exit_code == 0, r.output
+    assert ("full-integer int8" in r.output) == integer
+    same = (tmp_path / "model.c").read_text() == (made / "run" / "model.c").read_text()
+    assert same == integer and ("float" in (tmp_path / "model.c").read_text()) != integer
+
+
 @pytest.mark.parametrize("integer", [True, False], ids=["full-integer", "float32"])
 def test_export_tflite_replaces_only_its_own_files(made, integer, tmp_path):
     pytest.importorskip("tflite")

@@ -40,7 +40,8 @@ def report(run_dirs, out, title, overwrite):
 @click.option("--integer-only", is_flag=True,
               help="Full-integer int8 (TFLite int8 spec; activation ranges: min/max over the training split of "
               "the model's data set or --data): --format c writes integer-only C (int8 in and out, no float), "
-              "--format tflite the int8 .tflite. Needs --dtype int8 or no --dtype.")
+              "--format tflite the int8 .tflite. Needs --dtype int8 or no --dtype. Default for c and tflite without "
+              "--dtype: on when the model was pruned with --integer-only (its file records it).")
 @_data_options
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
 @click.option("--out", required=True, type=click.Path(),
@@ -63,6 +64,9 @@ def export(model, hidden, activation, out_activation, fmt, dtype, integer_only, 
         check_prefix(prefix)
     interrupt.pending(out)
     net_model, meta, rec = read_model(model, hidden, activation, out_activation)
+    # a model pruned full-integer ships full-integer unless a --dtype asks for another export
+    integer_only = integer_only or bool(dtype is None and fmt in ("c", "tflite")
+                                        and (meta.get("pruned") or {}).get("integer_only"))
     dtype = "int8" if integer_only else dtype or _pruned_dtype(meta, fmt)
     check_formats([fmt], dtype, integer_only)
     inet = _integer(net_model, meta, rec, data, seed, size) if integer_only else None  # InputError: nothing written
