@@ -105,6 +105,9 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
     if dtype is not None and dtype not in dtypes.MODEL_FILE:
         raise ValueError(f"a model file stores float weights: dtype float32, float16 or float64, not {dtype!r} "
                          "(int8 storage is exported as onnx or c)")
+    if isinstance(path, nn.Module) and isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"save_model(path, model, meta) takes the path first (export takes the model first); "
+                        f"write save_model({str(model)!r}, model)")
     net = as_net(model)
     if input_shape is not None:
         net = net.copy()
