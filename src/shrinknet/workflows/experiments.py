@@ -477,7 +477,9 @@ def comparison_table(res: dict) -> str:
         paper = exp.paper.get(key)
         cells = [f"{_fmt(o)} ({_fmt(p)})" if paper else _fmt(o) for o, p in zip(ours, paper or ours)]
         lines.append(f"| {key[0]} {LABEL[key[1]]} | " + " | ".join(cells) + " |")
-    lines += ["", f"ours (paper); {exp.note}", ""]
+    legend = ("cells: ours (paper)" if exp.paper else
+              "ours only: the paper gives no numbers for this table, only what its text says")
+    lines += ["", f"{legend}; {exp.note}", ""]
     return "\n".join(lines)
 
 
