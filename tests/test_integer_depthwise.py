@@ -1,0 +1,191 @@
+"""Depthwise-separable CNNs full-integer (issue #18 on top of #16): the depthwise conv and the global
+average pooling of ``DS_CASES`` (tests/integer_cases.py: 1-D/2-D, ReLU/ReLU6/tanh, stride, dilation,
+padding, odd channel counts, no bias, a network pruned by shrinknet to a byte budget).
+
+* the integer reference (store/integer.py) against a literal float fake-quant simulation, op by op,
+  to 1 LSB, and against the float network;
+* TFLite Micro's interpreter on the full-integer .tflite equals the reference exactly;
+* the integer-only C, compiled with the host cc, equals the reference exactly;
+* the float32 .tflite computes the torch network (TFLM, and LiteRT where installed);
+* the file holds DEPTHWISE_CONV_2D with a [1, kh, kw, C] filter quantized on dimension 3 and the
+  global pooling as AVERAGE_POOL_2D over the whole map; the stored bytes count every depthwise kernel.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from integer_cases import DS_CASES, calibration, named
+from test_export import cc, compile_and_run  # noqa: F401  (cc: the fixture)
+from test_integer import fake_quant_op
+from torch import nn
+
+from shrinknet.model.parse import as_net
+from shrinknet.ship.c_integer import export_integer_c
+from shrinknet.store.integer import integer_bytes, quantize_network
+
+IDS = [c.name for c in DS_CASES]
+N = 48
+
+
+def quantized(case):
+    model = case.build()
+    inet = quantize_network(model, calibration(case), case.shape, "the test's calibration rows")
+    X = calibration(case, N, seed=5) * torch.linspace(0.2, 2.5, N).view(-1, *([1] * len(case.shape)))
+    q = inet.quantize_input(X)
+    q[0], q[1] = -128, 127  # the int8 extremes
+    return model, inet, q
+
+
+def test_grid_has_depthwise_ops_and_global_pooling():
+    """Every case really has what it is in the grid for (a pruned network that lost its depthwise
+    layers would test nothing new)."""
+    for case in DS_CASES:
+        _, inet, _ = quantized(case)
+        kinds = [op.kind for op in inet.ops]
+        assert "depthwise" in kinds, case.name
+        pool = [op for op in inet.ops if op.kind == "avgpool"][-1]
+        assert pool.out_shape[1:] == (1, 1) and pool.kernel == pool.in_shape[1:], case.name
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_every_op_agrees_with_fake_quant_to_one_lsb(case):
+    _, inet, q = quantized(case)
+    x = inet.internal(q)
+    worst, differ, total = 0, 0, 0
+    for op in inet.ops:
+        y = op.forward(x)
+        d = (y.to(torch.int64) - fake_quant_op(op, x).to(torch.int64)).abs()
+        worst, differ, total = max(worst, int(d.max())), differ + int((d > 0).sum()), total + d.numel()
+        x = y
+    assert worst <= 1
+    assert differ <= 0.02 * total  # rounding ties only, rare
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_integer_network_approximates_the_float_network(case):
+    model = case.build()
+    X = calibration(case)
+    inet = quantize_network(model, X, case.shape)
+    with torch.no_grad():
+        want = model(X).double()
+    got = inet(X)
+    span = float(want.max() - want.min())
+    assert float((got - want).abs().max()) <= 0.1 * span
+    assert float((got - want).abs().mean()) <= 0.02 * span
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_stored_bytes_count_every_depthwise_kernel(case):
+    model = case.build()
+    inet = quantize_network(model, calibration(case), case.shape)
+    by_hand = sum(m.weight.numel() + 9 * m.weight.shape[0] for m in model.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)))
+    by_hand += 256 * sum(isinstance(m, (nn.Sigmoid, nn.Tanh)) for m in model.modules())
+    assert integer_bytes(model) == inet.flash_bytes() == by_hand
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_integer_c_equals_the_reference(case, cc, tmp_path):  # noqa: F811
+    from test_c_integer import int8_driver
+
+    _, inet, q = quantized(case)
+    source = export_integer_c(inet, tmp_path / "net.c", prefix="net").paths[0].read_text()
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    assert not re.search(r"\b(float|double)\b|math\.h", code)
+    divisions = [line for line in code.splitlines() if "/" in line]  # only average pooling, once per output
+    assert len(divisions) == sum(op.kind == "avgpool" for op in inet.ops)
+    out = compile_and_run(cc, tmp_path, int8_driver("net"), ["net.c"], q.numpy().tobytes())
+    want = inet.forward(q).numpy()
+    assert np.array_equal(np.frombuffer(out, np.int8).reshape(want.shape), want)
+    assert len(np.unique(want)) > 3
+
+
+# -- .tflite ----------------------------------------------------------------------------------
+def _tflite():
+    pytest.importorskip("tflite")
+    pytest.importorskip("tflite_micro")
+    from shrinknet.ship import tflite
+
+    return tflite
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_tflm_int8_equals_the_reference_exactly(case):
+    t = _tflite()
+    _, inet, q = quantized(case)
+    out, arena = t.run_tflm(t.tflite_model(inet), t.to_tflite_input(q.numpy(), inet.in_shape))
+    want = inet.forward(q).numpy()
+    assert out.dtype == np.int8 and np.array_equal(out, want)
+    assert len(np.unique(want)) > 3
+    assert arena is not None and arena > inet.ram_bytes()
+
+
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_float32_tflite_computes_the_torch_network(case):
+    t = _tflite()
+    model = case.build()
+    net = as_net(model)
+    net.bind(case.shape)
+    X = calibration(case, 12, seed=6)
+    data = t.tflite_model(net)
+    xs = t.to_tflite_input(X.numpy(), case.shape).astype(np.float32)
+    with torch.no_grad():
+        want = model(X).numpy()
+    tol = 1e-5 * max(1.0, float(np.abs(want).max()))
+    out, _ = t.run_tflm(data, xs)
+    assert np.abs(out - want).max() <= tol
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    got = []
+    for x in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], x[None])
+        it.invoke()
+        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    assert np.abs(np.stack(got) - want).max() <= tol
+
+
+def test_file_holds_depthwise_filters_per_channel_and_global_average_pooling():
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+    from tflite.TensorType import TensorType
+
+    t = _tflite()
+    case = named("dscnn2d-relu6-odd")
+    _, inet, _ = quantized(case)
+    m = tflite.Model.GetRootAsModel(t.tflite_model(inet), 0)
+    g = m.Subgraphs(0)
+    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    ops = [g.Operators(i) for i in range(g.OperatorsLength())]
+    kinds = [names[m.OperatorCodes(o.OpcodeIndex()).BuiltinCode()] for o in ops]
+    assert "MEAN" not in kinds and kinds.count("AVERAGE_POOL_2D") == 1
+    dws = [o for o, k in zip(ops, kinds) if k == "DEPTHWISE_CONV_2D"]
+    mine = [op for op in inet.ops if op.kind == "depthwise"]
+    assert len(dws) == len(mine) == 2
+    for o, op in zip(dws, mine):
+        C, _, kh, kw = op.weight.shape
+        w, b = g.Tensors(o.Inputs(1)), g.Tensors(o.Inputs(2))
+        assert w.Type() == TensorType.INT8 and list(w.ShapeAsNumpy()) == [1, kh, kw, C]
+        assert w.Quantization().QuantizedDimension() == 3
+        assert np.array_equal(w.Quantization().ScaleAsNumpy(), op.w_scale.numpy())
+        data = m.Buffers(w.Buffer()).DataAsNumpy().view(np.int8).reshape(1, kh, kw, C)
+        assert np.array_equal(data[0].transpose(2, 0, 1), op.weight[:, 0].numpy())
+        assert b.Type() == TensorType.INT32 and np.array_equal(m.Buffers(b.Buffer()).DataAsNumpy().view(np.int32),
+                                                                op.bias.numpy())
+    pool = ops[kinds.index("AVERAGE_POOL_2D")]
+    src = g.Tensors(pool.Inputs(0))
+    _, H, W, _ = src.ShapeAsNumpy()
+    from tflite.Pool2DOptions import Pool2DOptions
+
+    opts = Pool2DOptions()
+    opts.Init(pool.BuiltinOptions().Bytes, pool.BuiltinOptions().Pos)
+    assert (opts.FilterHeight(), opts.FilterWidth()) == (H, W)
+    C = src.ShapeAsNumpy()[3]
+    assert list(g.Tensors(pool.Outputs(0)).ShapeAsNumpy()) == [1, 1, 1, C]
