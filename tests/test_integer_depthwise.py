@@ -189,3 +189,23 @@ def test_file_holds_depthwise_filters_per_channel_and_global_average_pooling():
     assert (opts.FilterHeight(), opts.FilterWidth()) == (H, W)
     C = src.ShapeAsNumpy()[3]
     assert list(g.Tensors(pool.Outputs(0)).ShapeAsNumpy()) == [1, 1, 1, C]
+
+
+# -- shrinknet device ---------------------------------------------------------------------------
+def test_device_summary_runs_a_dscnn():
+    """``shrinknet device``'s workflow on a DS-CNN: the integer-only C on the emulated core and TFLM
+    equal the reference; the MACs counted for the float C are the integer network's (depthwise included)."""
+    pytest.importorskip("unicorn")
+    pytest.importorskip("ziglang")
+    pytest.importorskip("tflite_micro")
+    from shrinknet.workflows.device import device_summary
+
+    case = named("dscnn1d-relu")
+    model = case.build()
+    X = calibration(case, 20, seed=11)
+    s = device_summary(model, calibration(case), X, torch.randint(0, 5, (20,)), cpus=("cortex-m0plus",), rows=3)
+    r = s.integer["cortex-m0plus"]
+    assert r.matches_reference and r.softfloat == [] and s.tflm_matches_reference
+    assert s.float_max_diff["cortex-m0plus"] <= 1e-5
+    inet = quantize_network(model, calibration(case), case.shape)
+    assert s.macs == inet.macs == 4 * 20 * 3 + 4 * 20 * 3 + 6 * 20 * 4 + 6 * 5  # conv, depthwise, pointwise, linear
