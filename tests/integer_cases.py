@@ -54,10 +54,11 @@ def _ds_manual() -> nn.Sequential:
 
 
 def _ds_1d_plain() -> nn.Sequential:
-    """1-D: a depthwise conv straight after a conv (no activation between), without bias, stride 2,
-    then tanh (a table after a depthwise conv); global average pooling."""
+    """1-D: a depthwise conv straight after a conv (no activation between), without bias, stride 2 and
+    padding 1 on an even length (TFLite's SAME pads differently: an explicit PAD), then tanh (a table
+    after a depthwise conv); global average pooling."""
     return nn.Sequential(
-        nn.Conv1d(3, 4, 5), nn.Conv1d(4, 4, 3, stride=2, groups=4, bias=False), nn.Tanh(), nn.Conv1d(4, 5, 1),
+        nn.Conv1d(3, 4, 5), nn.Conv1d(4, 4, 3, stride=2, padding=1, groups=4, bias=False), nn.Tanh(), nn.Conv1d(4, 5, 1),
         nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(5, 3))
 
 
@@ -92,7 +93,7 @@ DS_CASES = [
     Case("dscnn1d-relu", _dscnn((1, 40), (4, 6)), (1, 40)),
     Case("dscnn2d-relu6-odd", _dscnn((2, 9, 9), (3, 5, 7), "relu6"), (2, 9, 9)),
     Case("ds2d-stride-dil-maxpool", _ds_manual, (2, 13, 13)),
-    Case("ds1d-nobias-tanh", _ds_1d_plain, (3, 23)),
+    Case("ds1d-nobias-pad-tanh", _ds_1d_plain, (3, 24)),
     Case("dscnn1d-pruned", _pruned, (1, 40)),
 ]
 

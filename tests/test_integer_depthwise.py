@@ -6,7 +6,8 @@ padding, odd channel counts, no bias, a network pruned by shrinknet to a byte bu
   to 1 LSB, and against the float network;
 * TFLite Micro's interpreter on the full-integer .tflite equals the reference exactly;
 * the integer-only C, compiled with the host cc, equals the reference exactly;
-* the float32 .tflite computes the torch network (TFLM, and LiteRT where installed);
+* the float32 .tflite computes the torch network (TFLM, and LiteRT where installed; LiteRT's int8
+  kernels within two steps of the reference, 90% of outputs equal);
 * the file holds DEPTHWISE_CONV_2D with a [1, kh, kw, C] filter quantized on dimension 3 and the
   global pooling as AVERAGE_POOL_2D over the whole map; the stored bytes count every depthwise kernel.
 """
@@ -122,6 +123,26 @@ def test_tflm_int8_equals_the_reference_exactly(case):
     assert out.dtype == np.int8 and np.array_equal(out, want)
     assert len(np.unique(want)) > 3
     assert arena is not None and arena > inet.ram_bytes()
+    lite = _litert(t.tflite_model(inet), t.to_tflite_input(q.numpy(), inet.in_shape))
+    if lite is not None:  # the standard runtime's optimized kernels (and its float-built tanh table) round
+        d = np.abs(lite.astype(int) - want)  # differently at some ops; the differences can add up over layers
+        assert d.max() <= 2 and (d == 0).mean() >= 0.9
+
+
+def _litert(data: bytes, xs: np.ndarray) -> np.ndarray | None:
+    """The outputs of LiteRT's interpreter (ai-edge-litert) on every row of ``xs``; None where it is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    got = []
+    for x in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], x[None])
+        it.invoke()
+        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    return np.stack(got)
 
 
 @pytest.mark.parametrize("case", DS_CASES, ids=IDS)
@@ -138,18 +159,9 @@ def test_float32_tflite_computes_the_torch_network(case):
     tol = 1e-5 * max(1.0, float(np.abs(want).max()))
     out, _ = t.run_tflm(data, xs)
     assert np.abs(out - want).max() <= tol
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    got = []
-    for x in xs:
-        it.set_tensor(it.get_input_details()[0]["index"], x[None])
-        it.invoke()
-        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
-    assert np.abs(np.stack(got) - want).max() <= tol
+    lite = _litert(data, xs)
+    if lite is not None:
+        assert np.abs(lite - want).max() <= tol
 
 
 def test_file_holds_depthwise_filters_per_channel_and_global_average_pooling():
