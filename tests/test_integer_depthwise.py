@@ -221,3 +221,46 @@ def test_device_summary_runs_a_dscnn():
     assert s.float_max_diff["cortex-m0plus"] <= 1e-5
     inet = quantize_network(model, calibration(case), case.shape)
     assert s.macs == inet.macs == 4 * 20 * 3 + 4 * 20 * 3 + 6 * 20 * 4 + 6 * 5  # conv, depthwise, pointwise, linear
+
+
+# -- the exported .tflite comes back in (model/imports/tflite.py) -----------------------------------
+@pytest.mark.parametrize("case", DS_CASES, ids=IDS)
+def test_float32_tflite_reimports_with_its_depthwise_convolutions(case):
+    """The importer reads DEPTHWISE_CONV_2D with multiplier 1 as a depthwise Conv2d (groups = channels):
+    the same function (a 1-D network comes back as a 2-D one over (C, 1, L)), the same depthwise ops."""
+    t = _tflite()
+    from shrinknet.model.imports import to_model_layout
+    from shrinknet.model.imports.tflite import from_bytes
+
+    model = case.build()
+    net = as_net(model)
+    net.bind(case.shape)
+    seq = from_bytes(t.tflite_model(net))
+    X = calibration(case, 8, seed=7)
+    xin = torch.from_numpy(t.to_tflite_input(X.numpy(), case.shape).astype(np.float32))
+    with torch.no_grad():
+        got, want = seq(to_model_layout(seq, xin)), model(X)
+    assert float((got - want).abs().max()) <= 1e-5 * max(1.0, float(want.abs().max()))
+    depthwise = [m.groups for m in seq if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise == [op.channels for b in net.blocks for _, op in b.weighted]
+
+
+def test_depth_multiplier_above_one_is_refused_in_one_line(monkeypatch):
+    """A DEPTHWISE_CONV_2D with 2 filters per input channel (written by patching the writer's layer
+    list, as shrinknet itself never writes one)."""
+    t = _tflite()
+    from shrinknet.errors import InputError
+    from shrinknet.model.imports.tflite import from_bytes
+
+    g = torch.Generator().manual_seed(0)
+    z = lambda *s: torch.randn(*s, generator=g).numpy()  # noqa: E731
+    layers = [t.Layer("conv", (1, 6, 6), (2, 4, 4), weight=z(2, 1, 3, 3), bias=z(2), kernel=(3, 3)),
+              t.Layer("depthwise", (2, 4, 4), (4, 2, 2), weight=z(4, 1, 3, 3), bias=z(4), kernel=(3, 3)),
+              t.Layer("fc", (4, 2, 2), (3, 1, 1), weight=z(3, 16), bias=z(3))]
+    monkeypatch.setattr(t, "layers_of_float", lambda net: layers)
+    net = as_net(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(32, 3)))
+    net.bind((1, 6, 6))
+    data = t.tflite_model(net)
+    with pytest.raises(InputError) as e:
+        from_bytes(data)
+    assert "\n" not in str(e.value) and "multiplier 2" in str(e.value)
