@@ -264,3 +264,35 @@ def test_depth_multiplier_above_one_is_refused_in_one_line(monkeypatch):
     with pytest.raises(InputError) as e:
         from_bytes(data)
     assert "\n" not in str(e.value) and "multiplier 2" in str(e.value)
+
+
+# -- the int8 network a run builds keeps a removed depthwise channel's constant (repair/refit.py) ---------
+@pytest.mark.parametrize("name", ["dscnn2d-relu6-odd", "ds2d-stride-dil-maxpool"])
+def test_int8_builder_folds_a_removed_depthwise_channel_like_surgery(name):
+    """The network an int8 run builds for masks, cut to its kept units, equals the literal twin: the
+    float network cut by surgery (which folds the next layer's response to a removed depthwise
+    channel's constant output act(bias) into its bias), then its weights stored at int8. Zeroing the
+    removed channel's columns alone would lose that constant."""
+    from shrinknet.model.surgery import shrink
+    from shrinknet.repair.refit import Refitter
+    from shrinknet.store.quantize import fake_quantize
+
+    case = named(name)
+    model = case.build()
+    net = as_net(model)
+    X = calibration(case, 24, seed=8)
+    net.prepare_input(X)
+    with torch.no_grad():
+        for h, b in enumerate(net.blocks[:-1]):
+            if not b.weighted:
+                continue
+            for c in range(b.param.out_units):
+                masks = [torch.ones(x.param.out_units, dtype=torch.bool) for x in net.blocks[:-1]]
+                masks[h][c] = False
+                built = Refitter(net, X, refit=False, storage="int8").build(masks)
+                run = built.shrink(masks).to_sequential()
+                literal = shrink(net, masks)
+                for m in literal:
+                    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                        m.weight.copy_(fake_quantize(m.weight))
+                assert torch.allclose(run(X), literal(X), rtol=1e-5, atol=1e-6), (h, c)
