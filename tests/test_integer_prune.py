@@ -19,6 +19,7 @@ from shrinknet import PruneConfig
 from shrinknet.choose.prune import prune
 from shrinknet.errors import InputError
 from shrinknet.model import losses
+from shrinknet.model.parse import as_net
 from shrinknet.model.surgery import shrink
 from shrinknet.store.integer import integer_bytes, quantize_network
 from shrinknet.store.quantize import fake_quantize
@@ -29,6 +30,10 @@ NETS = {
                                                nn.Linear(5, 3)), (6,)),
     "cnn-maxpool": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                                           nn.Linear(4 * 3 * 3, 3)), (1, 8, 8)),
+    # depthwise-separable: a removed depthwise channel outputs the constant relu6(bias), folded into the next bias
+    "ds-cnn": (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.ReLU6(),
+                                     nn.Conv2d(4, 5, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(5, 3)), (1, 8, 8)),
 }
 
 
@@ -47,7 +52,9 @@ def setup(name: str, n: int = 90):
 def literal(model, masks, Xc, X, T):
     """(error, accuracy, bytes) of the step's integer network, computed the slow way: cut, the weights stored
     at int8 (what the run's network holds, so its activations are calibrated as shipped), quantized, run."""
-    small = shrink(model, masks)
+    net = as_net(model)
+    net.bind(tuple(X.shape[1:]))  # a depthwise block's fold into the next bias needs the map shapes
+    small = shrink(net, masks)
     with torch.no_grad():
         for m in small:
             if isinstance(m, (nn.Linear, nn.Conv2d)):

@@ -17,7 +17,8 @@ The .c includes only ``<stdint.h>`` and the header: no ``float``, no ``double``,
 division in any inner loop (average pooling divides once per output by its constant window size).
 Its outputs equal :meth:`IntegerNet.forward` bit for bit:
 
-* Linear / Conv: ``acc = b'[o] + sum q_w q_x`` in int32, where ``b'[o] = q_b[o] - zp_x sum q_w[o]``
+* Linear / Conv / depthwise Conv (output channel o reads input channel o alone):
+  ``acc = b'[o] + sum q_w q_x`` in int32, where ``b'[o] = q_b[o] - zp_x sum q_w[o]``
   folds the input zero point into the bias (CMSIS-NN's trick; the same integer as TFLM's
   ``sum q_w (q_x - zp_x) + q_b``). A padded convolution computes its interior outputs (every tap
   inside the map, a range fixed at export) without checks; at the border a padded tap reads
@@ -26,7 +27,8 @@ Its outputs equal :meth:`IntegerNet.forward` bit for bit:
   RoundingDivideByPOT) -- plus the output zero point, clamped to the folded activation's range.
 * Sigmoid / tanh: a 256-entry int8 table (TFLM's LOGISTIC / TANH on every int8 input), in place.
 * Max pooling over the in-bounds positions of each window; average pooling rounded half away
-  from zero (TFLM's ``reference_integer_ops::AveragePool``); ReLU after a pooling: a clamp.
+  from zero (TFLM's ``reference_integer_ops::AveragePool``; global average pooling is one window
+  over the whole map, TFLite's AVERAGE_POOL_2D); ReLU after a pooling: a clamp.
 
 Layout NCHW, batch 1, as the float C. ``input`` and ``output`` must not overlap. Not reentrant
 (one static scratch buffer). Every identifier but ``<prefix>_forward`` is ``static``.
@@ -116,15 +118,21 @@ def _interior(n: int, n_out: int, k: int, s: int, p: int, d: int) -> tuple[int, 
 
 
 def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
+    """A convolution's loop nest; a depthwise one (TFLM's DepthwiseConvPerChannel) is the same nest
+    with output channel o reading input channel o alone (the channel loop runs once, c = o)."""
     C, H, W = op.in_shape
     O, OH, OW = op.out_shape
     kh, kw = op.weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
     zp = op.in_q.zero_point
-    head = (f"/* layer {k}: convolution {C} -> {O} channels, kernel {kh}x{kw}, stride {op.stride}, padding "
+    depthwise = op.kind == "depthwise"
+    what = f"depthwise convolution {C} channels" if depthwise else f"convolution {C} -> {O} channels"
+    head = (f"/* layer {k}: {what}, kernel {kh}x{kw}, stride {op.stride}, padding "
             f"{op.padding}, dilation {op.dilation}, int8; output zero point {op.out_q.zero_point}, clamp "
             f"[{op.act_min}, {op.act_max}] */")
-    fast = f"""for (c = 0; c < {C}; c++)
+    channels = "c = o; c <= o; c++" if depthwise else f"c = 0; c < {C}; c++"
+    per_o = kh * kw if depthwise else C * kh * kw
+    fast = f"""for ({channels})
                         for (i = 0; i < {kh}; i++) {{
                             const int8_t *row = {src} + (c * {H} + oh * {sh} - {ph} + i * {dh}) * {W} + ow * {sw} - {pw};
                             for (j = 0; j < {kw}; j++)
@@ -138,7 +146,7 @@ def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
         inner = f"""if (oh >= {h0} && oh < {h1} && ow >= {w0} && ow < {w1}) {{
                         {fast}
                     }} else {{
-                        for (c = 0; c < {C}; c++)
+                        for ({channels})
                             for (i = 0; i < {kh}; i++) {{
                                 int ih = oh * {sh} - {ph} + i * {dh};
                                 for (j = 0; j < {kw}; j++) {{
@@ -154,7 +162,7 @@ def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
         for (o = 0; o < {O}; o++)
             for (oh = 0; oh < {OH}; oh++)
                 for (ow = 0; ow < {OW}; ow++) {{
-                    const int8_t *w = layer{k}_weight + o * {C * kh * kw};
+                    const int8_t *w = layer{k}_weight + o * {per_o};
                     int32_t acc = layer{k}_bias[o];
                     {inner}
                     acc = requantize(acc, layer{k}_multiplier[o], layer{k}_shift[o]) + {op.out_q.zero_point};
