@@ -70,6 +70,9 @@ class Dataset:
     source: str = ""
     class_values: tuple = ()
     load_args: dict = field(default_factory=dict)
+    #: set when the rows were only rearranged (an NHWC file's images permuted to NCHW for the network):
+    #: the fingerprint of the data as read, so that a model file's record still matches its file
+    read_fingerprint: str | None = None
 
     @property
     def in_features(self) -> int:
@@ -106,7 +109,9 @@ class Dataset:
         return f"<Dataset {self.describe()}>"
 
     def fingerprint(self) -> str:
-        """Short SHA-256 of every split's arrays: equal fingerprints mean equal data and splits."""
+        """Short SHA-256 of every split's arrays as read: equal fingerprints mean equal data and splits."""
+        if self.read_fingerprint is not None:
+            return self.read_fingerprint
         h = hashlib.sha256()
         for s in SPLITS:
             for a in (getattr(self, "X_" + s), getattr(self, "y_" + s)):
@@ -146,7 +151,7 @@ class Dataset:
         if np.array_equal(remap, np.arange(len(known))):
             return self
         return replace(self, y_train=remap[self.y_train], y_val=remap[self.y_val], y_test=remap[self.y_test],
-                       n_classes=len(known), class_values=tuple(known))
+                       n_classes=len(known), class_values=tuple(known), read_fingerprint=None)
 
 
 def _label_key(v):
