@@ -1,6 +1,7 @@
 """TFLite model files -> an equivalent ``nn.Sequential`` (the ``tflite`` schema bindings; no TensorFlow).
 
-Accepted: one subgraph with one float input and one output, and a chain of
+Accepted: one subgraph with one input (float32, or int8 in a full-integer model: ``_input_type``) and
+one output, and a chain of
     FULLY_CONNECTED and CONV_2D (fused NONE/RELU/RELU6/TANH), DEPTHWISE_CONV_2D with one input channel
     (an ordinary convolution with ``depth_multiplier`` outputs), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
     PAD (zeros) before a VALID convolution and PADV2 (the lowest float) before a VALID max pool, as
@@ -145,9 +146,7 @@ class _Walk:
             raise InputError(f"the model has {g.InputsLength()} inputs and {g.OutputsLength()} outputs; "
                              "shrinknet prunes networks with one of each")
         first, out = int(g.Inputs(0)), int(g.Outputs(0))
-        if self.g.Tensors(first).Type() != 0:
-            raise InputError("the model's input is not float32 (a full-integer model); convert it with float "
-                             "input and output, or give the float model")
+        self._input_type(first, out)
         ops = [g.Operators(k) for k in range(g.OperatorsLength())]
         folded = {k for k, op in enumerate(ops) if self._is_const_op(op)}  # weights' DEQUANTIZE ops
         readers: dict[int, list] = {}
@@ -184,6 +183,27 @@ class _Walk:
         if self.in_layout == "NHWC":
             self.note("the file reads NHWC images: give data as (N, H, W, C); shrinknet permutes it to (N, C, H, W)")
         return finish(self.mods, self.notes, self.in_shape, self.in_layout)
+
+    def _input_type(self, first: int, out: int) -> None:
+        """float32 input, or int8 input with its (scale, zero point): a full-integer model (TFLite's int8
+        spec, as ai-edge-quantizer's static_wi8_ai8 and shrinknet's --integer-only write it). Its int8
+        weights and int32 biases are dequantized like any quantized weight; the int8 quantization of the
+        activations is dropped, so the parsed network reads and returns float (x = scale * (q - zero_point))."""
+        t = self.g.Tensors(first)
+        if t.Type() == 0:
+            return
+        q = t.Quantization()
+        if t.Type() != 9 or q is None or q.ScaleLength() != 1:
+            kind = {9: "int8 without one scale", 3: "uint8", 7: "int16", 1: "float16"}.get(t.Type(), f"type {t.Type()}")
+            raise InputError(f"the model's input is {kind}; shrinknet reads float32 models and full-integer int8 ones "
+                             "(TFLite's int8 spec, one input scale)")
+        scale, zp = float(q.ScaleAsNumpy()[0]), int(q.ZeroPointAsNumpy()[0]) if q.ZeroPointLength() else 0
+        oq = self.g.Tensors(out).Quantization()
+        oscale = f"{float(oq.ScaleAsNumpy()[0]):.6g}" if oq is not None and oq.ScaleLength() == 1 else "?"
+        self.note(f"full-integer model read as float: int8 weights and int32 biases dequantized, the int8 quantization "
+                  f"of the activations dropped (the file reads q = round(x / {scale:.6g}) {'-' if zp < 0 else '+'} "
+                  f"{abs(zp)}; the parsed network reads x and returns floats, which differ from the file's dequantized "
+                  f"outputs by a few of its output steps of {oscale})")
 
     def opname(self, op) -> str:
         c = self.model.OperatorCodes(op.OpcodeIndex())
