@@ -146,7 +146,7 @@ def main() -> None:
     if official_skip is not None:
         print(f"skipped: {official_skip}")
         return
-    head = f"| network | route | flash B | RAM B | test acc | notes |"
+    head = "| network | route | flash B | RAM B | test acc | notes |"
     print(head)
     print("|---|---|---|---|---|---|")
     print("\n".join(official))

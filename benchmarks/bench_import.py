@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -35,6 +36,8 @@ from shrinknet import PruneConfig
 from shrinknet.data import datasets
 from shrinknet.model.imports import notes_of, to_model_layout, to_sequential
 from shrinknet.repair.train import train
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 class MLP(nn.Module):
@@ -96,9 +99,9 @@ def run_onnx(path: Path, X: np.ndarray) -> np.ndarray:
 
 
 def write_tflite(model, X, path: Path) -> None:
-    import litert_torch
+    import litert_route  # benchmarks/: litert_torch.convert, its progress lines kept off the table
 
-    litert_torch.convert(model, (X[:1],)).export(str(path))
+    path.write_bytes(litert_route.convert(model, X[:1]))
 
 
 def run_tflite(path: Path, X: np.ndarray) -> np.ndarray:
@@ -182,7 +185,7 @@ def accuracy(seq, X, y) -> float:
 def evaluate(label: str, path: Path, runtime, data) -> str:
     """``data`` in the file's own input layout (NHWC for a Keras file); the parsed network's in its own."""
     seq = to_sequential(path)
-    (Xtr, ytr), (Xv, yv), (Xte, yte) = data
+    (Xtr, _), (Xv, yv), (Xte, yte) = data
     theirs = runtime(path, Xte.numpy())
     Xtr, Xv, Xte = (to_model_layout(seq, X) for X in (Xtr, Xv, Xte))
     with torch.no_grad():
@@ -216,7 +219,8 @@ def main() -> None:
             write_onnx(model, X, p)
             rows.append(evaluate(f"{name}, torch.onnx.export", p, run_onnx, data))
             if importlib.util.find_spec("litert_torch") is None:
-                skipped.append(f"{name} via litert-torch: litert-torch is not installed here")
+                skipped.append(f"{name} via litert-torch: litert-torch is not installed in this Python "
+                               "(a separate venv: pip install -e '.[litert]')")
             else:
                 p = Path(tmp) / f"{name}.tflite"
                 write_tflite(model, X, p)

@@ -129,3 +129,38 @@ def test_input_layout_refused_for_an_mlp_and_an_unknown_name():
     assert tflite_model(seq, input_layout="NCHW") == tflite_model(seq)  # rows: nothing to transpose
     with pytest.raises(InputError, match="NHWC .* or NCHW"):
         tflite_model(seq, input_layout="CHW")
+
+
+# -- Keras models written by TensorFlow's own converter (tests/fixtures/make_keras_tflite.py) --
+@pytest.mark.parametrize("name,shape", [("tf_keras_mlp", (6,)), ("tf_keras_cnn", (8, 8, 2))])
+def test_a_keras_tflite_reads_as_written(name, shape):
+    """Keras' Flatten makes TensorFlow's converter compute the RESHAPE's shape from the input (SHAPE ->
+    STRIDED_SLICE -> PACK): read as the flatten it is. Equal to the file's runtime on the user's (NHWC)
+    data to 1e-5, and exactly the weights of the torch model they were copied from (tflite_models)."""
+    import sys
+
+    sys.path.insert(0, str(FIXTURES))
+    import tflite_models
+
+    from shrinknet.model.imports import notes_of, to_model_layout
+
+    seq = to_sequential(FIXTURES / f"{name}.tflite")
+    assert seq.shrinknet_input_layout == ("NHWC" if len(shape) == 3 else "flat")
+    X = np.random.default_rng(4).normal(size=(12, *shape)).astype(np.float32)
+    with torch.no_grad():
+        mine = seq(to_model_layout(seq, torch.from_numpy(X)))
+    if any("SOFTMAX taken off" in n for n in notes_of(seq)):
+        mine = torch.softmax(mine, -1)
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    it = litert.Interpreter(model_path=str(FIXTURES / f"{name}.tflite"))
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    theirs = []
+    for x in X:
+        it.set_tensor(i["index"], x[None])
+        it.invoke()
+        theirs.append(it.get_tensor(o["index"])[0].copy())
+    np.testing.assert_allclose(mine.numpy(), np.stack(theirs), atol=1e-5, rtol=0)
+    twin = tflite_models.build(name.removeprefix("tf_keras_")).twin()
+    got, want = list(seq.parameters()), list(twin.parameters())
+    assert len(got) == len(want) and all(torch.equal(a.detach(), b.detach()) for a, b in zip(got, want))

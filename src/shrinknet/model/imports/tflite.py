@@ -6,7 +6,8 @@ one output, and a chain of
     (an ordinary convolution with ``depth_multiplier`` outputs), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
     PAD (zeros) before a VALID convolution and PADV2 (the lowest float) before a VALID max pool, as
     shrinknet's own export writes padding SAME cannot express; RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU,
-    RELU6, LEAKY_RELU, DEQUANTIZE of weights, QUANTIZE/
+    RELU6, LEAKY_RELU, DEQUANTIZE of weights, a RESHAPE's shape computed from the input's SHAPE (Keras'
+    Flatten, by TensorFlow's converter), QUANTIZE/
     DEQUANTIZE of activations (dropped), and a final SOFTMAX (beta 1), which is taken off.
 Weights: float32, float16 and int8/int32 with quantization parameters (per tensor or per channel along
 ``quantized_dimension``: w = scale * (q - zero_point), the schema's QuantizationParameters) are all
@@ -41,6 +42,8 @@ SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel), MAX
              "PAD/PADV2 before them, RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE, QUANTIZE, final SOFTMAX")
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
 _FUSED = {0: None, 1: nn.ReLU, 3: nn.ReLU6, 4: nn.Tanh}
+_SHAPE_MATH = {"STRIDED_SLICE", "SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SQUEEZE", "EXPAND_DIMS",
+               "RESHAPE", "MUL", "REDUCE_PROD"}
 
 
 def load(path) -> nn.Sequential:
@@ -92,6 +95,7 @@ class _Walk:
         self.perm_next = None  # (C, H, W) of NHWC maps flattened: the next Linear's columns are (h, w, c)
         self.pad = None  # ((pad_h, pad_w), "zero"/"lowest", operator) of a PAD waiting for its conv or pool
         self.in_shape, self.in_layout = None, "flat"
+        self.shape_tensors: set[int] = set()  # outputs of _shape_ops (a RESHAPE's computed target shape)
 
     # -- tensors -------------------------------------------------------------------------------
     def shape(self, i: int) -> tuple:
@@ -149,6 +153,7 @@ class _Walk:
         self._input_type(first, out)
         ops = [g.Operators(k) for k in range(g.OperatorsLength())]
         folded = {k for k, op in enumerate(ops) if self._is_const_op(op)}  # weights' DEQUANTIZE ops
+        folded |= self._shape_ops(ops)
         readers: dict[int, list] = {}
         for k, op in enumerate(ops):
             if k in folded:
@@ -156,7 +161,7 @@ class _Walk:
             for i in op.InputsAsNumpy() if op.InputsLength() else ():
                 readers.setdefault(int(i), []).append(k)
         for k, op in enumerate(ops):  # an operator that joins two activations is named first, wherever it is
-            acts = [int(i) for i in op.InputsAsNumpy() if i >= 0 and self.const(int(i)) is None] if op.InputsLength() else []
+            acts = self._act_inputs(op)
             if k not in folded and len(acts) > 1:
                 raise InputError(f"operator {k} ({self.opname(op)}) combines two activations (tensors {acts}), as a "
                                  "residual or branch does: shrinknet prunes chains of layers only")
@@ -213,7 +218,26 @@ class _Walk:
         return self.names.get(code, f"op code {code}")
 
     def _act_inputs(self, op) -> list[int]:
-        return [int(i) for i in op.InputsAsNumpy() if i >= 0 and self.const(int(i)) is None] if op.InputsLength() else []
+        return [int(i) for i in op.InputsAsNumpy() if i >= 0 and self._is_act(int(i))] if op.InputsLength() else []
+
+    def _is_act(self, i: int) -> bool:
+        """Tensor i carries an activation: it holds no constant and no shape computed by ``_shape_ops``."""
+        return i not in self.shape_tensors and self.const(i) is None
+
+    def _shape_ops(self, ops) -> set[int]:
+        """Operators that only compute a RESHAPE's target shape: a SHAPE of an activation, then shape
+        arithmetic on its output and constants (Keras' Flatten with a free batch dimension, as TensorFlow's
+        converter writes it: SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE). The RESHAPE itself is read from its
+        tensors' declared shapes, so these are left out of the chain."""
+        found: set[int] = set()
+        for k, op in enumerate(ops):
+            name = self.opname(op)
+            ins = [int(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
+            if name == "SHAPE" or (name in _SHAPE_MATH and ins and any(i in self.shape_tensors for i in ins)
+                                   and all(i in self.shape_tensors or self.const(i) is not None for i in ins)):
+                found.add(k)
+                self.shape_tensors.update(int(o) for o in op.OutputsAsNumpy())
+        return found
 
     def _is_const_op(self, op) -> bool:
         """A DEQUANTIZE of a weight (float16 or int8 stored, dequantized by the runtime before use)."""
@@ -243,7 +267,7 @@ class _Walk:
         name = self.opname(op)
         ins = [int(i) for i in op.InputsAsNumpy()]
         out = int(op.Outputs(0))
-        acts = [i for i in ins if i >= 0 and self.const(i) is None]
+        acts = [i for i in ins if i >= 0 and self._is_act(i)]
         if len(acts) > 1:
             raise InputError(f"operator {k} ({name}) combines two activations (tensors {acts}), as a residual or "
                              "branch does: shrinknet prunes chains of layers only")
