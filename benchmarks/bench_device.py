@@ -111,6 +111,7 @@ def main() -> None:
         with torch.no_grad():
             want32 = model(rows).numpy()
             want8 = q8.to_sequential()(rows).numpy()
+        reps = {}
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             export(model, tmp / "f32.c", format="c", dtype="float32", prefix="f32")
@@ -123,6 +124,7 @@ def main() -> None:
             for variant, prefix, inputs, want, acc in variants:
                 for cpu in CPUS:
                     rep = run_on_device([tmp / f"{prefix}.c"], inputs, cpu, prefix, macs, opt=args.opt)
+                    reps[prefix, cpu] = rep
                     if prefix == "i8":
                         check = "equal to the integer reference" if np.array_equal(rep.outputs, want) else "DIFFERS"
                     else:
@@ -131,7 +133,8 @@ def main() -> None:
                     print(f"{label:<36}{variant:<16}{cpu:<15}{rep.flash_bytes:>9}{rep.ram_bytes:>8}{rep.stack_bytes:>8}"
                           f"{rep.instructions_per_inference:>12.0f}{rep.instructions_per_mac:>10.2f}{acc:>9.4f}  "
                           f"{check}; soft-float: {soft}", flush=True)
-        out, arena = run_tflm(tflite_model(inet), to_tflite_input(q_rows.numpy(), inet.in_shape))
+        own_tflite = tflite_model(inet)
+        out, arena = run_tflm(own_tflite, to_tflite_input(q_rows.numpy(), inet.in_shape))
         _, arena32 = run_tflm(tflite_model(net), to_tflite_input(rows.numpy(), inet.in_shape).astype(np.float32))
         same = "equal to the integer reference" if np.array_equal(out, want_int) else "DIFFERS"
         print(f"{label:<36}{'TFLM .tflite':<16}{'(host)':<15}{'':>9}{arena:>8}{'':>8}{'':>12}{'':>10}{acc_int:>9.4f}  "
@@ -139,10 +142,14 @@ def main() -> None:
               f"{inet.flash_bytes()} B, integer C scratch {inet.ram_bytes()} B; {macs} MACs")
         print()
         if official_skip is None:
-            official += official_rows(label, model, meta, base, X_train, X_test, y_test.numpy(), inet, acc_int,
+            i8 = reps["i8", CPUS[0]]
+            own = [("shrinknet integer-only C (ELF, cortex-m0plus)", i8.flash_bytes, i8.ram_bytes),
+                   ("shrinknet's own full-integer .tflite -> TFLM", len(own_tflite), arena)]
+            official += official_rows(label, model, meta, base, X_train, X_test, y_test.numpy(), own, acc_int,
                                       args.finetune)
     print("The official route: litert-torch -> ai-edge-quantizer static int8 (calibrated on the training split) "
-          "-> TFLM; shrinknet's integer-only rows for comparison")
+          "-> TFLM; shrinknet's integer-only rows for comparison. flash: the ELF's code + weights, or the .tflite's "
+          "bytes (TFLM's own code not counted); RAM: the ELF's data + bss + stack, or TFLM's arena")
     if official_skip is not None:
         print(f"skipped: {official_skip}")
         return
@@ -152,14 +159,13 @@ def main() -> None:
     print("\n".join(official))
 
 
-def official_rows(label, model, meta, base, X_train, X_test, y_test, inet, acc_int, finetune: int) -> list[str]:
-    """Markdown rows: shrinknet's integer-only network (flash = its weights in the integer C, RAM = its
-    scratch), then ``model`` through litert-torch -> ai-edge-quantizer -> TFLM (float32 and int8), then
-    Torch-Pruning's Taylor pruning of ``base`` at ``model``'s float32 bytes through the same route."""
+def official_rows(label, model, meta, base, X_train, X_test, y_test, own, acc_int, finetune: int) -> list[str]:
+    """Markdown rows: shrinknet's integer-only network (``own``: (route, flash, RAM): its C's ELF, and its
+    own .tflite in TFLM), then ``model`` through litert-torch -> ai-edge-quantizer -> TFLM (float32 and
+    int8), then Torch-Pruning's Taylor pruning of ``base`` at ``model``'s float32 bytes, the same route."""
     import shrinknet
 
-    rows = [f"| {label} | shrinknet integer-only (its C) | {inet.flash_bytes()} | {inet.ram_bytes()} | {acc_int:.4f} | "
-            f"int8 arena in TFLM of shrinknet's own .tflite: see above |"]
+    rows = [f"| {label} | {what} | {flash} | {ram} | {acc_int:.4f} | |" for what, flash, ram in own]
     variants = [("litert-torch", model, "")]
     if base is not None:
         budget = shrinknet.network_bytes(model)

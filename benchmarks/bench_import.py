@@ -38,6 +38,7 @@ from shrinknet.model.imports import notes_of, to_model_layout, to_sequential
 from shrinknet.repair.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
+import litert_route  # noqa: E402  (benchmarks/: litert_torch.convert with its progress lines kept off the table)
 
 
 class MLP(nn.Module):
@@ -99,8 +100,6 @@ def run_onnx(path: Path, X: np.ndarray) -> np.ndarray:
 
 
 def write_tflite(model, X, path: Path) -> None:
-    import litert_route  # benchmarks/: litert_torch.convert, its progress lines kept off the table
-
     path.write_bytes(litert_route.convert(model, X[:1]))
 
 
@@ -153,14 +152,18 @@ def keras_rows(models: dict, data, tmp: Path) -> tuple[list[str], list[str]]:
         gap = float(np.abs(k(nhwc[2][0].numpy()).numpy() - ref).max())
         assert gap < 1e-4, f"the Keras twin of {name} is not the same function ({gap})"
         p = tmp / f"keras_{name}.tflite"
-        p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(k).convert())
+        with litert_route.quiet():
+            p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(k).convert())
         rows.append(_row_or_refusal(f"{name}, Keras + tf.lite.TFLiteConverter", p, run_tflite, nhwc))
         try:
             import tf2onnx
 
             p = tmp / f"keras_{name}.onnx"
             spec = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name="x"),)
-            tf2onnx.convert.from_keras(k, input_signature=spec, opset=13, output_path=str(p))
+            # from_function: tf2onnx 1.17's from_keras fails on Keras 3 models (KeyError 'keras_tensor_N')
+            fn = tf.function(lambda x, k=k: k(x), input_signature=spec)
+            with litert_route.quiet():
+                tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(p))
         except Exception as e:  # tf2onnx lags Keras 3 / TensorFlow releases
             skipped.append(f"{name} via tf2onnx: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
             continue
@@ -210,6 +213,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     args = ap.parse_args()
     data = load()
+    torch.manual_seed(0)  # the initial weights too: the same networks every run
     models = {"MLP": fit(MLP(), data, args.epochs), "CNN": fit(CNN(), data, args.epochs)}
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -237,6 +241,7 @@ def main() -> None:
     print("\n".join(rows))
     for s in skipped:
         print(f"skipped: {s}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

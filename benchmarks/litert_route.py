@@ -18,6 +18,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,18 +37,33 @@ def missing() -> str | None:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """The converter and quantizer print progress and reports; the benchmark prints its table only."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+def quiet():
+    """The converter and quantizer print progress and reports (some from C++, some through a console made
+    at import): stdout and stderr go to /dev/null at the file descriptors meanwhile; the table stays."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in saved:
+            os.dup2(null, fd)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in saved.items():
+            os.dup2(old, fd)
+            os.close(old)
+        os.close(null)
 
 
 def convert(model: torch.nn.Module, example: torch.Tensor) -> bytes:
     """``litert_torch.convert(model, (example,))``: a float32 .tflite with batch 1 (the converter fixes it)."""
     import litert_torch
 
-    with _quiet(), tempfile.TemporaryDirectory() as tmp:
+    with quiet(), tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         litert_torch.convert(model.eval(), (example[:1],)).export(str(path))
         return path.read_bytes()
@@ -59,7 +75,7 @@ def full_int8(float_tflite: bytes, calibration: np.ndarray) -> bytes:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import quantizer, recipe
 
-    with _quiet():
+    with quiet():
         (key, sig), = Interpreter(model_content=float_tflite).get_signature_list().items()
         data = {key: [{sig["inputs"][0]: np.ascontiguousarray(x[None], np.float32)} for x in calibration]}
         q = quantizer.Quantizer(bytearray(float_tflite), recipe.static_wi8_ai8())
