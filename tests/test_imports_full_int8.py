@@ -184,3 +184,25 @@ def test_int16_or_uint8_input_refused_in_one_line(tmp_path):
     with pytest.raises(InputError) as e:
         to_sequential(path)
     assert "\n" not in str(e.value) and "int16" in str(e.value) and "int16.tflite" in str(e.value)
+
+
+def test_the_command_line_says_what_it_did_with_a_full_integer_file(tmp_path):
+    """shrinknet prune on a full-integer file: the note says the activations' quantization was dropped
+    and what the file's input scale is; the run starts from the float network it read."""
+    from click.testing import CliRunner
+
+    from shrinknet.cli import cli
+    from shrinknet.ship import runs
+
+    path = FIXTURES / "mlp_full_int8.tflite"
+    X = tflite_models.calibration("mlp")
+    with torch.no_grad():
+        y = to_sequential(path)(torch.from_numpy(X)).numpy()  # its own outputs: error 0 at the start
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    r = CliRunner().invoke(cli, ["prune", str(path), "--data", str(tmp_path / "d.npz"), "--loss", "mse",
+                                 "--max-drop", "20%", "--no-analyze", "--force", "--out", str(tmp_path / "run"), "-q"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: full-integer model read as float")]
+    assert len(notes) == 1 and "round(x / 0.0216549) - 2" in notes[0]  # the file's input scale and zero point
+    assert runs.load_run(tmp_path / "run")["result"].steps[0].error < 1e-9
