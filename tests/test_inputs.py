@@ -183,6 +183,16 @@ BAD = [
     Bad("BatchNorm tensors in a state_dict", ("info", "bn.pt"), "not Linear weights or biases",
         _put("bn.pt", lambda p, a: torch.save(nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3))
                                               .state_dict(), p))),
+    Bad("state_dict missing a weight", ("info", "w.pt"), "has 2.bias but no 2.weight",
+        _put("w.pt", lambda p, a: torch.save({k: v for k, v in nn.Sequential(
+            nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).state_dict().items() if k != "2.weight"}, p))),
+    Bad("CNN state_dict", ("info", "c.pt"), "holds convolution kernels (0.weight)",
+        _put("c.pt", lambda p, a: torch.save(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
+                                                           nn.Linear(8, 3)).state_dict(), p))),
+    Bad("Keras .h5 as the model", ("info", "k.h5"), "is a Keras/HDF5 file, which shrinknet does not read",
+        _put("k.h5", lambda p, a: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(600)))),
+    Bad("CSV as the model", ("info", "d.csv"), ".pt/.pth/.bin, .onnx and .tflite files",
+        _put("d.csv", lambda p, a: p.write_text("1,2,3\n"))),
     Bad("directory as the model", ("prune", "run", *OUT), "run is a directory",
         _put("run", lambda p, a: p.mkdir())),
     Bad("ONNX file to info", ("info", "m.onnx"), "m.onnx: the graph has 0 inputs",

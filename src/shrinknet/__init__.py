@@ -7,6 +7,9 @@ from .score.analysis import compare_estimates, correlated_pairs, estimates_along
 from .model.backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .ship.export import export
+from .ship.c_integer import export_integer_c
+from .ship.tflite import export_tflite
+from .store.integer import IntegerNet, integer_bytes, quantize_network
 from .store.memory import format_bytes, network_bytes, parse_size
 from .ship.modelio import load_model, save_model
 from .model.mlp import Net
@@ -26,6 +29,7 @@ __all__ = [
     "ALGORITHMS",
     "Derivatives",
     "InputError",
+    "IntegerNet",
     "METHODS",
     "SPEEDS",
     "StartCheckError",
@@ -42,12 +46,16 @@ __all__ = [
     "correlated_pairs",
     "estimates_along_run",
     "export",
+    "export_integer_c",
+    "export_tflite",
     "format_bytes",
     "gain_curves",
+    "integer_bytes",
     "load_model",
     "network_bytes",
     "parse_size",
     "prune",
+    "quantize_network",
     "saliency",
     "save_model",
     "shrink",

@@ -48,6 +48,8 @@ class PruneResult:
     original: Network | None = field(default=None, repr=False)
     # builds the network as it will run (refit, storage round trip) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
+    # integer_only runs: builds the full-integer network of any masks (choose/integer_loop.py); in memory only
+    integer: object | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
     agreement: list[dict] = field(default_factory=list)
     # how the work was done (passes, seconds, workers): in memory only, not saved; it differs
@@ -78,6 +80,14 @@ class PruneResult:
                              "PruneResult.from_json to rebuild its networks")
         net = self.original if self.builder is None else self.builder.build(masks)
         return shrink(net, masks)
+
+    def integer_network(self, k: int):
+        """The full-integer network (``store.integer.IntegerNet``) of steps[k] of an ``integer_only`` run, as
+        its numbers were recorded: ``network(k)`` quantized, activations calibrated on the run's inputs."""
+        if self.integer is None or self.original is None:
+            raise ValueError("this result has no integer network: it is not an integer_only run made in this process")
+        masks = [m.to(self.original.device) for m in self.masks(k)]
+        return self.integer.network(self.original if self.builder is None else self.builder.build(masks), masks)
 
     def fit(self, budget_bytes: int | str | None, ram_budget_bytes: int | str | None = None
             ) -> tuple[int, nn.Sequential | None]:

@@ -33,8 +33,10 @@ def reproduce(ctx, experiments, quick, seed, out, overwrite):
     own = (*E.EXPERIMENTS, "results.md")
     _check_out(out, overwrite=overwrite, own=own)
     out = Path(out)
-    parts = ["# shrinknet reproduce: ours (paper)", "",
-             f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
+    parts = ["# shrinknet reproduce: ours against the paper", "",
+             f"seed {seed}{', quick (reduced data and sizes: not comparable with the paper)' if quick else ''}; "
+             "test-set numbers; a cell reads ours (paper) where the paper gives a number, read off its figures (±0.01)",
+             ""]
     t0 = time.perf_counter()
     with claim(out), staged_dir(out, overwrite=overwrite, own=own) as stage:
         for exp in chosen:

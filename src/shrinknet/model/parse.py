@@ -17,6 +17,8 @@ with s = gamma / sqrt(var + eps) per output channel.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -358,12 +360,18 @@ def as_net(model: nn.Module | Network) -> Network:
     BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (the walk is ``parse`` / ``parse_mlp`` below).
     Any other ``nn.Module`` is first traced by ``torch.fx`` into an equivalent ``nn.Sequential``
     (model/imports/fx.py: InputError naming the node and source line when it is not a chain);
-    an ``nn.Sequential`` is parsed as it is (the very object).
+    an ``nn.Sequential`` is parsed as it is (the very object). A path to an ``.onnx`` or ``.tflite`` file
+    is imported (model/imports/); the network then takes channels-first rows (N, C, H, W) even where the
+    file is NHWC (``model.imports.to_model_layout`` permutes a user's NHWC rows; the CLI does it for you).
 
     Raises TypeError naming the offending layer for anything else.
     """
     if isinstance(model, Network):
         return model
+    if isinstance(model, (str, os.PathLike)):  # an .onnx or .tflite file (model/imports/)
+        from .imports import to_sequential
+
+        model = to_sequential(model)
     if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
         if type(model).__module__.startswith("torch.nn."):
             model = nn.Sequential(model)  # one torch layer alone: a chain of one (fx would trace into its forward)

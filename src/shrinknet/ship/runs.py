@@ -45,9 +45,10 @@ def steps_csv(result: PruneResult) -> str:
 
 
 def variant_name(config: dict) -> str:
-    """"refit final, int8", "switch-off, float32": how a run's networks are made (its refit and storage dtype)."""
+    """"refit final, int8", "switch-off, float32", "refit final, int8 full-integer": how a run's networks are
+    made (its refit and storage dtype; an ``integer_only`` run records the full-integer network)."""
     parts = [f"refit {config['refit']}" if config.get("refit") else "switch-off"]
-    return ", ".join(parts + [config.get("dtype") or "float32"])
+    return ", ".join(parts + [(config.get("dtype") or "float32") + (" full-integer" if config.get("integer_only") else "")])
 
 
 def save_run(run_dir: str | os.PathLike, result: PruneResult, name: str | None = None,

@@ -3,7 +3,8 @@
 Accepted: one subgraph with one input (float32, or int8 in a full-integer model: ``_input_type``) and
 one output, and a chain of
     FULLY_CONNECTED and CONV_2D (fused NONE/RELU/RELU6/TANH), DEPTHWISE_CONV_2D with one input channel
-    (an ordinary convolution with ``depth_multiplier`` outputs), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
+    (an ordinary convolution with ``depth_multiplier`` outputs) or with channel multiplier 1 (a depthwise
+    ``nn.Conv2d`` with ``groups`` = channels), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
     PAD (zeros) before a VALID convolution and PADV2 (the lowest float) before a VALID max pool, as
     shrinknet's own export writes padding SAME cannot express; RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU,
     RELU6, LEAKY_RELU, DEQUANTIZE of weights, a RESHAPE's shape computed from the input's SHAPE (Keras'
@@ -38,7 +39,7 @@ from torch import nn
 from ...errors import InputError
 from .common import finish, read_bounded, tensor
 
-SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel), MAX_POOL_2D, AVERAGE_POOL_2D, "
+SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel or multiplier 1), MAX_POOL_2D, AVERAGE_POOL_2D, "
              "PAD/PADV2 before them, RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE, QUANTIZE, final SOFTMAX")
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
 _FUSED = {0: None, 1: nn.ReLU, 3: nn.ReLU6, 4: nn.Tanh}
@@ -348,17 +349,20 @@ class _Walk:
         b = self.const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
         if W is None or W.ndim != 4:
             raise InputError(f"operator {k} ({name}) has no constant 4-D kernel")
+        groups = 1
         if name == "DEPTHWISE_CONV_2D":
-            if sin[3] != 1:
-                raise InputError(f"operator {k} (DEPTHWISE_CONV_2D) reads {sin[3]} channels: a depthwise convolution "
-                                 "(groups > 1); shrinknet reads it only with one input channel")
-            W = W.transpose(3, 0, 1, 2)  # (1, H, W, M) -> (M, 1, H, W): M filters over the one channel
+            if sin[3] != 1 and W.shape[3] != sin[3]:
+                raise InputError(f"operator {k} (DEPTHWISE_CONV_2D) reads {sin[3]} channels with channel multiplier "
+                                 f"{W.shape[3] // max(sin[3], 1)}: shrinknet reads depthwise convolutions with "
+                                 "multiplier 1 (or one input channel)")
+            groups = sin[3]  # 1, or C with multiplier 1: filter c reads channel c alone
+            W = W.transpose(3, 0, 1, 2)  # (1, H, W, C*M) -> (C*M, 1, H, W)
         else:
             W = W.transpose(0, 3, 1, 2)  # OHWI -> OIHW
         dh, dw = o.DilationHFactor(), o.DilationWFactor()
         pad = self._pads(k, name, o, sin, sout, W.shape[2], W.shape[3], dh, dw)
-        conv = nn.Conv2d(W.shape[1], W.shape[0], W.shape[2:], stride=(o.StrideH(), o.StrideW()), padding=pad,
-                         dilation=(dh, dw), bias=b is not None)
+        conv = nn.Conv2d(W.shape[1] * groups, W.shape[0], W.shape[2:], stride=(o.StrideH(), o.StrideW()), padding=pad,
+                         dilation=(dh, dw), groups=groups, bias=b is not None)
         conv.weight = nn.Parameter(tensor(W))
         if b is not None:
             conv.bias = nn.Parameter(tensor(b))

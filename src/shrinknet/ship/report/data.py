@@ -120,6 +120,8 @@ def point_text(point: dict, config: dict) -> str:
         {"dtype": config.get("dtype"), "refit": None if kind == "scratch" else config.get("refit")}
     made.update({k: point[k] for k in ("dtype", "refit") if k in point})
     made["dtype"] = made["dtype"] or "float32"
+    if kind in ("run", "finetuned") and config.get("integer_only"):
+        made["integer_only"] = True  # the run's own networks are full-integer
     if kind == "scratch":
         return f"from scratch, {made['dtype']} (each seed)"
     text = runs_io.variant_name(made)
@@ -131,7 +133,8 @@ def _labels(runs: list[dict]) -> list[str]:
     out when the name already says it); a label shared by several runs gets as much of its directory
     path as tells them apart, and failing that its position (#i)."""
     base = [_with_dtype(r.get("name") or "{algorithm} {method}".format(**r["result"].config),
-                        r["result"].config.get("dtype") or "float32") for r in runs]
+                        (r["result"].config.get("dtype") or "float32")
+                        + (" full-integer" if r["result"].config.get("integer_only") else "")) for r in runs]
     same = [b.replace("_", " ").casefold() for b in base]  # "brute_force" and "Brute force" read alike
     count = Counter(same)
     labels = list(base)
