@@ -206,3 +206,24 @@ def test_the_command_line_says_what_it_did_with_a_full_integer_file(tmp_path):
     notes = [line for line in r.stderr.splitlines() if line.startswith("note: full-integer model read as float")]
     assert len(notes) == 1 and "round(x / 0.0216549) - 2" in notes[0]  # the file's input scale and zero point
     assert runs.load_run(tmp_path / "run")["result"].steps[0].error < 1e-9
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shrinknet_own_full_integer_export_reads_back(name, tmp_path):
+    """shrinknet's --integer-only .tflite (ship/tflite.py) of the same source, calibrated on the same inputs,
+    reads back as float too, within the same tolerance of ai-edge-litert's run of it."""
+    from shrinknet.ship.tflite import tflite_model
+    from shrinknet.store.integer import quantize_network
+
+    X = tflite_models.calibration(name)
+    inet = quantize_network(tflite_models.build(name).twin(), torch.from_numpy(X), calibration_name="the fixtures'")
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(tflite_model(inet, input_layout="NCHW"))  # the source's own layout, as litert-torch's file
+    seq = to_sequential(path)
+    assert "full-integer model read as float" in " ".join(notes_of(seq))
+    with torch.no_grad():
+        mine = seq(torch.from_numpy(X)).double()
+    diff = np.abs(mine.numpy() - interpret_int8(path, X))
+    tol = tolerance(path, seq, torch.from_numpy(X), softmax=False)
+    assert np.all(diff <= tol), (diff.max(), tol[diff > tol])
+    assert diff.max() > 0
