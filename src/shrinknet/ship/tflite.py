@@ -299,10 +299,17 @@ def _nhwc(shape: tuple, flat: bool) -> list[int]:
     return [1, C] if flat else [1, H, W, C]
 
 
-def tflite_model(model, description: str | None = None) -> bytes:
+def tflite_model(model, description: str | None = None, input_layout: str = "NHWC") -> bytes:
     """The .tflite bytes of ``model``: an :class:`IntegerNet` (full-integer) or a parsed float
     network / nn.Sequential with a known input shape (float32). InputError for what TFLite cannot
-    express here (the message names the layer)."""
+    express here (the message names the layer).
+
+    ``input_layout="NCHW"`` (a 2-D CNN only): the file reads (1, C, H, W) images, as the PyTorch model and
+    litert-torch's .tflite of it do, and transposes them to NHWC with its first operator (TRANSPOSE
+    [0, 2, 3, 1], as litert-torch writes it); for a network imported from such a file (its model file
+    records ``imported.input_layout``), so that the user feeds the pruned file what they fed the original."""
+    if input_layout not in ("NHWC", "NCHW"):
+        raise InputError(f"input_layout {input_layout!r}: use NHWC (TFLite's) or NCHW (PyTorch's)")
     try:
         from tflite.BuiltinOperator import BuiltinOperator as OP
         from tflite.BuiltinOptions import BuiltinOptions as BO
@@ -349,6 +356,13 @@ def tflite_model(model, description: str | None = None) -> bytes:
     first_shape = layers[0].in_shape
     cur = act_tensor("input", _nhwc(first_shape, flat), in_q)
     inputs = [cur]
+    if input_layout == "NCHW" and not flat:
+        if len(in_shape) != 3:
+            raise InputError("input_layout NCHW is for 2-D CNNs; this network reads " + str(tuple(in_shape)))
+        perm = w.tensor("input.perm", [4], TT.INT32, np.array([0, 2, 3, 1], np.int32).tobytes())
+        nchw = act_tensor("input.nchw", [1, *first_shape], in_q)
+        w.op(OP.TRANSPOSE, [nchw, perm], [cur])
+        inputs = [nchw]
     for k, L in enumerate(layers):
         where = f"operator {k} ({L.kind})"
         last = k == len(layers) - 1
