@@ -164,3 +164,18 @@ def test_a_keras_tflite_reads_as_written(name, shape):
     twin = tflite_models.build(name.removeprefix("tf_keras_")).twin()
     got, want = list(seq.parameters()), list(twin.parameters())
     assert len(got) == len(want) and all(torch.equal(a.detach(), b.detach()) for a, b in zip(got, want))
+
+
+def test_export_tflite_of_the_pruned_litert_cnn_keeps_its_nchw_input(nchw_run):
+    """The command line's .tflite export of a network imported from an NCHW file reads the same (1, 2, 8, 8)
+    arrays (the model file records imported.input_layout): TFLM on it equals torch to 1e-5."""
+    pytest.importorskip("tflite_micro")
+    from shrinknet.ship.tflite import run_tflm
+
+    tmp, X, _, _ = nchw_run
+    r = run("export", tmp / "run" / "model.safetensors", "--format", "tflite", "--out", tmp / "m.tflite")
+    assert r.exit_code == 0, r.output
+    small, _ = modelio.load_model(tmp / "run" / "model.safetensors")
+    with torch.no_grad():
+        want = small(torch.from_numpy(X[:8])).numpy()
+    np.testing.assert_allclose(run_tflm((tmp / "m.tflite").read_bytes(), X[:8])[0], want, atol=1e-5, rtol=0)

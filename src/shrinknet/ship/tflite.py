@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..model.parse import as_net
 from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
 from ..util.files import write_bytes
 from .export import ExportResult
@@ -324,8 +325,6 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
         layers, in_shape = layers_of_integer(model), model.in_shape
         in_q = model.input_q
     else:
-        from ..model.parse import as_net
-
         net = as_net(model)
         if net.in_shape is None:
             raise InputError("the input shape of this network is not known: bind it (input_shape) before export")
@@ -484,7 +483,8 @@ def to_tflite_input(x: np.ndarray, in_shape: tuple) -> np.ndarray:
     return x
 
 
-def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, overwrite: bool = False) -> ExportResult:
+def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, overwrite: bool = False,
+                  input_layout: str | None = None) -> ExportResult:
     """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite).
 
     The path is checked first as every export's (``export.check_export_paths``: a name ending in
@@ -493,6 +493,9 @@ def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, over
     "shrinknet <version> <full-integer int8 | float32>" followed by ``meta`` as JSON: that is how
     :func:`shrinknet.ship.export.written_by_shrinknet` recognises the file later.
     ``ExportResult.flash_bytes``: ``IntegerNet.flash_bytes`` (full-integer) or the float32 weights and biases.
+    ``input_layout`` (see :func:`tflite_model`), by default the one ``meta`` records for a network imported
+    from a channels-first file (``imported.input_layout`` "NCHW": an ONNX or litert-torch CNN), else NHWC:
+    the pruned file reads what the user fed the original.
     """
     import json
 
@@ -505,7 +508,11 @@ def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, over
     description = f"shrinknet {__version__} {'full-integer int8' if integer else 'float32'}"
     if meta is not None:
         description += "; meta " + json.dumps(meta)
-    data = tflite_model(model, description)
+    if input_layout is None:
+        recorded = ((meta or {}).get("imported") or {}).get("input_layout")
+        shape = model.in_shape if isinstance(model, IntegerNet) else as_net(model).in_shape
+        input_layout = "NCHW" if recorded == "NCHW" and len(shape or ()) == 3 else "NHWC"  # 2-D CNNs only
+    data = tflite_model(model, description, input_layout)
     if integer:
         flash = model.flash_bytes()
     else:
