@@ -239,6 +239,8 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     result, k = done["result"], done["step"]
     _print_steps(ctx, result, k, ds)
     click.echo(choice_summary(result, budget_bytes, drop, dtype + (" full-integer" if integer_only else ""), ram_bytes))
+    if warning := result.kept_warning(k, done["chosen_by"], int8_option="--dtype int8"):
+        click.echo(f"warning: {warning}", err=True)
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
