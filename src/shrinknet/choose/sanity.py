@@ -213,18 +213,23 @@ def check_kept(model, X, T, loss: str, by: str, force: bool = False) -> StartQua
     return q
 
 
-def check_trained(model, X, T, loss: str, force: bool = False) -> StartQuality:
+def check_trained(model, X, T, loss: str, force: bool = False, unscaled: str | None = None) -> StartQuality:
     """Raise StartCheckError when a network just trained is at chance (or no better than the mean)
     on (X, T), the start check's rule applied after training: such a network learned nothing (inputs
     on an extreme scale, e.g. values near float32's limit, too few epochs, or labels unrelated to the
-    inputs) and is refused rather than saved as a result; ``force`` keeps it anyway."""
+    inputs) and is refused rather than saved as a result; ``force`` keeps it anyway.
+
+    ``unscaled``: the trainer's hint that the training inputs look unscaled (scaling.unscaled_hint;
+    None when they do not or they were standardized); the refusal then names it first, in its one line.
+    Without it, inputs beyond 1e3 on (X, T) are named."""
     q = start_quality(model, X, T, loss)
     if q.near_chance and not force:
         what = (f"is at chance (accuracy {q.accuracy:.3f}; always answering the most common class scores "
                 f"{q.chance:.3f})" if q.task == "classification" else f"predicts no better than the mean (R^2 {q.r2:.3g})")
         X = torch.as_tensor(X)
         big = float(X.abs().max()) if X.numel() else 0.0
-        scale = f"inputs as large as {big:.3g} (try --standardize), " if big > 1e3 else ""
+        scale = f"{unscaled}; otherwise " if unscaled else \
+            f"inputs as large as {big:.3g} (try --standardize), " if big > 1e3 else ""
         raise StartCheckError(
             f"the trained network {what} on the validation data: it learned nothing; {scale}too few epochs, or "
             "labels unrelated to the inputs are likely causes; --force saves it anyway")
