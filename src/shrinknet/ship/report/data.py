@@ -132,7 +132,7 @@ def _labels(runs: list[dict]) -> list[str]:
     """Distinct labels: the run name (or "algorithm method") and its storage dtype ("..., int8"; left
     out when the name already says it); a label shared by several runs gets as much of its directory
     path as tells them apart, and failing that its position (#i)."""
-    base = [_with_dtype(r.get("name") or "{algorithm} {method}".format(**r["result"].config),
+    base = [_with_dtype(_name(r),
                         (r["result"].config.get("dtype") or "float32")
                         + (" full-integer" if r["result"].config.get("integer_only") else "")) for r in runs]
     same = [b.replace("_", " ").casefold() for b in base]  # "brute_force" and "Brute force" read alike
@@ -150,6 +150,14 @@ def _labels(runs: list[dict]) -> list[str]:
             tail = "/".join(p[-depth:]) if p and len(set(tails)) == len(tails) else f"#{n + 1}"
             labels[i] = f"{base[i]} ({tail})"
     return labels
+
+
+def _name(run: dict) -> str:
+    """The run's name; the default one (older runs stored "iterative brute_force") as runs.run_label spells it."""
+    cfg = run["result"].config
+    name = run.get("name")
+    default = runs_io.run_label(cfg["algorithm"], cfg["method"])
+    return default if not name or name.replace("_", " ") == default else name
 
 
 def _with_dtype(name: str, dtype: str) -> str:

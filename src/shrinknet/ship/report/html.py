@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import names
 from .. import runs as runs_io
+from ...errors import InputError
 from ...util.files import staged_dir, write_bytes, write_text
 from ...store.memory import format_bytes
 from .data import FIGURES, FRACTIONS, _drop_text, _finite, _fmt, _kept, _labels, figure_data
@@ -76,6 +77,12 @@ def write_report(run_dirs, out_dir: str | os.PathLike, title: str | None = None,
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     if not run_dirs:
         raise ValueError("no run directories given: pass directories written by 'shrinknet prune'")
+    seen = {}
+    for d in run_dirs:  # the same run twice would draw one curve over itself under two labels
+        key = Path(d).resolve()
+        if key in seen:
+            raise InputError(f"run {d} is given twice ({seen[key]} is the same directory): give each run once")
+        seen[key] = d
     runs = [_load(d) for d in run_dirs]
     formats = _check_formats(formats)
     data = figure_data(runs)
