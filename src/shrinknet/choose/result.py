@@ -162,7 +162,8 @@ class PruneResult:
         """``max_drop`` as a fraction (``parse_drop``), refusing 100 accuracy points or more."""
         d = parse_drop(max_drop)
         if self.steps[0].accuracy is not None and d >= 1:  # "1" meant as one point, most likely
-            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {d:g} points write "
+            points = f"{d:g} accuracy point{'' if d == 1 else 's'}"
+            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {points} write "
                              f"'{d:g}%' or {d / 100:g}")
         return d
 
