@@ -40,3 +40,14 @@ def test_signed_never_shows_minus_zero(x, text):
 def test_max_drop_refusal_is_grammatical(d, words):
     with pytest.raises(ValueError, match=f"^max_drop {d} is 100 accuracy points or more: {words}$"):
         _result([0.9, 0.8, 0.5], [1.0, 2.0, 3.0]).within(d)
+
+
+def test_choice_summary_does_not_repeat_the_kept_warning():
+    import warnings
+
+    r = _result([0.9, 0.85, 0.5], [1.0, 2.0, 3.0])
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        line = choice_summary(r, 320, None, "float32")
+    assert "kept step 2" in line and got == []
+    assert r.kept_warning(2) is not None  # ... though there is one to give

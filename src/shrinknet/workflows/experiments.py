@@ -8,6 +8,7 @@ not separate clearly; its curves are therefore comparable in shape, not to the t
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..choose.config import FIELDS as CONFIG_FIELDS, PruneConfig
 from ..choose.prune import prune
 from ..choose.integer_loop import RULE
 from ..choose.result import PruneResult
+from ..choose.sanity import KeptCheckWarning
 from ..store.quantize import rounds
 from ..ship.runs import variant_name
 
@@ -498,8 +500,11 @@ def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
 
 def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str,
                    ram_budget: int | None = None) -> str:
-    """One line: which step was kept, under which limit, and what it costs against the start."""
-    k, by = result.pick(budget, max_drop, ram_budget)
+    """One line: which step was kept, under which limit, and what it costs against the start (a kept
+    step's KeptCheckWarning is not repeated here: PruneResult.kept_warning says it, where wanted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeptCheckWarning)
+        k, by = result.pick(budget, max_drop, ram_budget)
     s, s0 = result.steps[k], result.steps[0]
     drop = result.drop(k)
     lost = (f"{_signed(-drop * 100, '.2f')} accuracy points" if s0.accuracy is not None

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
 from .. import runs as runs_io
+from ...choose.sanity import KeptCheckWarning
 from ...store.memory import format_bytes
 from ...score.saliency import METHODS
 
@@ -196,7 +198,9 @@ def _kept(result) -> tuple[int, str] | str | None:
     if budget is None and drop is None and ram is None:
         return None
     try:
-        return result.pick(budget, drop, ram)
+        with warnings.catch_warnings():  # a drawing re-reads a finished run: prune said what there was to say
+            warnings.simplefilter("ignore", KeptCheckWarning)
+            return result.pick(budget, drop, ram)
     except ValueError as e:
         return str(e)
 
