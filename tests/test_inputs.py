@@ -260,7 +260,7 @@ BAD = [
     Bad("labels the model was not trained on", (*PRUNE, "--data", "four.npz", *OUT),
         "class label(s) 3 that the model was not trained on (it knows 0, 1, 2)",
         _npz("four.npz", y=np.arange(300) % 4)),
-    Bad("string labels", (*PRUNE, "--data", "names.npz", *OUT), "'cat', 'cow', 'dog' that the model was not trained on",
+    Bad("string labels", (*PRUNE, "--data", "names.npz", *OUT), "class labels are text (strings 'cat', 'cow', 'dog') but the model's classes are integers (0, 1, 2)",
         _npz("names.npz", y=np.array(["cat", "dog", "cow"])[np.arange(300) % 3])),
     Bad("non-integer labels", (*PRUNE, "--data", "half.npz", *OUT), "whole-number labels",
         _npz("half.npz", y=(np.arange(300) % 3) + 0.5)),

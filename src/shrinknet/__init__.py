@@ -18,7 +18,7 @@ from .model.parse import as_net
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
-from .choose.sanity import StartCheckError, StartCheckWarning
+from .choose.sanity import KeptCheckWarning, StartCheckError, StartCheckWarning
 from .score.saliency import METHODS, saliency
 from .choose.speed import SPEEDS
 from .model.surgery import shrink
@@ -30,6 +30,7 @@ __all__ = [
     "Derivatives",
     "InputError",
     "IntegerNet",
+    "KeptCheckWarning",
     "METHODS",
     "SPEEDS",
     "StartCheckError",

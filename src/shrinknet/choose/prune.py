@@ -34,7 +34,7 @@ from .speed import Chooser, Speed
 from .config import PruneConfig, from_keywords
 from .integer_loop import RULE, IntegerLoop
 from .sanity import apply_start_check
-from .result import PruneResult, Step, _describe, parse_drop, step_drop  # noqa: F401  (re-exported)
+from .result import PruneResult, Step, _describe, parse_drop, step_drop, target_sst  # noqa: F401  (re-exported)
 from ..model.evaluate import error_and_accuracy, total_error
 
 ALGORITHMS = ("single", "iterative", "iterative_pairs")
@@ -154,7 +154,7 @@ def prune(
         if resume is not None:
             ckpt.for_model(resume, net.hidden_sizes)  # before anything in it is used
             ckpt.check(resume, state.fingerprint)
-    val, test = _split_over(group, net, val, test, config)
+    sst, (val, test) = target_sst(val), _split_over(group, net, val, test, config)  # SST of all rows: kept_warning
     workers = thread_policy.workers_for(thread_policy.scoring_work(net, len(val)), cfg.threads)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
@@ -173,7 +173,7 @@ def prune(
         result, order = _resume(pruner, resume, config, net, algorithm)
     # networks handed out are built as they will run (refit, storage round trip)
     result.builder = builder if (refit or builder.rounds) else None
-    result.integer = integer
+    result.integer, result.val_sst = integer, sst
     if state is not None:
         state.result = result
         state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)

@@ -70,6 +70,7 @@ def demo(ctx, out, budget, size, overwrite):
     """
     from ..data import datasets
     from ..store import memory
+    from ..ship.runs import run_label
     from ..workflows.experiments import budget_summary, shrink_and_save, trained_model
     from ..util.files import claim
 
@@ -90,7 +91,7 @@ def demo(ctx, out, budget, size, overwrite):
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
-                           name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
+                           name=run_label("iterative", "brute_force"), prefix="mnist", full_curve=True, progress=not _quiet(ctx),
                            report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
                            own=own, models={"trained.safetensors": (model, meta)}, refit=DEFAULT_REFIT)
     result, k, c = done["result"], done["step"], done["exports"]["c"]

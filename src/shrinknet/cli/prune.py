@@ -171,6 +171,7 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     from ..store import memory
     from ..choose.checkpoint import Checkpointer
     from ..workflows.experiments import choice_summary, shrink_and_save
+    from ..ship import runs
     from ..ship.export import check_prefix
     from ..choose.result import parse_drop
     from ..choose.config import PruneConfig
@@ -220,7 +221,7 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
-                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               formats=formats, analyze=analyze, name=runs.run_label(algorithm, method),
                                extras={"source_model": str(model), **heldout_extras(val, test)},
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
@@ -239,6 +240,8 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     result, k = done["result"], done["step"]
     _print_steps(ctx, result, k, ds)
     click.echo(choice_summary(result, budget_bytes, drop, dtype + (" full-integer" if integer_only else ""), ram_bytes))
+    if warning := result.kept_warning(k, done["chosen_by"], int8_option="--dtype int8"):
+        click.echo(f"warning: {warning}", err=True)
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)

@@ -223,7 +223,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                                     f"{tail[-1].channels}")
                 tail[-1] = _fold(tail[-1], m)
                 src.append((name, "depthwise"))
-                notes.append(f"{type(m).__name__} {name} folded into layer {dw_names[-1]} (exact: eval-mode statistics)")
+                notes.append(f"{type(m).__name__} (module {name}) folded into the {type(named[dw_names[-1]]).__name__} "
+                             f"before it (module {dw_names[-1]}); exact: eval-mode statistics")
                 continue
             if param is None or tail:
                 raise TypeError(f"{where} does not directly follow a Conv or Linear layer; only then can it be folded")
@@ -231,7 +232,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                 raise TypeError(f"{where} has {m.num_features} features but the layer before has {param.out_units}")
             param = _fold(param, m)
             src.append((name, "param"))
-            notes.append(f"{type(m).__name__} {name} folded into layer {pname} (exact: eval-mode statistics)")
+            notes.append(f"{type(m).__name__} (module {name}) folded into the {type(named[pname]).__name__} before it "
+                         f"(module {pname}); exact: eval-mode statistics")
             continue
         if isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:

@@ -51,13 +51,19 @@ def variant_name(config: dict) -> str:
     return ", ".join(parts + [(config.get("dtype") or "float32") + (" full-integer" if config.get("integer_only") else "")])
 
 
+def run_label(algorithm: str, method: str) -> str:
+    """A run's default name, the one spelling every command and the report use: "iterative brute force",
+    "single taylor2", "iterative pairs magnitude" (underscores read as spaces)."""
+    return f"{algorithm} {method}".replace("_", " ")
+
+
 def save_run(run_dir: str | os.PathLike, result: PruneResult, name: str | None = None,
              analysis: dict | None = None, extras: dict | None = None) -> Path:
     """Write run.json, steps.csv and (if given) analysis.json into ``run_dir`` (created)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = result.to_dict()
-    doc["name"] = name or f"{result.config['algorithm']} {result.config['method']}"
+    doc["name"] = name or run_label(result.config["algorithm"], result.config["method"])
     doc["extras"] = jsonable(extras or {})
     write_text(run_dir / "steps.csv", steps_csv(result))
     if analysis is not None:

@@ -8,6 +8,7 @@ not separate clearly; its curves are therefore comparable in shape, not to the t
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..choose.config import FIELDS as CONFIG_FIELDS, PruneConfig
 from ..choose.prune import prune
 from ..choose.integer_loop import RULE
 from ..choose.result import PruneResult
+from ..choose.sanity import KeptCheckWarning
 from ..store.quantize import rounds
 from ..ship.runs import variant_name
 
@@ -500,12 +502,15 @@ def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
 
 def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str,
                    ram_budget: int | None = None) -> str:
-    """One line: which step was kept, under which limit, and what it costs against the start."""
-    k, by = result.pick(budget, max_drop, ram_budget)
+    """One line: which step was kept, under which limit, and what it costs against the start (a kept
+    step's KeptCheckWarning is not repeated here: PruneResult.kept_warning says it, where wanted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeptCheckWarning)
+        k, by = result.pick(budget, max_drop, ram_budget)
     s, s0 = result.steps[k], result.steps[0]
     drop = result.drop(k)
-    lost = (f"{-drop * 100:+.2f} accuracy points" if s0.accuracy is not None
-            else f"{drop:+.2%} validation error")
+    lost = (f"{_signed(-drop * 100, '.2f')} accuracy points" if s0.accuracy is not None
+            else f"{_signed(drop * 100, '.2f')}% validation error")
     limits = []
     if budget is not None:
         limits.append(f"budget {memory.format_bytes(budget)} ({budget} B at {dtype})")
@@ -521,9 +526,21 @@ def choice_summary(result: PruneResult, budget: int | None, max_drop: float | No
                 else f" (no network within the max drop fits {budgets}, so this one loses more)")
     acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
     ram = "" if s.ram_bytes is None else f" flash, {s.ram_bytes} B RAM"
+    if s.n_removed == 0:  # nothing to say against the start: it is the start
+        why = (f"the network already fits {budgets}" if by == "budget" else
+               "no removal stays within the max drop" if budgets is None else
+               f"the network already fits {budgets} and no removal stays within the max drop")
+        return (f"kept step 0: {why} [{', '.join(limits)}]: nothing removed; {s.bytes} B{ram}{acc}, "
+                f"validation error {s.error:.4g}")
     return (f"kept step {k} by {why} [{', '.join(limits)}]: {s.n_removed} neurons removed "
             f"({s.fraction_removed:.0%}), kept {s.kept}, {s.bytes} B{ram}{acc}, validation error {s.error:.4g} "
             f"({lost} against the start)")
+
+
+def _signed(x: float, spec: str) -> str:
+    """``x`` with its sign, as ``format(x, "+" + spec)``, but never "-0.00" (a loss that rounds to nothing)."""
+    text = format(x, "+" + spec)
+    return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _drop_text(max_drop: float, classification: bool) -> str:
