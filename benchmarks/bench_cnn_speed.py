@@ -1,0 +1,115 @@
+"""Brute force on CNNs: shrinknet's batched pass against a naive masked loop, on the two networks
+issue #18 names (a speed-only companion of bench_cnn.py and bench_families.py, which train longer
+and go on to accuracy tables).
+
+Networks (trained here for a few epochs; speed does not depend on how well they are trained):
+  cnn    bench_cnn.py's: conv 3x3 16 -> BN -> ReLU -> max pool 2 -> conv 3x3 32 -> BN -> ReLU ->
+         max pool 2 -> Linear 10, on mnist5k 1x20x20 (1000 validation images, 48 channels);
+  dscnn  bench_families.py's DS-CNN (16, 32, 32) on mnist1d 1x40 (1000 validation signals, 80 units).
+
+Prints, side by side in one run, per network (best of --repeats; the machine is shared and noisy):
+  1. one brute-force scoring of every unit: the naive loop (switch each unit off, run the whole
+     masked network again), shrinknet.saliency(..., "brute_force") and the ratio, with the largest
+     relative difference between the two;
+  2. with --chunks: the same scoring at fixed chunk sizes (candidates per batched pass), to see
+     where the automatic choice stands;
+  3. with --prune N: N steps of iterative brute force (shrinknet.prune, Algorithm II) at each speed
+     (exact, screen, fast): seconds per step and, for the approximate speeds, their agreement with
+     the exact greedy choice (PruneResult.agreement).
+
+Run: python benchmarks/bench_cnn_speed.py [--epochs 2] [--repeats 3] [--chunks 1,4,16,64] [--prune 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import shrinknet
+from shrinknet.data import datasets
+from shrinknet.model import losses, network
+from shrinknet.repair.train import cnn, dscnn, train
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def naive_brute_force(net, data, loss):
+    """Switch off each unit in turn and run the whole masked network again (bench_cnn.py's loop)."""
+    masks = net.full_masks()
+    with torch.no_grad():
+        E0 = loss.per_instance(net.forward(data.X, masks).o[-1], data.T).sum()
+        out = []
+        for h, size in enumerate(net.hidden_sizes):
+            s = torch.empty(size)
+            for c in range(size):
+                m = [mm.clone() for mm in masks]
+                m[h][c] = False
+                s[c] = loss.per_instance(net.forward(data.X, m).o[-1], data.T).sum() - E0
+            out.append(s)
+    return out
+
+
+def network_of(name: str, epochs: int):
+    if name == "cnn":
+        ds, shape, model = datasets.load("mnist5k"), (1, 20, 20), cnn((1, 20, 20), 10, (16, 32))
+    else:
+        ds, shape, model = datasets.load("mnist1d"), (1, 40), dscnn((1, 40), 10, (16, 32, 32))
+    view = lambda a: torch.as_tensor(a).reshape(len(a), *shape)  # noqa: E731
+    Xtr, Xv = view(ds.inputs("train")), view(ds.inputs("val"))
+    ytr, yv = (torch.as_tensor(ds.targets(s, "cross_entropy")).long() for s in ("train", "val"))
+    if epochs:
+        train(model, Xtr, ytr, Xv, yv, loss="cross_entropy", epochs=epochs, lr=3e-3, batch_size=64, patience=3)
+    return model.eval(), Xv, yv
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nets", default="cnn,dscnn")
+    ap.add_argument("--chunks", default="", help="comma-separated fixed chunk sizes to time as well")
+    ap.add_argument("--prune", type=int, default=0, help="iterative steps to time at each speed (0: none)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = []
+    for name in args.nets.split(","):
+        model, Xv, yv = network_of(name, args.epochs)
+        net = shrinknet.as_net(model)
+        loss = losses.get("cross_entropy")
+        data = network.prepare(net, Xv, yv, loss)
+        fast = shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy")
+        slow = naive_brute_force(net, data, loss)
+        worst = max(float(((a - b).abs() / b.abs().clamp_min(1e-6)).max()) for a, b in zip(fast, slow))
+        t_slow = best_of(lambda: naive_brute_force(net, data, loss), args.repeats)
+        t_fast = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy"), args.repeats)
+        rows.append((name, "auto", t_slow, t_fast, worst))
+        for c in [int(c) for c in args.chunks.split(",") if c]:
+            t = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy", chunk_size=c),
+                        args.repeats)
+            rows.append((name, str(c), t_slow, t, float("nan")))
+        if args.prune:
+            for speed in ("exact", "screen", "fast"):
+                t0 = time.perf_counter()
+                r = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                                    max_removals=args.prune, speed=speed, progress=False)
+                dt = time.perf_counter() - t0
+                ag = shrinknet.choose.speed.summary(r.agreement) if getattr(r, "agreement", None) else None
+                same = "" if ag is None else f"   agreement {ag['same']}/{ag['checks']} same choice, mean excess dE {ag['mean_excess_delta']:.3g}"
+                print(f"{name:6} prune {args.prune} steps at speed {speed:6}: {dt:7.2f}s ({dt / args.prune:.3f}s/step){same}")
+    print(f"\nbrute force over every unit, 1000 validation instances (best of {args.repeats}; shared, noisy machine)")
+    print(f"{'network':8} {'chunk':>6} {'naive s':>9} {'shrinknet s':>12} {'ratio':>8}   max rel. diff")
+    for name, chunk, t_slow, t_fast, worst in rows:
+        print(f"{name:8} {chunk:>6} {t_slow:9.3f} {t_fast:12.3f} {t_slow / t_fast:7.2f}x   {worst:.1e}")
+
+
+if __name__ == "__main__":
+    main()
