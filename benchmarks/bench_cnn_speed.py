@@ -17,7 +17,11 @@ Prints, side by side in one run, per network (best of --repeats; the machine is 
      (exact, screen, fast): seconds per step and, for the approximate speeds, their agreement with
      the exact greedy choice (PruneResult.agreement).
 
-Run: python benchmarks/bench_cnn_speed.py [--epochs 2] [--repeats 3] [--chunks 1,4,16,64] [--prune 20]
+With --threads 1 both sides run on one core (torch's pool at 1 thread for the naive loop, one
+shrinknet worker): the like-for-like comparison, and the steadier one on a busy machine, where
+torch's 2-thread pool waits at every op for a descheduled thread.
+
+Run: python benchmarks/bench_cnn_speed.py [--epochs 2] [--repeats 3] [--threads 2] [--chunks 1,4,16,64] [--prune 20]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import time
 import torch
 
 import shrinknet
+from shrinknet.choose import speed as speed_mod
 from shrinknet.data import datasets
 from shrinknet.model import losses, network
 from shrinknet.repair.train import cnn, dscnn, train
@@ -78,33 +83,46 @@ def main():
     ap.add_argument("--nets", default="cnn,dscnn")
     ap.add_argument("--chunks", default="", help="comma-separated fixed chunk sizes to time as well")
     ap.add_argument("--prune", type=int, default=0, help="iterative steps to time at each speed (0: none)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads of the naive loop; shrinknet gets the same count of workers with "
+                         "--threads 1, its own policy otherwise (default 2, as bench_cnn.py)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    workers = 1 if args.threads == 1 else None
     rows = []
     for name in args.nets.split(","):
         model, Xv, yv = network_of(name, args.epochs)
         net = shrinknet.as_net(model)
         loss = losses.get("cross_entropy")
         data = network.prepare(net, Xv, yv, loss)
-        fast = shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy")
+        fast = shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy", threads=workers)
         slow = naive_brute_force(net, data, loss)
         worst = max(float(((a - b).abs() / b.abs().clamp_min(1e-6)).max()) for a, b in zip(fast, slow))
         t_slow = best_of(lambda: naive_brute_force(net, data, loss), args.repeats)
-        t_fast = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy"), args.repeats)
+        t_fast = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy",
+                                                    threads=workers), args.repeats)
         rows.append((name, "auto", t_slow, t_fast, worst))
         for c in [int(c) for c in args.chunks.split(",") if c]:
-            t = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy", chunk_size=c),
-                        args.repeats)
+            t = best_of(lambda: shrinknet.saliency(model, Xv, yv, "brute_force", loss="cross_entropy", chunk_size=c,
+                                                   threads=workers), args.repeats)
             rows.append((name, str(c), t_slow, t, float("nan")))
         if args.prune:
             for speed in ("exact", "screen", "fast"):
                 t0 = time.perf_counter()
-                r = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
-                                    max_removals=args.prune, speed=speed, progress=False)
+                try:
+                    r = shrinknet.prune(model, Xv, yv, method="brute_force", algorithm="iterative", loss="cross_entropy",
+                                        config=shrinknet.PruneConfig(max_fraction=args.prune / sum(net.hidden_sizes),
+                                                                     speed=speed, progress=False, threads=workers))
+                except ValueError as e:
+                    print(f"{name:6} speed {speed}: {e}")
+                    continue
                 dt = time.perf_counter() - t0
-                ag = shrinknet.choose.speed.summary(r.agreement) if getattr(r, "agreement", None) else None
-                same = "" if ag is None else f"   agreement {ag['same']}/{ag['checks']} same choice, mean excess dE {ag['mean_excess_delta']:.3g}"
-                print(f"{name:6} prune {args.prune} steps at speed {speed:6}: {dt:7.2f}s ({dt / args.prune:.3f}s/step){same}")
+                steps = len(r.steps) - 1
+                ag = speed_mod.summary(r.agreement) if r.agreement else None
+                same = "" if ag is None else (f"   agreement: {ag['same']}/{ag['checks']} checked removals the exact "
+                                              f"greedy choice, mean excess dE {ag['mean_excess_delta']:.3g}")
+                print(f"{name:6} prune {steps} steps at speed {speed:6}: {dt:7.2f}s ({dt / steps:.3f}s/step; agreement checks "
+                      f"{r.stats.get('check_seconds', 0.0):.2f}s of it){same}")
     print(f"\nbrute force over every unit, 1000 validation instances (best of {args.repeats}; shared, noisy machine)")
     print(f"{'network':8} {'chunk':>6} {'naive s':>9} {'shrinknet s':>12} {'ratio':>8}   max rel. diff")
     for name, chunk, t_slow, t_fast, worst in rows:

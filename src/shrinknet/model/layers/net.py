@@ -169,26 +169,27 @@ def perturbed(param, x: Tensor, o: Tensor, J: Tensor) -> Tensor:
     kh, kw = param.weight.shape[2:]
     if (kh, kw) == (1, 1) and param.stride == (1, 1) and param.padding == (0, 0):
         # (1, N, H, W, O) - (C, N, H, W, 1) (C, 1, 1, 1, O)
-        out = torch.addcmul(x.unsqueeze(0), o[:, J].permute(1, 0, 2, 3).unsqueeze(-1),
-                            param.weight[:, J, 0, 0].T.reshape(C, 1, 1, 1, O), value=-1)
+        out = torch.empty(C, n, Ho, Wo, O, dtype=x.dtype, device=x.device)
+        torch.addcmul(x.unsqueeze(0), o[:, J].permute(1, 0, 2, 3).unsqueeze(-1),
+                      param.weight[:, J, 0, 0].T.reshape(C, 1, 1, 1, O), value=-1, out=out)
     else:
         k = kh * kw
-        cols = patches(o[:, J], (kh, kw), param.stride, param.padding, param.dilation)  # (N, C, H', W', kh, kw)
-        cols = cols.permute(1, 0, 2, 3, 4, 5).reshape(C, n * Ho * Wo, k)
+        cols = patches(o[:, J].transpose(0, 1), (kh, kw), param.stride, param.padding, param.dilation, (Ho, Wo))
+        cols = cols.view(C, n * Ho * Wo, k)
         w = param.weight[:, J].reshape(O, C, k).permute(1, 2, 0)  # (C, k, O)
         out = torch.baddbmm(x.reshape(1, n * Ho * Wo, O), cols, w, alpha=-1).view(C, n, Ho, Wo, O)
     return out.permute(0, 1, 4, 2, 3)
 
 
-def patches(u: Tensor, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple) -> Tensor:
-    """The kh x kw input window of every output position of a convolution: (N, C, H', W', kh, kw),
-    a strided view of the zero-padded ``u`` (N, C, H, W) (``F.unfold``'s columns, without its
-    per-instance loop)."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+def patches(u: Tensor, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, out_hw: tuple) -> Tensor:
+    """The kh x kw input window of every output position of a convolution over ``u`` (C, N, H, W):
+    (C, N, H', W', kh * kw), window entries in kernel order (``F.unfold``'s columns, gathered as
+    kh * kw strided views of the zero-padded map: several times faster on these small maps)."""
+    (kh, kw), (sh, sw), (dh, dw), (Ho, Wo) = kernel, stride, dilation, out_hw
     if padding != (0, 0):
         u = F.pad(u, (padding[1], padding[1], padding[0], padding[0]))
-    v = u.unfold(2, (kh - 1) * dh + 1, sh).unfold(3, (kw - 1) * dw + 1, sw)  # (N, C, H', W', span h, span w)
-    return v[..., ::dh, ::dw]
+    return torch.stack([u[:, :, i * dh: i * dh + (Ho - 1) * sh + 1: sh, j * dw: j * dw + (Wo - 1) * sw + 1: sw]
+                        for i in range(kh) for j in range(kw)], -1)
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -207,6 +208,7 @@ class SeqNet(Network):
 
     general = True
     scoring_threads = True  # worker threads over candidate chunks (threads.run_chunks)
+    approximate_speeds = True  # speed.py's screen and blocks: taylor2 screens, ``layer_deltas`` scores the shortlist
     file_format = "shrinknet-seq"  # layers/io.py
 
     def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = (), sources=None):
