@@ -160,3 +160,17 @@ def test_cnn_agreement_figures_match_a_literal_exact_evaluation(kind, s, how):
         assert a["best_delta"] == pytest.approx(best, rel=1e-9, abs=1e-12)
     summ = speed.summary(r.agreement)
     assert summ["checks"] == limit and 0 <= summ["same"] <= limit and summ["max_excess_delta"] >= 0
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 3, 1, 7), (2, 5, 1, 1)], ids=["2d", "1d", "1x1"])
+def test_linear_reads_a_channels_last_map_as_torch_flattens_it(shape):
+    g = torch.Generator().manual_seed(2)
+    N, C, H, W = shape
+    from shrinknet.model.layers.linear import Dense
+
+    dense = Dense(torch.randn(6, C * H * W, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64),
+                  block=H * W)
+    h = torch.randn(*shape, generator=g, dtype=torch.float64)
+    want = F.linear(torch.flatten(h, 1), dense.weight, dense.bias)
+    assert_close(dense.forward(h.contiguous(memory_format=torch.channels_last)), want, rtol=1e-13, atol=1e-13)
+    assert torch.equal(dense.forward(h), want)

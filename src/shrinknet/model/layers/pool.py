@@ -46,11 +46,12 @@ class MaxPool:
         kh, kw = self.kernel
         if inplace and self.kernel == self.stride and self.padding == (0, 0) and self.dilation == (1, 1):
             H, W = u.shape[-2] // kh * kh, u.shape[-1] // kw * kw
-            out = None
-            for i in range(kh):
-                for j in range(kw):
-                    v = u[..., i:H:kh, j:W:kw]
-                    out = v.clone() if out is None else torch.maximum(out, v, out=out)
+            views = [u[..., i:H:kh, j:W:kw] for i in range(kh) for j in range(kw)]
+            if len(views) == 1:
+                return views[0].clone()
+            out = torch.maximum(views[0], views[1])
+            for v in views[2:]:
+                torch.maximum(out, v, out=out)
             return out
         return F.max_pool2d(u, self.kernel, self.stride, self.padding, self.dilation)
 
