@@ -36,11 +36,6 @@ ENV = "SHRINKNET_THREADS"
 #: Below this many multiply-adds per scoring pass one worker is faster than several.
 SMALL_WORK = 20_000_000
 
-#: Multiply-adds a chunk of candidates aims at where the network sizes its chunks by work (a CNN's
-#: brute force): large enough that a chunk's Python overhead is small, small enough that work above
-#: SMALL_WORK splits into several chunks per worker. It does not depend on the worker count.
-TASK_WORK = 5_000_000
-
 
 def l2_bytes() -> int:
     """L2 cache of one core in bytes (Linux sysfs), or 1 MiB if unknown: what brute force sizes its
