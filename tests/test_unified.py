@@ -361,15 +361,12 @@ def test_mlp_and_its_general_parse_agree_on_the_interface(s):
 
 
 def test_capabilities_are_stated_not_tested_by_type():
-    """What only the MLP has (exact.py's reuse between steps, the approximate speeds) is a capability;
-    both score with worker threads."""
+    """What only the MLP has (exact.py's reuse between steps) is a capability; both score with
+    worker threads and both have the approximate speeds (a CNN's shortlist: SeqNet.layer_deltas)."""
     mlp = shrinknet.as_net(helpers.build(helpers.SETTINGS[0])[0])
     cnn = _cnn(cnn_helpers.SETTINGS[0])[0]
     assert mlp.scoring_threads and mlp.incremental_brute_force and mlp.approximate_speeds
-    assert cnn.scoring_threads and not (cnn.incremental_brute_force or cnn.approximate_speeds)
+    assert cnn.scoring_threads and cnn.approximate_speeds and not cnn.incremental_brute_force
     from shrinknet.util.threads import scoring_work
 
     assert scoring_work(mlp, 10) > 0 and scoring_work(cnn, 10) > 0
-    model, _, X, T = cnn_helpers.build(cnn_helpers.SETTINGS[0])
-    with pytest.raises(ValueError, match="use speed 'exact' for convolutional ones"):
-        shrinknet.prune(model, X, T, loss=cnn_helpers.SETTINGS[0].loss, speed="screen")

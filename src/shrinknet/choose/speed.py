@@ -28,7 +28,7 @@ from torch import Tensor
 from ..util import distributed
 from ..score import exact
 from ..model.losses import Loss
-from ..model.mlp import Net
+from ..model.network import Network
 from ..model.network import Masks
 from ..score.saliency import score_parts
 
@@ -87,10 +87,19 @@ def lowest(scores: list[Tensor], allowed: list[Tensor], k: int) -> list[tuple[in
     return [(h, j) for _, h, j in sorted(flat)[:k]]
 
 
+def layer_deltas(net, loss: Loss, data, masks: Masks, trace, h: int, J: Tensor, workers: int,
+                 chunk_size: int | None) -> Tensor:
+    """Exact Delta E of switching off each unit in J of hidden layer h: exact.py's fused kernels
+    for an MLP (``fused_brute_force``), else the network's batched pass (``SeqNet.layer_deltas``)."""
+    if net.fused_brute_force:
+        return exact.layer_deltas(net, loss, data, masks, trace, h, J, workers=workers, chunk_size=chunk_size)
+    return net.layer_deltas(loss, data, masks, trace, h, J, chunk_size, None, workers)
+
+
 class Chooser:
     """Chooses removals for iterative brute force at an approximate speed, and checks itself."""
 
-    def __init__(self, net: Net, loss: Loss, parts: list, speed: Speed, workers: int, chunk_size: int | None,
+    def __init__(self, net: Network, loss: Loss, parts: list, speed: Speed, workers: int, chunk_size: int | None,
                  group, limit: int):
         self.net, self.loss, self.parts, self.speed = net, loss, parts, speed
         self.workers, self.chunk_size, self.group = workers, chunk_size, group
@@ -119,8 +128,8 @@ class Chooser:
         for data, trace in self.parts:
             for h in range(self.net.n_hidden):
                 if len(J[h]):
-                    parts[h] += exact.layer_deltas(self.net, self.loss, data, masks, trace, h, J[h],
-                                                   workers=self.workers, chunk_size=self.chunk_size)
+                    parts[h] += layer_deltas(self.net, self.loss, data, masks, trace, h, J[h], self.workers,
+                                             self.chunk_size)
         self._reduce(parts)
         for h in range(self.net.n_hidden):
             out[h][J[h]] = parts[h]

@@ -28,14 +28,13 @@ Index letters as in network.py: n instance, j neuron of layer h (candidate), i n
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from ..model.losses import Loss
-from ..util.threads import run_chunks
+from ..util.threads import l2_bytes, run_chunks  # noqa: F401  (l2_bytes re-exported)
 
 if TYPE_CHECKING:  # network.Net's brute force is this module: names for annotations only
     from ..model.mlp import Net
@@ -46,16 +45,6 @@ REFRESH = 32
 
 #: Largest cache of output pre-activations kept, in bytes; above it every step recomputes.
 MAX_CACHE_BYTES = 1 << 30
-
-
-def l2_bytes() -> int:
-    """L2 cache of one core in bytes (Linux sysfs), or 1 MiB if unknown."""
-    try:
-        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
-        unit = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
-        return int(text.rstrip("KM")) * unit
-    except (OSError, ValueError, IndexError):
-        return 1 << 20
 
 
 #: Scratch of one block as a multiple of the L2 cache: blocks that fit in L2 cost more in Python

@@ -27,6 +27,7 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -35,10 +36,16 @@ ENV = "SHRINKNET_THREADS"
 #: Below this many multiply-adds per scoring pass one worker is faster than several.
 SMALL_WORK = 20_000_000
 
-#: Multiply-adds a chunk of candidates aims at where the network sizes its chunks by work (a CNN's
-#: brute force): large enough that a chunk's Python overhead is small, small enough that work above
-#: SMALL_WORK splits into several chunks per worker. It does not depend on the worker count.
-TASK_WORK = 5_000_000
+
+def l2_bytes() -> int:
+    """L2 cache of one core in bytes (Linux sysfs), or 1 MiB if unknown: what brute force sizes its
+    blocks of candidates x instances by (score/exact.py for an MLP, layers/net.py for a CNN)."""
+    try:
+        text = Path("/sys/devices/system/cpu/cpu0/cache/index2/size").read_text().strip().upper()
+        unit = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+        return int(text.rstrip("KM")) * unit
+    except (OSError, ValueError, IndexError):
+        return 1 << 20
 
 
 def available_cores() -> int:

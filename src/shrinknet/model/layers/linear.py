@@ -35,7 +35,15 @@ class Dense:
         return self.weight.shape[1] // self.block
 
     def forward(self, h: Tensor) -> Tensor:
-        """x_i = sum_j w_ji o_j + b_i (eq. 5) on the flattened input: (N, ...) -> (N, i)."""
+        """x_i = sum_j w_ji o_j + b_i (eq. 5) on the flattened input: (N, ...) -> (N, i).
+
+        A map held channels-last (brute force's batched pass, layers/net.py ``perturbed``) is read
+        in its memory order, against the weight's columns put in that order: the same sum, without
+        copying the map into torch's channel-major flattening."""
+        if h.ndim == 4 and self.block > 1 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+            N, C, H, W = h.shape
+            w = self.weight.view(self.out_units, C, H * W).transpose(1, 2).reshape(self.out_units, -1)
+            return F.linear(h.permute(0, 2, 3, 1).reshape(N, -1), w, self.bias)
         return F.linear(h.reshape(h.shape[0], -1), self.weight, self.bias)
 
     def out_shape(self, shape: tuple) -> tuple:

@@ -21,14 +21,21 @@ import math
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import activations as A
-from ..network import Network, Trace, chunk_for
-from ...util.threads import TASK_WORK, candidate_work, run_chunks
+from ..network import Network, Trace
+from ...util.threads import l2_bytes, run_chunks
 from .act import Act
 from .conv import Conv
 from .linear import Dense
+
+
+#: Scratch of one brute-force block (candidates x instances x the largest map above) in L2 caches.
+BLOCK_L2 = 2.0
+#: Chunks of candidates per layer that brute force aims at (threads share them), whatever the workers.
+MIN_CHUNKS = 8
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,60 @@ def _masked(x: Tensor, mask: Tensor, inplace: bool) -> Tensor:
     return x.mul_(m) if inplace else x * m
 
 
+def perturbed(param, x: Tensor, o: Tensor, J: Tensor) -> Tensor:
+    """The pre-activation of the layer ``param`` after each unit in J of the layer below is
+    switched off: x - contribution_c (conv.py / linear.py ``contribution``), (len(J), N, ...).
+
+    ``x``: the layer's pre-activation (N, i) for a Linear; for a convolution (N, H', W', O), its
+    map channels-last (``channels_last``), and the result (len(J), N, O, H', W') is channels-last
+    too (a view of a (len(J), N, H', W', O) tensor): the layout the convolutions above run fastest
+    on, the same values in another memory order. The sums are those of ``contribution``, fused
+    (only their rounding differs):
+
+    - a Linear over single units (P = 1), a 1x1 convolution with stride 1 and no padding: the
+      rank-1 term x_i - o_c w_ic (eq. 5), one fused multiply-subtract for the chunk;
+    - any other convolution: x - unfold(o_c) W_c^T, each output position's kh x kw patch of
+      channel c times c's slice of the kernel, subtracted from x in one batched matmul (baddbmm)
+      for the chunk (a grouped convolution over the candidates computes the same, many times
+      slower)."""
+    C, n = len(J), x.shape[0]
+    if param.kind == "linear":
+        if param.block == 1:  # (1, N, i) - (C, N, 1) (C, 1, i)
+            return torch.addcmul(x.unsqueeze(0), o.reshape(n, -1)[:, J].T.unsqueeze(2),
+                                 param.weight[:, J].T.unsqueeze(1), value=-1)
+        return x.unsqueeze(0) - param.contribution(o, J)
+    Ho, Wo, O = x.shape[1:]
+    kh, kw = param.weight.shape[2:]
+    if (kh, kw) == (1, 1) and param.stride == (1, 1) and param.padding == (0, 0):
+        # (1, N, H, W, O) - (C, N, H, W, 1) (C, 1, 1, 1, O)
+        out = torch.empty(C, n, Ho, Wo, O, dtype=x.dtype, device=x.device)
+        torch.addcmul(x.unsqueeze(0), o[:, J].permute(1, 0, 2, 3).unsqueeze(-1),
+                      param.weight[:, J, 0, 0].T.reshape(C, 1, 1, 1, O), value=-1, out=out)
+    else:
+        k = kh * kw
+        cols = patches(o[:, J].transpose(0, 1), (kh, kw), param.stride, param.padding, param.dilation, (Ho, Wo))
+        cols = cols.view(C, n * Ho * Wo, k)
+        w = param.weight[:, J].reshape(O, C, k).permute(1, 2, 0)  # (C, k, O)
+        out = torch.baddbmm(x.reshape(1, n * Ho * Wo, O), cols, w, alpha=-1).view(C, n, Ho, Wo, O)
+    return out.permute(0, 1, 4, 2, 3)
+
+
+def patches(u: Tensor, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple, out_hw: tuple) -> Tensor:
+    """The kh x kw input window of every output position of a convolution over ``u`` (C, N, H, W):
+    (C, N, H', W', kh * kw), window entries in kernel order (``F.unfold``'s columns, gathered as
+    kh * kw strided views of the zero-padded map: several times faster on these small maps)."""
+    (kh, kw), (sh, sw), (dh, dw), (Ho, Wo) = kernel, stride, dilation, out_hw
+    if padding != (0, 0):
+        u = F.pad(u, (padding[1], padding[1], padding[0], padding[0]))
+    return torch.stack([u[:, :, i * dh: i * dh + (Ho - 1) * sh + 1: sh, j * dw: j * dw + (Wo - 1) * sw + 1: sw]
+                        for i in range(kh) for j in range(kw)], -1)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """A map (N, C, H, W) as (N, H, W, C), contiguous; rows (N, i) as they are."""
+    return x.permute(0, 2, 3, 1).contiguous() if x.ndim == 4 else x
+
+
 class SeqNet(Network):
     """A parsed general network (see the module docstring). Build one with :func:`parse`.
 
@@ -147,6 +208,7 @@ class SeqNet(Network):
 
     general = True
     scoring_threads = True  # worker threads over candidate chunks (threads.run_chunks)
+    approximate_speeds = True  # speed.py's screen and blocks: taylor2 screens, ``layer_deltas`` scores the shortlist
     file_format = "shrinknet-seq"  # layers/io.py
 
     def __init__(self, blocks, dims: int, in_shape: tuple | None = None, notes: tuple = (), sources=None):
@@ -186,45 +248,68 @@ class SeqNet(Network):
     # -- criteria that need the layer structure ----------------------------------------------
     def brute_force(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None,
                     workers: int = 1) -> list[Tensor]:
-        """Exact Delta E of switching off each kept unit, summed over the batch.
-
-        Switching off unit c of block h changes block h+1's pre-activation by that unit's own
-        contribution (conv.py / linear.py ``contribution``) and nothing below, so a chunk of
-        candidates is one batched pass over the blocks above: (C, N, ...) folded into the batch.
-        Chunks are independent and sized without regard to ``workers`` (``_auto_chunk``), so the
-        scores are the same bits whichever of the ``workers`` threads (``threads.run_chunks``)
-        computes each chunk.
-        """
-        y = trace.o[-1]
+        """Exact Delta E of switching off each kept unit, summed over the batch (removed units: 0);
+        per hidden layer :meth:`layer_deltas` of its kept units."""
         scores = []
         for h in range(self.n_hidden):
-            o = self.removable(h, trace)  # o, or o - z for a depthwise block (its switched-off value z)
-            nxt = self.blocks[h + 1].param
-            x_next = trace.x[h + 1]
-            s = torch.zeros(o.shape[1], dtype=o.dtype, device=o.device)
+            s = torch.zeros(self.hidden_sizes[h], dtype=self.dtype, device=self.device)
             kept = masks[h].nonzero().squeeze(1)
-            C = chunk_size or self._auto_chunk(h, len(data), o.element_size())
-
-            def task(lo: int, h=h, o=o, nxt=nxt, x_next=x_next, s=s, kept=kept, C=C) -> int:
-                J = kept[lo: lo + C]
-                xs = x_next.unsqueeze(0) - nxt.contribution(o, J)  # (C, N, ...)
-                y_new = self.output_from(h + 1, xs, masks)  # (C, N, out)
-                s[J] = loss.delta(y_new, y, data.T).sum(-1)
-                return len(J)
-
-            run_chunks(task, range(0, len(kept), C), workers, bar)
+            s[kept] = self.layer_deltas(loss, data, masks, trace, h, kept, chunk_size, bar, workers)
             scores.append(s)
         return scores
 
-    def _auto_chunk(self, h: int, n: int, itemsize: int) -> int:
-        """Candidates per chunk of block h: about ``threads.TASK_WORK`` multiply-adds, and a few
-        (C, N, map) temporaries within ``CHUNK_MEMORY``; never a function of the worker count."""
+    def layer_deltas(self, loss, data, masks, trace: Trace, h: int, J: Tensor, chunk_size: int | None = None,
+                     bar=None, workers: int = 1) -> Tensor:
+        """Exact Delta E, summed over the batch, of switching off each unit in ``J`` (1-D long) of
+        hidden layer h: (len(J),).
+
+        Switching off unit c of block h changes block h+1's pre-activation by that unit's own
+        contribution (conv.py / linear.py ``contribution``; :func:`perturbed`) and nothing below,
+        so a chunk of candidates is one batched pass over the blocks above: (C, nb, ...) folded into
+        the batch, over blocks of nb instances small enough to stay in cache (``_auto_chunk``),
+        their sums added in block order. Chunks and blocks are sized without regard to ``workers``,
+        so the scores are the same bits whichever of the ``workers`` threads
+        (``threads.run_chunks``) computes each chunk; another chunk size changes only the order of
+        float sums.
+        """
+        out = torch.zeros(len(J), dtype=self.dtype, device=self.device)
+        if len(J) == 0:
+            return out
+        o = self.removable(h, trace)  # o, or o - z for a depthwise block (its switched-off value z)
+        nxt, x_next, y, T = self.blocks[h + 1].param, channels_last(trace.x[h + 1]), trace.o[-1], data.T
+        N = len(data)
+        C, nb = self._auto_chunk(h, N, o.element_size(), len(J), chunk_size)
+
+        def task(lo: int) -> int:
+            Jc = J[lo: lo + C]
+            s = torch.zeros(len(Jc), dtype=out.dtype, device=out.device)
+            for r0 in range(0, N, nb):
+                r = slice(r0, min(N, r0 + nb))
+                y_new = self.output_from(h + 1, perturbed(nxt, x_next[r], o[r], Jc), masks)  # (C, nb, out)
+                s += loss.delta(y_new, y[r], T[r]).sum(-1)
+            out[lo: lo + len(Jc)] = s
+            return len(Jc)
+
+        run_chunks(task, range(0, len(J), C), workers, bar)
+        return out
+
+    def _auto_chunk(self, h: int, n: int, itemsize: int, n_candidates: int,
+                    chunk_size: int | None = None) -> tuple[int, int]:
+        """(candidates per chunk C, instances per block nb) of block h's candidates: a (C, nb, map)
+        block of the largest map above h is about ``BLOCK_L2`` L2 caches (``threads.l2_bytes``),
+        filled with instances first, then candidates; at most ``MIN_CHUNKS``-th of the candidates
+        per chunk, so that threads have chunks to share. ``chunk_size`` (given) fixes C. Never a
+        function of the worker count."""
         shapes = self.map_shapes() if self.in_shape else None
         if shapes is None:
-            return 8
-        memory = chunk_for(n, max(math.prod(s) for blk in shapes[h + 1:] for s in blk), itemsize)
-        work = max(1, int(TASK_WORK // max(1.0, candidate_work(self, h, n, shapes))))
-        return min(memory, work)
+            return chunk_size or 8, n
+        width = max(math.prod(s) for blk in shapes[h + 1:] for s in blk)
+        budget = max(1, int(l2_bytes() * BLOCK_L2) // itemsize // width)  # (candidate, instance) pairs
+        if chunk_size is not None:
+            return chunk_size, max(1, min(n, budget // chunk_size))
+        nb = max(1, min(n, budget))
+        C = max(1, min(budget // nb, -(-n_candidates // MIN_CHUNKS)))
+        return C, nb
 
     def taylor2_exact(self, loss, data, masks, trace: Trace, chunk_size: int | None = None, bar=None) -> list[Tensor]:
         """eq. 8 on each channel's gate g: -dE/dg + 1/2 d2E/dg2, both exactly (cross-position terms included)."""
