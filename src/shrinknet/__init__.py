@@ -12,6 +12,7 @@ from .ship.modelio import load_model, save_model
 from .model.mlp import Net
 from .model.network import Network
 from .model.parse import as_net
+from .model.residual import Residual
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
@@ -34,6 +35,7 @@ __all__ = [
     "Network",
     "PruneConfig",
     "PruneResult",
+    "Residual",
     "Step",
     "__version__",
     "as_net",
