@@ -358,3 +358,93 @@ def test_refusals_in_one_line(model, match):
         net = shrinknet.as_net(model.eval())
         net.bind((1, 4, 4))
     assert match in str(e.value) and "\n" not in str(e.value)
+
+
+# -- custom modules traced by torch.fx --------------------------------------------------------------
+class _Block(nn.Module):
+    def __init__(self, c, o, stride, act):
+        super().__init__()
+        self.conv1, self.act = nn.Conv2d(c, o, 3, stride, 1), act
+        self.conv2 = nn.Conv2d(o, o, 3, 1, 1)
+        self.short = nn.Conv2d(c, o, 1, stride) if stride > 1 or c != o else None
+
+    def forward(self, x):
+        out = self.conv2(self.act(self.conv1(x)))
+        if self.short is None:
+            return torch.tanh(x + out)
+        return torch.tanh(out + self.short(x))
+
+
+class _Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.b1, self.b2 = nn.Conv2d(1, 4, 3, padding=1), _Block(4, 4, 1, nn.ReLU()), _Block(4, 5, 2, nn.ReLU())
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        x = self.b2(self.b1(torch.tanh(self.stem(x))))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _container(m: _Custom) -> nn.Sequential:
+    """The same network written with shrinknet.Residual (the very modules)."""
+    return nn.Sequential(m.stem, nn.Tanh(), Residual(nn.Sequential(m.b1.conv1, nn.ReLU(), m.b1.conv2)), nn.Tanh(),
+                         Residual(nn.Sequential(m.b2.conv1, nn.ReLU(), m.b2.conv2), m.b2.short), nn.Tanh(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), m.fc)
+
+
+def test_traced_residual_is_the_container():
+    torch.manual_seed(3)
+    m = _Custom().double().eval()
+    X = torch.randn(5, 1, 6, 6, dtype=torch.float64)
+    T = torch.randint(0, 3, (5,))
+    traced, seq = shrinknet.as_net(m), shrinknet.as_net(_container(m))
+    assert traced.groups == seq.groups == ((0, 2), (1,), (3,), (4,))
+    assert [len(traced.coupled(h)) for h in range(4)] == [len(seq.coupled(h)) for h in range(4)] == [5, 2, 2, 3]
+    with torch.no_grad():
+        assert_close(traced.forward(X, traced.full_masks()).o[-1], m(X), rtol=1e-12, atol=1e-12)
+    for a, b in zip(shrinknet.saliency(m, X, T, "brute_force", loss="cross_entropy"),
+                    shrinknet.saliency(_container(m), X, T, "brute_force", loss="cross_entropy")):
+        assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class _Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.d, self.fc = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1), nn.Linear(4 * 4, 2)
+
+    def forward(self, x):
+        x = self.c(x)
+        return self.fc(torch.flatten(torch.cat([x, self.d(x)], 1), 1))
+
+
+class _TwoBodies(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.a, self.b, self.fc = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1), nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.c(x)
+        return self.fc(torch.flatten(torch.relu(self.a(x)) + torch.relu(self.b(x)), 1))
+
+
+class _Crossing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.a, self.fc = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 1), nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.c(x)
+        y = self.a(x)
+        return self.fc(torch.flatten(x + y, 1)) + y.sum()
+
+
+@pytest.mark.parametrize("model, match", [
+    (_Concat(), "concatenates two activations"),
+    (_TwoBodies(), "neither of which is a projection"),
+    (_Crossing(), "is read outside its residual branch"),
+], ids=["concat", "two-bodies", "crossing"])
+def test_traced_refusals_in_one_line(model, match):
+    with pytest.raises(InputError) as e:
+        shrinknet.as_net(model)
+    assert match in str(e.value) and "\n" not in str(e.value)
