@@ -448,3 +448,38 @@ def test_traced_refusals_in_one_line(model, match):
     with pytest.raises(InputError) as e:
         shrinknet.as_net(model)
     assert match in str(e.value) and "\n" not in str(e.value)
+
+
+# -- model files ------------------------------------------------------------------------------------
+def _rewrite(path, edit):
+    """The model file at ``path`` with its description edited by ``edit(doc)`` (tensors unchanged)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        doc = json.loads(f.metadata()["shrinknet"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(doc)
+    save_file(tensors, str(path), metadata={"shrinknet": json.dumps(doc)})
+
+
+@pytest.mark.parametrize("s", SETTINGS[:3], ids=IDS[:3])
+def test_model_file_round_trip_and_refusals(s, tmp_path):
+    model, _, _, X, _ = build(s)
+    path = shrinknet.save_model(tmp_path / "m.safetensors", model, input_shape=tuple(X.shape[1:]))
+    back, _ = shrinknet.load_model(path)
+    with torch.no_grad():
+        assert_close(back(X), model(X), rtol=1e-12, atol=1e-12)
+    for name, edit, words in [
+        ("v1", lambda d: d.update(version=1), "version 2"),
+        ("channels", lambda d: d["adds"][0].update(src=d["adds"][0]["dst"] - 1), "different channel counts"),
+        ("at", lambda d: d["adds"][0].update(at=9), "not one residual block"),
+    ]:
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(path.read_bytes())
+        _rewrite(bad, edit)
+        with pytest.raises(InputError) as e:
+            shrinknet.load_model(bad)
+        assert words in str(e.value) and "\n" not in str(e.value), name

@@ -114,6 +114,16 @@ class ResNet(SeqNet):
         self.groups = tuple(sorted((tuple(v) for v in classes.values()), key=lambda g: g[0]))
         self.group_of = tuple(next(g for g, ms in enumerate(self.groups) if k in ms) for k in range(nh))
         self._sources_of = {a.src for a in self.adds}
+        end = -1
+        for a in self.adds:  # what the Residual container (to_sequential) and the tail can hold
+            b = self.blocks[a.dst]
+            c_src = self.blocks[a.src].param.out_units
+            if a.src < end or a.at > len(b.tail) or b.param.kind != "conv" or any(x.weighted for x in self.blocks):
+                raise ValueError(f"the addition into layer {a.dst} is not one residual block after the one before it")
+            if a.proj is None and c_src != b.param.out_units or a.proj is not None and (
+                    a.proj.in_units != c_src or a.proj.out_units != b.param.out_units):
+                raise ValueError(f"the addition into layer {a.dst} adds tensors with different channel counts")
+            end = a.dst
 
     # -- groups as the hidden layers ----------------------------------------------------------
     @property
