@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from cnn_helpers import ACTS, ref_error
+from test_export import cc  # noqa: F401  (a fixture)
 from torch import nn
 from torch.testing import assert_close
 
@@ -483,3 +484,67 @@ def test_model_file_round_trip_and_refusals(s, tmp_path):
         with pytest.raises(InputError) as e:
             shrinknet.load_model(bad)
         assert words in str(e.value) and "\n" not in str(e.value), name
+
+
+# -- exports ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("s", SETTINGS[:6], ids=IDS[:6])
+def test_onnx_and_c_match_torch(s, cc, tmp_path):  # noqa: F811
+    import re
+
+    import numpy as np
+    from test_cnn_export import _reference
+    from test_export import TOL, compile_and_run
+
+    from shrinknet.ship.export import export
+
+    ort = pytest.importorskip("onnxruntime")
+    model, _, _, X, _ = build(s)
+    net = shrinknet.as_net(model)
+    shape = tuple(X.shape[1:])
+    net.bind(shape)
+    masks = net.full_masks()
+    for m in masks:
+        m[0] = False
+    small = net.shrink(masks).to_sequential().float()
+    X = torch.randn(20, *shape, generator=torch.Generator().manual_seed(5))
+    ram = 4 * _ram_by_hooks(small, shape)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    for dtype in ("float32", "float16", "int8"):
+        res = export(small, tmp_path / f"{dtype}.onnx", format="onnx", dtype=dtype, input_shape=shape)
+        assert res.flash_bytes == network_bytes(small, dtype)
+        sess = ort.InferenceSession(str(res.paths[0]), opts, providers=["CPUExecutionProvider"])
+        (y,) = sess.run(["output"], {"input": X.numpy()})
+        assert np.abs(y - _reference(small, X, dtype)).max() <= TOL[dtype]
+        res = export(small, tmp_path / f"{dtype}.c", format="c", dtype=dtype, prefix=dtype, input_shape=shape)
+        assert res.ram_bytes == ram and res.flash_bytes == network_bytes(small, dtype)
+        source = res.paths[0].read_text()
+        weight_t = re.search(r"typedef (\w+) weight_t;", source).group(1)
+        size = {"float": 4, "int8_t": 1, "uint16_t": 2}
+        arrays = sum(int(n) * size[weight_t if ctype == "weight_t" else ctype] for ctype, n in re.findall(
+            r"static const (\w+) layer\d+(?:_skip)?_(?:weight|scale|bias)\[(\d+)\]", source))
+        assert arrays == res.flash_bytes  # the projection's arrays counted too
+        assert f"static float scratch[{ram // 4}];" in source
+    driver = """\
+#include <stdio.h>
+#include "float32.h"
+#include "float16.h"
+#include "int8.h"
+int main(void)
+{
+    static float in[FLOAT32_INPUT_SIZE], out[FLOAT32_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {
+        float32_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        float16_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+        int8_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+    }
+    return 0;
+}
+"""
+    out = compile_and_run(cc, tmp_path, driver, ["float32.c", "float16.c", "int8.c"], X.numpy().tobytes())
+    ys = np.frombuffer(out, dtype=np.float32).reshape(len(X), 3, N_OUT).transpose(1, 0, 2)
+    for y, dtype in zip(ys, ("float32", "float16", "int8")):
+        assert np.abs(y - _reference(small, X, dtype)).max() <= TOL[dtype], dtype

@@ -8,7 +8,9 @@ LeakyReLU becomes a :class:`SeqNet` (``parse``). :func:`as_net`, the entry point
 A depthwise convolution (groups = in_channels = out_channels) is not a layer of its own: it joins
 the tail of the block whose channels it reads (layers/depthwise.py), its channel c riding along
 with that block's unit c. Other grouped convolutions, a channel multiplier > 1, and custom
-modules (residual additions, concatenations) are refused with one line.
+modules inside the Sequential are refused with one line. ``shrinknet.Residual(block, projection)``
+(model/residual.py) is a residual addition: its block's layers join the chain, and the addition
+joins channels into groups (layers/resnet.py: the network is then a ``ResNet``).
 
 BatchNorm (eval mode, running statistics) right after a Conv, Linear or depthwise conv is folded into it exactly:
     y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
@@ -292,9 +294,10 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
         a = A.from_module_general(m)
         if a is None:
             if not type(m).__module__.startswith("torch.nn"):  # a custom module: its forward is not read
-                raise TypeError(f"{where} is a custom module, which shrinknet does not read: residual additions, "
-                                "concatenations and other branches are not supported yet (a chain in nn.Sequential "
-                                f"is); shrinknet handles {SUPPORTED}")
+                raise TypeError(f"{where} is a custom module, which shrinknet does not read inside an nn.Sequential "
+                                "(residual additions, concatenations and other branches): write a residual as "
+                                "shrinknet.Residual(block, projection), or give the custom model itself (traced by "
+                                f"torch.fx); shrinknet handles {SUPPORTED}")
             raise TypeError(f"{where} is not supported: shrinknet handles {SUPPORTED}")
         if param is None:
             raise TypeError(f"{where} comes before any Conv or Linear layer; the network must start with one")
