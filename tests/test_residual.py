@@ -548,3 +548,67 @@ int main(void)
     ys = np.frombuffer(out, dtype=np.float32).reshape(len(X), 3, N_OUT).transpose(1, 0, 2)
     for y, dtype in zip(ys, ("float32", "float16", "int8")):
         assert np.abs(y - _reference(small, X, dtype)).max() <= TOL[dtype], dtype
+
+
+# -- train --arch resnet, end to end --------------------------------------------------------------------
+def test_train_resnet_prune_int8_export_and_scratch_baseline(cc, tmp_path):  # noqa: F811
+    """train --arch resnet on mnist5k-784 images (the CIFAR-10 stand-in), prune to an int8 budget
+    with C and ONNX exports; the C agrees with torch; the scratch baseline rebuilds the kept ResNet;
+    brute force with threads and instance batches equals the single-threaded whole-batch scores."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from click.testing import CliRunner
+    from test_cnn_export import _reference
+    from test_export import TOL, compile_and_run
+
+    from shrinknet.cli import cli
+    from shrinknet.data import datasets as D
+    from shrinknet.repair.retrain import scratch_baseline
+    from shrinknet.ship.modelio import load_model
+
+    def invoke(*args):
+        r = CliRunner().invoke(cli, ["--quiet", *map(str, args)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    invoke("train", "--data", "mnist5k-784", "--arch", "resnet", "--size", 100, "--channels", "3,4", "--epochs", 1,
+           "--patience", 1, "--loss", "cross_entropy", "--force", "--out", tmp_path / "m")  # 1 epoch may sit at chance
+    trained, meta = load_model(tmp_path / "m" / "model.safetensors")
+    assert meta["training"]["arch"] == "resnet" and meta["input_shape"] == [1, 28, 28]
+    assert [type(m) for m in trained if isinstance(m, Residual)] == [Residual, Residual]
+    assert shrinknet.as_net(trained).hidden_sizes == (3, 3, 4, 4)
+    budget = int(network_bytes(trained, "int8") * 0.6)
+    invoke("prune", tmp_path / "m" / "model.safetensors", "--budget", budget, "--dtype", "int8", "--force",
+           "--export", "onnx,c", "--no-analyze", "--out", tmp_path / "p")
+    small, _ = load_model(tmp_path / "p" / "model.safetensors")
+    assert network_bytes(small, "int8") <= budget
+    ds = D.load("mnist5k-784", size=100)
+    X = ds.X_test[:20].reshape(-1, 1, 28, 28)
+    with torch.no_grad():
+        want = _reference(small, torch.from_numpy(X), "int8")
+    driver = """\
+#include <stdio.h>
+#include "model.h"
+int main(void)
+{
+    static float in[SHRINKNET_INPUT_SIZE], out[SHRINKNET_OUTPUT_SIZE];
+    while (fread(in, sizeof in, 1, stdin) == 1) {
+        shrinknet_forward(in, out);
+        fwrite(out, sizeof out, 1, stdout);
+    }
+    return 0;
+}
+"""
+    y = compile_and_run(cc, tmp_path / "p", driver, ["model.c"], X.tobytes())
+    assert np.abs(np.frombuffer(y, np.float32).reshape(want.shape) - want).max() <= TOL["int8"]
+    recipe = {**meta["training"], "epochs": 1, "patience": 1}
+    view = lambda split: ds.inputs(split)[:60].reshape(-1, 1, 28, 28)  # noqa: E731
+    runs = scratch_baseline(small, view("train"), ds.targets("train", "cross_entropy")[:60], view("val"),
+                            ds.targets("val", "cross_entropy")[:60], None, None, loss="cross_entropy", recipe=recipe,
+                            seeds=(0,), storage="int8")
+    assert len(runs) == 1 and 0 <= runs[0]["val_accuracy"] <= 1
+    Xr, Tr = torch.from_numpy(view("train")[:30]), torch.from_numpy(ds.targets("train", "cross_entropy")[:30])
+    one = shrinknet.saliency(trained, Xr, Tr, "brute_force", loss="cross_entropy", threads=1)
+    two = shrinknet.saliency(trained, Xr, Tr, "brute_force", loss="cross_entropy", threads=2, batch_size=11)
+    for a, b in zip(one, two):
+        assert_close(a, b, rtol=1e-4, atol=1e-4)
