@@ -24,7 +24,15 @@ from __future__ import annotations
 import math
 
 from . import names
-from .emit import _C_INCLUDES, _C_PRELUDE, _c_arrays, _c_weight, _stored_as, c_float, c_header
+from .emit import (
+    _C_INCLUDES,
+    _C_PRELUDE,
+    _c_arrays,
+    _c_weight,
+    _stored_as,
+    c_float,
+    c_header,
+)
 
 
 def c_sources_residual(net, stored, dtype: str, prefix: str, header_name: str, flash: int,

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
-from ..network import Derivatives, Trace, chunk_for
 from ...util.threads import run_chunks
+from ..network import Derivatives, Trace, chunk_for
 from .conv import Conv
 from .net import SeqNet
 
@@ -138,10 +138,10 @@ class ResNet(SeqNet):
         """The mask of every block (its group's; None for the output layer)."""
         return [masks[self.group_of[k]] for k in range(len(self.blocks) - 1)] + [None]
 
-    def with_blocks(self, blocks) -> "ResNet":
+    def with_blocks(self, blocks) -> ResNet:
         return ResNet(blocks, self.dims, self.in_shape, self.notes, self.sources, self.adds)
 
-    def with_parts(self, blocks, adds) -> "ResNet":
+    def with_parts(self, blocks, adds) -> ResNet:
         return ResNet(blocks, self.dims, self.in_shape, self.notes, self.sources, adds)
 
     def coupled(self, h: int) -> list[tuple[str, str]]:
@@ -399,7 +399,7 @@ class ResNet(SeqNet):
         return g1, diag
 
     # -- refit ----------------------------------------------------------------------------------
-    def build_refit(self, r, masks) -> "ResNet":
+    def build_refit(self, r, masks) -> ResNet:
         """repair/refit.py's ``Refitter.build`` for this network: every layer with weights from the
         lowest one that reads a removed channel up is refit (its module's ``refit``: ridge least
         squares over every position) to reproduce the unpruned network's pre-activations, fed by
@@ -518,7 +518,7 @@ class ResNet(SeqNet):
         return [n for _, w, _, n in self.tape(masks)[:-1] if n]
 
     # -- surgery and conversion --------------------------------------------------------------
-    def shrink(self, masks) -> "ResNet":
+    def shrink(self, masks) -> ResNet:
         """Every block keeps its group's kept channels (rows) and those of the block below (columns);
         a projection keeps its sum's group's rows and its source's columns. Exact (module docstring)."""
         idx = [masks[self.group_of[k]].nonzero().squeeze(1) for k in range(len(self.blocks) - 1)] + [None]
@@ -526,7 +526,7 @@ class ResNet(SeqNet):
         adds = [a if a.proj is None else replace(a, proj=a.proj.keep(idx[a.dst], idx[a.src])) for a in self.adds]
         return self.with_parts(blocks, adds)
 
-    def copy(self) -> "ResNet":
+    def copy(self) -> ResNet:
         return self.with_parts([b.with_param(b.param.keep(None, None)) for b in self.blocks],
                                [a if a.proj is None else replace(a, proj=a.proj.keep(None, None)) for a in self.adds])
 
