@@ -453,3 +453,28 @@ def test_traced_refusals_in_one_line(model, match):
     with pytest.raises(InputError) as e:
         shrinknet.as_net(model)
     assert match in str(e.value) and "\n" not in str(e.value)
+
+
+def test_gain_curves_and_correlated_pairs_on_groups():
+    """gain_curves scales a group's gate at every producer (hooks); correlated_pairs' Delta E are exact."""
+    s = SETTINGS[7]
+    model, producers, _, X, T = build(s)
+    net = shrinknet.as_net(model)
+    alphas = [0.0, 1.0, 2.5]
+    curves = shrinknet.gain_curves(model, X, T, [(0, 1), (net.n_hidden - 1, 0)], loss=s.loss, alphas=alphas)
+    ones = [torch.ones(c, dtype=torch.float64) for c in net.hidden_sizes]
+    for curve in curves["curves"]:
+        h, j = curve["neuron"]
+        want = []
+        for a in alphas:
+            gates = [o.clone() for o in ones]
+            gates[h][j] = a
+            with torch.no_grad():
+                want.append(_gated_error(model, producers, X, T, s.loss, gates))
+        assert_close(curve["error"], torch.stack(want), rtol=1e-10, atol=1e-12)
+    E0 = _masked_error(model, producers, X, T, s.loss, _full(net))
+    for row in shrinknet.correlated_pairs(model, X, T, loss=s.loss, top=2):
+        masks = _full(net)
+        masks[row["layer"]][[row["j"], row["k"]]] = False
+        assert_close(torch.tensor(row["delta_both"], dtype=torch.float64),
+                     _masked_error(model, producers, X, T, s.loss, masks) - E0, rtol=1e-10, atol=1e-12)
