@@ -312,10 +312,6 @@ def c_sources(net, stored: list[Stored], dtype: str, prefix: str, header_name: s
               meta: dict | None) -> tuple[str, str, int]:
     """(header, source, RAM bytes) of the C export of ``net`` holding ``stored``
     (:func:`stored_weights` at ``dtype``); ``flash`` is stated in the banner and header."""
-    if getattr(net, "adds", ()):  # residual additions: the skip's buffer placed beside the ping-pong pair
-        from .emit_residual import c_sources_residual
-
-        return c_sources_residual(net, stored, dtype, prefix, header_name, flash, meta)
     scratch = net.ram_floats()
     ram = 4 * scratch
     maps = len(net.in_shape) > 1  # the input is a map (NCHW order), not a row of features
