@@ -4,8 +4,10 @@ Two custom ``nn.Module`` networks (not ``nn.Sequential``: F.relu, F.max_pool2d a
 trained on the 8x8 digits (sklearn's, 1797 images, 10 classes; shrinknet's "digits" split) and written by:
   - ``torch.onnx.export`` (the TorchScript exporter, dynamo=False);
   - the official PyTorch -> LiteRT converter ``litert-torch``, when it is installed (else skipped, with a
-    line; tests/fixtures/README.md says how to get a Python that has it);
-  - tf2onnx from a Keras model: skipped with a line when TensorFlow is not installed.
+    line; it goes in a separate venv: ``pip install -e ".[litert]"``, docs/results.md);
+  - a Keras twin of each (the same weights, NHWC images, Keras' (h, w, c) flatten), written by TensorFlow's
+    ``tf.lite.TFLiteConverter`` and by tf2onnx, when TensorFlow is installed (else skipped, with a line);
+    its files are fed the NHWC images a Keras user has.
 Each file is read back with ``shrinknet.model.imports.to_sequential``. Printed per file:
   - max |parsed network - the file's own runtime| (onnxruntime, or ai-edge-litert's interpreter) on the
     test split, and whether it is within 1e-5;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,6 +36,9 @@ from shrinknet import PruneConfig
 from shrinknet.data import datasets
 from shrinknet.model.imports import notes_of, to_model_layout, to_sequential
 from shrinknet.repair.train import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+import litert_route  # noqa: E402  (benchmarks/: litert_torch.convert with its progress lines kept off the table)
 
 
 class MLP(nn.Module):
@@ -94,9 +100,7 @@ def run_onnx(path: Path, X: np.ndarray) -> np.ndarray:
 
 
 def write_tflite(model, X, path: Path) -> None:
-    import litert_torch
-
-    litert_torch.convert(model, (X[:1],)).export(str(path))
+    path.write_bytes(litert_route.convert(model, X[:1]))
 
 
 def run_tflite(path: Path, X: np.ndarray) -> np.ndarray:
@@ -113,17 +117,82 @@ def run_tflite(path: Path, X: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
+def keras_twin(model: nn.Module):
+    """The same network as Keras lays it out (NHWC images, (h, w, c) flatten), with ``model``'s weights: what
+    a Keras user's trained model looks like. (Trained in torch so the rows compare the same function.)"""
+    import keras
+
+    L = keras.layers
+    t = lambda p: p.detach().numpy()  # noqa: E731
+    if isinstance(model, MLP):
+        k = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(32, "relu"), L.Dense(24, "relu"), L.Dense(10)])
+        for dense, lin in zip(k.layers[1:], (model.a, model.b, model.c)):
+            dense.set_weights([t(lin.weight).T, t(lin.bias)])
+        return k
+    k = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(12, 3, padding="same", activation="relu"), L.MaxPooling2D(2),
+                          L.Conv2D(16, 3, activation="relu"), L.Flatten(), L.Dense(24, "relu"), L.Dense(10)])
+    k.layers[0].set_weights([t(model.c1.weight).transpose(2, 3, 1, 0), t(model.c1.bias)])  # OIHW -> HWIO
+    k.layers[2].set_weights([t(model.c2.weight).transpose(2, 3, 1, 0), t(model.c2.bias)])
+    f = t(model.f.weight).reshape(24, 16, 2, 2).transpose(0, 2, 3, 1).reshape(24, 64)  # columns (c,h,w) -> (h,w,c)
+    k.layers[4].set_weights([f.T, t(model.f.bias)])
+    k.layers[5].set_weights([t(model.g.weight).T, t(model.g.bias)])
+    return k
+
+
+def keras_rows(models: dict, data, tmp: Path) -> tuple[list[str], list[str]]:
+    """Keras twins written by TF's own TFLiteConverter (.tflite) and by tf2onnx (ONNX), data in NHWC."""
+    import tensorflow as tf
+
+    nhwc = [(X.permute(0, 2, 3, 1).contiguous(), y) for X, y in data]
+    rows, skipped = [], []
+    for name, model in models.items():
+        k = keras_twin(model)
+        with torch.no_grad():
+            ref = model(data[2][0]).numpy()
+        gap = float(np.abs(k(nhwc[2][0].numpy()).numpy() - ref).max())
+        assert gap < 1e-4, f"the Keras twin of {name} is not the same function ({gap})"
+        p = tmp / f"keras_{name}.tflite"
+        with litert_route.quiet():
+            p.write_bytes(tf.lite.TFLiteConverter.from_keras_model(k).convert())
+        rows.append(_row_or_refusal(f"{name}, Keras + tf.lite.TFLiteConverter", p, run_tflite, nhwc))
+        try:
+            import tf2onnx
+
+            p = tmp / f"keras_{name}.onnx"
+            spec = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name="x"),)
+            # from_function: tf2onnx 1.17's from_keras fails on Keras 3 models (KeyError 'keras_tensor_N')
+            fn = tf.function(lambda x, k=k: k(x), input_signature=spec)
+            with litert_route.quiet():
+                tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(p))
+        except Exception as e:  # tf2onnx lags Keras 3 / TensorFlow releases
+            skipped.append(f"{name} via tf2onnx: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            continue
+        rows.append(_row_or_refusal(f"{name}, Keras + tf2onnx", p, run_onnx, nhwc))
+    return rows, skipped
+
+
+def _row_or_refusal(label: str, path: Path, runtime, data) -> str:
+    from shrinknet.errors import InputError
+
+    try:
+        return evaluate(label, path, runtime, data)
+    except InputError as e:
+        return f"| {label} | refused: {e} | | | |"
+
+
 def accuracy(seq, X, y) -> float:
     with torch.no_grad():
-        return float((seq(to_model_layout(seq, X)).argmax(1) == y).float().mean())
+        return float((seq(X).argmax(1) == y).float().mean())  # X in the parsed network's layout
 
 
 def evaluate(label: str, path: Path, runtime, data) -> str:
-    (Xtr, _), (Xv, yv), (Xte, yte) = data
+    """``data`` in the file's own input layout (NHWC for a Keras file); the parsed network's in its own."""
     seq = to_sequential(path)
-    with torch.no_grad():
-        mine = seq(to_model_layout(seq, Xte)).numpy()
+    (Xtr, _), (Xv, yv), (Xte, yte) = data
     theirs = runtime(path, Xte.numpy())
+    Xtr, Xv, Xte = (to_model_layout(seq, X) for X in (Xtr, Xv, Xte))
+    with torch.no_grad():
+        mine = seq(Xte).numpy()
     if any("SOFTMAX" in s or "Softmax" in s for s in notes_of(seq)):
         mine = torch.softmax(torch.from_numpy(mine), -1).numpy()
     diff = float(np.abs(mine - theirs).max())
@@ -144,6 +213,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     args = ap.parse_args()
     data = load()
+    torch.manual_seed(0)  # the initial weights too: the same networks every run
     models = {"MLP": fit(MLP(), data, args.epochs), "CNN": fit(CNN(), data, args.epochs)}
     rows, skipped = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,18 +223,25 @@ def main() -> None:
             write_onnx(model, X, p)
             rows.append(evaluate(f"{name}, torch.onnx.export", p, run_onnx, data))
             if importlib.util.find_spec("litert_torch") is None:
-                skipped.append(f"{name} via litert-torch: litert-torch is not installed here")
+                skipped.append(f"{name} via litert-torch: litert-torch is not installed in this Python "
+                               "(a separate venv: pip install -e '.[litert]')")
             else:
                 p = Path(tmp) / f"{name}.tflite"
                 write_tflite(model, X, p)
                 rows.append(evaluate(f"{name}, litert-torch", p, run_tflite, data))
-        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf2onnx") is None:
-            skipped.append("Keras via tf2onnx: TensorFlow/tf2onnx are not installed here")
+        if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
+            skipped.append("Keras (TFLiteConverter, tf2onnx): TensorFlow is not installed in this Python "
+                           "(pip install tensorflow-cpu tf2onnx; they resolve beside litert-torch in the [litert] venv)")
+        else:
+            more, why = keras_rows(models, data, Path(tmp))
+            rows += more
+            skipped += why
     print("| model, writer | max abs diff vs runtime, <= 1e-5 | test acc unpruned (float32 bytes) | at 50% | at 25% |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
     for s in skipped:
         print(f"skipped: {s}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

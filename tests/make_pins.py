@@ -134,6 +134,31 @@ def files_sha(paths) -> str:
     return h.hexdigest()
 
 
+def tmp_free(path: Path, d: Path) -> bytes:
+    """The bytes of ``path`` with the tmp dir ``d`` written as ``<tmp>`` wherever a file records a path
+    (a model file's meta["data"], the exports that embed it): a safetensors header is rewritten with
+    its new length, an ONNX file re-serialized, text replaced."""
+    data = path.read_bytes()
+    tmp = [str(d.resolve()), str(d)]
+    if path.suffix == ".safetensors":
+        n = struct.unpack("<Q", data[:8])[0]
+        header = data[8:8 + n].decode()
+        for t in tmp:
+            header = header.replace(t, "<tmp>")
+        return struct.pack("<Q", len(header.encode())) + header.encode() + data[8 + n:]
+    if path.suffix == ".onnx":
+        import onnx
+
+        m = onnx.load_from_string(data)
+        for prop in m.metadata_props:
+            for t in tmp:
+                prop.value = prop.value.replace(t, "<tmp>")
+        return m.SerializeToString(deterministic=True)
+    for t in tmp:
+        data = data.replace(t.encode(), b"<tmp>")
+    return data
+
+
 def tensors_sha(model) -> str:
     """The parameters and buffers of a module, in order, as bytes (names left out: they are structure)."""
     h = hashlib.sha256()
@@ -381,7 +406,8 @@ def cli_job(variant: str) -> Callable[[Path], dict]:
             i = opts.index("--budget") + 1
             dtype = opts[opts.index("--dtype") + 1] if "--dtype" in opts else "float32"
             opts[i] = f"{budget_of(c.model, c.input_shape, dtype, float(opts[i]))}B"
-        shrinknet_main("-q", "prune", model, "--data", data, *opts, "--out", d / "run")
+        # the data by its name relative to the tmp dir (the cwd): the pruned model file records it
+        shrinknet_main("-q", "prune", model, "--data", data.name, *opts, "--out", d / "run")
         out = {}
         for f in sorted(p for p in (d / "run").rglob("*") if p.is_file()):
             rel = f.relative_to(d / "run").as_posix()
@@ -391,14 +417,17 @@ def cli_job(variant: str) -> Callable[[Path], dict]:
                                                           .replace(str(d), "<tmp>"))))
             elif f.suffix in (".html", ".png", ".svg") or f.name.startswith("."):
                 continue  # drawings (their numbers are in the JSON beside them), the directory's marker
-            out[rel] = sha(text)
+            out[rel] = sha(tmp_free(f, d) if f.suffix == ".safetensors" else text)
             if f.suffix == ".safetensors":  # what it loads back to, beside its bytes
                 out[rel + "-loads"] = tensors_sha(shrinknet.load_model(f)[0])
         for fmt, dtype, target in (("c", "int8", "m.c"), ("onnx", "float16", "m.onnx")):
             shrinknet_main("-q", "export", d / "run" / "model.safetensors", "--format", fmt, "--dtype", dtype,
                            "--out", d / target)
             paths = [d / target] + ([d / "m.h"] if fmt == "c" else [])
-            out[f"export-{fmt}-{dtype}"] = files_sha(paths)
+            h = hashlib.sha256()
+            for p in paths:
+                h.update(p.name.encode() + b"\0" + tmp_free(p, d))
+            out[f"export-{fmt}-{dtype}"] = h.hexdigest()
         return out
     return run
 

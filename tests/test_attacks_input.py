@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import math
 import os
 import struct
 import subprocess

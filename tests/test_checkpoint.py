@@ -59,8 +59,11 @@ def test_resuming_from_any_checkpoint_gives_the_uninterrupted_run(algorithm, met
 
 
 @pytest.mark.parametrize("options", [{"refit": "final"}, {"dtype": "int8"},
-                                     {"refit": "every_step", "dtype": "int8", "algorithm": "single"}],
-                         ids=["refit-final", "int8", "single-refit-every-step-int8"])
+                                     {"refit": "every_step", "dtype": "int8", "algorithm": "single"},
+                                     {"dtype": "int8", "integer_only": True},
+                                     {"refit": "final", "dtype": "int8", "integer_only": True, "method": "taylor2"}],
+                         ids=["refit-final", "int8", "single-refit-every-step-int8", "integer-only",
+                              "integer-only-refit-final-taylor2"])
 def test_refit_and_int8_runs_resume_exactly(options):
     """Their networks are rebuilt from the masks, so restoring the masks restores them too."""
     model, X, T = problem()

@@ -151,6 +151,18 @@ def test_reproduce_quick_runs_the_experiments_and_compares_with_the_paper(tmp_pa
     assert f"{res.at_fraction(0.1).test_accuracy:.3f} (0.994)" in row
 
 
+@pytest.mark.parametrize("exp_id, legend", [("4.1a", "ours only: the paper gives no numbers"),
+                                             ("4.3", "cells: ours (paper)")])
+def test_reproduce_says_whose_numbers_a_table_holds(exp_id, legend):
+    """A table without the paper's numbers does not claim to show them (its cells are ours only)."""
+    from shrinknet.workflows import experiments as E
+
+    exp = E.EXPERIMENTS[exp_id]
+    table = {key: (0.5,) * len(E.FRACTIONS) for key in [("iterative", "brute_force")]}
+    md = E.comparison_table({"experiment": exp, "table": table, "start": 0.9})
+    assert legend in md and ("(0.994)" in md) == bool(exp.paper)
+
+
 def test_data_defaults_to_the_models_own_split(tmp_path, monkeypatch):
     """rank/prune must rank on the split the model was trained with, whatever --data spelling."""
     from shrinknet.workflows.inputs import read_data as _load_data

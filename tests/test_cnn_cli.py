@@ -31,7 +31,8 @@ def trained(tmp_path_factory):
 
 def test_train_cnn_folds_batchnorm_and_records_the_shape(trained):
     tmp, output = trained
-    assert "BatchNorm2d 1 folded into layer 0" in output and "BatchNorm2d 5 folded into layer 4" in output
+    assert "BatchNorm2d (module 1) folded into the Conv2d before it (module 0); exact" in output
+    assert "BatchNorm2d (module 5) folded into the Conv2d before it (module 4); exact" in output
     model, meta = modelio.load_model(tmp / "m" / "model.safetensors")
     assert meta["input_shape"] == [1, 8, 8] and meta["training"]["arch"] == "cnn"
     assert model.shrinknet_input_shape == (1, 8, 8)

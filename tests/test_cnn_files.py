@@ -136,3 +136,11 @@ def test_export_defaults_to_the_dtype_the_model_was_pruned_at(tmp_path, dtype):
     r = _invoke("export", pruned, "--format", "safetensors", "--out", tmp_path / "s" / "m.safetensors")
     assert r.exit_code == 0, r.output  # a model file stays float32, as prune saved it
     assert "at float32)" in r.output
+
+
+def test_save_model_with_its_arguments_swapped_says_so(tmp_path):
+    """export takes (model, path), save_model (path, model): the swapped call is named, nothing is written."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with pytest.raises(TypeError, match=r"takes the path first .* write save_model\('.*m.safetensors', model\)"):
+        shrinknet.save_model(model, tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()

@@ -290,9 +290,9 @@ def name(spec):
     return lambda tmp: spec
 
 
-def with_inf(a, row, col):
+def with_inf(a, row, col, value=np.inf):
     a = a.copy()
-    a[row, col] = np.inf
+    a[row, col] = value
     return a
 
 
@@ -334,6 +334,10 @@ ERRORS = [
      ["holds one array, not an .npz archive", "np.savez"]),
     ("npz-keys", npz_with(X=FEATURES, labels=LABELS), {}, ["'X' and 'y' (or 'T')", "['X', 'labels']"]),
     ("npz-inf-X", npz_with(X=with_inf(FEATURES, 3, 1), y=LABELS), {}, ["X has NaN or inf", "row 3, column 1"]),
+    ("npz-float32-overflow", npz_with(X=with_inf(FEATURES.astype(np.float64), 2, 0, 1e308), y=LABELS), {},
+     ["X has NaN or inf, or values too large for float32", "row 2, column 0", "rescale"]),
+    ("csv-float32-overflow", csv_with("a,b,c\n" + "1,2,0\n3,4,1\n" * 5 + "-1e300,2,1\n" + "1,2,0\n3,4,1\n" * 5), {},
+     ["too large for float32 (|x| > 3.4e38)", "row 10, column 0"]),
     ("npz-nan-y", npz_with(X=FEATURES, y=np.where(IDS == 5, np.nan, IDS)), {}, ["y has NaN or inf", "row 5"]),
     ("npz-strings", npz_with(X=FEATURES.astype(str), y=LABELS), {}, ["X must be a numeric array", "<U"]),
     ("npz-rows", npz_with(X=FEATURES, y=LABELS[:-1]), {}, ["X has 40 rows but y has 39"]),

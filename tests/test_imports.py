@@ -9,7 +9,6 @@ naming the node. The .tflite importer is checked in test_imports_tflite.py.
 from __future__ import annotations
 
 import dataclasses
-import io
 import warnings
 
 import numpy as np
@@ -544,3 +543,16 @@ def test_onnx_modelproto_in_memory(tmp_path):
     export(m, X, tmp_path / "m.onnx")
     a, b = to_sequential(onnx.load(str(tmp_path / "m.onnx"))), to_sequential(tmp_path / "m.onnx")
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_a_path_given_to_the_api_is_imported(tmp_path):
+    """shrinknet.prune("m.onnx", ...) prunes exactly what prune(to_sequential("m.onnx"), ...) does; a
+    safetensors path gets one line naming load_model."""
+    m, X = build("mlp-sigmoid-d3")
+    export(m, X, tmp_path / "m.onnx")
+    T = torch.randn(len(X), 3, generator=torch.Generator().manual_seed(7))
+    kw = dict(method="brute_force", algorithm="iterative", config=QUIET)
+    assert steps(shrinknet.prune(str(tmp_path / "m.onnx"), X, T, **kw)) == steps(
+        shrinknet.prune(to_sequential(tmp_path / "m.onnx"), X, T, **kw))
+    with pytest.raises(shrinknet.InputError, match="imports .onnx and .tflite model files here"):
+        shrinknet.as_net(tmp_path / "m.safetensors")

@@ -66,6 +66,9 @@ def test_prune_an_onnx_file_and_export_it_back(onnx_model):
     with torch.no_grad():
         want = small(torch.as_tensor(X)).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert meta["data"]["fingerprint"] == runs.load_run(tmp / "run")["extras"]["data"]["fingerprint"]
+    r = run("rank", tmp / "run" / "model.safetensors", "--methods", "taylor1", "-q")  # the data is recorded now
+    assert r.exit_code == 0, r.output
 
 
 def test_an_onnx_file_asks_for_everything_it_does_not_record_at_once(onnx_model):

@@ -100,7 +100,8 @@ def fake_quant_op(op, x: torch.Tensor) -> torch.Tensor:
         if op.kind == "linear":
             y = F.linear(xr.reshape(len(xr), -1), W, b)[:, :, None, None]
         else:
-            y = F.conv2d(xr, W, b, op.stride, op.padding, op.dilation)
+            groups = W.shape[0] if op.kind == "depthwise" else 1  # a depthwise conv: channel c alone
+            y = F.conv2d(xr, W, b, op.stride, op.padding, op.dilation, groups=groups)
         y = {"relu": torch.relu, "relu6": lambda t: t.clamp(0, 6)}.get(op.act, lambda t: t)(y)
         return requantize(y, op.out_q)
     if isinstance(op, IntPool):

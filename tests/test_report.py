@@ -127,7 +127,7 @@ def test_figure_data_curves_are_the_run_json_numbers(run_dirs):
         assert curve["error"] == [s["error"] for s in steps]
         assert curve["accuracy"] == [s["accuracy"] for s in steps]
         assert curve["test_accuracy"] == [s["test_accuracy"] for s in steps]
-    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32", "single taylor2, float32",
+    assert [c["label"] for c in data["curves"]] == ["iterative brute force, float32", "single taylor2, float32",
                                                     "cos regression, float32"]  # every label says the dtype
     assert data["size"]["metric"] == "error"  # one regression run: no accuracy to compare
     size = data["size"]["runs"][0]
@@ -158,7 +158,7 @@ def test_plotted_curves_are_the_steps(run_dirs):
             (line,) = [ln for ln in ax.lines if ln.get_label() == curve["label"]]
             np.testing.assert_array_equal(line.get_xydata(), np.column_stack([x, [s[key] for s in steps]]))
     labels = [ln.get_label() for ln in acc_ax.lines]
-    assert "iterative brute_force, float32 (test)" in labels and "single taylor2, float32 (test)" not in labels
+    assert "iterative brute force, float32 (test)" in labels and "single taylor2, float32 (test)" not in labels
     assert acc_ax.lines[0].get_linestyle() == "-" and acc_ax.lines[-1].get_linestyle() == "--"
 
 
@@ -261,7 +261,7 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
     dirs, _ = twin_runs
     data = report.figure_data([runs.load_run(d) for d in dirs])
     labels = [c["label"] for c in data["curves"]]
-    assert labels == ["iterative brute_force, float32 (a/run)", "iterative brute_force, float32 (b/run)",
+    assert labels == ["iterative brute force, float32 (a/run)", "iterative brute force, float32 (b/run)",
                       "single taylor2, float32"]
     styles = [(c["color"], c["linestyle"]) for c in data["curves"]]
     assert len(set(c for c, _ in styles)) == 3
@@ -274,7 +274,7 @@ def test_runs_sharing_method_and_algorithm_get_distinct_colours_and_labels(twin_
                                          for m in ("brute_force", "taylor2")]
     # no directories at all: still distinct
     plain = [{**runs.load_run(dirs[0]), "dir": None} for _ in range(2)]
-    assert report._labels(plain) == ["iterative brute_force, float32 (#1)", "iterative brute_force, float32 (#2)"]
+    assert report._labels(plain) == ["iterative brute force, float32 (#1)", "iterative brute force, float32 (#2)"]
 
 
 def test_the_kept_step_is_marked_on_the_curves_and_the_size_figure(twin_runs):
@@ -437,9 +437,9 @@ def dtype_runs(mlp, tmp_path_factory):
 @pytest.mark.parametrize("figure", ["curves", "size", "ram", "frontier"])
 def test_legend_labels_carry_the_storage_dtype(dtype_runs, figure):
     data = report.figure_data([runs.load_run(d) for d in dtype_runs.values()])
-    assert [c["label"] for c in data["curves"]] == ["iterative brute_force, float32",
-                                                    "iterative brute_force, int8 (int8)",
-                                                    "iterative brute_force, int8 (int8-plain)"]
+    assert [c["label"] for c in data["curves"]] == ["iterative brute force, float32",
+                                                    "iterative brute force, int8 (int8)",
+                                                    "iterative brute force, int8 (int8-plain)"]
     entries = data[figure]["runs"] if figure == "size" else data[figure]
     fig = report._DRAW[figure](data[figure])
     texts = _legend_texts(fig)
@@ -522,7 +522,7 @@ def test_budgets_and_exports_are_named_in_the_legend_not_on_the_axes(twin_runs):
     assert len(ax.texts) == 0  # no label drawn over the plot, so none can hide another
     texts = _legend_texts(fig)
     assert "flash budget 300 B" in texts and "flash budget 400 B" in texts
-    assert "model.c, model.onnx: 190 B (iterative brute_force, float32 (a/run))" in texts
+    assert "model.c, model.onnx: 190 B (iterative brute force, float32 (a/run))" in texts
     marks = report.budget_marks(data["size"]["runs"], "budget_bytes", "flash budget")
     assert [(b, t, [e["label"] for e in owners]) for b, t, owners in marks] == [
         (300, "flash budget 300 B", [data["size"]["runs"][1]["label"]]),
@@ -565,3 +565,30 @@ def test_layers_panels_share_a_scale_only_for_runs_of_the_same_widths(ram_runs, 
     a, b = fig.axes[:2]
     assert a.get_shared_y_axes().joined(a, b) is shared
     assert a.get_ylim()[0] == b.get_ylim()[0] == 0
+
+
+@pytest.mark.parametrize("algorithm, method, stored, label", [
+    ("iterative", "brute_force", None, "iterative brute force"),
+    ("iterative", "brute_force", "iterative brute_force", "iterative brute force"),  # runs saved before run_label
+    ("iterative", "brute_force", "iterative brute force", "iterative brute force"),  # the demo's
+    ("iterative_pairs", "taylor2", None, "iterative pairs taylor2"),
+    ("single", "taylor2", "my_run", "my_run"),  # a name of the user's own stays as given
+], ids=["none", "old prune name", "demo name", "pairs", "own name"])
+def test_one_label_for_every_run(run_dirs, algorithm, method, stored, label):
+    assert runs.run_label(algorithm, method) == label or stored == "my_run"
+    r = runs.load_run(run_dirs[0])
+    r["result"].config.update(algorithm=algorithm, method=method)
+    r["name"] = stored
+    assert report._labels([r]) == [f"{label}, float32"]
+
+
+def test_a_run_given_twice_is_refused(run_dirs, tmp_path):
+    from click.testing import CliRunner
+    from shrinknet.cli import cli
+
+    twice = [str(run_dirs[0]), str(run_dirs[0].parent / ".." / run_dirs[0].parent.name / run_dirs[0].name)]
+    r = CliRunner().invoke(cli, ["report", *twice, "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is given twice" in lines[0] and "give each run once" in lines[0], r.stderr
+    assert not (tmp_path / "rep").exists()

@@ -7,6 +7,9 @@ from .score.analysis import compare_estimates, correlated_pairs, estimates_along
 from .model.backprop2 import Derivatives, backprop2
 from .errors import InputError
 from .ship.export import export
+from .ship.c_integer import export_integer_c
+from .ship.tflite import export_tflite
+from .store.integer import IntegerNet, integer_bytes, quantize_network
 from .store.memory import format_bytes, network_bytes, parse_size
 from .ship.modelio import load_model, save_model
 from .model.mlp import Net
@@ -16,7 +19,7 @@ from .model.residual import Residual
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
-from .choose.sanity import StartCheckError, StartCheckWarning
+from .choose.sanity import KeptCheckWarning, StartCheckError, StartCheckWarning
 from .score.saliency import METHODS, saliency
 from .choose.speed import SPEEDS
 from .model.surgery import shrink
@@ -27,6 +30,8 @@ __all__ = [
     "ALGORITHMS",
     "Derivatives",
     "InputError",
+    "IntegerNet",
+    "KeptCheckWarning",
     "METHODS",
     "SPEEDS",
     "StartCheckError",
@@ -44,12 +49,16 @@ __all__ = [
     "correlated_pairs",
     "estimates_along_run",
     "export",
+    "export_integer_c",
+    "export_tflite",
     "format_bytes",
     "gain_curves",
+    "integer_bytes",
     "load_model",
     "network_bytes",
     "parse_size",
     "prune",
+    "quantize_network",
     "saliency",
     "save_model",
     "shrink",

@@ -38,6 +38,15 @@ class PruneConfig:
             weights; float32/float64 are the identity), which is what the device computes. A
             float64 model at float16 keeps float64 arithmetic on float16 weights; int8 refuses
             float64 models.
+        integer_only: with dtype "int8", the full-integer network (``store.integer``: int8 weights
+            and activations, int32 biases and accumulators, the TFLite int8 spec; what the
+            integer-only C and the int8 .tflite compute) is the one in the loop: brute-force scores,
+            every recorded validation/test number (and so max_drop and the kept step) are the
+            integer network's, and the byte budget counts ``integer_bytes`` (int8 weights, int32
+            biases, int32 multipliers and int8 shifts per output channel, 256 per sigmoid/tanh
+            table). Its activation ranges are calibrated by min/max over ``X_calib`` (the CLI: the
+            training split). Criteria that need gradients score the int8-weight float network
+            (choose/integer_loop.py says why).
         max_fraction: stop after removing this fraction of all hidden units (default: everything
             but one unit per layer; the last unit of a layer is never removed).
         max_drop: accuracy points (classification; 0.01 or "1%" = one point) or relative error
@@ -50,8 +59,8 @@ class PruneConfig:
             above the lowest pruned layer refit by ridge least squares to the unpruned network's
             pre-activations) or "every_step" (each choice is also scored on the refit network).
         ridge: relative ridge term of the refit (``model.lstsq.ridge_solve``), finite and >= 0.
-        X_calib: calibration inputs of the refit (N, in...); default: the ranking data ``X``.
-            N must be at least the widest hidden layer + 1.
+        X_calib: calibration inputs of the refit and of ``integer_only``'s activation ranges (N, in...);
+            default: the ranking data ``X``. A refit needs N at least the widest hidden layer + 1.
     Speed (iterative brute force only; see ``choose.speed``):
         speed: "exact" (every step the exact greedy choice), "screen" (second-order screen, exact
             scores for a shortlist) or "fast" (screen plus several removals per scoring).
@@ -83,6 +92,7 @@ class PruneConfig:
     """
 
     dtype: str = "float32"
+    integer_only: bool = False
     max_fraction: float | None = None
     max_drop: float | str | None = None
     full_curve: bool = False
@@ -107,6 +117,11 @@ class PruneConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", memory.dtype_name(self.dtype))
+        if not isinstance(self.integer_only, bool):
+            raise ValueError(f"integer_only must be True or False, got {self.integer_only!r}")
+        if self.integer_only and self.dtype != "int8":
+            raise ValueError(f"integer_only=True needs dtype='int8' (full-integer int8), got dtype {self.dtype!r}: "
+                             "on the command line, --integer-only goes with --dtype int8")
         if self.start_check not in START_CHECKS:
             raise ValueError(f"unknown start_check {self.start_check!r}: choose 'warn', 'refuse' or 'skip'")
         if self.clip not in CLIPS:
@@ -141,6 +156,9 @@ class PruneConfig:
         if self.speed != "exact" and (self.refit == "every_step" or rounds(self.dtype)):
             raise ValueError(f"speed {self.speed!r} scores the plain network: use speed 'exact' with "
                              "refit='every_step', float16 or int8")
+        if algorithm == "iterative_pairs" and self.integer_only:
+            raise ValueError("algorithm 'iterative_pairs' scores pairs on the float network; with integer_only use "
+                             "algorithm 'iterative' or 'single'")
         if algorithm == "iterative_pairs" and self.refit == "every_step":
             raise ValueError("algorithm 'iterative_pairs' scores pairs by switch-off; use refit='final' or None with it")
         return speed

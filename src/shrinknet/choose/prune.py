@@ -32,8 +32,9 @@ from ..score.saliency import METHODS, random_scores, removed_to_inf, score_parts
 from ..score.exact import Incremental
 from .speed import Chooser, Speed
 from .config import PruneConfig, from_keywords
+from .integer_loop import RULE, IntegerLoop
 from .sanity import apply_start_check
-from .result import PruneResult, Step, _describe, parse_drop, step_drop  # noqa: F401  (re-exported)
+from .result import PruneResult, Step, _describe, parse_drop, step_drop, target_sst  # noqa: F401  (re-exported)
 from ..model.evaluate import error_and_accuracy, total_error
 
 ALGORITHMS = ("single", "iterative", "iterative_pairs")
@@ -58,7 +59,9 @@ def prune(
 
     Args:
         model: a trained network (not modified): an ``nn.Sequential`` of Linear/Conv layers,
-            activations and pooling, or a parsed :class:`~shrinknet.Network` (``as_net``).
+            activations and pooling; any ``nn.Module`` whose forward is such a chain (traced by
+            ``torch.fx``); a path to an ``.onnx`` or ``.tflite`` file; or a parsed
+            :class:`~shrinknet.Network` (``as_net``).
         X, T: ranking (validation) data: X (N, in) or (N, C, H, W); T (N, out) targets or (N,)
             class labels.
         method: a criterion of ``shrinknet.METHODS`` (the paper's brute force, Taylor 1/2, ...).
@@ -115,19 +118,22 @@ def prune(
     val = network.prepare(net, X, T, loss_)
     apply_start_check(net, val.X, T, loss_.name, cfg.start_check)
     Xc = _calibration(net, val, cfg.X_calib) if refit else None
+    integer = IntegerLoop(net, val.X if cfg.X_calib is None else cfg.X_calib,
+                          "the ranking data" if cfg.X_calib is None else "X_calib") if cfg.integer_only else None
     test = None
     if X_test is not None or T_test is not None:
         if X_test is None or T_test is None:
             raise ValueError("give both X_test and T_test, or neither")
         test = network.prepare(net, X_test, T_test, loss_)
     budget = None if budget_bytes is None else memory.parse_size(budget_bytes)
-    smallest = memory.network_bytes(net, dtype, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    ones = [torch.ones(1, dtype=torch.bool)] * net.n_hidden
+    smallest = integer.bytes(ones) if integer else memory.network_bytes(net, dtype, ones)
     if budget is not None and budget < smallest:
         raise ValueError(
             f"budget of {budget} bytes is below the smallest network reachable by removing hidden "
-            f"neurons: {smallest} bytes at {dtype} (one neuron per hidden layer)"
+            f"neurons: {smallest} bytes at {dtype}{' full-integer' if integer else ''} (one neuron per hidden layer)"
         )
-    ram = _check_ram_budget(net, ram_budget_bytes)
+    ram = _check_ram_budget(net, ram_budget_bytes, 1 if integer else 4)  # integer_only: int8 maps
     config = dict(
         method=method, algorithm=algorithm, loss=loss_.name, budget_bytes=budget, max_drop=drop, dtype=dtype,
         max_fraction=max_fraction, clip=cfg.clip, seed=cfg.seed, full_curve=full_curve,
@@ -135,18 +141,20 @@ def prune(
         refit=refit, ridge=ridge if refit else None, n_calib=None if Xc is None else len(Xc),
     )
     config.update(speed_.to_config(), world_size=distributed.world_size(group))
+    if integer is not None:  # only then: the runs (and checkpoints) of other settings stay as they were
+        config.update(integer_only=True, integer_calibration=f"{RULE}: {len(integer.X)} instance(s) of {integer.name}")
     if ram is not None:
         config["ram_budget_bytes"] = ram
     builder = Refitter(net, Xc, ridge, refit=refit is not None, storage=dtype)
     state = None
     if checkpoint is not None or resume is not None:
         settings = {**config, "batch_size": batch_size, "chunk_size": chunk_size, "pairs": pairs}
-        calib = [] if Xc is None else [Data(Xc, Xc[:, :0], None)]  # a refit's calibration inputs count too
+        calib = [Data(x, x[:, :0], None) for x in (Xc, integer and integer.X) if x is not None]  # calibrations too
         state = _State(ckpt.fingerprint(net, [val, test, *calib], settings))
         if resume is not None:
             ckpt.for_model(resume, net.hidden_sizes)  # before anything in it is used
             ckpt.check(resume, state.fingerprint)
-    val, test = _split_over(group, net, val, test, config)
+    sst, (val, test) = target_sst(val), _split_over(group, net, val, test, config)  # SST of all rows: kept_warning
     workers = thread_policy.workers_for(thread_policy.scoring_work(net, len(val)), cfg.threads)
     total = sum(net.hidden_sizes)
     limit = total - net.n_hidden
@@ -155,7 +163,7 @@ def prune(
     stop_at = budget if budget is not None and max_fraction is None and not full_curve else None
     pruner = _Pruner(net, loss_, val, test, method, cfg.clip, cfg.seed, batch_size, chunk_size, pairs,
                      builder=builder, refit=refit, trace=resume is None, speed=speed_, workers=workers, group=group,
-                     limit=limit, stop_at=(stop_at, dtype), ram_target=ram)
+                     limit=limit, stop_at=(stop_at, dtype), ram_target=ram, integer=integer)
     if resume is None:
         result = PruneResult(config, [pruner.record([], None, dtype)], net.layout(), net)
         if drop is not None:
@@ -165,6 +173,7 @@ def prune(
         result, order = _resume(pruner, resume, config, net, algorithm)
     # networks handed out are built as they will run (refit, storage round trip)
     result.builder = builder if (refit or builder.rounds) else None
+    result.integer, result.val_sst = integer, sst
     if state is not None:
         state.result = result
         state.ranking = None if order is None else resume["ranking"] if resume is not None else list(order)
@@ -210,11 +219,11 @@ def _split_over(group, net: Network, val: Data, test: Data | None, config: dict)
     return shard(val), shard(test)
 
 
-def _check_ram_budget(net, ram_budget_bytes) -> int | None:
+def _check_ram_budget(net, ram_budget_bytes, bytes_per: int = 4) -> int | None:
     if ram_budget_bytes is None:
         return None
     ram = memory.parse_size(ram_budget_bytes)
-    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden)
+    least = memory.ram_bytes(net, [torch.ones(1, dtype=torch.bool)] * net.n_hidden, bytes_per=bytes_per)
     if ram < least:
         raise ValueError(f"RAM budget of {ram} bytes is below the smallest reachable by removing hidden units: "
                          f"{least} bytes (one unit per hidden layer)")
@@ -344,8 +353,10 @@ class _Pruner:
                  clip: str | None, seed: int, batch_size: int | None, chunk_size: int | None, pairs: int,
                  builder: Refitter | None = None, refit: str | None = None,
                  trace: bool = True, *, speed: Speed | None = None, workers: int = 1, group=None,
-                 limit: int | None = None, stop_at: tuple = (None, "float32"), ram_target: int | None = None):
+                 limit: int | None = None, stop_at: tuple = (None, "float32"), ram_target: int | None = None,
+                 integer: IntegerLoop | None = None):
         self.net, self.loss, self.method, self.clip, self.seed = net, loss, method, clip, seed
+        self.integer, self.ram_unit = integer, 1 if integer else 4  # integer_only: its network, int8 maps (integer_loop.py)
         self.ram_target = ram_target  # the RAM budget in bytes (see ``ram_idle_layers``)
         self.builder = builder or Refitter(net, None, refit=False)
         self.every = refit == "every_step"
@@ -389,13 +400,17 @@ class _Pruner:
         budget, dtype = self.stop_at
         if budget is None:
             return room
-        size = memory.network_bytes(self.net, dtype, self.masks)
-        smallest = memory.network_bytes(self.net, dtype, [torch.ones(1, dtype=torch.bool)] * self.net.n_hidden)
+        size = self.bytes(dtype, self.masks)
+        smallest = self.bytes(dtype, [torch.ones(1, dtype=torch.bool)] * self.net.n_hidden)
         removable = sum(int(m.sum()) for m in self.masks) - self.net.n_hidden
         if size <= budget or removable <= 0:
             return 1
         per_neuron = (size - smallest) / removable
         return max(1, min(room, math.ceil((size - budget) / per_neuron)))
+
+    def bytes(self, dtype: str, masks) -> int:
+        """Stored bytes of the network of ``masks``: at ``dtype``, or the integer network's."""
+        return self.integer.bytes(masks) if self.integer is not None else memory.network_bytes(self.net, dtype, masks)
 
     def _rebuild(self) -> None:
         self.scoring = self.score_builder.build(self.masks)
@@ -414,7 +429,9 @@ class _Pruner:
         if self.method == "random":
             s = random_scores(self.net, self.seed + self.n_removed)
         else:
-            if self.every and self.method == "brute_force":
+            if self.integer is not None and self.method == "brute_force":  # on the integer network
+                s = self.integer.brute_force(self.score_builder, self.masks, self.val, self.loss)
+            elif self.every and self.method == "brute_force":
                 s = self.refit_brute_force()
             else:
                 with torch.no_grad():
@@ -487,7 +504,7 @@ class _Pruner:
         no RAM budget, it is met, or no layer would lower the peak (then every unit competes)."""
         if self.ram_target is None:
             return []
-        now = memory.ram_bytes(self.net, self.masks)
+        now = memory.ram_bytes(self.net, self.masks, bytes_per=self.ram_unit)
         if now <= self.ram_target:
             return []
         open_, idle = [], []
@@ -498,7 +515,7 @@ class _Pruner:
             fewer = list(self.masks)
             fewer[h] = m.clone()
             fewer[h][int(m.nonzero()[0])] = False  # RAM counts units, not which ones
-            if memory.ram_bytes(self.net, fewer) >= now:
+            if memory.ram_bytes(self.net, fewer, bytes_per=self.ram_unit) >= now:
                 idle.append(h)
         return idle if len(idle) < len(open_) else []
 
@@ -535,7 +552,10 @@ class _Pruner:
     def record(self, removed, score, dtype) -> Step:
         """The step as the network will be saved (refit, storage round trip included)."""
         val, test = self.val, self.test
-        if self.device is not self.scoring:
+        if self.integer is not None:  # the full-integer network that ships (integer_loop.py)
+            inet = self.integer.network(self.device, self.masks)
+            val, test = self.integer.traces(inet, val), self.test and self.integer.traces(inet, self.test)
+        elif self.device is not self.scoring:
             with torch.no_grad():
                 val = [(d, self.device.forward(d.X, self.masks)) for d, _ in self.val]
                 test = None if self.test is None else [(d, self.device.forward(d.X, self.masks)) for d, _ in self.test]
@@ -546,8 +566,8 @@ class _Pruner:
         return Step(
             n_removed=self.n_removed, fraction_removed=self.n_removed / self.total,
             removed=list(removed), score=score, error=err, accuracy=acc, test_error=terr,
-            test_accuracy=tacc, params=params, bytes=memory.network_bytes(self.net, dtype, self.masks), kept=kept,
-            ram_bytes=memory.ram_bytes(self.net, self.masks),
+            test_accuracy=tacc, params=params, bytes=self.bytes(dtype, self.masks), kept=kept,
+            ram_bytes=memory.ram_bytes(self.net, self.masks, bytes_per=self.ram_unit),
         )
 
 
@@ -571,8 +591,6 @@ def _clip(scores: list[Tensor], how: str | None) -> list[Tensor]:
         return scores
     fill = finite.mean() if how == "mean" else med
     return [torch.where(torch.isfinite(s) & (s > med + 3 * mad), fill, s) for s in scores]
-
-
 
 
 def _progress(enabled: bool, total: int, desc: str):

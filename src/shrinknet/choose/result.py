@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ from ..repair.refit import DEFAULT_RIDGE, Refitter
 from ..store import memory
 from ..store.quantize import rounds
 from ..util.files import jsonable
+from .sanity import KeptCheckWarning, kept_loss_message
 
 
 @dataclass
@@ -48,11 +50,16 @@ class PruneResult:
     original: Network | None = field(default=None, repr=False)
     # builds the network as it will run (refit, storage round trip) from the original and masks; None: plain
     builder: Refitter | None = field(default=None, repr=False)
+    # integer_only runs: builds the full-integer network of any masks (choose/integer_loop.py); in memory only
+    integer: object | None = field(default=None, repr=False)
     # approximate speeds: at sampled removals, the exact greedy choice beside the one made (speed.py)
     agreement: list[dict] = field(default_factory=list)
     # how the work was done (passes, seconds, workers): in memory only, not saved; it differs
     # between a resumed and an uninterrupted run, whose files are the same bytes
     stats: dict = field(default_factory=dict)
+    # regression: sum over the validation targets of their squared deviation from the mean (SST), so that a
+    # step's R^2 = 1 - 2 E / SST (E = sum 0.5 ||y - t||^2, eq. 5); in memory only (kept_warning)
+    val_sst: float | None = field(default=None, repr=False)
 
     # -- masks and networks -------------------------------------------------------------------
     def masks(self, k: int) -> list[Tensor]:
@@ -79,13 +86,47 @@ class PruneResult:
         net = self.original if self.builder is None else self.builder.build(masks)
         return shrink(net, masks)
 
+    def integer_network(self, k: int):
+        """The full-integer network (``store.integer.IntegerNet``) of steps[k] of an ``integer_only`` run, as
+        its numbers were recorded: ``network(k)`` quantized, activations calibrated on the run's inputs."""
+        if self.integer is None or self.original is None:
+            raise ValueError("this result has no integer network: it is not an integer_only run made in this process")
+        masks = [m.to(self.original.device) for m in self.masks(k)]
+        return self.integer.network(self.original if self.builder is None else self.builder.build(masks), masks)
+
     def fit(self, budget_bytes: int | str | None, ram_budget_bytes: int | str | None = None
             ) -> tuple[int, nn.Sequential | None]:
         """(k, network): the least-validation-error step whose size fits ``budget_bytes`` (weights)
         and ``ram_budget_bytes`` (peak activation memory, ``Step.ram_bytes``) where given.
 
-        The network is None when the result has no original network attached.
+        The network is None when the result has no original network attached. Warns
+        (KeptCheckWarning, ``kept_warning``) when that step lost much of the start's quality.
         """
+        k = self._fit(budget_bytes, ram_budget_bytes)
+        self._warn_kept(k, "budget")
+        return k, (self.network(k) if self.original is not None else None)
+
+    def kept_warning(self, k: int, chosen_by: str = "budget", int8_option: str = "dtype='int8'") -> str | None:
+        """What to warn about steps[k] kept by ``chosen_by``, or None: a step a budget kept (not one within
+        a max drop the caller gave) that lost more than 10 accuracy points, or more than 0.1 of R^2
+        (regression, when ``val_sst`` is known), against the start (sanity.kept_loss_message)."""
+        self._check_step(k)
+        if chosen_by != "budget":
+            return None
+        s0, s = self.steps[0], self.steps[k]
+        dtype = None if self.config.get("integer_only") else self.config.get("dtype")
+        if s0.accuracy is not None:
+            return kept_loss_message("accuracy", s0.accuracy, s.accuracy, dtype, int8_option)
+        if self.val_sst and self.config.get("loss") == "mse":
+            r2 = [1 - 2 * step.error / self.val_sst for step in (s0, s)]
+            return kept_loss_message("R^2", r2[0], r2[1], dtype, int8_option)
+        return None
+
+    def _warn_kept(self, k: int, chosen_by: str) -> None:
+        if msg := self.kept_warning(k, chosen_by):
+            warnings.warn(msg, KeptCheckWarning, stacklevel=3)
+
+    def _fit(self, budget_bytes, ram_budget_bytes) -> int:
         budget, ram = _limits(budget_bytes, ram_budget_bytes)
         fitting = self._fitting(budget, ram)
         if not fitting:
@@ -95,8 +136,7 @@ class PruneResult:
             raise ValueError(f"no step of this run fits {budget if budget is not None else 'any number of'} bytes of "
                              f"weights and {ram} bytes of RAM; the smallest RAM reached is "
                              f"{min((s.ram_bytes or 0) for s in self.steps)} bytes")
-        k = min(fitting, key=lambda i: (self.steps[i].error, i))
-        return k, (self.network(k) if self.original is not None else None)
+        return min(fitting, key=lambda i: (self.steps[i].error, i))
 
     def _fitting(self, budget: int | None, ram: int | None) -> list[int]:
         """Steps within the weight budget and the RAM budget (None: no such limit)."""
@@ -122,7 +162,8 @@ class PruneResult:
         """``max_drop`` as a fraction (``parse_drop``), refusing 100 accuracy points or more."""
         d = parse_drop(max_drop)
         if self.steps[0].accuracy is not None and d >= 1:  # "1" meant as one point, most likely
-            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {d:g} points write "
+            points = f"{d:g} accuracy point{'' if d == 1 else 's'}"
+            raise ValueError(f"max_drop {d:g} is 100 accuracy points or more: for {points} write "
                              f"'{d:g}%' or {d / 100:g}")
         return d
 
@@ -134,13 +175,18 @@ class PruneResult:
         fits). ``max_drop`` alone: ``within(max_drop)`` (the smallest network within the drop). Both,
         whichever is tighter: the smallest network within the drop that also fits the budgets
         ("max_drop"), else the budgets' step ("budget"; it then loses more than ``max_drop``: a
-        device limit is hard).
+        device limit is hard). A step kept by the budgets warns as ``fit`` does (KeptCheckWarning).
         """
+        k, by = self._pick(budget_bytes, max_drop, ram_budget_bytes)
+        self._warn_kept(k, by)
+        return k, by
+
+    def _pick(self, budget_bytes, max_drop, ram_budget_bytes) -> tuple[int, str]:
         if budget_bytes is None and max_drop is None and ram_budget_bytes is None:
             raise ValueError("give budget_bytes or max_drop (or both) to pick a step")
         if budget_bytes is None and ram_budget_bytes is None:
             return self.within(max_drop), "max_drop"
-        kb = self.fit(budget_bytes, ram_budget_bytes)[0]
+        kb = self._fit(budget_bytes, ram_budget_bytes)
         if max_drop is None:
             return kb, "budget"
         d = self._drop_limit(max_drop)
@@ -234,6 +280,15 @@ def step_drop(start: Step, step: Step) -> float:
     if start.error > 0:
         return (step.error - start.error) / start.error
     return math.inf if step.error > start.error else 0.0
+
+
+def target_sst(data) -> float | None:
+    """Regression data (no class labels): sum over its targets of their squared deviation from their
+    column means (SST, R^2's denominator); None for class labels."""
+    if data.labels is not None:
+        return None
+    T = data.T.double()
+    return float(((T - T.mean(0)) ** 2).sum())
 
 
 def _limits(budget_bytes, ram_budget_bytes) -> tuple[int | None, int | None]:

@@ -49,6 +49,38 @@ class StartCheckWarning(UserWarning):
     """What StartCheckError says, as a warning: the Python API's default (``PruneConfig.start_check``)."""
 
 
+class KeptCheckWarning(UserWarning):
+    """The step kept by a budget lost much of the start's quality (``kept_loss_message``): emitted by
+    ``PruneResult.fit``/``pick``; ``shrinknet prune`` prints it as a ``warning:`` line."""
+
+
+#: A kept step that lost more than this (accuracy points; R^2) against the start gets a warning.
+KEPT_ACCURACY_DROP = 0.10
+KEPT_R2_DROP = 0.1
+#: How many more weights int8 stores than these dtypes in the same bytes.
+_INT8_GAIN = {"float32": 4, "float16": 2}
+
+
+def kept_loss_message(metric: str, start: float, kept: float, dtype: str | None,
+                      int8_option: str = "dtype='int8'") -> str | None:
+    """What to say when the network a budget kept lost more than KEPT_ACCURACY_DROP accuracy points
+    (``metric`` "accuracy") or KEPT_R2_DROP of R^2 (``metric`` "R^2") against the start, else None.
+
+    Such a network is above chance (check_kept refuses one at chance) yet far worse than the start:
+    the budget is likely too small for the network. At float32/float16 it suggests int8 weights
+    (``int8_option``: how the caller spells it), which store 4x/2x the weights in the same bytes.
+    """
+    limit = KEPT_ACCURACY_DROP if metric == "accuracy" else KEPT_R2_DROP
+    if not (math.isfinite(start) and start - kept > limit + 1e-12):
+        return None
+    lost = (f"lost {100 * (start - kept):.1f} accuracy points" if metric == "accuracy"
+            else f"lost {start - kept:.3g} of R^2")
+    gain = _INT8_GAIN.get(str(dtype))
+    int8 = f", or {int8_option} ({gain}x the weights of {dtype} in the same bytes)" if gain else ""
+    return (f"the kept network {lost} against the start (validation {metric} {kept:.3f}, from {start:.3f}): "
+            f"the budget is likely too small for this network; give a larger budget{int8}")
+
+
 def apply_start_check(model, X, T, loss: str, how: str) -> None:
     """check_start as ``PruneConfig.start_check`` says: "refuse" raises StartCheckError, "warn" warns
     (StartCheckWarning) with the same message, "skip" does nothing."""
@@ -181,18 +213,23 @@ def check_kept(model, X, T, loss: str, by: str, force: bool = False) -> StartQua
     return q
 
 
-def check_trained(model, X, T, loss: str, force: bool = False) -> StartQuality:
+def check_trained(model, X, T, loss: str, force: bool = False, unscaled: str | None = None) -> StartQuality:
     """Raise StartCheckError when a network just trained is at chance (or no better than the mean)
     on (X, T), the start check's rule applied after training: such a network learned nothing (inputs
     on an extreme scale, e.g. values near float32's limit, too few epochs, or labels unrelated to the
-    inputs) and is refused rather than saved as a result; ``force`` keeps it anyway."""
+    inputs) and is refused rather than saved as a result; ``force`` keeps it anyway.
+
+    ``unscaled``: the trainer's hint that the training inputs look unscaled (scaling.unscaled_hint;
+    None when they do not or they were standardized); the refusal then names it first, in its one line.
+    Without it, inputs beyond 1e3 on (X, T) are named."""
     q = start_quality(model, X, T, loss)
     if q.near_chance and not force:
         what = (f"is at chance (accuracy {q.accuracy:.3f}; always answering the most common class scores "
                 f"{q.chance:.3f})" if q.task == "classification" else f"predicts no better than the mean (R^2 {q.r2:.3g})")
         X = torch.as_tensor(X)
         big = float(X.abs().max()) if X.numel() else 0.0
-        scale = f"inputs as large as {big:.3g} (try --standardize), " if big > 1e3 else ""
+        scale = f"{unscaled}; otherwise " if unscaled else \
+            f"inputs as large as {big:.3g} (try --standardize), " if big > 1e3 else ""
         raise StartCheckError(
             f"the trained network {what} on the validation data: it learned nothing; {scale}too few epochs, or "
             "labels unrelated to the inputs are likely causes; --force saves it anyway")

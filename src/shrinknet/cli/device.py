@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
+from ..ship.device.build import CPU_NAMES
 from ..workflows.inputs import model_layout, read_data, read_model
 from .base import _data_options, _say, cli
 
@@ -15,8 +15,9 @@ from .base import _data_options, _say, cli
 @click.argument("run_or_model", type=click.Path())
 @_data_options
 @click.option("--cpu", "cpus", default="cortex-m0plus", show_default=True,
-              help="Comma-separated cores: cortex-m0plus, cortex-m4, cortex-m7.")
-@click.option("--clock", default="64MHz", show_default=True, help="Clock for the latency estimate, e.g. 48MHz.")
+              help=f"Comma-separated cores: {', '.join(CPU_NAMES)}.")
+@click.option("--clock", default="64MHz", show_default=True,
+              help="Clock for the latency estimate, with its unit: e.g. 48MHz, 32768Hz (1kHz..2GHz).")
 @click.option("--rows", default=4, show_default=True, type=click.IntRange(min=1, max=64),
               help="Test instances run on each emulated core (the accuracies use the whole test split).")
 @click.pass_context
@@ -32,7 +33,7 @@ def device(ctx, run_or_model, data, seed, size, cpus, clock, rows):
     emulator; TFLite Micro's arena beside it. Latency = instructions / clock: not cycle-accurate.
     Needs the [device] and [tflite] extras: pip install 'shrinknet[device,tflite]'.
     """
-    from ..workflows.device import device_summary, parse_clock
+    from ..workflows.device import device_summary, parse_clock, record_device_figures
 
     path = Path(run_or_model)
     run_dir = path if path.is_dir() else None
@@ -53,14 +54,6 @@ def device(ctx, run_or_model, data, seed, size, cpus, clock, rows):
     if summary.accuracy_float is not None:
         click.echo(f"{split} accuracy: float {summary.accuracy_float:.4f}, integer-only {summary.accuracy_integer:.4f}")
     if run_dir is not None:
-        _record(run_dir, summary.to_dict())
+        record_device_figures(run_dir, summary.to_dict())
         _say(ctx, f"added the figures to {run_dir / 'run.json'}")
 
-
-def _record(run_dir: Path, figures: dict) -> None:
-    """The device figures into the run's run.json (``extras["device"]``), written whole (files.write_text)."""
-    from ..util.files import jsonable, write_text
-
-    doc = json.loads((run_dir / "run.json").read_text())
-    doc.setdefault("extras", {})["device"] = figures
-    write_text(run_dir / "run.json", json.dumps(jsonable(doc), indent=1))

@@ -7,7 +7,7 @@ import click
 from ..store import dtypes
 from pathlib import Path
 
-from .base import UserError, _check_out, _model_options, _overwrite_option, cli
+from .base import UserError, _check_out, _data_options, _model_options, _overwrite_option, cli
 from ..workflows.inputs import read_model
 
 
@@ -32,30 +32,62 @@ def report(run_dirs, out, title, overwrite):
 @cli.command()
 @click.argument("model", type=click.Path())
 @_model_options
-@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors"]))
+@click.option("--format", "fmt", required=True, type=click.Choice(["onnx", "c", "safetensors", "tflite"]),
+              help="tflite: a float32 .tflite, or with --integer-only the full-integer int8 one (NHWC input).")
 @click.option("--dtype", default=None, type=click.Choice(dtypes.EXPORTABLE),
               help="Default: the dtype the model was pruned at (its file records it), else float32. int8: int8 weights "
               "with a float32 scale per row or output channel (ONNX DequantizeLinear, C int8_t), float32 biases.")
+@click.option("--integer-only", is_flag=True,
+              help="Full-integer int8 (TFLite int8 spec; activation ranges: min/max over the training split of "
+              "the model's data set or --data): --format c writes integer-only C (int8 in and out, no float), "
+              "--format tflite the int8 .tflite. Needs --dtype int8 or no --dtype. Default for c and tflite without "
+              "--dtype: on when the model was pruned with --integer-only (its file records it).")
+@_data_options
 @click.option("--prefix", default="shrinknet", show_default=True, help="C: name prefix of the forward function and macros.")
-@click.option("--out", required=True, type=click.Path(), help="Output file (.onnx, .c with a .h beside it, .safetensors).")
+@click.option("--out", required=True, type=click.Path(),
+              help="Output file (.onnx, .c with a .h beside it, .safetensors, .tflite).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export of shrinknet's at --out (for C: the .c and .h "
               "pair); files shrinknet did not write are never replaced.")
-def export(model, hidden, activation, out_activation, fmt, dtype, prefix, out, overwrite):
-    """Export a network for a device: ONNX, dependency-free C, or safetensors."""
+def export(model, hidden, activation, out_activation, fmt, dtype, integer_only, data, seed, size, prefix, out,
+           overwrite):
+    """Export a network for a device: ONNX, dependency-free C (float or integer-only), safetensors or .tflite."""
     from ..util import interrupt
     from ..util.files import claim
-    from ..ship.export import check_export_paths
+    from ..ship.export import check_export_paths, check_prefix
     from ..store.memory import format_bytes
+    from ..workflows.shipping import check_formats
 
+    if integer_only and dtype not in (None, "int8"):
+        raise UserError(f"--integer-only is full-integer int8: use --dtype int8 or leave --dtype out, not {dtype}")
     check_export_paths(out, fmt, overwrite, inputs=[model])  # before any work; export() checks again
+    if fmt == "c":
+        check_prefix(prefix)
     interrupt.pending(out)
-    net_model, meta, _ = read_model(model, hidden, activation, out_activation)
-    dtype = dtype or _pruned_dtype(meta, fmt)
+    net_model, meta, rec = read_model(model, hidden, activation, out_activation)
+    # a model pruned full-integer ships full-integer unless a --dtype asks for another export
+    integer_only = integer_only or bool(dtype is None and fmt in ("c", "tflite")
+                                        and (meta.get("pruned") or {}).get("integer_only"))
+    dtype = "int8" if integer_only else dtype or _pruned_dtype(meta, fmt)
+    check_formats([fmt], dtype, integer_only)
+    inet = _integer(net_model, meta, rec, data, seed, size) if integer_only else None  # InputError: nothing written
     with claim(out):  # creates a missing directory; a second export to the same file at once is refused
-        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta, overwrite)
+        res = _export_to(net_model, Path(out), fmt, dtype, prefix, meta, overwrite, inet)
     ram = f", RAM (scratch) {res.ram_bytes} B" if fmt == "c" else ""
+    what = f"full-integer int8; {inet.calibration}" if inet is not None else f"at {dtype}"
     click.echo(f"wrote {', '.join(map(str, res.paths))}: flash (weights) {res.flash_bytes} B "
-               f"({format_bytes(res.flash_bytes)} at {dtype}){ram}")
+               f"({format_bytes(res.flash_bytes)} {what}){ram}")
+
+
+def _integer(net_model, meta: dict, rec, data, seed, size):
+    """The full-integer network, calibrated on the training split of the model's data set (or --data)."""
+    from ..workflows.inputs import model_layout, read_data
+    from ..workflows.shipping import integer_of
+    from ..store.integer import integer_bytes
+    from ..model.parse import as_net
+
+    integer_bytes(net_model)  # an activation that cannot run full-integer is named before the data is read
+    ds = model_layout(read_data(data, meta, seed, size, rec), meta, as_net(net_model))
+    return integer_of(net_model, ds)
 
 
 def _pruned_dtype(meta: dict, fmt: str) -> str:
@@ -63,16 +95,16 @@ def _pruned_dtype(meta: dict, fmt: str) -> str:
     float32 otherwise. A safetensors model file stays float32, as prune saves it (a float16 or int8
     run's file holds the stored values in float32, so that torch computes in float32)."""
     dtype = (meta.get("pruned") or {}).get("dtype")
-    return dtype if fmt != "safetensors" and dtype in ("float16", "int8") else "float32"
+    return dtype if fmt not in ("safetensors", "tflite") and dtype in ("float16", "int8") else "float32"
 
 
-def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict, overwrite: bool):
-    """export() to ``out``; a failure to write is reported with the file the user asked for (and
+def _export_to(net_model, out: Path, fmt: str, dtype: str, prefix: str, meta: dict, overwrite: bool, inet=None):
+    """The export to ``out``; a failure to write is reported with the file the user asked for (and
     its .h for C), not the temporary name it was being written under."""
-    from ..ship.export import export as export_network
+    from ..workflows.shipping import export_one
 
     try:
-        return export_network(net_model, out, format=fmt, dtype=dtype, prefix=prefix, meta=meta, overwrite=overwrite)
+        return export_one(net_model, out, fmt, dtype, prefix, meta, overwrite, inet)
     except OSError as e:
         if isinstance(e, FileNotFoundError) and str(out) in str(e):
             raise  # already names it

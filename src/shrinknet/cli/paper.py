@@ -33,8 +33,10 @@ def reproduce(ctx, experiments, quick, seed, out, overwrite):
     own = (*E.EXPERIMENTS, "results.md")
     _check_out(out, overwrite=overwrite, own=own)
     out = Path(out)
-    parts = ["# shrinknet reproduce: ours (paper)", "",
-             f"seed {seed}{', quick (reduced size)' if quick else ''}; test-set numbers; paper numbers read off its figures (±0.01)", ""]
+    parts = ["# shrinknet reproduce: ours against the paper", "",
+             f"seed {seed}{', quick (reduced data and sizes: not comparable with the paper)' if quick else ''}; "
+             "test-set numbers; a cell reads ours (paper) where the paper gives a number, read off its figures (±0.01)",
+             ""]
     t0 = time.perf_counter()
     with claim(out), staged_dir(out, overwrite=overwrite, own=own) as stage:
         for exp in chosen:
@@ -68,6 +70,7 @@ def demo(ctx, out, budget, size, overwrite):
     """
     from ..data import datasets
     from ..store import memory
+    from ..ship.runs import run_label
     from ..workflows.experiments import budget_summary, shrink_and_save, trained_model
     from ..util.files import claim
 
@@ -88,7 +91,7 @@ def demo(ctx, out, budget, size, overwrite):
         _say(ctx, f"reusing {out / 'trained.safetensors'}")
     _say(ctx, f"trained 400-100-100-10 sigmoid: test accuracy {meta['metrics']['test_accuracy']:.4f}")
     done = shrink_and_save(model, meta, ds, "mse", out, budget_bytes=budget_bytes, formats=("onnx", "c"),
-                           name="iterative brute force", prefix="mnist", full_curve=True, progress=not _quiet(ctx),
+                           name=run_label("iterative", "brute_force"), prefix="mnist", full_curve=True, progress=not _quiet(ctx),
                            report_title="shrinknet demo: MNIST 5k, 400-100-100-10 sigmoid", overwrite=overwrite,
                            own=own, models={"trained.safetensors": (model, meta)}, refit=DEFAULT_REFIT)
     result, k, c = done["result"], done["step"], done["exports"]["c"]

@@ -95,6 +95,12 @@ def _leave_distributed():
               help="Storage dtype the budget is counted in (the dtype you will export); int8: int8 weights with a "
               "float32 scale per row (a convolution: per output channel) and float32 biases; float16 and int8 runs "
               "rank, refit, record and save the network as stored at that dtype (what the device computes).")
+@click.option("--integer-only", is_flag=True, help="With --dtype int8: put the full-integer network in the loop (int8 "
+              "weights and activations, int32 biases; the TFLite int8 spec, what the integer-only C and the int8 "
+              ".tflite compute): the recorded numbers are its, brute force scores it, and the budget counts its "
+              "bytes (int8 weights, int32 biases, per-channel multipliers and shifts), --ram-budget its int8 maps. "
+              "Activation ranges: min/max "
+              "over the training split. --export c then writes integer-only C, --export tflite the int8 .tflite.")
 @click.option("--max-fraction", default=None, type=click.FloatRange(0, 1), help="Stop after removing this fraction of hidden neurons.")
 @click.option("--full-curve", is_flag=True, help="Keep removing past the budget and the --max-drop crossing to "
               "record the whole curve (the kept network is chosen from all of it).")
@@ -103,7 +109,8 @@ def _leave_distributed():
               help="The loss the model was trained with: required for a plain state_dict; a model file records its own.")
 @_force_option
 @click.option("--analyze/--no-analyze", default=True, show_default=True, help="Also write estimates-vs-truth, gain curves and correlated pairs.")
-@click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx,c.")
+@click.option("--export", "export_formats", default="", help="Also export the pruned network: comma-separated onnx, c, "
+              "tflite (float32, or full-integer with --integer-only).")
 @click.option("--refit", default=DEFAULT_REFIT, show_default=True, type=click.Choice(["final", "every_step", "none"]),
               help="Refit the layers above the pruned ones by ridge least squares to the unpruned network's "
               "pre-activations (training split): final = on the networks handed out, every_step = also before "
@@ -127,7 +134,7 @@ def _leave_distributed():
 @_speed_options
 @click.pass_context
 def prune(ctx, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget, ram_budget,
-          max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out,
+          max_drop, dtype, integer_only, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix, out,
           overwrite, resume,
           checkpoint_every, val, test, refit, ridge, finetune, baseline, speed, screen_size, block_fraction, checks,
           threads):
@@ -150,13 +157,13 @@ def prune(ctx, model, data, seed, size, hidden, activation, out_activation, meth
     group = _join_distributed()
     with distributed.failures_named(group):
         _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget,
-               ram_budget, max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats,
+               ram_budget, max_drop, dtype, integer_only, max_fraction, full_curve, clip, loss, force, analyze, export_formats,
                prefix, out, overwrite, resume, checkpoint_every, val, test, refit, ridge, finetune, baseline, speed,
                screen_size, block_fraction, checks, threads)
 
 
 def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_activation, method, algorithm, budget,
-           ram_budget, max_drop, dtype, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix,
+           ram_budget, max_drop, dtype, integer_only, max_fraction, full_curve, clip, loss, force, analyze, export_formats, prefix,
            out, overwrite, resume, checkpoint_every, val, test, refit, ridge, finetune, baseline, speed, screen_size,
            block_fraction, checks, threads):
     """The prune command's work, on every rank (rank 0 checks outputs, prints and writes)."""
@@ -164,8 +171,11 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     from ..store import memory
     from ..choose.checkpoint import Checkpointer
     from ..workflows.experiments import choice_summary, shrink_and_save
+    from ..ship import runs
     from ..ship.export import check_prefix
     from ..choose.result import parse_drop
+    from ..choose.config import PruneConfig
+    from ..workflows.shipping import check_formats
 
     if group is not None and resume is not None:
         raise UserError("--resume does not work under torchrun: resume the run in one process")
@@ -177,10 +187,12 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     drop = None if max_drop is None else parse_drop(max_drop)
     formats = [f.strip() for f in export_formats.split(",") if f.strip()]
     for f in formats:
-        if f not in ("onnx", "c"):
-            raise UserError(f"--export takes onnx and/or c, got {f!r}")
+        if f not in ("onnx", "c", "tflite"):
+            raise UserError(f"--export takes onnx, c and/or tflite, got {f!r}")
     if formats and dtype == "float64":
         raise UserError("--export writes float32 or float16 weights: use --dtype float32 or float16")
+    PruneConfig(dtype=dtype, integer_only=integer_only)  # --integer-only needs --dtype int8: one line, before any work
+    check_formats(formats, dtype, integer_only, option="--export")
     if "c" in formats:
         check_prefix(prefix)
     if "onnx" in formats:
@@ -194,6 +206,10 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     net_model, meta, rec = read_model(model, hidden, activation, out_activation, loss=loss,
                                       need=("loss",) + (("data",) if data is None and val is None and test is None else ()))
     loss = resolve_loss(loss, rec, model)
+    if integer_only:  # an activation TFLM cannot run in int8 is named before any work
+        from ..store.integer import integer_bytes
+
+        integer_bytes(net_model)
     ds = data_with_heldout(data, meta, seed, size, val, test, net_model, rec)
     check_widths(net_model, ds, data or ds.name)
     _require_target(budget if ram_bytes is None else ram_bytes, max_drop)
@@ -205,13 +221,13 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     hook = None if group is not None else Checkpointer(ckpt_path, every=checkpoint_every)  # one process only
     try:
         done = shrink_and_save(net_model, meta, ds, loss, out, budget_bytes=budget_bytes, dtype=dtype,
-                               formats=formats, analyze=analyze, name=f"{algorithm} {method}",
+                               formats=formats, analyze=analyze, name=runs.run_label(algorithm, method),
                                extras={"source_model": str(model), **heldout_extras(val, test)},
                                progress=not _quiet(ctx), method=method, algorithm=algorithm, prefix=prefix,
                                max_fraction=max_fraction, clip=clip, full_curve=full_curve, max_drop=drop,
                                overwrite=overwrite, checkpoint=hook, resume=saved, force=force,
                                refit=None if refit == "none" else refit, ridge=ridge, finetune=finetune,
-                               baseline=baseline, **scale, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
+                               baseline=baseline, **({"integer_only": True} if integer_only else {}), **scale, **({} if ram_bytes is None else {"ram_budget_bytes": ram_bytes}))
     except (ValueError, OSError) as e:  # e.g. a full disk when saving: say that the pruning done is kept
         if hook is None or not hook.writes:
             raise
@@ -223,11 +239,14 @@ def _prune(ctx, group, t0, model, data, seed, size, hidden, activation, out_acti
     ckpt_path.unlink(missing_ok=True)  # the run is complete in `out`
     result, k = done["result"], done["step"]
     _print_steps(ctx, result, k, ds)
-    click.echo(choice_summary(result, budget_bytes, drop, dtype, ram_bytes))
+    click.echo(choice_summary(result, budget_bytes, drop, dtype + (" full-integer" if integer_only else ""), ram_bytes))
+    if warning := result.kept_warning(k, done["chosen_by"], int8_option="--dtype int8"):
+        click.echo(f"warning: {warning}", err=True)
     _print_frontier(done["frontier"])
     s0, sk = result.steps[0], result.steps[k]
     wrote = "".join(f", {out / p.name}" for e in done["exports"].values() for p in e.paths)
-    click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype} "
+    click.echo(f"size {memory.format_bytes(s0.bytes)} -> {memory.format_bytes(sk.bytes)} at {dtype}"
+               f"{' full-integer' if integer_only else ''} "
                f"({sk.n_removed} of {sum(result.layout['hidden'])} hidden neurons removed); "
                f"saved {out / 'model.safetensors'}{wrote} and the run in {out}; "
                f"done in {time.perf_counter() - t0:.1f}s")

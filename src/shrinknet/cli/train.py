@@ -63,6 +63,7 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     from ..workflows.experiments import check_trainable, train_on
     from ..util.files import claim, staged_dir
     from ..choose.sanity import check_trained, target_problem
+    from ..repair.scaling import unscaled_hint
 
     if out_activation is None:
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
@@ -92,8 +93,10 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
             _say(ctx, note)
         seconds = time.perf_counter() - t0
         split = "val" if ds.sizes().get("val", 0) else "train"  # the start check's chance rule, after training
-        check_trained(model, ds.inputs(split), ds.targets(split, loss), loss, force=force)
-        _scaling_hint(ds, standardize)  # after the check: a refusal says it in its one line
+        hint = None if standardize else unscaled_hint(ds.inputs("train"))
+        check_trained(model, ds.inputs(split), ds.targets(split, loss), loss, force=force, unscaled=hint)
+        if hint:  # after the check: a refusal says it in its one line
+            click.echo(f"hint: {hint}", err=True)
         with staged_dir(out, overwrite=overwrite) as stage:
             modelio.save_model(stage / "model.safetensors", model, meta)
     path = Path(out) / "model.safetensors"
@@ -102,15 +105,6 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
     _say(ctx, f"trained {t['epochs_run']} epochs (best {t['best_epoch']}) in {seconds:.1f}s: "
               f"validation error {m['val_error']:.4g}, test error {m['test_error']:.4g}{acc}")
     click.echo(f"saved {path}")
-
-
-def _scaling_hint(ds, standardize: bool) -> None:
-    """A hint on stderr when the training inputs look unscaled and --standardize is not given."""
-    from ..repair.scaling import unscaled_hint
-
-    hint = None if standardize else unscaled_hint(ds.inputs("train"))
-    if hint:
-        click.echo(f"hint: {hint}", err=True)
 
 
 # -- rank --------------------------------------------------------------------------------------

@@ -70,6 +70,9 @@ class Dataset:
     source: str = ""
     class_values: tuple = ()
     load_args: dict = field(default_factory=dict)
+    #: set when the rows were only rearranged (an NHWC file's images permuted to NCHW for the network):
+    #: the fingerprint of the data as read, so that a model file's record still matches its file
+    read_fingerprint: str | None = None
 
     @property
     def in_features(self) -> int:
@@ -106,7 +109,9 @@ class Dataset:
         return f"<Dataset {self.describe()}>"
 
     def fingerprint(self) -> str:
-        """Short SHA-256 of every split's arrays: equal fingerprints mean equal data and splits."""
+        """Short SHA-256 of every split's arrays as read: equal fingerprints mean equal data and splits."""
+        if self.read_fingerprint is not None:
+            return self.read_fingerprint
         h = hashlib.sha256()
         for s in SPLITS:
             for a in (getattr(self, "X_" + s), getattr(self, "y_" + s)):
@@ -139,6 +144,8 @@ class Dataset:
                             f"classify {_show_values(known)}")
         index = {_label_key(v): i for i, v in enumerate(known)}
         unknown = [v for v in self.class_values if _label_key(v) not in index]
+        if unknown and (kinds := _kinds_differ(unknown, known)):
+            raise DataError(f"{self.name}: {kinds}")
         if unknown:
             raise DataError(f"{self.name} has class label(s) {_show_values(unknown)} that the model was not "
                             f"trained on (it knows {_show_values(known)}): use data with the model's classes")
@@ -146,7 +153,7 @@ class Dataset:
         if np.array_equal(remap, np.arange(len(known))):
             return self
         return replace(self, y_train=remap[self.y_train], y_val=remap[self.y_val], y_test=remap[self.y_test],
-                       n_classes=len(known), class_values=tuple(known))
+                       n_classes=len(known), class_values=tuple(known), read_fingerprint=None)
 
 
 def _label_key(v):
@@ -155,6 +162,29 @@ def _label_key(v):
         n = _number(v)
         return v if n is None else n
     return float(v)
+
+
+def _kinds_differ(unknown: list, model_values: list) -> str | None:
+    """Why labels the model does not know are not its classes when they are of another kind -- text
+    (strings, e.g. '3' read from a CSV or saved as a str array) against the model's integers, or numbers
+    against its class names -- and how to fix that; None when the kinds agree (a genuinely unknown label)."""
+    def text(v):
+        return isinstance(v, (str, np.str_))
+
+    def show(vs):
+        return ", ".join(repr(str(v)) if text(v) else str(v) for v in list(vs)[:3]) + (", ..." if len(vs) > 3 else "")
+
+    if not unknown or not model_values:
+        return None
+    if all(map(text, unknown)) and not any(map(text, model_values)):
+        fix = ("save y as integers (e.g. np.savez(..., y=y.astype(np.int64)))"
+               if all(_number(str(v)) is not None for v in unknown) else "save y as the model's class numbers")
+        return (f"its class labels are text (strings {show(sorted(unknown, key=str))}) but the model's classes are "
+                f"integers ({show(model_values)}): {fix}")
+    if not any(map(text, unknown)) and all(map(text, model_values)):
+        return (f"its class labels are numbers ({show(sorted(unknown))}) but the model's classes are text "
+                f"({show(model_values)}): save y as the model's class names")
+    return None
 
 
 def _show_values(values: list, most: int = 6) -> str:
@@ -242,6 +272,8 @@ def load_heldout(path: str | os.PathLike, task: str | None, class_values=(), n_c
     labels = np.asarray(raw.class_values, dtype=object)[raw.y]
     unknown = sorted({v for v in raw.class_values if v not in index}, key=str)
     if unknown:
+        if kinds := _kinds_differ(unknown, values):
+            raise DataError(f"{spec}: {kinds}")
         shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
         raise DataError(f"{spec} has class label(s) {shown} that the model was not trained on "
                         f"(its classes: {', '.join(map(str, values[:12]))}{', ...' if len(values) > 12 else ''})")

@@ -359,21 +359,23 @@ def _make_raw(name: str, X, y, source: str) -> _Raw:
     else:
         y = y.reshape(len(y), -1).astype(np.float32)
     for what, a in (("X", X), ("y", y)):
-        bad = _nonfinite(a)
+        bad = _first_bad(a, lambda c: ~np.isfinite(c))
         if bad is not None:
             where = f"row {bad[0][0]}" + (f", column {bad[0][1]}" if a.ndim == 2 else "")
-            raise DataError(f"{name}: {what} has NaN or inf ({bad[1]} values; first at {where}, "
-                            f"counting from 0): clean or impute the data first")
+            # X and y are float32 by now: a value beyond +-3.4e38 in the file (finite as float64) is inf here
+            raise DataError(f"{name}: {what} has NaN or inf, or values too large for float32 (|x| > 3.4e38) "
+                            f"({bad[1]} values; first at {where}, counting from 0): clean, impute or rescale the "
+                            f"data first")
     return _Raw(name, X, y, source, class_values, strata=y if class_values else None)
 
 
-def _nonfinite(a: np.ndarray):
-    """(index of the first NaN or inf, their count), or None; checked a block of rows at a time, so
-    that the mask is never the size of the data."""
+def _first_bad(a: np.ndarray, is_bad):
+    """(index of the first element where ``is_bad`` holds, their count), or None; checked a block of rows
+    at a time, so that the mask is never the size of the data."""
     rows = max(1, limits.CHUNK // max(1, a[:1].nbytes))
     first, count = None, 0
     for start in range(0, len(a), rows):
-        bad = ~np.isfinite(a[start:start + rows])
+        bad = is_bad(a[start:start + rows])
         k = int(bad.sum())
         if k and first is None:
             first = np.argwhere(bad)[0]

@@ -19,6 +19,8 @@ with s = gamma / sqrt(var + eps) per output channel.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -266,7 +268,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                                     f"{tail[-1].channels}")
                 tail[-1] = _fold(tail[-1], m)
                 src.append((name, "depthwise"))
-                notes.append(f"{type(m).__name__} {name} folded into layer {dw_names[-1]} (exact: eval-mode statistics)")
+                notes.append(f"{type(m).__name__} (module {name}) folded into the {type(named[dw_names[-1]]).__name__} "
+                             f"before it (module {dw_names[-1]}); exact: eval-mode statistics")
                 continue
             if param is None or tail or after_add:
                 raise TypeError(f"{where} does not directly follow a Conv or Linear layer (a residual addition is not "
@@ -275,7 +278,8 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                 raise TypeError(f"{where} has {m.num_features} features but the layer before has {param.out_units}")
             param = _fold(param, m)
             src.append((name, "param"))
-            notes.append(f"{type(m).__name__} {name} folded into layer {pname} (exact: eval-mode statistics)")
+            notes.append(f"{type(m).__name__} (module {name}) folded into the {type(named[pname]).__name__} before it "
+                         f"(module {pname}); exact: eval-mode statistics")
             continue
         if isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
@@ -451,12 +455,18 @@ def as_net(model: nn.Module | Network) -> Network:
     BatchNorm, ReLU6 or LeakyReLU. The parsing entry point (the walk is ``parse`` / ``parse_mlp`` below).
     Any other ``nn.Module`` is first traced by ``torch.fx`` into an equivalent ``nn.Sequential``
     (model/imports/fx.py: InputError naming the node and source line when it is not a chain);
-    an ``nn.Sequential`` is parsed as it is (the very object).
+    an ``nn.Sequential`` is parsed as it is (the very object). A path to an ``.onnx`` or ``.tflite`` file
+    is imported (model/imports/); the network then takes channels-first rows (N, C, H, W) even where the
+    file is NHWC (``model.imports.to_model_layout`` permutes a user's NHWC rows; the CLI does it for you).
 
     Raises TypeError naming the offending layer for anything else.
     """
     if isinstance(model, Network):
         return model
+    if isinstance(model, (str, os.PathLike)):  # an .onnx or .tflite file (model/imports/)
+        from .imports import to_sequential
+
+        model = to_sequential(model)
     if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential):
         if type(model).__module__.startswith("torch.nn."):
             model = nn.Sequential(model)  # one torch layer alone: a chain of one (fx would trace into its forward)

@@ -21,6 +21,8 @@ to 0 anyway), so a refit network works with the same masks, scoring and surgery 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
@@ -160,8 +162,23 @@ class Refitter:
         (i, c * P) with channel c's P columns together: each is (out, units below, rest)."""
         if k > 0 and not bool(masks[k - 1].all()):
             m = masks[k - 1]
+            fold = self._folded(W, m, k)
+            if fold is not None:  # the removed depthwise channels' constant outputs: into the bias, as surgery does
+                b = fold if b is None else b + fold.to(b.dtype)
             W = (W.reshape(W.shape[0], len(m), -1) * m.to(W.dtype).view(1, -1, 1)).view(W.shape)
         return stored(W, self.storage), None if b is None else stored(b, self.storage, weight=False)
+
+    def _folded(self, W: Tensor, mask: Tensor, k: int) -> Tensor | None:
+        """Layer k's response, with weights ``W``, to the constant outputs of block k-1's removed
+        units when that block has a depthwise op (``Network._folded``; None otherwise). Zeroing the
+        removed units' columns alone would drop it: a removed depthwise channel outputs the constant
+        act(bias), not 0, and the masked network (what brute force scores in float) keeps it."""
+        blocks = getattr(self.net, "blocks", None)
+        if blocks is None or blocks[k - 1].split == len(blocks[k - 1].tail):
+            return None
+        probe = self.net.with_blocks([*blocks[:k], blocks[k].with_param(replace(blocks[k].param, weight=W, bias=None)),
+                                      *blocks[k + 1:]])
+        return probe._folded(k - 1, mask)
 
     def _solve(self, k: int, o: Tensor, masks) -> Layer:
         orig = self.net.layers[k]

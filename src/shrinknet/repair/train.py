@@ -66,12 +66,16 @@ def cnn(in_shape, n_out: int, channels=CNN_CHANNELS, activation: str = "relu", o
         if min(spatial) < 1:
             raise ValueError(f"input {in_shape} is too small for {len(channels)} conv blocks (each halves it)")
     mods += [nn.Flatten(), nn.Linear(c * int(torch.tensor(spatial).prod()), n_out, dtype=dtype)]
+    return _seeded(mods, out_activation, seed, in_shape)
+
+
+def _seeded(mods: list, out_activation: str, seed: int, in_shape) -> nn.Sequential:
+    """``mods`` then the output activation as an eval-mode ``nn.Sequential``, its weights drawn as
+    torch's default init (uniform, bound 1/sqrt(fan in)) from a generator seeded with ``seed``."""
     out = A.from_name(out_activation).to_module()
-    if out is not None:
-        mods.append(out)
-    model = nn.Sequential(*mods).eval()
+    model = nn.Sequential(*mods, *([out] if out is not None else [])).eval()
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
+    with torch.no_grad():
         for m in model:
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
                 bound = 1 / (m.weight[0].numel()) ** 0.5
@@ -112,19 +116,7 @@ def dscnn(in_shape, n_out: int, channels=DSCNN_CHANNELS, activation: str = "relu
         mods += [Conv(c, c, 3, padding=1, groups=c, dtype=dtype), BN(c, dtype=dtype), *act(),
                  Conv(c, ch, 1, dtype=dtype), BN(ch, dtype=dtype), *act()]
     mods += [Pool(1), nn.Flatten(), nn.Linear(channels[-1], n_out, dtype=dtype)]
-    out = A.from_name(out_activation).to_module()
-    if out is not None:
-        mods.append(out)
-    model = nn.Sequential(*mods).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
-        for m in model:
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-                bound = 1 / (m.weight[0].numel()) ** 0.5
-                m.weight.uniform_(-bound, bound, generator=gen)
-                m.bias.uniform_(-bound, bound, generator=gen)
-    model.shrinknet_input_shape = in_shape
-    return model
+    return _seeded(mods, out_activation, seed, in_shape)
 
 
 #: The default stage widths of ``train --arch resnet``: MLPerf Tiny's ResNet-8 (16, 32, 64).

@@ -17,7 +17,8 @@ The .c includes only ``<stdint.h>`` and the header: no ``float``, no ``double``,
 division in any inner loop (average pooling divides once per output by its constant window size).
 Its outputs equal :meth:`IntegerNet.forward` bit for bit:
 
-* Linear / Conv: ``acc = b'[o] + sum q_w q_x`` in int32, where ``b'[o] = q_b[o] - zp_x sum q_w[o]``
+* Linear / Conv / depthwise Conv (output channel o reads input channel o alone):
+  ``acc = b'[o] + sum q_w q_x`` in int32, where ``b'[o] = q_b[o] - zp_x sum q_w[o]``
   folds the input zero point into the bias (CMSIS-NN's trick; the same integer as TFLM's
   ``sum q_w (q_x - zp_x) + q_b``). A padded convolution computes its interior outputs (every tap
   inside the map, a range fixed at export) without checks; at the border a padded tap reads
@@ -26,7 +27,8 @@ Its outputs equal :meth:`IntegerNet.forward` bit for bit:
   RoundingDivideByPOT) -- plus the output zero point, clamped to the folded activation's range.
 * Sigmoid / tanh: a 256-entry int8 table (TFLM's LOGISTIC / TANH on every int8 input), in place.
 * Max pooling over the in-bounds positions of each window; average pooling rounded half away
-  from zero (TFLM's ``reference_integer_ops::AveragePool``); ReLU after a pooling: a clamp.
+  from zero (TFLM's ``reference_integer_ops::AveragePool``; global average pooling is one window
+  over the whole map, TFLite's AVERAGE_POOL_2D); ReLU after a pooling: a clamp.
 
 Layout NCHW, batch 1, as the float C. ``input`` and ``output`` must not overlap. Not reentrant
 (one static scratch buffer). Every identifier but ``<prefix>_forward`` is ``static``.
@@ -44,7 +46,7 @@ from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool
 from ..util.files import replace_files
 from . import names
 from .emit import c_float
-from .export import ExportResult, check_prefix
+from .export import ExportResult, check_export_paths, check_prefix
 
 _REQUANTIZE = """\
 /* TFLM's MultiplyByQuantizedMultiplier (tensorflow/lite/kernels/internal/common.h, double rounding):
@@ -116,15 +118,21 @@ def _interior(n: int, n_out: int, k: int, s: int, p: int, d: int) -> tuple[int, 
 
 
 def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
+    """A convolution's loop nest; a depthwise one (TFLM's DepthwiseConvPerChannel) is the same nest
+    with output channel o reading input channel o alone (the channel loop runs once, c = o)."""
     C, H, W = op.in_shape
     O, OH, OW = op.out_shape
     kh, kw = op.weight.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
     zp = op.in_q.zero_point
-    head = (f"/* layer {k}: convolution {C} -> {O} channels, kernel {kh}x{kw}, stride {op.stride}, padding "
+    depthwise = op.kind == "depthwise"
+    what = f"depthwise convolution {C} channels" if depthwise else f"convolution {C} -> {O} channels"
+    head = (f"/* layer {k}: {what}, kernel {kh}x{kw}, stride {op.stride}, padding "
             f"{op.padding}, dilation {op.dilation}, int8; output zero point {op.out_q.zero_point}, clamp "
             f"[{op.act_min}, {op.act_max}] */")
-    fast = f"""for (c = 0; c < {C}; c++)
+    channels = "c = o; c <= o; c++" if depthwise else f"c = 0; c < {C}; c++"
+    per_o = kh * kw if depthwise else C * kh * kw
+    fast = f"""for ({channels})
                         for (i = 0; i < {kh}; i++) {{
                             const int8_t *row = {src} + (c * {H} + oh * {sh} - {ph} + i * {dh}) * {W} + ow * {sw} - {pw};
                             for (j = 0; j < {kw}; j++)
@@ -138,7 +146,7 @@ def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
         inner = f"""if (oh >= {h0} && oh < {h1} && ow >= {w0} && ow < {w1}) {{
                         {fast}
                     }} else {{
-                        for (c = 0; c < {C}; c++)
+                        for ({channels})
                             for (i = 0; i < {kh}; i++) {{
                                 int ih = oh * {sh} - {ph} + i * {dh};
                                 for (j = 0; j < {kw}; j++) {{
@@ -154,7 +162,7 @@ def _conv_code(k: int, op: IntParam, src: str, dst: str) -> str:
         for (o = 0; o < {O}; o++)
             for (oh = 0; oh < {OH}; oh++)
                 for (ow = 0; ow < {OW}; ow++) {{
-                    const int8_t *w = layer{k}_weight + o * {C * kh * kw};
+                    const int8_t *w = layer{k}_weight + o * {per_o};
                     int32_t acc = layer{k}_bias[o];
                     {inner}
                     acc = requantize(acc, layer{k}_multiplier[o], layer{k}_shift[o]) + {op.out_q.zero_point};
@@ -301,17 +309,18 @@ void {prefix}_forward(const int8_t *input, int8_t *output);
 
 
 def export_integer_c(inet: IntegerNet, path: str | os.PathLike, prefix: str = "shrinknet",
-                     meta: dict | None = None) -> ExportResult:
+                     meta: dict | None = None, overwrite: bool = False) -> ExportResult:
     """Write the integer-only C of ``inet`` to ``path`` (a ``.c``; the ``.h`` beside it), both or neither.
 
-    Raises ValueError for a prefix that is not a C identifier or a path not ending in ``.c``.
-    ``ExportResult.dtype`` is ``"int8-integer"``.
+    The paths are checked as every export's (``export.check_export_paths``): a name ending in .c, a
+    header name that can stand in ``#include``, never an input, an existing file replaced only with
+    ``overwrite`` and only when shrinknet wrote it. Raises ValueError (OutputError, InputError) for
+    those and for a prefix that is not a C identifier. ``ExportResult.dtype`` is ``"int8-integer"``.
     """
     check_prefix(prefix)
+    expect = check_export_paths(path, "c", overwrite)
     path = Path(path)
-    if path.suffix != ".c":
-        raise ValueError(f"C export writes a .c file and a .h file next to it; give a path ending in .c, got {path}")
     header = path.with_suffix(".h")
     h_text, c_text = integer_c_sources(inet, prefix, header.name, meta)
-    replace_files([(header, h_text), (path, c_text)])
+    replace_files([(header, h_text), (path, c_text)], expect)
     return ExportResult([path, header], inet.flash_bytes(), inet.ram_bytes(), "c", "int8-integer")

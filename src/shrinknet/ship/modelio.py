@@ -105,6 +105,9 @@ def save_model(path: str | os.PathLike, model, meta: dict | None = None, dtype: 
     if dtype is not None and dtype not in dtypes.MODEL_FILE:
         raise ValueError(f"a model file stores float weights: dtype float32, float16 or float64, not {dtype!r} "
                          "(int8 storage is exported as onnx or c)")
+    if isinstance(path, nn.Module) and isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"save_model(path, model, meta) takes the path first (export takes the model first); "
+                        f"write save_model({str(model)!r}, model)")
     net = as_net(model)
     if input_shape is not None:
         net = net.copy()
@@ -142,10 +145,16 @@ def kind(path: str | os.PathLike) -> str:
         raise ModelFileError(f"model file {path} does not exist")
     if not path.is_file():
         raise ModelFileError(f"{path} is not a regular file: give a .safetensors model file or a .pt state_dict")
-    if path.suffix.lower() == ".onnx":
-        raise ModelFileError(f"{path} is an ONNX file; shrinknet reads .safetensors model files or .pt state_dicts")
+    if path.suffix.lower() in (".onnx", ".tflite"):
+        raise ModelFileError(f"{path} is an {path.suffix[1:].upper()} file: the command line reads it as it is; in "
+                             f"Python, shrinknet.as_net({str(path)!r}) or shrinknet.prune({str(path)!r}, ...) import it")
     if path.suffix.lower() in STATE_DICT_SUFFIXES:
         return "state_dict"
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic == b"\x89HDF\r\n\x1a\n" or path.suffix.lower() in (".h5", ".hdf5", ".keras"):
+        raise ModelFileError(f"{path} is a Keras/HDF5 file, which shrinknet does not read: convert the model to .tflite "
+                             "(tf.lite.TFLiteConverter.from_keras_model) or .onnx (tf2onnx) and give that file")
     header, _ = _read_safetensors(path, tensors=False)
     return "shrinknet" if "shrinknet" in header else "state_dict"
 
@@ -162,8 +171,8 @@ def _read_safetensors(path: Path, tensors: bool = True) -> tuple[dict, dict]:
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise ModelFileError(
-            f"{path} is not a readable model file: shrinknet reads .safetensors model files and PyTorch "
-            f"state_dicts saved as .pt/.pth/.bin (its safetensors header: {_first_line(e)})"
+            f"{path} is not a readable model file: shrinknet reads .safetensors model files, PyTorch state_dicts "
+            f"saved as .pt/.pth/.bin, .onnx and .tflite files (its safetensors header: {_first_line(e)})"
         ) from None
     return header, out
 
@@ -267,6 +276,15 @@ def load_state_dict(path: str | os.PathLike, hidden: list[int] | None = None, ac
         act = A.from_name(activation if k < len(weights) - 1 else out_activation)
         layers.append(Block.linear(W.float(), None if b is None else b.float(), act))
     extra = [k for k in sd if k not in used]
+    conv = [k for k in extra if k.endswith("weight") and sd[k].ndim in (3, 4)]
+    if conv:  # the kernels say "CNN", but strides, padding and pooling live in the code, not the state_dict
+        raise ModelFileError(f"{path} holds convolution kernels ({conv[0]}): a state_dict does not record a CNN's "
+                             "strides, padding or pooling; export the model with torch.onnx.export and give the "
+                             ".onnx file, or save it with shrinknet.save_model")
+    orphan = [k for k in extra if k.endswith("bias") and k[: -len("bias")] + "weight" not in sd]
+    if orphan:
+        raise ModelFileError(f"{path} has {orphan[0]} but no {orphan[0][: -len('bias')]}weight: the file is "
+                             "incomplete; save it again with torch.save(model.state_dict(), path)")
     if extra:
         raise ModelFileError(f"{path} has tensors that are not Linear weights or biases ({', '.join(extra[:3])}"
                              f"{', ...' if len(extra) > 3 else ''}): shrinknet reads nn.Sequential MLPs only")

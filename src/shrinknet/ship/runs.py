@@ -45,9 +45,16 @@ def steps_csv(result: PruneResult) -> str:
 
 
 def variant_name(config: dict) -> str:
-    """"refit final, int8", "switch-off, float32": how a run's networks are made (its refit and storage dtype)."""
+    """"refit final, int8", "switch-off, float32", "refit final, int8 full-integer": how a run's networks are
+    made (its refit and storage dtype; an ``integer_only`` run records the full-integer network)."""
     parts = [f"refit {config['refit']}" if config.get("refit") else "switch-off"]
-    return ", ".join(parts + [config.get("dtype") or "float32"])
+    return ", ".join(parts + [(config.get("dtype") or "float32") + (" full-integer" if config.get("integer_only") else "")])
+
+
+def run_label(algorithm: str, method: str) -> str:
+    """A run's default name, the one spelling every command and the report use: "iterative brute force",
+    "single taylor2", "iterative pairs magnitude" (underscores read as spaces)."""
+    return f"{algorithm} {method}".replace("_", " ")
 
 
 def save_run(run_dir: str | os.PathLike, result: PruneResult, name: str | None = None,
@@ -56,7 +63,7 @@ def save_run(run_dir: str | os.PathLike, result: PruneResult, name: str | None =
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = result.to_dict()
-    doc["name"] = name or f"{result.config['algorithm']} {result.config['method']}"
+    doc["name"] = name or run_label(result.config["algorithm"], result.config["method"])
     doc["extras"] = jsonable(extras or {})
     write_text(run_dir / "steps.csv", steps_csv(result))
     if analysis is not None:

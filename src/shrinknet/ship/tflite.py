@@ -11,6 +11,11 @@ point, int8 weights per output channel with ``quantized_dimension = 0``, int32 b
   [1, H*W*C] first, and the weight columns reordered from torch's (c, h, w) to NHWC's (h, w, c);
 * a convolution: ``CONV_2D`` (filter OHWI), padding ``VALID`` (0), ``SAME`` where TFLite's SAME
   pads exactly as torch does, else a ``PAD`` (zeros; the int8 zero point) and ``VALID``;
+* a depthwise convolution (channel multiplier 1): ``DEPTHWISE_CONV_2D`` with ``depth_multiplier``
+  1, filter [1, kh, kw, C] (int8: per-channel scales on ``quantized_dimension`` 3), its padding as a
+  convolution's and its ReLU/ReLU6 fused;
+* global average pooling (``AdaptiveAvgPool(1)``, or adaptive pooling with even windows):
+  ``AVERAGE_POOL_2D`` with the window the whole map (not ``MEAN``: store/integer.py says why);
 * pooling: ``MAX_POOL_2D`` / ``AVERAGE_POOL_2D`` (no dilation) with a following ReLU/ReLU6 fused;
   max pooling's padding as SAME where it matches, else a ``PADV2`` with the lowest value (-128 /
   the lowest float32: never a window's maximum); average pooling only without padding;
@@ -35,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..model.parse import as_net
 from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
 from ..util.files import write_bytes
 from .export import ExportResult
@@ -47,7 +53,7 @@ _INSTALL = "pip install 'shrinknet[tflite]'"
 class Layer:
     """One TFLite operator-to-be, in shrinknet's terms (maps (C, H, W), weights in torch's layout)."""
 
-    kind: str  # "fc", "conv", "maxpool", "avgpool", "logistic", "tanh"
+    kind: str  # "fc", "conv", "depthwise", "maxpool", "avgpool", "logistic", "tanh"
     in_shape: tuple
     out_shape: tuple
     act: str = "identity"  # fused activation
@@ -70,9 +76,9 @@ def layers_of_integer(inet: IntegerNet) -> list[Layer]:
     out: list[Layer] = []
     for op in inet.ops:
         if isinstance(op, IntParam):
-            out.append(Layer("fc" if op.kind == "linear" else "conv", op.in_shape, op.out_shape, op.act,
+            out.append(Layer("fc" if op.kind == "linear" else op.kind, op.in_shape, op.out_shape, op.act,
                              op.weight.numpy(), op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q,
-                             op.out_q, tuple(op.weight.shape[2:]) if op.kind == "conv" else (1, 1), op.stride,
+                             op.out_q, tuple(op.weight.shape[2:]) if op.kind != "linear" else (1, 1), op.stride,
                              op.padding, op.dilation))
         elif isinstance(op, IntPool):
             out.append(Layer(op.kind, op.in_shape, op.out_shape, "identity", in_q=op.q, out_q=op.q,
@@ -126,6 +132,12 @@ def layers_of_float(net) -> list[Layer]:
                 else:
                     raise InputError(f"layer {k}: activation {name} has no TFLite operator here: use relu, relu6, "
                                      "sigmoid or tanh")
+            elif op.kind == "depthwise":
+                W = op.weight.detach().cpu().float().numpy()
+                bias = (op.bias.detach().cpu().float().numpy() if op.bias is not None
+                        else np.zeros(W.shape[0], np.float32))
+                out.append(Layer("depthwise", cur, new, weight=W, bias=bias, kernel=tuple(W.shape[2:]),
+                                 stride=op.stride, padding=op.padding, dilation=op.dilation))
             elif op.kind == "adaptive_avgpool":
                 _, H, Wd = cur
                 if H % op.size[0] or Wd % op.size[1]:
@@ -288,17 +300,24 @@ def _nhwc(shape: tuple, flat: bool) -> list[int]:
     return [1, C] if flat else [1, H, W, C]
 
 
-def tflite_model(model, description: str | None = None) -> bytes:
+def tflite_model(model, description: str | None = None, input_layout: str = "NHWC") -> bytes:
     """The .tflite bytes of ``model``: an :class:`IntegerNet` (full-integer) or a parsed float
     network / nn.Sequential with a known input shape (float32). InputError for what TFLite cannot
-    express here (the message names the layer)."""
+    express here (the message names the layer).
+
+    ``input_layout="NCHW"`` (a 2-D CNN only): the file reads (1, C, H, W) images, as the PyTorch model and
+    litert-torch's .tflite of it do, and transposes them to NHWC with its first operator (TRANSPOSE
+    [0, 2, 3, 1], as litert-torch writes it); for a network imported from such a file (its model file
+    records ``imported.input_layout``), so that the user feeds the pruned file what they fed the original."""
+    if input_layout not in ("NHWC", "NCHW"):
+        raise InputError(f"input_layout {input_layout!r}: use NHWC (TFLite's) or NCHW (PyTorch's)")
     try:
         from tflite.BuiltinOperator import BuiltinOperator as OP
         from tflite.BuiltinOptions import BuiltinOptions as BO
         from tflite.TensorType import TensorType as TT
-        Conv2DOptions, FullyConnectedOptions, PadOptions, PadV2Options, Pool2DOptions, ReshapeOptions = (
-            _mod(n) for n in ("Conv2DOptions", "FullyConnectedOptions", "PadOptions", "PadV2Options", "Pool2DOptions",
-                              "ReshapeOptions"))
+        (Conv2DOptions, DepthwiseConv2DOptions, FullyConnectedOptions, PadOptions, PadV2Options, Pool2DOptions,
+         ReshapeOptions) = (_mod(n) for n in ("Conv2DOptions", "DepthwiseConv2DOptions", "FullyConnectedOptions",
+                                              "PadOptions", "PadV2Options", "Pool2DOptions", "ReshapeOptions"))
     except ImportError:
         raise InputError(f".tflite export needs the tflite and flatbuffers packages: {_INSTALL}") from None
     integer = isinstance(model, IntegerNet)
@@ -306,9 +325,10 @@ def tflite_model(model, description: str | None = None) -> bytes:
         layers, in_shape = layers_of_integer(model), model.in_shape
         in_q = model.input_q
     else:
-        from ..model.parse import as_net
-
         net = as_net(model)
+        if getattr(net, "adds", ()):  # layers/resnet.py: layers_of_float writes a chain only
+            raise InputError(".tflite export of a network with residual additions is not supported yet: export it "
+                             "to ONNX or C")
         if net.in_shape is None:
             raise InputError("the input shape of this network is not known: bind it (input_shape) before export")
         layers, in_shape, in_q = layers_of_float(net), net.in_shape, None
@@ -338,6 +358,13 @@ def tflite_model(model, description: str | None = None) -> bytes:
     first_shape = layers[0].in_shape
     cur = act_tensor("input", _nhwc(first_shape, flat), in_q)
     inputs = [cur]
+    if input_layout == "NCHW" and not flat:
+        if len(in_shape) != 3:
+            raise InputError("input_layout NCHW is for 2-D CNNs; this network reads " + str(tuple(in_shape)))
+        perm = w.tensor("input.perm", [4], TT.INT32, np.array([0, 2, 3, 1], np.int32).tobytes())
+        nchw = act_tensor("input.nchw", [1, *first_shape], in_q)
+        w.op(OP.TRANSPOSE, [nchw, perm], [cur])
+        inputs = [nchw]
     for k, L in enumerate(layers):
         where = f"operator {k} ({L.kind})"
         last = k == len(layers) - 1
@@ -386,6 +413,24 @@ def tflite_model(model, description: str | None = None) -> bytes:
                 Conv2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
                 return Conv2DOptions.End(b)
             w.op(OP.CONV_2D, [cur, wt, bt], [out], BO.Conv2DOptions, opts)
+        elif L.kind == "depthwise":
+            mode = _padding_mode(L, where)
+            if mode == "PAD":  # as a convolution's: zeros, in int8 the zero point
+                cur, mode = pad(k, L, cur, None), "VALID"
+            wt, bt = _weights(w, k, L.weight.transpose(1, 2, 3, 0), L, integer, TT, dim=3)  # (C,1,kh,kw) -> 1HWC
+            out = act_tensor("output" if last else f"{k}.depthwise", _nhwc(L.out_shape, False), oq)
+
+            def opts(b, L=L, mode=mode):
+                DepthwiseConv2DOptions.Start(b)
+                DepthwiseConv2DOptions.AddPadding(b, 0 if mode == "SAME" else 1)
+                DepthwiseConv2DOptions.AddStrideH(b, L.stride[0])
+                DepthwiseConv2DOptions.AddStrideW(b, L.stride[1])
+                DepthwiseConv2DOptions.AddDepthMultiplier(b, 1)
+                DepthwiseConv2DOptions.AddDilationHFactor(b, L.dilation[0])
+                DepthwiseConv2DOptions.AddDilationWFactor(b, L.dilation[1])
+                DepthwiseConv2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
+                return DepthwiseConv2DOptions.End(b)
+            w.op(OP.DEPTHWISE_CONV_2D, [cur, wt, bt], [out], BO.DepthwiseConv2DOptions, opts)
         elif L.kind in ("maxpool", "avgpool"):
             if L.dilation != (1, 1):
                 raise InputError(f"{where}: pooling with dilation {L.dilation} has no TFLite operator")
@@ -416,12 +461,13 @@ def tflite_model(model, description: str | None = None) -> bytes:
     return w.finish(inputs, [cur], description or ("shrinknet " + ("full-integer int8" if integer else "float32")))
 
 
-def _weights(w: _Writer, k: int, W: np.ndarray, L: Layer, integer: bool, TT) -> tuple[int, int]:
-    O = W.shape[0]
+def _weights(w: _Writer, k: int, W: np.ndarray, L: Layer, integer: bool, TT, dim: int = 0) -> tuple[int, int]:
+    """The weight and bias tensors; ``dim``: the output-channel axis of ``W`` (the quantized dimension)."""
+    O = W.shape[dim]
     if integer:
         s_w = L.w_scale.astype(np.float32)
         wt = w.tensor(f"{k}.weight", W.shape, TT.INT8, np.ascontiguousarray(W, np.int8).tobytes(),
-                      (s_w.tolist(), [0] * O, 0))
+                      (s_w.tolist(), [0] * O, dim))
         s_b = (np.float32(L.in_q.scale) * s_w.astype(np.float64)).tolist()
         bt = w.tensor(f"{k}.bias", [O], TT.INT32, np.ascontiguousarray(L.bias, np.int32).tobytes(), (s_b, [0] * O, 0))
     else:
@@ -440,18 +486,44 @@ def to_tflite_input(x: np.ndarray, in_shape: tuple) -> np.ndarray:
     return x
 
 
-def export_tflite(model, path: str | os.PathLike, meta: dict | None = None) -> ExportResult:
-    """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite)."""
+def export_tflite(model, path: str | os.PathLike, meta: dict | None = None, overwrite: bool = False,
+                  input_layout: str | None = None) -> ExportResult:
+    """Write ``model`` (IntegerNet, or a float network with a known input shape) to ``path`` (.tflite).
+
+    The path is checked first as every export's (``export.check_export_paths``: a name ending in
+    .tflite, never an input, an existing file replaced only with ``overwrite`` and only when
+    shrinknet wrote it); the file is written whole or not at all. The Model's description is
+    "shrinknet <version> <full-integer int8 | float32>" followed by ``meta`` as JSON: that is how
+    :func:`shrinknet.ship.export.written_by_shrinknet` recognises the file later.
+    ``ExportResult.flash_bytes``: ``IntegerNet.flash_bytes`` (full-integer) or the float32 weights and biases.
+    ``input_layout`` (see :func:`tflite_model`), by default the one ``meta`` records for a network imported
+    from a channels-first file (``imported.input_layout`` "NCHW": an ONNX or litert-torch CNN), else NHWC:
+    the pruned file reads what the user fed the original.
+    """
     import json
 
+    from ..version import __version__
+    from .export import check_export_paths
+
+    expect = check_export_paths(path, "tflite", overwrite)
     path = Path(path)
-    if path.suffix != ".tflite":
-        raise InputError(f".tflite export to {path}: give a path ending in .tflite")
     integer = isinstance(model, IntegerNet)
-    data = tflite_model(model, None if meta is None else json.dumps(meta))
-    write_bytes(path, data)
-    flash = model.flash_bytes() if integer else None
-    return ExportResult([path], flash if flash is not None else 0, 0, "tflite", "int8-integer" if integer else "float32")
+    description = f"shrinknet {__version__} {'full-integer int8' if integer else 'float32'}"
+    if meta is not None:
+        description += "; meta " + json.dumps(meta)
+    if input_layout is None:
+        recorded = ((meta or {}).get("imported") or {}).get("input_layout")
+        shape = model.in_shape if isinstance(model, IntegerNet) else as_net(model).in_shape
+        input_layout = "NCHW" if recorded == "NCHW" and len(shape or ()) == 3 else "NHWC"  # 2-D CNNs only
+    data = tflite_model(model, description, input_layout)
+    if integer:
+        flash = model.flash_bytes()
+    else:
+        from ..store.memory import network_bytes
+
+        flash = network_bytes(model, "float32")
+    write_bytes(path, data, expect[path])
+    return ExportResult([path], flash, 0, "tflite", "int8-integer" if integer else "float32")
 
 
 def run_tflm(model_bytes: bytes, inputs: np.ndarray, arena_size: int | None = None) -> tuple[np.ndarray, int | None]:

@@ -23,6 +23,19 @@ The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read h
   ``MultiplyByQuantizedMultiplier`` is TFLM's double-rounding one (``TFLITE_SINGLE_ROUNDING``
   off, TFLM's default): ``RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^left,
   M), right)``.
+* Depthwise convolution (channel multiplier 1; TFLM ``reference_integer_ops::DepthwiseConvPerChannel``):
+  channel c alone, ``acc = sum_taps q_w[c] (q_x[c] - zp_x) + q_b[c]`` (taps outside the map
+  skipped), then the same per-channel ``MultiplyByQuantizedMultiplier``, zero point and clamp as a
+  convolution; weights symmetric per channel (``quantize_rows`` over each channel's kernel; in the
+  .tflite the filter is [1, kh, kw, C] with ``quantized_dimension = 3``), multipliers from the same
+  ``PopulateConvolutionQuantizationParams``. Its output is calibrated like a layer's.
+* Global average pooling (``AdaptiveAvgPool(1)``, and any adaptive pooling with even windows) is
+  TFLite's ``AVERAGE_POOL_2D`` with the full window, not ``MEAN``: TFLM's int8 MEAN with equal
+  input/output quantization is ``reference_ops::Mean`` -- the raw int8 sum divided by the count
+  with C's truncating division (a bias toward zero that depends on the zero point) -- and with
+  different quantization ``QuantizedMeanOrSum``, which computes in float. AVERAGE_POOL_2D
+  (``reference_integer_ops::AveragePool``) is integer-only and rounds half away from zero:
+  ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` over the int32 window sum, n = H*W.
 * ReLU / ReLU6 right after a layer are folded into its clamp (``CalculateActivationRangeQuantized``):
   ``[max(-128, zp), min(127, zp + round(6 / scale))]``; after a pooling layer they are a clamp
   op in the pooling's quantization. Max and average pooling keep their input's scale and zero
@@ -165,7 +178,8 @@ def act_range(act: str, q: QParams) -> tuple[int, int]:
 # -- the integer ops --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IntParam:
-    """A Linear (``kind == "linear"``, weight (O, I)) or a Conv (weight (O, C, kh, kw)) in int8.
+    """A Linear (``kind == "linear"``, weight (O, I)), a Conv (weight (O, C, kh, kw)) or a depthwise
+    Conv (``kind == "depthwise"``, weight (C, 1, kh, kw), channel c reads input channel c) in int8.
 
     in_q / out_q: the input's and output's quantization; bias: int32 (O,) at s_in * w_scale;
     multiplier / shift: TFLM's per-channel requantization; act_min / act_max: the clamp (folded
@@ -204,7 +218,10 @@ class IntParam:
             for i in range(W.shape[2]):
                 for j in range(W.shape[3]):
                     patch = xp[:, :, i * dh: i * dh + sh * (OH - 1) + 1: sh, j * dw: j * dw + sw * (OW - 1) + 1: sw]
-                    acc += torch.einsum("nchw,oc->nohw", patch, W[:, :, i, j])
+                    if self.kind == "depthwise":
+                        acc += patch * W[:, 0, i, j].view(1, -1, 1, 1)
+                    else:
+                        acc += torch.einsum("nchw,oc->nohw", patch, W[:, :, i, j])
         acc = acc + self.bias.view(1, -1, 1, 1)
         if bool(((acc < INT32_MIN) | (acc > INT32_MAX)).any()):
             raise OverflowError("an int32 accumulator overflows")
@@ -377,21 +394,23 @@ def integer_layer_bytes(n_out: int, per_row: int) -> int:
     return n_out * per_row + 9 * n_out
 
 
-def integer_bytes(model) -> int:
+def integer_bytes(model, masks=None) -> int:
     """What the full-integer network of ``model`` stores, without calibrating it: per Linear/Conv
-    :func:`integer_layer_bytes`, 256 per sigmoid/tanh table -- :meth:`IntegerNet.flash_bytes` of
-    any calibration (the byte budget of an integer-only run). Refuses what cannot run full-integer."""
+    and depthwise Conv :func:`integer_layer_bytes`, 256 per sigmoid/tanh table -- :meth:`IntegerNet.flash_bytes` of
+    any calibration (the byte budget of an integer-only run). With ``masks`` (True = kept, one per
+    hidden layer) the pruned network's: the layers at their kept sizes (``Network.kept_sizes``).
+    Refuses what cannot run full-integer (InputError naming the layer and its activation)."""
     from ..model.parse import as_net
 
     net = as_net(model)
-    total = 0
+    tables = 0
     for k, b in enumerate(net.blocks):
-        total += integer_layer_bytes(b.weight.shape[0], math.prod(b.weight.shape[1:]))
         for op in b.tail:
             if op.kind == "act":
                 _refuse(op.act, f"layer {k}")
-                total += 256 * (op.act.name in ("sigmoid", "tanh"))
-    return total
+                tables += op.act.name in ("sigmoid", "tanh")
+    return (sum(integer_layer_bytes(n_out, p.row_size(n_in)) for p, n_out, n_in in net.kept_sizes(masks))
+            + 256 * tables)
 
 
 # -- quantizing a network ----------------------------------------------------------------------
@@ -427,7 +446,8 @@ def _pool_op(op, k: int) -> tuple:
             raise InputError(f"layer {k}: average pooling with padding {op.padding} cannot run full-integer "
                              "(TFLite averages only inside the map): use padding 0")
         return "avgpool", op.kernel, op.stride, (0, 0), (1, 1)
-    raise InputError(f"layer {k}: {op.describe()} cannot run full-integer: use MaxPool or AvgPool")
+    raise InputError(f"layer {k}: {op.describe()} cannot run full-integer: supported after a layer are "
+                     f"ReLU/ReLU6/sigmoid/tanh, MaxPool, AvgPool, AdaptiveAvgPool and depthwise convolutions")
 
 
 def _adaptive_as_avgpool(op, shape: tuple, k: int) -> tuple:
@@ -452,6 +472,9 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
     from ..model.parse import as_net
 
     net = as_net(model)
+    if getattr(net, "adds", ()):  # layers/resnet.py: the integer path runs a chain of blocks only
+        raise InputError("full-integer quantization of a network with residual additions is not supported yet: "
+                         "export it with int8 weights (dtype int8) to ONNX or C instead")
     X = _check_calibration(calibration)
     if input_shape is not None:
         net.bind(tuple(input_shape))
@@ -460,7 +483,7 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
         for op in b.tail:
             if op.kind == "act":
                 _refuse(op.act, f"layer {k}")
-            elif op.kind != "adaptive_avgpool":
+            elif op.kind not in ("adaptive_avgpool", "depthwise"):
                 _pool_op(op, k)
     shapes = net.map_shapes()
     with torch.no_grad():
@@ -471,47 +494,51 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
         ops, q = [], in_q
         cur = _c3((net.in_shape[0], 1, net.in_shape[1]) if net.dims == 1 else tuple(net.in_shape))
         for k, b in enumerate(net.blocks):
-            x = b.param.forward(h)
-            tail = list(b.tail)
-            act = "identity"
-            if tail and tail[0].kind == "act" and tail[0].act.name in FOLDED:  # folded into the layer's clamp
-                act = tail.pop(0).act.name
-                x = b.tail[0].forward(x)
-            if x.ndim == 2:
-                x = x[:, :, None, None]
-            out_q = QParams.from_range(float(x.min()), float(x.max()))
-            Wq, s_w = quantize_rows(b.weight)
-            s_in = np.float32(q.scale)
-            real = [float(np.float64(s_in) * np.float64(s) / np.float64(np.float32(out_q.scale))) for s in s_w.tolist()]
-            ms = [quantize_multiplier(r) for r in real]
-            bias_f = b.bias.detach().cpu().double() if b.bias is not None else torch.zeros(len(s_w), dtype=torch.float64)
-            qb = tflite_round((bias_f / (float(s_in) * s_w.double())).numpy())
-            qb = torch.from_numpy(np.clip(qb, INT32_MIN, INT32_MAX).astype(np.int64))
-            lo, hi = act_range(act, out_q)
-            out_shape = _c3(shapes[k][0])
-            p = b.param
-            conv = dict(stride=p.stride, padding=p.padding, dilation=p.dilation) if p.kind == "conv" else {}
-            W = Wq if p.kind == "conv" else Wq.reshape(Wq.shape[0], -1)
-            ops.append(IntParam(p.kind, W, s_w, qb, torch.tensor([m for m, _ in ms], dtype=torch.int64),
-                                torch.tensor([s for _, s in ms], dtype=torch.int64), q, out_q, act, lo, hi,
-                                cur, out_shape, **conv))
-            q, cur, h = out_q, out_shape, x
-            for i, op in enumerate(b.tail):
-                if op.kind == "act" and i == 0 and act != "identity":
-                    continue  # folded
-                new_shape = _c3(shapes[k][i + 1])
-                h = op.forward(h)
-                if op.kind == "act" and op.act.name in ("sigmoid", "tanh"):
-                    ops.append(IntLut.make(op.act.name, q, cur, new_shape))
-                    q = ops[-1].out_q
-                elif op.kind == "act":
-                    if op.act.name != "identity":
-                        ops.append(IntClamp(op.act.name, q, *act_range(op.act.name, q), cur, new_shape))
+            items, shp = [b.param, *b.tail], [_c3(s) for s in shapes[k]]  # shp[i]: the output of items[i]
+            i = 0
+            while i < len(items):
+                op = items[i]
+                if i == 0 or op.kind == "depthwise":  # a layer with weights; a ReLU/ReLU6 after it is its clamp
+                    x, act = op.forward(h), "identity"
+                    if i + 1 < len(items) and items[i + 1].kind == "act" and items[i + 1].act.name in FOLDED:
+                        i += 1
+                        act, x = items[i].act.name, items[i].forward(x)
+                    if x.ndim == 2:
+                        x = x[:, :, None, None]
+                    ops.append(_int_param(op, x, q, act, cur, shp[i]))
+                    h, q = x, ops[-1].out_q
                 else:
-                    spec = _adaptive_as_avgpool(op, cur, k) if op.kind == "adaptive_avgpool" else _pool_op(op, k)
-                    ops.append(IntPool(*spec, q, INT8_MIN, INT8_MAX, cur, new_shape))
-                cur = new_shape
+                    h = op.forward(h)
+                    if op.kind == "act" and op.act.name in ("sigmoid", "tanh"):
+                        ops.append(IntLut.make(op.act.name, q, cur, shp[i]))
+                        q = ops[-1].out_q
+                    elif op.kind == "act":
+                        if op.act.name != "identity":
+                            ops.append(IntClamp(op.act.name, q, *act_range(op.act.name, q), cur, shp[i]))
+                    else:
+                        spec = _adaptive_as_avgpool(op, cur, k) if op.kind == "adaptive_avgpool" else _pool_op(op, k)
+                        ops.append(IntPool(*spec, q, INT8_MIN, INT8_MAX, cur, shp[i]))
+                cur = shp[i]
+                i += 1
     n = X.shape[0]
     return IntegerNet(ops, tuple(net.in_shape), in_q, q,
                       f"activation ranges: min/max over {n} instance(s) of {calibration_name}, widened to include 0",
                       net.describe())
+
+
+def _int_param(p, x: Tensor, q: QParams, act: str, in_shape: tuple, out_shape: tuple) -> IntParam:
+    """The int8 op of a Linear / Conv / depthwise Conv ``p`` whose float output (its folded ``act``
+    applied) on the calibration data is ``x``, reading a map quantized by ``q`` (module docstring)."""
+    out_q = QParams.from_range(float(x.min()), float(x.max()))
+    Wq, s_w = quantize_rows(p.weight)
+    s_in = np.float32(q.scale)
+    real = [float(np.float64(s_in) * np.float64(s) / np.float64(np.float32(out_q.scale))) for s in s_w.tolist()]
+    ms = [quantize_multiplier(r) for r in real]
+    bias_f = p.bias.detach().cpu().double() if p.bias is not None else torch.zeros(len(s_w), dtype=torch.float64)
+    qb = tflite_round((bias_f / (float(s_in) * s_w.double())).numpy())
+    qb = torch.from_numpy(np.clip(qb, INT32_MIN, INT32_MAX).astype(np.int64))
+    conv = dict(stride=p.stride, padding=p.padding, dilation=p.dilation) if p.kind != "linear" else {}
+    W = Wq if p.kind != "linear" else Wq.reshape(Wq.shape[0], -1)
+    return IntParam(p.kind, W, s_w, qb, torch.tensor([m for m, _ in ms], dtype=torch.int64),
+                    torch.tensor([s for _, s in ms], dtype=torch.int64), q, out_q, act, *act_range(act, out_q),
+                    in_shape, out_shape, **conv)

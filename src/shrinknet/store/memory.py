@@ -99,15 +99,16 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def ram_bytes(model, masks=None, input_shape=None) -> int:
-    """Peak activation memory of a batch-1 forward pass in bytes (float32 maps): the two largest
-    consecutive intermediate maps, as the exported C's scratch buffer holds them side by side
-    (the caller's input and output not counted). For an MLP the maps are the hidden layers.
+def ram_bytes(model, masks=None, input_shape=None, bytes_per: int = 4) -> int:
+    """Peak activation memory of a batch-1 forward pass in bytes (float32 maps; ``bytes_per=1``: the
+    int8 maps of the full-integer network, ``IntegerNet.ram_bytes``): the two largest consecutive
+    intermediate maps, as the exported C's scratch buffer holds them side by side (the caller's
+    input and output not counted). For an MLP the maps are the hidden layers.
     ``input_shape`` is needed for a convolutional network that has not seen data yet."""
     net = as_net(model)
     if input_shape is not None:
         net.bind(tuple(input_shape))
-    return 4 * net.ram_floats(masks)
+    return bytes_per * net.ram_floats(masks)
 
 
 def available_bytes() -> int | None:

@@ -30,16 +30,75 @@ from ..ship.export import export
 from ..store.integer import quantize_network
 
 _CLOCK = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(hz|khz|mhz|ghz)?\s*$", re.I)
+CLOCK_MIN_HZ, CLOCK_MAX_HZ = 1e3, 2e9  # a sane range for a microcontroller's clock: 1 kHz .. 2 GHz
 
 
 def parse_clock(text: str | float) -> float:
-    """Hz in "64MHz", "48 mhz", "8e6", "32768Hz"; InputError for anything else."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool) and text > 0:
-        return float(text)
-    m = _CLOCK.match(str(text))
-    if not m or float(m[1]) <= 0:
-        raise InputError(f"clock {text!r} is not a frequency: give e.g. 64MHz, 48000kHz or 16e6")
-    return float(m[1]) * {"hz": 1, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}[(m[2] or "hz").lower()]
+    """Hz in "64MHz", "48 mhz", "16e6Hz", "32768Hz"; InputError for anything else.
+
+    A bare number in a string ("64") is refused, not guessed: "64" could mean 64 Hz or 64 MHz, and
+    reading it as Hz gave a latency of minutes without a word. A number (int/float, the API's
+    ``clock_hz``) is Hz. Either must lie in CLOCK_MIN_HZ..CLOCK_MAX_HZ (1 kHz .. 2 GHz).
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        hz = float(text)
+    else:
+        m = _CLOCK.match(str(text))
+        if not m or float(m[1]) <= 0:
+            raise InputError(f"clock {text!r} is not a frequency: give e.g. 64MHz, 48000kHz or 16e6Hz")
+        if not m[2]:
+            raise InputError(f"clock {text!r} has no unit: write it with one, e.g. '{m[1]}MHz' or '{m[1]}kHz'")
+        hz = float(m[1]) * {"hz": 1, "khz": 1e3, "mhz": 1e6, "ghz": 1e9}[m[2].lower()]
+    if not CLOCK_MIN_HZ <= hz <= CLOCK_MAX_HZ:
+        raise InputError(f"clock {text!r} is {clock_text(hz)}, outside 1 kHz .. 2 GHz: give the core's clock, "
+                         "e.g. 64MHz")
+    return hz
+
+
+def clock_text(hz: float) -> str:
+    """A frequency for people: "64 MHz", "32.768 kHz", "1.2 GHz", "500 Hz"."""
+    for unit, scale in (("GHz", 1e9), ("MHz", 1e6), ("kHz", 1e3)):
+        if abs(hz) >= scale:
+            return f"{hz / scale:g} {unit}"
+    return f"{hz:g} Hz"
+
+
+def merge_device_figures(earlier, new: dict) -> list[dict]:
+    """run.json's ``extras["device"]`` after one more ``shrinknet device`` call: a list of figure sets,
+    one per clock, each with its cores under ``integer_c``/``float32_c``.
+
+    The new figures are added to the earlier ones, keyed by (cpu, clock): a core measured again at
+    the same clock replaces its earlier row, other cores and clocks stay. The per-network fields
+    (accuracies, TFLM, calibration, MACs) of a clock are the newest call's. ``earlier`` may be None,
+    one figure set (runs written before this list) or a list of them.
+    """
+    olds = [] if not earlier else [earlier] if isinstance(earlier, dict) else list(earlier)
+    out, merged = [], False
+    for old in olds:
+        if old.get("clock_hz") == new["clock_hz"]:
+            both = dict(old) | {k: v for k, v in new.items() if k not in ("integer_c", "float32_c")}
+            for key in ("integer_c", "float32_c"):
+                both[key] = dict(old.get(key) or {}) | dict(new.get(key) or {})
+            out.append(both)
+            merged = True
+        else:
+            out.append(old)
+    if not merged:
+        out.append(new)
+    return sorted(out, key=lambda d: d["clock_hz"])
+
+
+def record_device_figures(run_dir: Path, figures: dict) -> None:
+    """``figures`` (DeviceSummary.to_dict) added to the run's run.json ``extras["device"]``
+    (merge_device_figures), the file written whole (files.write_text); the rest of run.json unchanged."""
+    import json
+
+    from ..util.files import jsonable, write_text
+
+    doc = json.loads((Path(run_dir) / "run.json").read_text())
+    extras = doc.setdefault("extras", {})
+    extras["device"] = merge_device_figures(extras.get("device"), jsonable(figures))
+    write_text(Path(run_dir) / "run.json", json.dumps(jsonable(doc), indent=1))
 
 
 @dataclass
@@ -73,9 +132,10 @@ class DeviceSummary:
 
     def lines(self) -> list[str]:
         """The terminal's table: one row per variant and core, then TFLM's arena."""
-        mhz = self.clock_hz / 1e6
+        at = f"ms @ {clock_text(self.clock_hz)}"
+        width = max(14, len(at) + 2)  # at least two spaces after instr/MAC, whatever the clock
         out = [f"{'variant':<16}{'cpu':<15}{'flash B':>9}{'RAM B':>8}{'instr/inf':>11}{'instr/MAC':>10}"
-               f"{f'ms @ {mhz:g} MHz':>14}  check"]
+               f"{at:>{width}}  check"]
         for name, reports in (("integer-only C", self.integer), ("float32 C", self.float32)):
             for c, r in reports.items():
                 if name == "integer-only C":
@@ -85,7 +145,7 @@ class DeviceSummary:
                 soft = f"; soft-float {', '.join(r.softfloat[:3])}{' ...' if len(r.softfloat) > 3 else ''}" \
                     if r.softfloat else ""
                 out.append(f"{name:<16}{c:<15}{r.flash_bytes:>9}{r.ram_bytes:>8}{r.instructions_per_inference:>11.0f}"
-                           f"{r.instructions_per_mac:>10.2f}{1e3 * r.latency_s(self.clock_hz):>14.3f}  {check}{soft}")
+                           f"{r.instructions_per_mac:>10.2f}{1e3 * r.latency_s(self.clock_hz):>{width}.3f}  {check}{soft}")
         if self.tflm_arena_bytes is not None:
             same = "equal to" if self.tflm_matches_reference else "DIFFERENT FROM"
             out.append(f"TFLite Micro: arena {self.tflm_arena_bytes} B for the int8 .tflite (outputs {same} the integer "

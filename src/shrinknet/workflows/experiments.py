@@ -8,6 +8,7 @@ not separate clearly; its curves are therefore comparable in shape, not to the t
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from ..ship import modelio, runs
 from ..repair import train
 from ..choose.config import FIELDS as CONFIG_FIELDS, PruneConfig
 from ..choose.prune import prune
+from ..choose.integer_loop import RULE
 from ..choose.result import PruneResult
+from ..choose.sanity import KeptCheckWarning
 from ..store.quantize import rounds
 from ..ship.runs import variant_name
 
@@ -263,15 +266,23 @@ def regression_on(model, ds: datasets.Dataset, split: str) -> dict:
 
 
 def prune_on(model, ds: datasets.Dataset, loss: str, progress=False, **kwargs) -> PruneResult:
-    """Prune ``model`` ranking on the validation split and evaluating the test split; a refit is
-    calibrated on the training split when there is one (else on the validation split)."""
-    if kwargs.get("refit") and kwargs.get("X_calib") is None and ds.sizes().get("train", 0) > 0:
-        kwargs["X_calib"] = ds.inputs("train")
+    """Prune ``model`` ranking on the validation split and evaluating the test split; a refit and an
+    ``integer_only`` run's activation ranges are calibrated on the training split when there is one
+    (else on the validation split; ``shipping.calibration_split`` names which)."""
+    from .shipping import calibration_split
+
+    named = None
+    if (kwargs.get("refit") or kwargs.get("integer_only")) and kwargs.get("X_calib") is None:
+        kwargs["X_calib"], named = calibration_split(ds)
     tested = len(ds.inputs("test")) > 0
     settings = {k: kwargs.pop(k) for k in list(kwargs) if k in CONFIG_FIELDS}
-    return prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss,
-                 X_test=ds.inputs("test") if tested else None, T_test=ds.targets("test", loss) if tested else None,
-                 config=PruneConfig(progress=progress, **settings), **kwargs)
+    result = prune(model, ds.inputs("val"), ds.targets("val", loss), loss=loss,
+                   X_test=ds.inputs("test") if tested else None, T_test=ds.targets("test", loss) if tested else None,
+                   config=PruneConfig(progress=progress, **settings), **kwargs)
+    if result.integer is not None and named:  # say which data calibrated the integer network, in run.json too
+        result.integer.name = named
+        result.config["integer_calibration"] = f"{RULE}: {len(result.integer.X)} instance(s) of {named}"
+    return result
 
 
 def analyses(model, ds: datasets.Dataset, loss: str, result: PruneResult, progress: bool = False) -> dict:
@@ -316,10 +327,11 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
     a wrong loss/output-activation setting or a network near chance raises StartCheckError before
     any work, unless ``force``.
     """
-    from ..ship.export import export as export_network
+    from .shipping import export_one
     from ..util.files import staged_dir
     from ..ship.report import write_report
     from ..choose.sanity import check_kept, check_start
+    from .shipping import integer_metrics, integer_of
 
     t0 = time.perf_counter()
     ram_budget = prune_args.get("ram_budget_bytes")
@@ -341,19 +353,27 @@ def shrink_and_save(model, meta: dict, ds: datasets.Dataset, loss: str, out: Pat
               "chosen_step": k, "chosen_by": chosen_by, "seconds": round(seconds, 2), "data": ds.meta()}
     small, small_metrics, extras["frontier"] = frontier_points(model, meta, ds, loss, result, k, small, finetune,
                                                                baseline, progress)
-    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": small_metrics,
+    # an imported or bare model records no data; the pruned one records what it was pruned on, so that
+    # rank/info/export on it need no --data again
+    small_meta = {**meta, "loss": loss, "task": ds.task, "metrics": small_metrics, "data": meta.get("data") or ds.meta(),
                   **({"class_values": list(ds.class_values)} if ds.task == "classification" else {}),
                   "pruned": {"step": k, "removed": result.steps[k].n_removed, "method": result.config["method"],
                              "algorithm": result.config["algorithm"], "dtype": dtype, "budget_bytes": budget_bytes,
                              "max_drop": result.config.get("max_drop"), "chosen_by": chosen_by,
                              "refit": result.config.get("refit"), "finetune": finetune}}
+    inet = None
+    if result.integer is not None:  # the full-integer network the run recorded at step k (its exports' network)
+        inet = result.integer_network(k) if not finetune else integer_of(small, ds)
+        small_meta["pruned"].update(integer_only=True, integer_calibration=inet.calibration,
+                                    integer_metrics=integer_metrics(inet, small, ds, loss))
+        extras["integer_calibration"] = inet.calibration
     exports = {}
     with staged_dir(out, overwrite=overwrite, own=own) as stage:
         for file_name, (m, m_meta) in (models or {}).items():
             modelio.save_model(stage / file_name, m, m_meta)
         modelio.save_model(stage / "model.safetensors", small, small_meta)
         for f in formats:
-            exports[f] = export_network(small, stage / f"model.{f}", format=f, dtype=dtype, prefix=prefix)
+            exports[f] = export_one(small, stage / f"model.{f}", f, dtype, prefix, inet=inet)
             extras["export_bytes"] = exports[f].flash_bytes
             extras[f"{f}_ram_bytes"] = exports[f].ram_bytes
         extras["exports"] = {e.paths[0].name: {"files": [p.name for p in e.paths], "format": e.format,
@@ -459,7 +479,9 @@ def comparison_table(res: dict) -> str:
         paper = exp.paper.get(key)
         cells = [f"{_fmt(o)} ({_fmt(p)})" if paper else _fmt(o) for o, p in zip(ours, paper or ours)]
         lines.append(f"| {key[0]} {LABEL[key[1]]} | " + " | ".join(cells) + " |")
-    lines += ["", f"ours (paper); {exp.note}", ""]
+    legend = ("cells: ours (paper)" if exp.paper else
+              "ours only: the paper gives no numbers for this table, only what its text says")
+    lines += ["", f"{legend}; {exp.note}", ""]
     return "\n".join(lines)
 
 
@@ -480,12 +502,15 @@ def budget_summary(result: PruneResult, budget: int, dtype: str) -> str:
 
 def choice_summary(result: PruneResult, budget: int | None, max_drop: float | None, dtype: str,
                    ram_budget: int | None = None) -> str:
-    """One line: which step was kept, under which limit, and what it costs against the start."""
-    k, by = result.pick(budget, max_drop, ram_budget)
+    """One line: which step was kept, under which limit, and what it costs against the start (a kept
+    step's KeptCheckWarning is not repeated here: PruneResult.kept_warning says it, where wanted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KeptCheckWarning)
+        k, by = result.pick(budget, max_drop, ram_budget)
     s, s0 = result.steps[k], result.steps[0]
     drop = result.drop(k)
-    lost = (f"{-drop * 100:+.2f} accuracy points" if s0.accuracy is not None
-            else f"{drop:+.2%} validation error")
+    lost = (f"{_signed(-drop * 100, '.2f')} accuracy points" if s0.accuracy is not None
+            else f"{_signed(drop * 100, '.2f')}% validation error")
     limits = []
     if budget is not None:
         limits.append(f"budget {memory.format_bytes(budget)} ({budget} B at {dtype})")
@@ -501,9 +526,21 @@ def choice_summary(result: PruneResult, budget: int | None, max_drop: float | No
                 else f" (no network within the max drop fits {budgets}, so this one loses more)")
     acc = "" if s.accuracy is None else f", validation accuracy {s.accuracy:.4f}"
     ram = "" if s.ram_bytes is None else f" flash, {s.ram_bytes} B RAM"
+    if s.n_removed == 0:  # nothing to say against the start: it is the start
+        why = (f"the network already fits {budgets}" if by == "budget" else
+               "no removal stays within the max drop" if budgets is None else
+               f"the network already fits {budgets} and no removal stays within the max drop")
+        return (f"kept step 0: {why} [{', '.join(limits)}]: nothing removed; {s.bytes} B{ram}{acc}, "
+                f"validation error {s.error:.4g}")
     return (f"kept step {k} by {why} [{', '.join(limits)}]: {s.n_removed} neurons removed "
             f"({s.fraction_removed:.0%}), kept {s.kept}, {s.bytes} B{ram}{acc}, validation error {s.error:.4g} "
             f"({lost} against the start)")
+
+
+def _signed(x: float, spec: str) -> str:
+    """``x`` with its sign, as ``format(x, "+" + spec)``, but never "-0.00" (a loss that rounds to nothing)."""
+    text = format(x, "+" + spec)
+    return "+" + text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _drop_text(max_drop: float, classification: bool) -> str:

@@ -1,11 +1,14 @@
 """TFLite model files -> an equivalent ``nn.Sequential`` (the ``tflite`` schema bindings; no TensorFlow).
 
-Accepted: one subgraph with one float input and one output, and a chain of
+Accepted: one subgraph with one input (float32, or int8 in a full-integer model: ``_input_type``) and
+one output, and a chain of
     FULLY_CONNECTED and CONV_2D (fused NONE/RELU/RELU6/TANH), DEPTHWISE_CONV_2D with one input channel
-    (an ordinary convolution with ``depth_multiplier`` outputs), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
+    (an ordinary convolution with ``depth_multiplier`` outputs) or with channel multiplier 1 (a depthwise
+    ``nn.Conv2d`` with ``groups`` = channels), MAX_POOL_2D, AVERAGE_POOL_2D (no padding),
     PAD (zeros) before a VALID convolution and PADV2 (the lowest float) before a VALID max pool, as
     shrinknet's own export writes padding SAME cannot express; RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU,
-    RELU6, LEAKY_RELU, DEQUANTIZE of weights, QUANTIZE/
+    RELU6, LEAKY_RELU, DEQUANTIZE of weights, a RESHAPE's shape computed from the input's SHAPE (Keras'
+    Flatten, by TensorFlow's converter), QUANTIZE/
     DEQUANTIZE of activations (dropped), and a final SOFTMAX (beta 1), which is taken off.
 Weights: float32, float16 and int8/int32 with quantization parameters (per tensor or per channel along
 ``quantized_dimension``: w = scale * (q - zero_point), the schema's QuantizationParameters) are all
@@ -36,10 +39,12 @@ from torch import nn
 from ...errors import InputError
 from .common import finish, read_bounded, tensor
 
-SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel), MAX_POOL_2D, AVERAGE_POOL_2D, "
+SUPPORTED = ("FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D (1 input channel or multiplier 1), MAX_POOL_2D, AVERAGE_POOL_2D, "
              "PAD/PADV2 before them, RESHAPE, TRANSPOSE, LOGISTIC, TANH, RELU, RELU6, LEAKY_RELU, DEQUANTIZE, QUANTIZE, final SOFTMAX")
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 7: np.int16}
 _FUSED = {0: None, 1: nn.ReLU, 3: nn.ReLU6, 4: nn.Tanh}
+_SHAPE_MATH = {"STRIDED_SLICE", "SLICE", "PACK", "CONCATENATION", "GATHER", "CAST", "SQUEEZE", "EXPAND_DIMS",
+               "RESHAPE", "MUL", "REDUCE_PROD"}
 
 
 def load(path) -> nn.Sequential:
@@ -91,6 +96,7 @@ class _Walk:
         self.perm_next = None  # (C, H, W) of NHWC maps flattened: the next Linear's columns are (h, w, c)
         self.pad = None  # ((pad_h, pad_w), "zero"/"lowest", operator) of a PAD waiting for its conv or pool
         self.in_shape, self.in_layout = None, "flat"
+        self.shape_tensors: set[int] = set()  # outputs of _shape_ops (a RESHAPE's computed target shape)
 
     # -- tensors -------------------------------------------------------------------------------
     def shape(self, i: int) -> tuple:
@@ -145,11 +151,10 @@ class _Walk:
             raise InputError(f"the model has {g.InputsLength()} inputs and {g.OutputsLength()} outputs; "
                              "shrinknet prunes networks with one of each")
         first, out = int(g.Inputs(0)), int(g.Outputs(0))
-        if self.g.Tensors(first).Type() != 0:
-            raise InputError("the model's input is not float32 (a full-integer model); convert it with float "
-                             "input and output, or give the float model")
+        self._input_type(first, out)
         ops = [g.Operators(k) for k in range(g.OperatorsLength())]
         folded = {k for k, op in enumerate(ops) if self._is_const_op(op)}  # weights' DEQUANTIZE ops
+        folded |= self._shape_ops(ops)
         readers: dict[int, list] = {}
         for k, op in enumerate(ops):
             if k in folded:
@@ -157,7 +162,7 @@ class _Walk:
             for i in op.InputsAsNumpy() if op.InputsLength() else ():
                 readers.setdefault(int(i), []).append(k)
         for k, op in enumerate(ops):  # an operator that joins two activations is named first, wherever it is
-            acts = [int(i) for i in op.InputsAsNumpy() if i >= 0 and self.const(int(i)) is None] if op.InputsLength() else []
+            acts = self._act_inputs(op)
             if k not in folded and len(acts) > 1:
                 raise InputError(f"operator {k} ({self.opname(op)}) combines two activations (tensors {acts}), as a "
                                  "residual or branch does: shrinknet prunes chains of layers only")
@@ -185,6 +190,27 @@ class _Walk:
             self.note("the file reads NHWC images: give data as (N, H, W, C); shrinknet permutes it to (N, C, H, W)")
         return finish(self.mods, self.notes, self.in_shape, self.in_layout)
 
+    def _input_type(self, first: int, out: int) -> None:
+        """float32 input, or int8 input with its (scale, zero point): a full-integer model (TFLite's int8
+        spec, as ai-edge-quantizer's static_wi8_ai8 and shrinknet's --integer-only write it). Its int8
+        weights and int32 biases are dequantized like any quantized weight; the int8 quantization of the
+        activations is dropped, so the parsed network reads and returns float (x = scale * (q - zero_point))."""
+        t = self.g.Tensors(first)
+        if t.Type() == 0:
+            return
+        q = t.Quantization()
+        if t.Type() != 9 or q is None or q.ScaleLength() != 1:
+            kind = {9: "int8 without one scale", 3: "uint8", 7: "int16", 1: "float16"}.get(t.Type(), f"type {t.Type()}")
+            raise InputError(f"the model's input is {kind}; shrinknet reads float32 models and full-integer int8 ones "
+                             "(TFLite's int8 spec, one input scale)")
+        scale, zp = float(q.ScaleAsNumpy()[0]), int(q.ZeroPointAsNumpy()[0]) if q.ZeroPointLength() else 0
+        oq = self.g.Tensors(out).Quantization()
+        oscale = f"{float(oq.ScaleAsNumpy()[0]):.6g}" if oq is not None and oq.ScaleLength() == 1 else "?"
+        self.note(f"full-integer model read as float: int8 weights and int32 biases dequantized, the int8 quantization "
+                  f"of the activations dropped (the file reads q = round(x / {scale:.6g}) {'-' if zp < 0 else '+'} "
+                  f"{abs(zp)}; the parsed network reads x and returns floats, which differ from the file's dequantized "
+                  f"outputs by a few of its output steps of {oscale})")
+
     def opname(self, op) -> str:
         c = self.model.OperatorCodes(op.OpcodeIndex())
         code = max(_builtin_code(c), c.DeprecatedBuiltinCode())  # the schema's rule for the two fields
@@ -193,7 +219,26 @@ class _Walk:
         return self.names.get(code, f"op code {code}")
 
     def _act_inputs(self, op) -> list[int]:
-        return [int(i) for i in op.InputsAsNumpy() if i >= 0 and self.const(int(i)) is None] if op.InputsLength() else []
+        return [int(i) for i in op.InputsAsNumpy() if i >= 0 and self._is_act(int(i))] if op.InputsLength() else []
+
+    def _is_act(self, i: int) -> bool:
+        """Tensor i carries an activation: it holds no constant and no shape computed by ``_shape_ops``."""
+        return i not in self.shape_tensors and self.const(i) is None
+
+    def _shape_ops(self, ops) -> set[int]:
+        """Operators that only compute a RESHAPE's target shape: a SHAPE of an activation, then shape
+        arithmetic on its output and constants (Keras' Flatten with a free batch dimension, as TensorFlow's
+        converter writes it: SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE). The RESHAPE itself is read from its
+        tensors' declared shapes, so these are left out of the chain."""
+        found: set[int] = set()
+        for k, op in enumerate(ops):
+            name = self.opname(op)
+            ins = [int(i) for i in op.InputsAsNumpy() if i >= 0] if op.InputsLength() else []
+            if name == "SHAPE" or (name in _SHAPE_MATH and ins and any(i in self.shape_tensors for i in ins)
+                                   and all(i in self.shape_tensors or self.const(i) is not None for i in ins)):
+                found.add(k)
+                self.shape_tensors.update(int(o) for o in op.OutputsAsNumpy())
+        return found
 
     def _is_const_op(self, op) -> bool:
         """A DEQUANTIZE of a weight (float16 or int8 stored, dequantized by the runtime before use)."""
@@ -223,7 +268,7 @@ class _Walk:
         name = self.opname(op)
         ins = [int(i) for i in op.InputsAsNumpy()]
         out = int(op.Outputs(0))
-        acts = [i for i in ins if i >= 0 and self.const(i) is None]
+        acts = [i for i in ins if i >= 0 and self._is_act(i)]
         if len(acts) > 1:
             raise InputError(f"operator {k} ({name}) combines two activations (tensors {acts}), as a residual or "
                              "branch does: shrinknet prunes chains of layers only")
@@ -304,17 +349,20 @@ class _Walk:
         b = self.const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
         if W is None or W.ndim != 4:
             raise InputError(f"operator {k} ({name}) has no constant 4-D kernel")
+        groups = 1
         if name == "DEPTHWISE_CONV_2D":
-            if sin[3] != 1:
-                raise InputError(f"operator {k} (DEPTHWISE_CONV_2D) reads {sin[3]} channels: a depthwise convolution "
-                                 "(groups > 1); shrinknet reads it only with one input channel")
-            W = W.transpose(3, 0, 1, 2)  # (1, H, W, M) -> (M, 1, H, W): M filters over the one channel
+            if sin[3] != 1 and W.shape[3] != sin[3]:
+                raise InputError(f"operator {k} (DEPTHWISE_CONV_2D) reads {sin[3]} channels with channel multiplier "
+                                 f"{W.shape[3] // max(sin[3], 1)}: shrinknet reads depthwise convolutions with "
+                                 "multiplier 1 (or one input channel)")
+            groups = sin[3]  # 1, or C with multiplier 1: filter c reads channel c alone
+            W = W.transpose(3, 0, 1, 2)  # (1, H, W, C*M) -> (C*M, 1, H, W)
         else:
             W = W.transpose(0, 3, 1, 2)  # OHWI -> OIHW
         dh, dw = o.DilationHFactor(), o.DilationWFactor()
         pad = self._pads(k, name, o, sin, sout, W.shape[2], W.shape[3], dh, dw)
-        conv = nn.Conv2d(W.shape[1], W.shape[0], W.shape[2:], stride=(o.StrideH(), o.StrideW()), padding=pad,
-                         dilation=(dh, dw), bias=b is not None)
+        conv = nn.Conv2d(W.shape[1] * groups, W.shape[0], W.shape[2:], stride=(o.StrideH(), o.StrideW()), padding=pad,
+                         dilation=(dh, dw), groups=groups, bias=b is not None)
         conv.weight = nn.Parameter(tensor(W))
         if b is not None:
             conv.bias = nn.Parameter(tensor(b))

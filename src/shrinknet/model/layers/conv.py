@@ -111,20 +111,7 @@ class Conv:
         return n_in * kh * kw
 
     def module(self, dims: int) -> nn.Module:
-        o, c, kh, kw = self.weight.shape
-        if dims == 1:
-            m = nn.Conv1d(c, o, kw, self.stride[1], self.padding[1], self.dilation[1], bias=self.bias is not None,
-                          dtype=self.weight.dtype, device=self.weight.device)
-            w = self.weight[:, :, 0]
-        else:
-            m = nn.Conv2d(c, o, (kh, kw), self.stride, self.padding, self.dilation, bias=self.bias is not None,
-                          dtype=self.weight.dtype, device=self.weight.device)
-            w = self.weight
-        with torch.no_grad():
-            m.weight.copy_(w)
-            if self.bias is not None:
-                m.bias.copy_(self.bias)
-        return m
+        return torch_conv(self.weight, self.bias, self.stride, self.padding, self.dilation, dims)
 
     def describe(self) -> str:
         o, c, kh, kw = self.weight.shape
@@ -173,3 +160,20 @@ class Conv:
                     {dst}[(o * {OH} + oh) * {OW} + ow] = acc;
                 }}
     }}"""
+
+
+def torch_conv(weight: Tensor, bias: Tensor | None, stride, padding, dilation, dims: int,
+               groups: int = 1) -> nn.Module:
+    """The ``nn.Conv1d``/``nn.Conv2d`` holding ``weight`` (o, c/groups, kh, kw; kh = 1 when ``dims`` is 1,
+    and then the second entry of stride, padding and dilation is the one used) and ``bias``."""
+    o, c, kh, kw = weight.shape
+    kw_ = dict(groups=groups, bias=bias is not None, dtype=weight.dtype, device=weight.device)
+    if dims == 1:
+        m, w = nn.Conv1d(c * groups, o, kw, stride[1], padding[1], dilation[1], **kw_), weight[:, :, 0]
+    else:
+        m, w = nn.Conv2d(c * groups, o, (kh, kw), stride, padding, dilation, **kw_), weight
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if bias is not None:
+            m.bias.copy_(bias)
+    return m

@@ -32,10 +32,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.grad import conv2d_input
+
+from .conv import torch_conv
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,8 @@ class Depthwise:
         return math.prod(out_shape) * kh * kw
 
     def module(self, dims: int) -> nn.Module:
-        c, _, kh, kw = self.weight.shape
-        if dims == 1:
-            m = nn.Conv1d(c, c, kw, self.stride[1], self.padding[1], self.dilation[1], groups=c,
-                          bias=self.bias is not None, dtype=self.weight.dtype, device=self.weight.device)
-            w = self.weight[:, :, 0]
-        else:
-            m = nn.Conv2d(c, c, (kh, kw), self.stride, self.padding, self.dilation, groups=c,
-                          bias=self.bias is not None, dtype=self.weight.dtype, device=self.weight.device)
-            w = self.weight
-        with torch.no_grad():
-            m.weight.copy_(w)
-            if self.bias is not None:
-                m.bias.copy_(self.bias)
-        return m
+        return torch_conv(self.weight, self.bias, self.stride, self.padding, self.dilation, dims,
+                          groups=self.weight.shape[0])
 
     def describe(self) -> str:
         c, _, kh, kw = self.weight.shape

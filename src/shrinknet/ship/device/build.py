@@ -57,6 +57,7 @@ CPUS = {
     "cortex-m4": Cpu("cortex-m4", "cortex_m4+vfp4d16sp", "thumb-freestanding-eabihf", "UC_CPU_ARM_CORTEX_M4", True),
     "cortex-m7": Cpu("cortex-m7", "cortex_m7+fp_armv8d16", "thumb-freestanding-eabihf", "UC_CPU_ARM_CORTEX_M7", True),
 }
+CPU_NAMES = tuple(CPUS)  # the cores ``shrinknet device --cpu`` accepts (its --help lists these)
 
 
 def cpu(name: str) -> Cpu:

@@ -226,9 +226,13 @@ def run_integer_net(inet, q_inputs, cpu: str = "cortex-m0plus", workdir=None, pr
 
 
 def macs_of(net) -> int:
-    """Multiply-accumulates of one inference of a parsed network (every Linear and Conv)."""
+    """Multiply-accumulates of one inference of a parsed network (every Linear and Conv, and every
+    depthwise Conv in a block's tail)."""
     shapes = net.map_shapes()
-    return sum(b.param.macs(shapes[k][0]) for k, b in enumerate(net.blocks)) if shapes else 0
+    if not shapes:
+        return 0
+    return sum(b.param.macs(shapes[k][0]) + sum(op.macs(shapes[k][i + 1]) for i, op in b.weighted)
+               for k, b in enumerate(net.blocks))
 
 
 __all__ = ["DeviceReport", "run_on_device", "run_integer_net", "count_thumb", "macs_of"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 
 from .. import runs as runs_io
+from ...choose.sanity import KeptCheckWarning
 from ...store.memory import format_bytes
 from ...score.saliency import METHODS
 
@@ -120,6 +122,8 @@ def point_text(point: dict, config: dict) -> str:
         {"dtype": config.get("dtype"), "refit": None if kind == "scratch" else config.get("refit")}
     made.update({k: point[k] for k in ("dtype", "refit") if k in point})
     made["dtype"] = made["dtype"] or "float32"
+    if kind in ("run", "finetuned") and config.get("integer_only"):
+        made["integer_only"] = True  # the run's own networks are full-integer
     if kind == "scratch":
         return f"from scratch, {made['dtype']} (each seed)"
     text = runs_io.variant_name(made)
@@ -130,8 +134,9 @@ def _labels(runs: list[dict]) -> list[str]:
     """Distinct labels: the run name (or "algorithm method") and its storage dtype ("..., int8"; left
     out when the name already says it); a label shared by several runs gets as much of its directory
     path as tells them apart, and failing that its position (#i)."""
-    base = [_with_dtype(r.get("name") or "{algorithm} {method}".format(**r["result"].config),
-                        r["result"].config.get("dtype") or "float32") for r in runs]
+    base = [_with_dtype(_name(r),
+                        (r["result"].config.get("dtype") or "float32")
+                        + (" full-integer" if r["result"].config.get("integer_only") else "")) for r in runs]
     same = [b.replace("_", " ").casefold() for b in base]  # "brute_force" and "Brute force" read alike
     count = Counter(same)
     labels = list(base)
@@ -147,6 +152,14 @@ def _labels(runs: list[dict]) -> list[str]:
             tail = "/".join(p[-depth:]) if p and len(set(tails)) == len(tails) else f"#{n + 1}"
             labels[i] = f"{base[i]} ({tail})"
     return labels
+
+
+def _name(run: dict) -> str:
+    """The run's name; the default one (older runs stored "iterative brute_force") as runs.run_label spells it."""
+    cfg = run["result"].config
+    name = run.get("name")
+    default = runs_io.run_label(cfg["algorithm"], cfg["method"])
+    return default if not name or name.replace("_", " ") == default else name
 
 
 def _with_dtype(name: str, dtype: str) -> str:
@@ -185,7 +198,9 @@ def _kept(result) -> tuple[int, str] | str | None:
     if budget is None and drop is None and ram is None:
         return None
     try:
-        return result.pick(budget, drop, ram)
+        with warnings.catch_warnings():  # a drawing re-reads a finished run: prune said what there was to say
+            warnings.simplefilter("ignore", KeptCheckWarning)
+            return result.pick(budget, drop, ram)
     except ValueError as e:
         return str(e)
 

@@ -287,10 +287,10 @@ def _size_figure(size: dict):
         for name, b in run["export_bytes"].items():
             if b != kept:
                 by_size.setdefault(b, []).append(name)
-        for b, names in sorted(by_size.items()):
+        for b, files in sorted(by_size.items()):
             who = f" ({run['label']})" if len(runs) > 1 else ""
             ax.axvline(b, color=run["color"], linestyle=":", linewidth=1.2,
-                       label=f"{', '.join(names)}: {format_bytes(int(b))}{who}")
+                       label=f"{', '.join(files)}: {format_bytes(int(b))}{who}")
             marks.append(b)
     _bytes_axis(ax, "x", [*(v for r in runs for v in r["bytes"]), *marks])
     ax.set_xlabel("flash: bytes of weights and biases at each run's storage dtype")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import names
 from .. import runs as runs_io
+from ...errors import InputError
 from ...util.files import staged_dir, write_bytes, write_text
 from ...store.memory import format_bytes
 from .data import FIGURES, FRACTIONS, _drop_text, _finite, _fmt, _kept, _labels, figure_data
@@ -76,6 +77,12 @@ def write_report(run_dirs, out_dir: str | os.PathLike, title: str | None = None,
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     if not run_dirs:
         raise ValueError("no run directories given: pass directories written by 'shrinknet prune'")
+    seen = {}
+    for d in run_dirs:  # the same run twice would draw one curve over itself under two labels
+        key = Path(d).resolve()
+        if key in seen:
+            raise InputError(f"run {d} is given twice ({seen[key]} is the same directory): give each run once")
+        seen[key] = d
     runs = [_load(d) for d in run_dirs]
     formats = _check_formats(formats)
     data = figure_data(runs)
@@ -279,26 +286,32 @@ def _device_table(runs: list[dict], labels: list[str]) -> str:
     """What ``shrinknet device`` measured on the emulated cores, per run that has it (run.json extras)."""
     parts = []
     for r, label in zip(runs, labels):
-        dev = (r.get("extras") or {}).get("device")
-        if not dev:
-            continue
-        rows = [[name, cpu, rep["flash_bytes"], rep["ram_bytes"], rep["instructions_per_inference"],
-                 rep["instructions_per_mac"], 1e3 * rep["latency_s"],
-                 _device_check(rep), ", ".join(rep.get("softfloat", [])[:3])]
-                for name, key in (("integer-only C", "integer_c"), ("float32 C", "float32_c"))
-                for cpu, rep in dev.get(key, {}).items()]
-        mhz = dev["clock_hz"] / 1e6
-        parts.append(f"<h3>{names.html_text(label)}</h3>" + _table(
-            ["variant", "cpu", "flash B", "RAM B", "instructions / inference", "instructions / MAC",
-             f"ms at {mhz:g} MHz", "check", "soft-float calls"], rows))
-        tflm = dev.get("tflm") or {}
-        notes = [dev.get("note", ""), f"activations calibrated on {dev.get('calibration', '?')}"]
-        if tflm.get("arena_bytes") is not None:
-            notes.append(f"TFLite Micro arena {tflm['arena_bytes']} B for the same int8 network")
-        if dev.get("accuracy_integer") is not None:
-            notes.append(f"accuracy float {dev['accuracy_float']:.4f}, integer-only {dev['accuracy_integer']:.4f}")
-        parts.append(f'<p class="note">{names.html_text("; ".join(n for n in notes if n))}.</p>')
+        found = (r.get("extras") or {}).get("device") or []
+        for dev in [found] if isinstance(found, dict) else found:  # one clock's figures (older runs) or a list
+            parts.extend(_device_clock(dev, label))
     return "\n".join(["<h2>On the device</h2>", *parts]) if parts else ""
+
+
+def _device_clock(dev: dict, label: str) -> list[str]:
+    """One clock's table of ``shrinknet device`` figures and its note."""
+    parts = []
+    rows = [[name, cpu, rep["flash_bytes"], rep["ram_bytes"], rep["instructions_per_inference"],
+             rep["instructions_per_mac"], 1e3 * rep["latency_s"],
+             _device_check(rep), ", ".join(rep.get("softfloat", [])[:3])]
+            for name, key in (("integer-only C", "integer_c"), ("float32 C", "float32_c"))
+            for cpu, rep in dev.get(key, {}).items()]
+    mhz = dev["clock_hz"] / 1e6
+    parts.append(f"<h3>{names.html_text(f'{label}, clock {mhz:g} MHz')}</h3>" + _table(
+        ["variant", "cpu", "flash B", "RAM B", "instructions / inference", "instructions / MAC",
+         f"ms at {mhz:g} MHz", "check", "soft-float calls"], rows))
+    tflm = dev.get("tflm") or {}
+    notes = [dev.get("note", ""), f"activations calibrated on {dev.get('calibration', '?')}"]
+    if tflm.get("arena_bytes") is not None:
+        notes.append(f"TFLite Micro arena {tflm['arena_bytes']} B for the same int8 network")
+    if dev.get("accuracy_integer") is not None:
+        notes.append(f"accuracy float {dev['accuracy_float']:.4f}, integer-only {dev['accuracy_integer']:.4f}")
+    parts.append(f'<p class="note">{names.html_text("; ".join(n for n in notes if n))}.</p>')
+    return parts
 
 
 def _device_check(rep: dict) -> str:
