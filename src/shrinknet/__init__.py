@@ -15,6 +15,7 @@ from .ship.modelio import load_model, save_model
 from .model.mlp import Net
 from .model.network import Network
 from .model.parse import as_net
+from .model.residual import Residual
 from .choose.config import PruneConfig
 from .choose.prune import ALGORITHMS, prune
 from .choose.result import PruneResult, Step
@@ -39,6 +40,7 @@ __all__ = [
     "Network",
     "PruneConfig",
     "PruneResult",
+    "Residual",
     "Step",
     "__version__",
     "as_net",

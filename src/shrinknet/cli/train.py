@@ -35,15 +35,18 @@ from ..workflows.inputs import HIDDEN_ACTIVATIONS, check_widths, data_with_heldo
 @click.option("--standardize", is_flag=True, help="Train on inputs scaled to mean 0, std 1 (training split), then fold "
               "the scaling into the first layer: the saved model and its exports take raw inputs. With --arch cnn "
               "each input channel is divided by its std, not centred (that folds exactly into a zero-padded conv).")
-@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn", "dscnn"]),
+@click.option("--arch", default="mlp", show_default=True, type=click.Choice(["mlp", "cnn", "dscnn", "resnet"]),
               help="cnn: per --channels entry conv 3x3 (conv 3 on a C,L signal) -> BatchNorm -> activation -> "
                    "max pool 2, then one Linear layer (BatchNorm is folded into the convolutions when saved). "
                    "dscnn: a small stand-in for MLPerf Tiny's DS-CNN: conv 3 stride 2, then per further --channels "
                    "entry depthwise conv 3 -> pointwise 1x1 conv (each with BatchNorm and activation), global "
-                   "average pooling, one Linear layer. Both take --shape.")
+                   "average pooling, one Linear layer. resnet: a small stand-in for MLPerf Tiny's ResNet-8 (CIFAR-10 "
+                   "cannot be downloaded here): conv 3, then per --channels entry a residual stage (two conv 3, "
+                   "identity skip in the first, 1x1 stride-2 projection in the others), global average pooling, "
+                   "one Linear layer. All take --shape.")
 @click.option("--channels", default=None, callback=lambda c, p, v: v if v is None else _hidden(v),
-              help="With --arch cnn/dscnn: output channels of the conv blocks (default: 8,16 for cnn; 16,32,32 for "
-                   "dscnn: the first convolution, then each separable block).")
+              help="With --arch cnn/dscnn/resnet: output channels of the conv blocks (default: 8,16 for cnn; 16,32,32 "
+                   "for dscnn: the first convolution, then each separable block; 16,32,64 for resnet: each stage).")
 @click.option("--shape", "shape", default=None,
               help="View each instance as an image or signal: 'image' (mnist5k 1x20x20, mnist5k-784 1x28x28, "
                    "digits 1x8x8, mnist1d 1x40) or C,H,W / C,L (a signal: Conv1d). Default with --arch cnn: image.")
@@ -66,11 +69,11 @@ def train(ctx, data, hidden, activation, out_activation, loss, epochs, patience,
         out_activation = "none" if loss == "cross_entropy" else "sigmoid"
     _check_out(out, inputs=[_data_path(data)], overwrite=overwrite)
     if arch == "mlp" and shape is not None:
-        raise UserError("--shape is for --arch cnn or dscnn (an MLP reads flat feature rows)")
-    conv = arch in ("cnn", "dscnn")
+        raise UserError("--shape is for --arch cnn, dscnn or resnet (an MLP reads flat feature rows)")
+    conv = arch in ("cnn", "dscnn", "resnet")
     activation = activation or ("relu" if conv else "sigmoid")
     if channels is None:
-        channels = [8, 16] if arch == "cnn" else [16, 32, 32]
+        channels = {"cnn": [8, 16], "dscnn": [16, 32, 32], "resnet": [16, 32, 64]}.get(arch, [16, 32, 32])
     if arch == "dscnn" and len(channels) < 2:
         raise UserError("--arch dscnn needs at least two --channels (the first convolution and one separable block)")
     ds = datasets.load(data, seed=seed, size=size, task=task)

@@ -8,7 +8,9 @@ LeakyReLU becomes a :class:`SeqNet` (``parse``). :func:`as_net`, the entry point
 A depthwise convolution (groups = in_channels = out_channels) is not a layer of its own: it joins
 the tail of the block whose channels it reads (layers/depthwise.py), its channel c riding along
 with that block's unit c. Other grouped convolutions, a channel multiplier > 1, and custom
-modules (residual additions, concatenations) are refused with one line.
+modules inside the Sequential are refused with one line. ``shrinknet.Residual(block, projection)``
+(model/residual.py) is a residual addition: its block's layers join the chain, and the addition
+joins channels into groups (layers/resnet.py: the network is then a ``ResNet``).
 
 BatchNorm (eval mode, running statistics) right after a Conv, Linear or depthwise conv is folded into it exactly:
     y = gamma (x - mean) / sqrt(var + eps) + beta  =>  W' = s W, b' = s (b - mean) + beta,
@@ -28,6 +30,8 @@ from .layers.conv import Conv
 from .layers.depthwise import Depthwise
 from .layers.linear import Dense
 from .layers.net import Block, SeqNet
+from .layers.resnet import Add, ResNet
+from .residual import Residual
 from .layers.pool import AdaptiveAvgPool, AvgPool, MaxPool
 from .mlp import Net
 from .network import Network
@@ -37,17 +41,33 @@ SUPPORTED = ("nn.Conv1d/Conv2d (groups=1, or depthwise: groups=in_channels=out_c
              "nn.AdaptiveAvgPool1d/2d, nn.Flatten (nn.Identity and nn.Dropout are skipped)")
 
 _GENERAL_ONLY = (nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU6, nn.LeakyReLU, nn.MaxPool1d,
-                 nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)
+                 nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten,
+                 Residual)
 
 
 _SKIPPED = (nn.Identity, nn.Dropout)
 _MLP_SUPPORTED = "nn.Linear, nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softplus (nn.Identity and nn.Dropout are skipped)"
 
 
+class _Open(tuple):
+    """Where a ``Residual`` starts (its branch follows) in the flattened walk."""
+
+
+class _Close(tuple):
+    """Where a ``Residual`` ends: its addition."""
+
+
 def _flatten(seq: nn.Sequential, prefix: str = ""):
     for name, m in seq.named_children():
         if isinstance(m, nn.Sequential):
             yield from _flatten(m, f"{prefix}{name}.")
+        elif isinstance(m, Residual):  # marks around its branch's layers (parse reads them)
+            yield f"{prefix}{name}", _Open((m,))
+            if isinstance(m.block, nn.Sequential):
+                yield from _flatten(m.block, f"{prefix}{name}.block.")
+            else:
+                yield f"{prefix}{name}.block", m.block
+            yield f"{prefix}{name}", _Close((m,))
         else:
             yield f"{prefix}{name}", m
 
@@ -158,16 +178,40 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
             sources.append(tuple(src))
         param, tail, src = None, [], []
 
-    named = dict(_flatten(model))
-    for name, m in named.items():
+    items = list(_flatten(model))
+    named = {n: m for n, m in items if not isinstance(m, tuple)}
+    adds: list[Add] = []
+    res = None  # (name, source block) of the Residual whose branch is being read
+    after_add = False  # the current block's last op is a residual addition (nothing folds into it)
+    for name, m in items:
         where = f"layer {name} ({type(m).__name__})"
+        if isinstance(m, _Open):
+            if res is not None:
+                raise TypeError(f"Residual {name} is nested inside Residual {res[0]}: shrinknet reads residual "
+                                "blocks one after another, not one inside another")
+            if param is None and not blocks or flat or (param or blocks[-1].param).kind != "conv":
+                raise TypeError(f"Residual {name} must follow a convolution (its skip is that layer's output); a residual "
+                                "first in the network or after a Linear/Flatten is not supported")
+            close()
+            res, after_add = (name, len(blocks) - 1), False
+            continue
+        if isinstance(m, _Close):
+            adds.append(_residual_add(name, m[0], res[1], len(blocks), param, tail, dims, blocks))
+            res, after_add = None, True
+            continue
         if isinstance(m, (nn.Identity, nn.Dropout)):
             continue
+        if res is not None and isinstance(m, (nn.Linear, nn.Flatten)):
+            raise TypeError(f"{where} inside Residual {res[0]}: a residual branch holds convolutions, BatchNorm, "
+                            "activations and pooling only")
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
             d = 1 if isinstance(m, nn.Conv1d) else 2
             if m.padding_mode != "zeros":
                 raise TypeError(f"{where} has padding_mode={m.padding_mode!r}; shrinknet handles 'zeros' only")
             if m.groups != 1:
+                if adds or res is not None:
+                    raise TypeError(f"{where}: a depthwise convolution in a network with residual additions is not "
+                                    "supported (its removed channel's constant cannot be folded through the sum)")
                 tail.append(_depthwise(m, where, d, param, flat, dims))
                 dw_names.append(name)
                 src.append((name, "depthwise"))
@@ -182,7 +226,7 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                 if m.in_channels != prev:
                     raise TypeError(f"{where} has in_channels={m.in_channels} but the layer before has {prev} outputs")
             close()
-            dims = d
+            dims, after_add = d, False
             W = m.weight.detach()
             if d == 1:
                 W = W.unsqueeze(2)  # (o, c, 1, k)
@@ -207,6 +251,7 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                 if not prev_conv and block != 1:
                     raise TypeError(f"{where} has in_features={m.in_features} but the layer before has {prev} outputs")
             close()
+            after_add = False
             param = Dense(m.weight.detach(), None if m.bias is None else m.bias.detach(), block)
             pname = name
             src = [(name, "param")]
@@ -226,8 +271,9 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
                 notes.append(f"{type(m).__name__} (module {name}) folded into the {type(named[dw_names[-1]]).__name__} "
                              f"before it (module {dw_names[-1]}); exact: eval-mode statistics")
                 continue
-            if param is None or tail:
-                raise TypeError(f"{where} does not directly follow a Conv or Linear layer; only then can it be folded")
+            if param is None or tail or after_add:
+                raise TypeError(f"{where} does not directly follow a Conv or Linear layer (a residual addition is not "
+                                "one); only then can it be folded")
             if m.num_features != param.out_units:
                 raise TypeError(f"{where} has {m.num_features} features but the layer before has {param.out_units}")
             param = _fold(param, m)
@@ -252,9 +298,10 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
         a = A.from_module_general(m)
         if a is None:
             if not type(m).__module__.startswith("torch.nn"):  # a custom module: its forward is not read
-                raise TypeError(f"{where} is a custom module, which shrinknet does not read: residual additions, "
-                                "concatenations and other branches are not supported yet (a chain in nn.Sequential "
-                                f"is); shrinknet handles {SUPPORTED}")
+                raise TypeError(f"{where} is a custom module, which shrinknet does not read inside an nn.Sequential "
+                                "(residual additions, concatenations and other branches): write a residual as "
+                                "shrinknet.Residual(block, projection), or give the custom model itself (traced by "
+                                f"torch.fx); shrinknet handles {SUPPORTED}")
             raise TypeError(f"{where} is not supported: shrinknet handles {SUPPORTED}")
         if param is None:
             raise TypeError(f"{where} comes before any Conv or Linear layer; the network must start with one")
@@ -273,13 +320,59 @@ def parse(model: nn.Module, in_shape: tuple | None = None) -> SeqNet:
         raise TypeError(f"all layers must share one dtype and device, found {sorted(map(str, kinds))}")
     if not blocks[0].weight.dtype.is_floating_point:
         raise TypeError(f"weights must be floating point, got {blocks[0].weight.dtype}")
-    net = SeqNet(blocks, dims, None, notes, sources)
+    if adds and any(b.weighted for b in blocks):
+        raise TypeError("a depthwise convolution in a network with residual additions is not supported (its "
+                        "removed channel's constant cannot be folded through the sum)")
+    if adds:
+        net = ResNet(blocks, dims, None, notes, sources, adds)
+    else:
+        net = SeqNet(blocks, dims, None, notes, sources)
     in_shape = in_shape or getattr(model, "shrinknet_input_shape", None)  # set by SeqNet.to_sequential
     if in_shape is not None:
         net.bind(in_shape)
     elif blocks[0].param.kind == "linear" and not isinstance(next(iter(named.values()), None), nn.Flatten):
         net.in_shape = (blocks[0].weight.shape[1],)  # (a leading nn.Flatten: the instance shape is bound from data)
     return net
+
+
+def _residual_add(name: str, m: Residual, src: int, dst: int, param, tail, dims: int, blocks) -> Add:
+    """The addition a ``Residual`` makes: the output of block ``src`` (or its projection) into the
+    still open block ``dst`` before its tail op ``len(tail)``; TypeError with one line where it
+    is not a pure channel-for-channel sum of two maps of one group's channels."""
+    if param is None or dst == src + 1 and param is None:
+        raise TypeError(f"Residual {name}: its block has no convolution; shrinknet needs a layer with weights in it")
+    c_src = blocks[src].param.out_units
+    proj, pname = None, f"{name}.projection"
+    if m.projection is not None:
+        seq = list(m.projection) if isinstance(m.projection, nn.Sequential) else [m.projection]
+        seq = [x for x in seq if not isinstance(x, (nn.Identity, nn.Dropout))]
+        conv = seq[0] if seq else None
+        if isinstance(m.projection, nn.Sequential):
+            pname = f"{pname}.0"
+        if (not isinstance(conv, (nn.Conv1d, nn.Conv2d)) or conv.groups != 1 or len(seq) > 2
+                or len(seq) == 2 and not isinstance(seq[1], (nn.BatchNorm1d, nn.BatchNorm2d))):
+            raise TypeError(f"Residual {name}: its projection must be one nn.Conv1d/Conv2d (groups=1), optionally "
+                            "followed by its BatchNorm in an nn.Sequential")
+        d = 1 if isinstance(conv, nn.Conv1d) else 2
+        if d != dims or conv.padding_mode != "zeros":
+            raise TypeError(f"Residual {name}: its projection must be a {dims}-D convolution with zero padding")
+        if conv.in_channels != c_src:
+            raise TypeError(f"Residual {name}: its projection reads {conv.in_channels} channels but the skip has {c_src}")
+        W = conv.weight.detach()
+        proj = Conv(W.unsqueeze(2) if d == 1 else W, None if conv.bias is None else conv.bias.detach(),
+                    _pair(conv.stride, d), _pad(conv, f"Residual {name} projection", d), _pair(conv.dilation, d))
+        if len(seq) == 2:
+            if seq[1].training or seq[1].running_mean is None:
+                raise TypeError(f"Residual {name}: its projection's BatchNorm must be in eval mode with running statistics")
+            proj = _fold(proj, seq[1])
+        c_skip = proj.out_units
+    else:
+        c_skip = c_src
+    if c_skip != param.out_units:
+        raise TypeError(f"Residual {name} adds tensors with different channel counts ({param.out_units} from its "
+                        f"block, {c_skip} from its {'projection' if proj is not None else 'skip'}); give it a "
+                        "projection to match them")
+    return Add(src, dst, len(tail), proj, pname if proj is not None else "")
 
 
 def _depthwise(m, where: str, d: int, param, flat: bool, dims: int) -> Depthwise:

@@ -125,8 +125,10 @@ class Refitter:
         layers below; every layer goes through the storage round trip (``_store``)."""
         from ..model.layers import SeqNet
 
-        start = self.first_refit_layer(masks)
         net = self.net
+        if hasattr(net, "build_refit"):  # a network with its own wiring (layers/resnet.py: residual additions)
+            return net.build_refit(self, masks)
+        start = self.first_refit_layer(masks)
         if start is None and not self.rounds:
             return net
         blocks = list(net.blocks)

@@ -135,6 +135,14 @@ def scratch_baseline(model, X, T, X_val, T_val, X_test, T_test, loss: str = "mse
 
 def _builder(net, recipe: dict):
     """seed -> a freshly initialised network of ``net``'s shape, built as the recipe built the original."""
+    if recipe.get("arch") == "resnet":  # two channel groups per stage (train.resnet)
+        channels = recipe.get("channels") or []
+        if net.n_hidden != 2 * len(channels) or not recipe.get("input_shape"):
+            raise ValueError(f"the scratch baseline rebuilds train --arch resnet's network ({2 * len(channels)} channel "
+                             f"groups), but this network has {net.n_hidden}")
+        return lambda seed: train.resnet(recipe["input_shape"], net.out_features, channels,
+                                         recipe.get("activation", "relu"), recipe.get("out_activation", "identity"),
+                                         seed=seed, dtype=net.dtype, widths=net.hidden_sizes)
     if recipe.get("arch") in train.ARCHS:  # cnn, dscnn: one hidden layer per entry of channels
         arch, channels = recipe["arch"], recipe.get("channels") or []
         if len(net.hidden_sizes) != len(channels) or not recipe.get("input_shape"):

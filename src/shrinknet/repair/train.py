@@ -119,7 +119,70 @@ def dscnn(in_shape, n_out: int, channels=DSCNN_CHANNELS, activation: str = "relu
     return _seeded(mods, out_activation, seed, in_shape)
 
 
-ARCHS = {"cnn": cnn, "dscnn": dscnn}  # convolutional architectures of ``train --arch``
+#: The default stage widths of ``train --arch resnet``: MLPerf Tiny's ResNet-8 (16, 32, 64).
+RESNET_CHANNELS = (16, 32, 64)
+
+
+def resnet(in_shape, n_out: int, channels=RESNET_CHANNELS, activation: str = "relu", out_activation: str = "identity",
+           seed: int = 0, dtype: torch.dtype = torch.float32, widths=None) -> nn.Sequential:
+    """A small residual network in the shape of MLPerf Tiny's ResNet-8 (a stand-in: its data,
+    CIFAR-10, cannot be downloaded here; shrinknet trains it on mnist5k-784 images): conv 3 (padding
+    1) -> BatchNorm -> activation with ``channels[0]`` channels, then one residual stage per entry
+    of ``channels``: ``shrinknet.Residual`` of conv 3 (stride 2 from the second stage on) -> BatchNorm
+    -> activation -> conv 3 -> BatchNorm, with an identity skip in the first stage and a 1x1 stride-2
+    projection (with BatchNorm) in the others, each followed by the activation; then global average
+    pooling, Flatten, Linear(n_out). For (C, H, W) images or (C, L) signals. ``widths``: every channel
+    group's width instead (the pruned network's ``hidden_sizes``, as the scratch baseline rebuilds
+    it): the stem's group, then per stage its inner conv and (from the second stage on) its output.
+    Returned in eval mode, like :func:`cnn`."""
+    from ..model.residual import Residual
+
+    in_shape = tuple(int(s) for s in in_shape)
+    channels = tuple(int(c) for c in channels)
+    if len(in_shape) not in (2, 3) or not channels:
+        raise ValueError(f"resnet needs an input shape (C, H, W) or (C, L) and at least one stage width, got "
+                         f"{in_shape} and {channels}")
+    if widths is None:
+        widths = [channels[0], channels[0]] + [w for c in channels[1:] for w in (c, c)]
+    widths = [int(w) for w in widths]
+    if len(widths) != 2 * len(channels):
+        raise ValueError(f"resnet with {len(channels)} stages has {2 * len(channels)} channel groups, got {len(widths)} widths")
+    dims = len(in_shape) - 1
+    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d) if dims == 1
+                      else (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d))
+
+    def act():
+        m = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
+        return [m] if m is not None else []
+
+    c = widths[0]
+    mods: list[nn.Module] = [Conv(in_shape[0], c, 3, padding=1, dtype=dtype), BN(c, dtype=dtype), *act()]
+    for i in range(len(channels)):
+        inner = widths[1] if i == 0 else widths[2 * i]
+        out = c if i == 0 else widths[2 * i + 1]
+        stride = 1 if i == 0 else 2
+        body = nn.Sequential(Conv(c, inner, 3, stride, 1, dtype=dtype), BN(inner, dtype=dtype), *act(),
+                             Conv(inner, out, 3, padding=1, dtype=dtype), BN(out, dtype=dtype))
+        proj = None if i == 0 else nn.Sequential(Conv(c, out, 1, stride, dtype=dtype), BN(out, dtype=dtype))
+        mods += [Residual(body, proj), *act()]
+        c = out
+    mods += [Pool(1), nn.Flatten(), nn.Linear(c, n_out, dtype=dtype)]
+    o = A.from_name(out_activation).to_module()
+    if o is not None:
+        mods.append(o)
+    model = nn.Sequential(*mods).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # torch's default init (uniform, bound 1/sqrt(fan in)), from our seeded generator
+        for m in model.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                bound = 1 / (m.weight[0].numel()) ** 0.5
+                m.weight.uniform_(-bound, bound, generator=gen)
+                m.bias.uniform_(-bound, bound, generator=gen)
+    model.shrinknet_input_shape = in_shape
+    return model
+
+
+ARCHS = {"cnn": cnn, "dscnn": dscnn, "resnet": resnet}  # convolutional architectures of ``train --arch``
 
 
 @dataclass

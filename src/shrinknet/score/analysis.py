@@ -142,10 +142,11 @@ def gain_curves(model, X, T, neurons, loss: str = "mse", alphas=None, mask=None)
             # x^(h+1) + the contribution of the change (alpha - 1) o_j for every alpha, through the next
             # layer cut to unit j's inputs (a neuron: (alpha - 1) o_j w_j, eq. 5; a channel: its map
             # through its kernel slice): (A, N, ...)
-            b = net.blocks[h]
-            if b.split < len(b.tail):  # a depthwise block: alpha scales the unit at its mask point, before
-                E = net.gate_error(loss_, data, masks, h)  # the depthwise conv (not linear in alpha after it)
-                o_h = b.mask_point(trace.x[h], masks[h])
+            groups = getattr(net, "groups", None)  # residual groups (layers/resnet.py): alpha is the group's gate
+            b = net.blocks[h if groups is None else groups[h][0]]
+            if groups is not None or b.split < len(b.tail):  # a depthwise block: alpha scales the unit at its
+                E = net.gate_error(loss_, data, masks, h)  # mask point, before the depthwise conv (not linear after it)
+                o_h = trace.o[groups[h][0]] if groups is not None else b.mask_point(trace.x[h], masks[h])
                 gates = torch.ones(len(a), o_h.shape[1], dtype=a.dtype, device=a.device)
                 gates[:, j] = a
                 err = torch.stack([E(g, o_h) for g in gates])
@@ -212,7 +213,8 @@ def correlated_pairs(model, X, T, loss: str = "mse", top: int = 10, mask=None) -
     rows = []
     with torch.no_grad():
         for h in range(net.n_hidden):
-            corr = unit_correlation(net, trace.o[h], h)
+            k = h if getattr(net, "groups", None) is None else net.groups[h][0]  # a residual group: its lowest
+            corr = unit_correlation(net, trace.o[k], k)  # member's contributions pick the pairs; their Delta E is exact
             for j, k, c in top_pairs(corr, masks[h], top):
                 dj, dk, both = (
                     float(net.switch_off_delta(loss_, data, masks, trace, h, js)) for js in ([j], [k], [j, k])

@@ -6,6 +6,8 @@
 
 Tensors are ``layers.K.weight`` (a 1-D convolution's kernel held as (o, c, 1, k)) and ``layers.K.bias``;
 a depthwise conv at tail position I of layer K holds ``layers.K.I.weight`` (c, 1, kh, kw) and ``layers.K.I.bias``.
+A network with residual additions (layers/resnet.py) is version 2: ``"adds": [{"src", "dst", "at", "proj"}]``,
+the projection of addition I as ``adds.I.weight`` / ``adds.I.bias``.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from ..model.layers.depthwise import Depthwise
 from ..model.layers.linear import Dense
 from ..model.layers.net import Block, SeqNet
 from ..model.layers.pool import AdaptiveAvgPool, AvgPool, MaxPool
+from ..model.layers.resnet import Add, ResNet
 
 FORMAT = "shrinknet-seq"
 
 
 def describe(net: SeqNet) -> dict:
+    adds = getattr(net, "adds", ())
     return {
-        "format": FORMAT, "version": 1, "dims": net.dims,
+        "format": FORMAT, "version": 2 if adds else 1, "dims": net.dims,
         "in_shape": None if net.in_shape is None else list(net.in_shape),
         "blocks": [{"param": b.param.to_dict(), "shape": list(b.weight.shape), "bias": b.bias is not None,
                     "tail": [op.to_dict() for op in b.tail]} for b in net.blocks],
+        **({"adds": [a.to_dict() for a in adds]} if adds else {}),
     }
 
 
@@ -42,7 +47,24 @@ def tensors(net: SeqNet) -> dict[str, Tensor]:
             out[f"layers.{k}.{i}.weight"] = op.weight
             if op.bias is not None:
                 out[f"layers.{k}.{i}.bias"] = op.bias
+    for i, a in enumerate(getattr(net, "adds", ())):
+        if a.proj is not None:
+            out[f"adds.{i}.weight"] = a.proj.weight
+            if a.proj.bias is not None:
+                out[f"adds.{i}.bias"] = a.proj.bias
     return out
+
+
+def _add(d: dict, tensors: dict, i: int) -> Add:
+    """Residual addition i of a description that ``schema.SEQ`` accepted; its projection's tensors checked."""
+    p = d["proj"]
+    if p is None:
+        return Add(d["src"], d["dst"], d["at"])
+    W = tensors[f"adds.{i}.weight"]
+    b = tensors.get(f"adds.{i}.bias") if p["bias"] else None
+    if list(W.shape) != p["shape"] or (p["bias"] and (b is None or tuple(b.shape) != (W.shape[0],))):
+        raise ValueError(f"addition {i}: projection weights do not match the description")
+    return Add(d["src"], d["dst"], d["at"], Conv(W, b, tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"])))
 
 
 def _depthwise(d: dict, tensors: dict, key: str, where: str) -> Depthwise:
@@ -95,7 +117,10 @@ def build(doc: dict, tensors: dict[str, Tensor]) -> SeqNet:
         blocks.append(Block(param, tuple(
             _depthwise(t, tensors, f"layers.{k}.{i}", f"layer {k} (depthwise)") if t["op"] == "depthwise"
             else _op(t, f"layer {k} ({t['op']})") for i, t in enumerate(d["tail"]))))
-    net = SeqNet(blocks, doc["dims"], None)
+    if doc.get("adds"):
+        net = ResNet(blocks, doc["dims"], None, adds=[_add(d, tensors, i) for i, d in enumerate(doc["adds"])])
+    else:
+        net = SeqNet(blocks, doc["dims"], None)
     if doc.get("in_shape") is not None:
         net.bind(tuple(doc["in_shape"]))
     return net

@@ -41,6 +41,7 @@ class Stored:
     bias: Tensor | None  # (out,) at the storage dtype; float32 at int8
     scale: Tensor | None = None  # int8 only: float32 (out,); the device computes with q * scale per output unit
     tail: tuple = ()  # the Stored of each weighted tail op (depthwise conv), in tail order
+    proj: "Stored | None" = None  # the projection of a residual addition into this layer (layers/resnet.py)
 
 
 def stored_weights(net, dtype: str) -> list[Stored]:
@@ -64,7 +65,9 @@ def stored_weights(net, dtype: str) -> list[Stored]:
     for k, b in enumerate(net.blocks):
         tail = tuple(one(f"layer {k} depthwise op {i}", op.weight, op.bias) for i, op in b.weighted)
         s = one(f"layer {k}", b.weight, b.bias)
-        out.append(Stored(s.weight, s.bias, s.scale, tail))
+        a = getattr(net, "add_of", {}).get(k)
+        proj = None if a is None or a.proj is None else one(f"layer {k} projection", a.proj.weight, a.proj.bias)
+        out.append(Stored(s.weight, s.bias, s.scale, tail, proj))
     return out
 
 
@@ -122,19 +125,27 @@ def onnx_model(net, stored: list[Stored], dtype: str, meta: dict | None):
     g = _Graph()
     shapes = net.map_shapes()
     x = "input"
+    outs = []  # every layer's output (a residual addition reads one: layers/resnet.py)
     for k, (b, w) in enumerate(zip(net.blocks, stored)):
         p = f"layers.{k}"
         if net._flatten_before(k):  # a Linear reading a map: nn.Flatten's place in to_sequential too
             x = g.node("Flatten", [x], f"{p}.flatten", axis=1)
         x = b.param.onnx(g, x, p, net.dims, w)
         tail_w = iter(w.tail)
-        for i, op in enumerate(b.tail):
+        a = getattr(net, "add_of", {}).get(k)
+        for i, op in enumerate([*b.tail, None]):
+            if a is not None and i == a.at:  # y = branch + x, or + projection(x): one Add node
+                skip = outs[a.src] if a.proj is None else a.proj.onnx(g, outs[a.src], f"{p}.projection", net.dims, w.proj)
+                x = g.node("Add", [x, skip], f"{p}.add")
+            if op is None:
+                break
             if getattr(op, "weighted", False):
                 x = op.onnx(g, x, f"{p}.{i}", net.dims, next(tail_w))
             elif op.kind == "act":
                 x = op.onnx(g, x, f"{p}.{i}", k)
             else:
                 x = op.onnx(g, x, f"{p}.{i}", net.dims, shapes[k][i])
+        outs.append(x)
     g.nodes[-1].output[0] = "output"  # the last node's result is the graph output
     h = g.helper
     graph = h.make_graph(

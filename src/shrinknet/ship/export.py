@@ -182,7 +182,10 @@ def export(model, path: str | os.PathLike, format: str = "onnx", dtype: str = "f
         write_bytes(path, lx.onnx_model(net, stored, dtype, meta).SerializeToString(), expect[path])
         return ExportResult([path], flash, 0, format, dtype)
     header = path.with_suffix(".h")
-    h_text, c_text, ram = lx.c_sources(net, stored, dtype, prefix, header.name, flash, meta)
+    c_sources = lx.c_sources
+    if getattr(net, "adds", ()):  # residual additions: the skip held in the scratch buffer (emit_residual.py)
+        from .emit_residual import c_sources_residual as c_sources
+    h_text, c_text, ram = c_sources(net, stored, dtype, prefix, header.name, flash, meta)
     replace_files([(header, h_text), (path, c_text)], expect)  # both or neither, the old pair kept on failure
     return ExportResult([path, header], flash, ram, format, dtype)
 

@@ -2,7 +2,8 @@
 one declarative statement of what a file may say, checked before anything is built from it.
 
 Two formats share it, told apart by ``"format"``: ``"shrinknet-mlp"`` (versions 1 and 2; ``modelio``)
-and ``"shrinknet-seq"`` (version 1; ``describe``, convolutional networks). Integers are Python ints
+and ``"shrinknet-seq"`` (version 1; version 2 adds ``adds``, the residual additions of
+``layers/resnet.py``, so that a shrinknet that cannot read them refuses the file; ``describe``). Integers are Python ints
 (never 8.5, 8.0 or ``true``), sizes are bounded (``MAX_SIZE`` for kernels, strides, paddings,
 dilations, input sizes and Dense column blocks; ``MAX_WIDTH`` for layer widths and class lists;
 ``MAX_LAYERS`` layers), floats finite. ``meta`` is free-form but for the keys code reads:
@@ -151,11 +152,33 @@ _BLOCK = {
     },
 }
 
+_ADD = {
+    "type": "object", "required": ["src", "dst", "at", "proj"],
+    "description": "a residual addition must be an object with src, dst, at and proj",
+    "properties": {
+        "src": _int(0, MAX_LAYERS, f"src must be a whole number in 0..{MAX_LAYERS}"),
+        "dst": _int(0, MAX_LAYERS, f"dst must be a whole number in 0..{MAX_LAYERS}"),
+        "at": _int(0, MAX_TAIL, f"at must be a whole number in 0..{MAX_TAIL}"),
+        "proj": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["op", "shape", "bias", "stride", "padding", "dilation"],
+            "properties": {"op": {"const": "conv"},
+                           "shape": {"type": "array", "minItems": 4, "maxItems": 4,
+                                     "items": {"type": "integer", "minimum": 1, "maximum": MAX_WIDTH}},
+                           "bias": {"type": "boolean"}, "stride": _ints("stride", 1, 2),
+                           "padding": _ints("padding", 0, 2), "dilation": _ints("dilation", 1, 2)}}],
+                 "description": "proj must be null or a conv with shape, bias, stride, padding and dilation"},
+    },
+}
+
 SEQ = {
     "type": "object", "required": ["format", "version", "dims", "blocks"],
+    "if": {"required": ["adds"]},
+    "then": {"properties": {"version": {"const": 2, "description": "a description with adds must be version 2"}}},
     "properties": {
         "format": {"const": SEQ_FORMAT},
-        "version": {"const": 1, "description": "must be version 1 (the shrinknet-seq version this shrinknet reads)"},
+        "version": {"enum": [1, 2], "description": "must be version 1 or 2 (the shrinknet-seq versions this shrinknet reads)"},
+        "adds": {"type": "array", "maxItems": MAX_LAYERS, "items": _ADD,
+                 "description": f"adds must be a list of at most {MAX_LAYERS} residual additions"},
         "dims": {"enum": [0, 1, 2], "description": "dims must be 0, 1 or 2"},
         "in_shape": {"anyOf": [{"type": "null"}, {"type": "array", "minItems": 1, "maxItems": 3,
                                                   "items": {"type": "integer", "minimum": 1, "maximum": MAX_SIZE}}],

@@ -326,6 +326,9 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
         in_q = model.input_q
     else:
         net = as_net(model)
+        if getattr(net, "adds", ()):  # layers/resnet.py: layers_of_float writes a chain only
+            raise InputError(".tflite export of a network with residual additions is not supported yet: export it "
+                             "to ONNX or C")
         if net.in_shape is None:
             raise InputError("the input shape of this network is not known: bind it (input_shape) before export")
         layers, in_shape, in_q = layers_of_float(net), net.in_shape, None

@@ -472,6 +472,9 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
     from ..model.parse import as_net
 
     net = as_net(model)
+    if getattr(net, "adds", ()):  # layers/resnet.py: the integer path runs a chain of blocks only
+        raise InputError("full-integer quantization of a network with residual additions is not supported yet: "
+                         "export it with int8 weights (dtype int8) to ONNX or C instead")
     X = _check_calibration(calibration)
     if input_shape is not None:
         net.bind(tuple(input_shape))

@@ -10,8 +10,13 @@ The traced graph must be one chain from one input to the output. Each node becom
                     x.flatten(1), x.relu(), x.sigmoid(), x.tanh(), x.contiguous() (dropped).
 A view/reshape of the input itself to (N, C, H, W) before any layer sets the input shape (C, H, W):
 flat rows are then reshaped by the parser, as the module's own view did.
-Anything else (a residual add, a concat, a second input, a parameter used directly, another function)
-is refused in one line naming the node and its source line (the tracer records stack traces).
+A residual addition ``x + self.block(x)`` (or ``self.block(x) + self.shortcut(x)``, the shortcut one
+Conv, optionally with its BatchNorm) becomes ``shrinknet.Residual(block, shortcut)``: the two operands
+must be chains that start at the same activation x and meet at the addition (``_residual``); then the
+chain goes on from the sum. Where both operands qualify as a shortcut, the left one is the block.
+Anything else (an addition of other tensors, a concat, a second input, a parameter used directly,
+another function) is refused in one line naming the node and its source line (the tracer records
+stack traces).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InputError
+from ..residual import Residual
 from .common import finish
 
 _MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
@@ -47,7 +53,8 @@ _FUNCS = {
     F.dropout: (None, ("p", "training", "inplace")),
 }
 _METHODS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "contiguous": None}
-_COMBINE = {operator.add: "adds", torch.add: "adds", operator.mul: "multiplies", torch.mul: "multiplies",
+_ADDS = (operator.add, torch.add, operator.iadd)
+_COMBINE = {operator.iadd: "adds", operator.add: "adds", torch.add: "adds", operator.mul: "multiplies", torch.mul: "multiplies",
             torch.cat: "concatenates", torch.concat: "concatenates", torch.stack: "stacks"}
 
 
@@ -109,12 +116,15 @@ class _Walk:
             self.refuse(inputs[1], "is a second input: shrinknet prunes networks with one input")
         for node in graph.nodes:  # a node that joins two activations is named first, wherever it is
             nodes = [a for a in node.all_input_nodes if a not in shape_reads and a.op != "get_attr"]
-            if node.op in ("call_function", "call_method", "call_module") and len(nodes) > 1:
+            if node.op in ("call_function", "call_method", "call_module") and len(nodes) > 1 and node.target not in _ADDS:
                 kind = _COMBINE.get(node.target, "combines")
                 self.refuse(node, f"{kind} two activations ({', '.join(a.name for a in nodes)}), as a residual or "
                                   "branch does: shrinknet prunes chains of layers only")
         cur = None
+        done: set = set()  # nodes read into a Residual
         for node in graph.nodes:
+            if node in done:
+                continue
             if node.op == "placeholder":
                 if cur is not None:
                     self.refuse(node, "is a second input: shrinknet prunes networks with one input")
@@ -134,6 +144,9 @@ class _Walk:
                 self.refuse(node, f"{kind} two activations ({', '.join(a.name for a in nodes)}), as a residual or "
                                   "branch does: shrinknet prunes chains of layers only")
             users = [u for u in cur.users if u not in self.batch and not self._is_shape(u)]
+            if len(users) > 1 or node.target in _ADDS:
+                cur = self._residual(cur, users, done)
+                continue
             if users != [node]:
                 other = next(u for u in users if u is not node)
                 self.refuse(other, f"also reads {cur.name!r}, which {node.name!r} reads: the graph branches "
@@ -142,6 +155,88 @@ class _Walk:
             cur = node
         return finish(self.mods, [f"{type(self.module).__name__} traced with torch.fx into {len(self.mods)} layers"],
                       self.in_shape)
+
+    def _residual(self, x, users, done: set):
+        """x branches into the two operands of one addition: a ``Residual`` (module docstring) is
+        appended; returns the sum node. InputError naming the node where the graph is anything else."""
+        joins = [n for n in self._after(x) if n.target in _ADDS and n.op == "call_function"]
+        if not joins:
+            other = next((u for u in users[1:]), users[0])
+            self.refuse(other, f"also reads {x.name!r}: the graph branches and the branches do not meet at an "
+                               "addition (shrinknet reads residual additions and chains of layers)")
+        add = joins[0]
+        if len(add.args) != 2 or add.kwargs or not all(isinstance(a, type(x)) for a in add.args):
+            self.refuse(add, "is not an addition of two activations (alpha, out= or a constant operand)")
+        if x.op == "placeholder":
+            self.refuse(add, f"adds two activations ({', '.join(a.name for a in add.args)}) whose skip is the network's "
+                             "input: a residual addition must follow a convolution (its skip is that layer's output)")
+        chains = [self._chain(x, a, add) for a in add.args]
+        starts = {c[0] for c in chains if c}
+        if set(users) != starts | ({add} if not all(chains) else set()):
+            other = next(u for u in users if u not in starts and u is not add)
+            self.refuse(other, f"also reads {x.name!r}, outside the residual block that ends at {add.name!r}: the "
+                               "graph branches (shrinknet reads residual additions and chains of layers)")
+        if not any(chains):
+            self.refuse(add, "adds an activation to itself; write 2 * x as a layer, or drop it")
+        body, skip = chains
+        if not body or (skip and not self._is_projection(skip) and self._is_projection(body)):
+            body, skip = skip, body
+        if skip and not self._is_projection(skip):
+            self.refuse(add, "adds two branches neither of which is a projection (one Conv, optionally with its "
+                             "BatchNorm): shrinknet reads block(x) + x and block(x) + shortcut(x)")
+        outer = self.mods
+        try:
+            self.mods = []
+            for n in body:
+                self.step(n)
+            block = nn.Sequential(*self.mods)
+            self.mods = []
+            for n in skip:
+                self.step(n)
+            proj = None if not skip else self.mods[0] if len(self.mods) == 1 else nn.Sequential(*self.mods)
+        finally:
+            self.mods = outer
+        self.mods.append(Residual(block, proj))
+        done.update(body, skip, [add])
+        return add
+
+    def _after(self, x):
+        """Nodes that depend on x, in graph order."""
+        seen, out = {x}, []
+        node = x.next
+        while node.op != "root":
+            if any(a in seen for a in node.all_input_nodes):
+                seen.add(node)
+                out.append(node)
+            node = node.next
+        return out
+
+    def _chain(self, x, end, add) -> list:
+        """The nodes from x (excluded) to ``end`` (included), each reading only the one before and read
+        only by the next (``end``: only by ``add``); [] when end is x. InputError otherwise."""
+        chain, n = [], end
+        while n is not x:
+            ins = [a for a in n.all_input_nodes if a not in self.batch and not self._is_shape(a)]
+            if len(ins) != 1 or n.op == "placeholder":
+                self.refuse(n, f"is not on one chain from {x.name!r} to the addition {add.name!r}: nested or "
+                               "crossing branches are not supported")
+            chain.append(n)
+            n = ins[0]
+        chain.reverse()
+        for a, b in zip(chain, chain[1:] + [add]):
+            if [u for u in a.users if not self._is_shape(u)] != [b]:
+                self.refuse(a, f"is read outside its residual branch (by {', '.join(u.name for u in a.users)})")
+        return chain
+
+    def _is_projection(self, chain) -> bool:
+        """One Conv (groups=1), optionally with its BatchNorm (as modules or in one Sequential)."""
+        if not chain or any(n.op != "call_module" for n in chain):
+            return False
+        mods = [self.module.get_submodule(n.target) for n in chain]
+        if len(mods) == 1 and isinstance(mods[0], nn.Sequential):
+            mods = list(mods[0])
+        return (1 <= len(mods) <= 2 and isinstance(mods[0], (nn.Conv1d, nn.Conv2d)) and mods[0].groups == 1
+                and (len(mods) == 1 or isinstance(mods[1], (nn.BatchNorm1d, nn.BatchNorm2d))))
 
     @staticmethod
     def _is_shape(node) -> bool:
