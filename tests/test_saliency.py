@@ -190,7 +190,8 @@ BAD_NETWORKS = [
     ("no hidden", _net(L(5, 3), torch.nn.Sigmoid()), TypeError, "at least one hidden layer"),
     ("two acts", _net(L(5, 4), torch.nn.Sigmoid(), torch.nn.Tanh(), L(4, 3)), TypeError, "follows another activation"),
     ("bare layer", L(5, 3), TypeError, "at least one hidden layer"),
-    ("not a module", "model.pt", TypeError, "expected a torch.nn.Module"),
+    ("not a module", 42, TypeError, "expected a torch.nn.Module"),
+    ("a .pt path", "model.pt", shrinknet.InputError, "imports .onnx and .tflite model files here, not '.pt'"),
 ]
 
 
