@@ -85,6 +85,19 @@ def _seeded(mods: list, out_activation: str, seed: int, in_shape) -> nn.Sequenti
     return model
 
 
+def _kit(dims: int, activation: str):
+    """(Conv, BatchNorm, AdaptiveAvgPool, act) for ``dims``-D maps; ``act()`` is a list of one fresh
+    activation module (empty for the identity)."""
+    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d) if dims == 1
+                      else (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d))
+
+    def act():
+        m = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
+        return [m] if m is not None else []
+
+    return Conv, BN, Pool, act
+
+
 #: The default channels of ``train --arch dscnn``: the first convolution, then one per separable block.
 DSCNN_CHANNELS = (16, 32, 32)
 
@@ -102,13 +115,7 @@ def dscnn(in_shape, n_out: int, channels=DSCNN_CHANNELS, activation: str = "relu
     if len(in_shape) not in (2, 3) or len(channels) < 2:
         raise ValueError(f"dscnn needs an input shape (C, H, W) or (C, L) and at least two channel counts (the first "
                          f"convolution and one separable block), got {in_shape} and {channels}")
-    dims = len(in_shape) - 1
-    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d) if dims == 1
-                      else (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d))
-
-    def act():
-        m = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
-        return [m] if m is not None else []
+    Conv, BN, Pool, act = _kit(len(in_shape) - 1, activation)
 
     mods: list[nn.Module] = [Conv(in_shape[0], channels[0], 3, stride=2, padding=1, dtype=dtype),
                              BN(channels[0], dtype=dtype), *act()]
@@ -147,13 +154,7 @@ def resnet(in_shape, n_out: int, channels=RESNET_CHANNELS, activation: str = "re
     widths = [int(w) for w in widths]
     if len(widths) != 2 * len(channels):
         raise ValueError(f"resnet with {len(channels)} stages has {2 * len(channels)} channel groups, got {len(widths)} widths")
-    dims = len(in_shape) - 1
-    Conv, BN, Pool = ((nn.Conv1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d) if dims == 1
-                      else (nn.Conv2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d))
-
-    def act():
-        m = A.from_name(activation, names=A.GENERAL_NAMES).to_module()
-        return [m] if m is not None else []
+    Conv, BN, Pool, act = _kit(len(in_shape) - 1, activation)
 
     c = widths[0]
     mods: list[nn.Module] = [Conv(in_shape[0], c, 3, padding=1, dtype=dtype), BN(c, dtype=dtype), *act()]
