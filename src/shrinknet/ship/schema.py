@@ -16,6 +16,8 @@ against the description, a pool's padding against its kernel) they still check.
 
 from __future__ import annotations
 
+import math
+
 from ..model import activations as A
 from ..model.losses import LOSSES
 from ..util import schema as S
@@ -43,9 +45,12 @@ def _number(key: str, what: str, finite=True, **bounds) -> dict:
     return {"type": "number", "finite": finite, **bounds, "description": f"{key} must be {what}"}
 
 
-_BETA = _number("beta", "a positive finite number", exclusiveMinimum=0)
-_THRESHOLD = _number("threshold", "a finite number or +Infinity", finite="+inf")
-_SLOPE = _number("slope", "finite")
+# bounded so that float32 arithmetic stays finite (a fuzzed beta of 1e33, 3.4e38 or 2e-55 overflowed torch or
+# made every output inf); torch's defaults are beta 1, threshold 20, slope 0.01
+_BETA = _number("beta", "a number in [1e-6, 1e6]", minimum=1e-6, maximum=1e6)
+_THRESHOLD = {**_number("threshold", "a number in [-1e6, 1e6] or +Infinity", finite="+inf", minimum=-1e6),
+              "anyOf": [{"maximum": 1e6}, {"const": math.inf}]}
+_SLOPE = _number("slope", "a number in [-1e6, 1e6]", minimum=-1e6, maximum=1e6)
 
 _CLASS_VALUES = {
     "type": "array", "maxItems": MAX_WIDTH, "uniqueItems": True,
