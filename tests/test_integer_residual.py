@@ -1,0 +1,151 @@
+"""Residual networks (issue #18) in .tflite: the skip as TFLite's ADD (a ReLU/ReLU6 after it fused), a
+projection skip as a CONV_2D on the kept skip tensor.
+
+* the float32 .tflite computes the torch network (TFLite Micro's interpreter, and LiteRT's where
+  installed) to 1e-5 over a table of tiny networks: identity and projection skips (1x1 stride 2),
+  1-D and 2-D, ReLU / ReLU6 / nothing / tanh after the addition, an addition after a pooling tail op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shrinknet import Residual
+from shrinknet.model.parse import as_net
+
+
+@dataclass(frozen=True)
+class Case:
+    dims: int  # 1: Conv1d, 2: Conv2d
+    proj: bool  # the second residual block has a 1x1 stride-2 projection (and more channels)
+    after: str  # what follows each addition: "relu", "relu6", "none", "tanh"
+    pool: str  # "global": AdaptiveAvgPool(1) before Flatten, "none"
+
+    @property
+    def name(self) -> str:
+        return f"{self.dims}d-{'proj' if self.proj else 'id'}-{self.after}-{self.pool}"
+
+    @property
+    def shape(self) -> tuple:
+        return (2, 12) if self.dims == 1 else (2, 6, 6)
+
+    def build(self, seed: int = 0) -> nn.Sequential:
+        torch.manual_seed(seed)
+        Conv = nn.Conv1d if self.dims == 1 else nn.Conv2d
+        after = {"relu": nn.ReLU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "none": nn.Identity}[self.after]
+        mods: list[nn.Module] = [Conv(2, 4, 3, padding=1), nn.ReLU()]
+        mods += [Residual(nn.Sequential(Conv(4, 4, 3, padding=1), nn.ReLU(), Conv(4, 4, 3, padding=1))), after()]
+        if self.proj:
+            mods += [Residual(nn.Sequential(Conv(4, 6, 3, stride=2, padding=1), nn.ReLU6(), Conv(6, 6, 3, padding=1)),
+                              Conv(4, 6, 1, stride=2)), after()]
+        else:
+            mods += [Residual(nn.Sequential(Conv(4, 4, 3, padding=1), nn.Tanh(), Conv(4, 4, 3, padding=1))), after()]
+        c = 6 if self.proj else 4
+        if self.pool == "global":
+            mods += [(nn.AdaptiveAvgPool1d if self.dims == 1 else nn.AdaptiveAvgPool2d)(1), nn.Flatten(), nn.Linear(c, 3)]
+        else:
+            side = 12 if self.dims == 1 else 36
+            side = side // (2 if self.dims == 1 else 4) if self.proj else side
+            mods += [nn.Flatten(), nn.Linear(c * side, 3)]
+        model = nn.Sequential(*mods)
+        with torch.no_grad():  # biases big enough that the skip and the activations matter
+            for m in model.modules():
+                if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.bias is not None:
+                    m.bias.uniform_(-0.5, 0.5)
+        return model.eval()
+
+
+CASES = [Case(d, p, a, pool) for d, p, a, pool in [
+    (2, False, "relu", "global"), (2, True, "relu", "global"), (1, False, "relu6", "none"), (1, True, "none", "global"),
+    (2, True, "tanh", "none"), (1, True, "relu", "none"), (2, False, "none", "none")]]
+IDS = [c.name for c in CASES]
+
+
+def inputs(case: Case, n: int = 10, seed: int = 3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, *case.shape, generator=g) * 1.5
+
+
+def _tflite():
+    pytest.importorskip("tflite")
+    pytest.importorskip("tflite_micro")
+    from shrinknet.ship import tflite
+
+    return tflite
+
+
+def _litert(data: bytes, xs: np.ndarray) -> np.ndarray | None:
+    """LiteRT's interpreter (ai-edge-litert) on every row of ``xs``; None where it is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    got = []
+    for x in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], x[None])
+        it.invoke()
+        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    return np.stack(got)
+
+
+def _ops(data: bytes) -> list[str]:
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    m = tflite.Model.GetRootAsModel(data, 0)
+    sg = m.Subgraphs(0)
+    return [names[m.OperatorCodes(sg.Operators(i).OpcodeIndex()).BuiltinCode()] for i in range(sg.OperatorsLength())]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_float32_tflite_computes_the_torch_residual_network(case):
+    t = _tflite()
+    model = case.build()
+    net = as_net(model)
+    net.bind(case.shape)
+    assert len(net.adds) == 2 and (net.adds[1].proj is not None) == case.proj
+    X = inputs(case)
+    data = t.tflite_model(net)
+    ops = _ops(data)
+    assert ops.count("ADD") == 2 and ops.count("CONV_2D") == 5 + case.proj, ops
+    assert "RELU" not in ops and "RELU6" not in ops  # fused
+    xs = t.to_tflite_input(X.numpy(), case.shape).astype(np.float32)
+    with torch.no_grad():
+        want = model(X).numpy()
+        bare = nn.Sequential(*[m.block if isinstance(m, Residual) else m for m in model])(X).numpy()
+    assert np.abs(bare - want).max() > 1e-2  # the skips matter
+    tol = 1e-5 * max(1.0, float(np.abs(want).max()))
+    out, _ = t.run_tflm(data, xs)
+    assert np.abs(out - want).max() <= tol
+    lite = _litert(data, xs)
+    if lite is not None:
+        assert np.abs(lite - want).max() <= tol
+
+
+def test_fused_activation_of_each_addition():
+    """ADD carries the ReLU/ReLU6 that follows the Residual (AddOptions.fused_activation_function)."""
+    t = _tflite()
+    import tflite
+
+    for after, code in [("relu", 1), ("relu6", 3), ("none", 0)]:
+        case = Case(2, True, after, "global")
+        net = as_net(case.build())
+        net.bind(case.shape)
+        data = t.tflite_model(net)
+        m = tflite.Model.GetRootAsModel(data, 0)
+        sg = m.Subgraphs(0)
+        adds = [sg.Operators(i) for i, n in enumerate(_ops(data)) if n == "ADD"]
+        acts = []
+        for op in adds:
+            opt = tflite.AddOptions()
+            opt.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+            acts.append(opt.FusedActivationFunction())
+        assert acts == [code, code], after
