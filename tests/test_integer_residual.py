@@ -149,3 +149,88 @@ def test_fused_activation_of_each_addition():
             opt.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
             acts.append(opt.FusedActivationFunction())
         assert acts == [code, code], after
+
+
+# -- full-integer (int8) ------------------------------------------------------------------------
+def quantized(case: Case):
+    """(model, IntegerNet calibrated on 64 rows, int8 test inputs with the int8 extremes in the first row)."""
+    from shrinknet.store.integer import quantize_network
+
+    model = case.build()
+    inet = quantize_network(model, inputs(case, 64, seed=1), case.shape, "the test's rows")
+    q = inet.quantize_input(inputs(case, 24, seed=7) * torch.linspace(0.2, 2.5, 24).view(-1, *[1] * len(case.shape)))
+    q[0, 0], q[0, 1] = -128, 127
+    return model, inet, q
+
+
+def fake_quant_add(op, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """The literal spec twin of an IntAdd in float64: dequantize both sides (the skip through the
+    projection's fake-quant convolution first), add, quantize to the output (round half away from
+    zero), clamp to the fused activation's range."""
+    from test_integer import fake_quant_op
+
+    if op.proj is not None:
+        skip = fake_quant_op(op.proj, skip)
+    real = op.in_q.dequantize(x) + op.skip_q.dequantize(skip)
+    v = real / op.out_q.scale
+    return (torch.sign(v) * torch.floor(v.abs() + 0.5) + op.out_q.zero_point).clamp(op.act_min, op.act_max)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_integer_addition_agrees_with_fake_quant_to_two_lsb(case):
+    _, inet, q = quantized(case)
+    outs, x = [], inet.internal(q)
+    adds = 0
+    for op in inet.ops:
+        y = op.forward(x, outs[op.skip]) if op.kind == "add" else op.forward(x)
+        if op.kind == "add":
+            adds += 1
+            want = fake_quant_add(op, x, outs[op.skip])
+            d = (y.to(torch.float64) - want).abs()
+            assert d.max() <= 2 and (d == 0).float().mean() >= 0.9, (case.name, float(d.max()))
+            assert len(torch.unique(y)) > 3
+        outs.append(y)
+        x = y
+    assert adds == 2 and [op.proj is not None for op in inet.ops if op.kind == "add"] == [False, case.proj]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_integer_residual_network_approximates_torch_and_counts_its_bytes(case):
+    from shrinknet.store.integer import integer_bytes
+
+    model, inet, _ = quantized(case)
+    X = inputs(case, 24, seed=9)
+    with torch.no_grad():
+        want = model(X).double()
+    err = (inet(X) - want).abs().max()
+    assert err <= 0.05 * max(1.0, float(want.abs().max())), float(err)
+    assert inet.flash_bytes() == integer_bytes(model)  # the projection's weights counted in both
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_tflm_int8_residual_equals_the_reference_exactly(case):
+    t = _tflite()
+    _, inet, q = quantized(case)
+    data = t.tflite_model(inet)
+    assert _ops(data).count("ADD") == 2
+    out, arena = t.run_tflm(data, t.to_tflite_input(q.numpy(), inet.in_shape))
+    want = inet.forward(q).numpy()
+    assert out.dtype == np.int8 and np.array_equal(out, want)
+    assert len(np.unique(want)) > 3
+    lite = _litert(data, t.to_tflite_input(q.numpy(), inet.in_shape))
+    if lite is not None:  # LiteRT's optimized kernels round differently at some ops
+        d = np.abs(lite.astype(int) - want)
+        assert d.max() <= 2 and (d == 0).mean() >= 0.9
+
+
+def test_residual_network_with_a_leaky_relu_is_refused_in_one_line():
+    """What has no int8 kernel is refused in a residual network as in a chain (one line, naming it)."""
+    from shrinknet.errors import InputError
+    from shrinknet.store.integer import quantize_network
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
+                          Residual(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1))), nn.LeakyReLU(),
+                          nn.Flatten(), nn.Linear(4 * 36, 3))
+    with pytest.raises(InputError) as e:
+        quantize_network(model, torch.randn(8, 2, 6, 6), (2, 6, 6))
+    assert "leaky" in str(e.value).lower() and "\n" not in str(e.value)

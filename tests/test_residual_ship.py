@@ -177,16 +177,3 @@ int main(void)
     two = shrinknet.saliency(trained, Xr, Tr, "brute_force", loss="cross_entropy", threads=2, batch_size=11)
     for a, b in zip(one, two):
         assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_full_integer_refuses_residual_additions():
-    """The integer path runs chains only: it refuses a residual network in one line (the float32 .tflite
-    of a residual network: test_integer_residual.py)."""
-    from shrinknet.store.integer import quantize_network
-
-    model, _, _, X, _ = build(SETTINGS[1])
-    model, X = model.float(), X.float()
-    with pytest.raises(InputError) as e:
-        quantize_network(model, X, tuple(X.shape[1:]))
-    assert "full-integer quantization of a network with residual additions" in str(e.value)
-    assert "\n" not in str(e.value)

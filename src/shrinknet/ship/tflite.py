@@ -44,7 +44,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.parse import as_net
-from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
+from ..store.integer import IntAdd, IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
 from ..util.files import write_bytes
 from .export import ExportResult
 from .tflite_writer import _mod, _Writer
@@ -81,12 +81,19 @@ def _c3(s: tuple) -> tuple:
 
 def layers_of_integer(inet: IntegerNet) -> list[Layer]:
     out: list[Layer] = []
+    at: list[int] = []  # op index -> the index of the layer whose output is that op's (a clamp is fused)
+
+    def param(op: IntParam) -> Layer:
+        return Layer("fc" if op.kind == "linear" else op.kind, op.in_shape, op.out_shape, op.act, op.weight.numpy(),
+                     op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q, op.out_q,
+                     tuple(op.weight.shape[2:]) if op.kind != "linear" else (1, 1), op.stride, op.padding, op.dilation)
+
     for op in inet.ops:
         if isinstance(op, IntParam):
-            out.append(Layer("fc" if op.kind == "linear" else op.kind, op.in_shape, op.out_shape, op.act,
-                             op.weight.numpy(), op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q,
-                             op.out_q, tuple(op.weight.shape[2:]) if op.kind != "linear" else (1, 1), op.stride,
-                             op.padding, op.dilation))
+            out.append(param(op))
+        elif isinstance(op, IntAdd):
+            out.append(Layer("add", op.in_shape, op.out_shape, op.act, in_q=op.in_q, out_q=op.out_q, skip=at[op.skip],
+                             proj=None if op.proj is None else param(op.proj), skip_q=op.skip_q))
         elif isinstance(op, IntPool):
             out.append(Layer(op.kind, op.in_shape, op.out_shape, "identity", in_q=op.q, out_q=op.q,
                              kernel=op.kernel, stride=op.stride, padding=op.padding, dilation=op.dilation))
@@ -96,6 +103,7 @@ def layers_of_integer(inet: IntegerNet) -> list[Layer]:
         else:
             assert isinstance(op, IntClamp)
             _fuse(out, op.act)
+        at.append(len(out) - 1)
     return out
 
 
