@@ -8,11 +8,14 @@ projection skip as a CONV_2D on the kept skip tensor.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
+from test_export import cc  # noqa: F401  (a fixture)
 from torch import nn
 
 from shrinknet import Residual
@@ -234,3 +237,48 @@ def test_residual_network_with_a_leaky_relu_is_refused_in_one_line():
     with pytest.raises(InputError) as e:
         quantize_network(model, torch.randn(8, 2, 6, 6), (2, 6, 6))
     assert "leaky" in str(e.value).lower() and "\n" not in str(e.value)
+
+
+# -- integer-only C -----------------------------------------------------------------------------
+def _live_peak(inet, q) -> int:
+    """The literal rule for a batch-1 pass: the peak over the ops of the int8 bytes alive at once --
+    an op's input and output (in-place ops: clamps, tables, additions, one buffer), every earlier
+    output that a later addition still reads, and a projection's output while its addition runs."""
+    outs = inet.trace(q[:1])
+    size = [o.numel() for o in outs]
+    in_place = [op.kind in ("clamp", "lut", "add") for op in inet.ops]
+    reads = {op.skip: j for j, op in enumerate(inet.ops) if op.kind == "add"}
+    peak = 0
+    for j, op in enumerate(inet.ops[:-1]):
+        live = size[j] + (size[j - 1] if j and not in_place[j] else 0)
+        live += sum(size[i] for i, r in reads.items() if i < j - 1 and r >= j)  # skips kept across op j
+        if op.kind == "add" and op.proj is not None:
+            live += size[j]
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_integer_c_of_a_residual_network_equals_the_reference(case, cc, tmp_path):  # noqa: F811
+    from test_c_integer import int8_driver
+    from test_export import compile_and_run
+
+    from shrinknet.ship.c_integer import export_integer_c
+
+    _, inet, q = quantized(case)
+    res = export_integer_c(inet, tmp_path / "net.c", prefix="net")
+    source = res.paths[0].read_text()
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    assert not re.search(r"\b(float|double)\b|math\.h", code)
+    out = compile_and_run(cc, tmp_path, int8_driver("net"), ["net.c"], q.numpy().tobytes())
+    want = inet.forward(q).numpy()
+    assert np.array_equal(np.frombuffer(out, np.int8).reshape(want.shape), want)
+    assert len(np.unique(want)) > 3
+    # RAM: the header's figure is the C's scratch, skip and projection buffers included, and it covers
+    # every tensor alive at once
+    pp, skip, proj = inet.ram_parts()
+    header = res.paths[1].read_text()
+    assert f"#define NET_RAM_BYTES {pp + skip + proj}\n" in header and f"scratch[{pp + skip + proj}]" in source
+    assert skip == max(math.prod(inet.ops[op.skip].out_shape) for op in inet.ops if op.kind == "add") > 0
+    assert (proj > 0) == case.proj
+    assert res.ram_bytes == inet.ram_bytes() >= _live_peak(inet, q)

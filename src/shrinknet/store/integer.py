@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from .fixedpoint import (FOLDED, INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, SUPPORTED_ACTS,  # noqa: F401
+from .fixedpoint import (FOLDED, INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, SUPPORTED_ACTS,
                          QParams, _trunc_div, act_range, multiply_by_quantized_multiplier, quantize_multiplier,
                          rounding_divide_by_pot, saturating_rounding_doubling_high_mul, tflite_round)
 from .quantize import quantize_rows
