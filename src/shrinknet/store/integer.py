@@ -333,20 +333,25 @@ class IntegerNet:
         """int8 bytes of every intermediate map of a batch-1 pass (clamps, tables and additions work in place)."""
         return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind not in ("clamp", "lut", "add")]
 
-    def ram_parts(self) -> tuple[int, int, int]:
-        """The integer-only C's scratch: (ping-pong: the two largest consecutive maps side by side, the
-        skip buffer: the largest tensor a residual addition reads later (copied there when made; one is
-        live at a time, layers/resnet.py's additions do not overlap), the projection buffer: the largest
-        projected skip). 0 where the network has no such tensor."""
-        m = self.maps()
-        adds = [op for op in self.ops if op.kind == "add"]
-        return (max([m[0]] + [a + b for a, b in zip(m, m[1:])]) if m else 0,
-                max([math.prod(self.ops[a.skip].out_shape) for a in adds], default=0),
-                max([math.prod(a.out_shape) for a in adds if a.proj is not None], default=0))
-
     def ram_bytes(self) -> int:
-        """Scratch bytes of the integer-only C (:meth:`ram_parts` summed)."""
-        return sum(self.ram_parts())
+        """Scratch bytes of the integer-only C, the RAM rule of a batch-1 pass: the peak over the ops of
+        the int8 bytes of every buffer live at that op. A buffer is live from the op that writes it
+        through the last op that reads it (a residual skip through its addition); clamps, tables and
+        additions work in place; a projection's map is live while its addition runs; the caller's input
+        and output are not counted. For a chain this is the two largest consecutive maps side by side;
+        for a residual network ``ResNet.ram_floats`` in bytes (layers/resnet.py's tape, the same rule)."""
+        buf, size, until = [], {}, {}
+        for j, op in enumerate(self.ops):  # buffer id: the op that wrote it
+            buf.append(buf[-1] if j and op.kind in ("clamp", "lut", "add") else j)
+            size[buf[j]] = math.prod(op.out_shape)
+            for read in ([buf[j - 1]] if j else []) + ([buf[op.skip]] if op.kind == "add" else []):
+                until[read] = max(until.get(read, 0), j)
+            until.setdefault(buf[j], j)
+        out_id, peak = len(self.ops) - 1, 0
+        for j, op in enumerate(self.ops):
+            live = sum(size[i] for i in size if i != out_id and i <= j <= until[i])
+            peak = max(peak, live + (size[buf[j]] if op.kind == "add" and op.proj is not None else 0))
+        return peak
 
 
 def integer_layer_bytes(n_out: int, per_row: int) -> int:
