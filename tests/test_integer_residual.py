@@ -271,3 +271,45 @@ def test_integer_c_of_a_residual_network_equals_the_reference(case, cc, tmp_path
     assert res.ram_bytes == ram == ram_bytes(model, input_shape=case.shape, bytes_per=1)
     chain = [math.prod(op.out_shape) for op in inet.ops[:-1] if op.kind not in ("clamp", "lut", "add")]
     assert ram > max(a + b for a, b in zip(chain, chain[1:]))  # more than a chain's: the skip is held
+
+
+def test_cli_prunes_a_resnet_integer_only_and_its_exports_are_the_reference(cc, tmp_path):  # noqa: F811
+    """train --arch resnet (mnist1d signals), prune --integer-only --export c,tflite: the saved network,
+    quantized on the training split, is what the C (host cc) and the .tflite (TFLM) compute, bit for
+    bit, and the RAM the run reports is the C's."""
+    t = _tflite()
+    import json
+
+    from click.testing import CliRunner
+    from test_c_integer import int8_driver
+    from test_export import compile_and_run
+
+    from shrinknet.cli import cli
+    from shrinknet.data import datasets
+    from shrinknet.ship import modelio
+    from shrinknet.store.integer import integer_bytes, quantize_network
+    from shrinknet.store.memory import ram_bytes
+
+    def run(*args):
+        r = CliRunner().invoke(cli, ["--quiet", *map(str, args)], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+
+    run("train", "--data", "mnist1d", "--arch", "resnet", "--size", 300, "--channels", "4,6", "--epochs", 2,
+        "--loss", "cross_entropy", "--force", "--out", tmp_path / "m")
+    run("prune", tmp_path / "m" / "model.safetensors", "--budget", 600, "--dtype", "int8", "--integer-only",
+        "--method", "taylor1", "--no-analyze", "--export", "c,tflite", "--force", "--out", tmp_path / "run")
+    small, _ = modelio.load_model(tmp_path / "run" / "model.safetensors")
+    assert any(isinstance(m, Residual) for m in small)
+    ds = datasets.load("mnist1d", size=300, seed=0)
+    inet = quantize_network(small, torch.as_tensor(ds.inputs("train")), (1, 40))
+    assert integer_bytes(small) == inet.flash_bytes() <= 600
+    assert f"_RAM_BYTES {inet.ram_bytes()}\n" in (tmp_path / "run" / "model.h").read_text()
+    extras = json.loads((tmp_path / "run" / "run.json").read_text())["extras"]
+    assert extras["c_ram_bytes"] == inet.ram_bytes() == ram_bytes(small, input_shape=(1, 40), bytes_per=1)
+    q = inet.quantize_input(torch.as_tensor(ds.inputs("test")[:30]))
+    want = inet.forward(q).numpy()
+    driver = int8_driver("shrinknet").replace('"shrinknet.h"', '"model.h"')
+    out = compile_and_run(cc, tmp_path / "run", driver, ["model.c"], q.numpy().tobytes())
+    assert np.array_equal(np.frombuffer(out, np.int8).reshape(want.shape), want)
+    tflm, _ = t.run_tflm((tmp_path / "run" / "model.tflite").read_bytes(), t.to_tflite_input(q.numpy(), (1, 40)))
+    assert np.array_equal(tflm, want)
