@@ -12,6 +12,7 @@ projection skip as a CONV_2D on the kept skip tensor.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -255,7 +256,7 @@ def test_integer_c_of_a_residual_network_equals_the_reference(case, cc, tmp_path
     model, inet, q = quantized(case)
     res = export_integer_c(inet, tmp_path / "net.c", prefix="net")
     source = res.paths[0].read_text()
-    code = re.sub(r"/\*.*?\*/", "", source, flags=re.S)
+    code = re.sub(r"/\*.*?\*/", "", source, flags=re.DOTALL)
     assert not re.search(r"\b(float|double)\b|math\.h", code)
     out = compile_and_run(cc, tmp_path, int8_driver("net"), ["net.c"], q.numpy().tobytes())
     want = inet.forward(q).numpy()
@@ -270,7 +271,7 @@ def test_integer_c_of_a_residual_network_equals_the_reference(case, cc, tmp_path
     assert f"#define NET_RAM_BYTES {ram}\n" in res.paths[1].read_text() and f"scratch[{ram}]" in source
     assert res.ram_bytes == ram == ram_bytes(model, input_shape=case.shape, bytes_per=1)
     chain = [math.prod(op.out_shape) for op in inet.ops[:-1] if op.kind not in ("clamp", "lut", "add")]
-    assert ram > max(a + b for a, b in zip(chain, chain[1:]))  # more than a chain's: the skip is held
+    assert ram > max(a + b for a, b in itertools.pairwise(chain))  # more than a chain's: the skip is held
 
 
 def test_cli_prunes_a_resnet_integer_only_and_its_exports_are_the_reference(cc, tmp_path):  # noqa: F811

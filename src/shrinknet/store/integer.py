@@ -44,6 +44,9 @@ The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read h
 * Rounding of floats (input quantization, zero points, biases, activation bounds) is
   ``TfLiteRound``: half away from zero.
 
+* A residual addition (layers/resnet.py's ``Add``): TFLM's int8 ADD (:class:`IntAdd` gives the
+  equations), its output calibrated by min/max over the sum (after a ReLU/ReLU6 right after it, which
+  is its clamp); a projection is an int8 convolution of the skip tensor, calibrated as a layer.
 * Sigmoid and tanh: TFLM's int8 LOGISTIC and TANH (gemmlowp fixed point, transcribed in
   store/integer_act.py and tabulated over the 256 int8 inputs); their input is the layer's
   calibrated pre-activation, their output has the spec's fixed quantization (1/256, -128 and
@@ -267,7 +270,7 @@ class IntAdd:
 
 @dataclass
 class IntegerNet:
-    """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp), the input's and
+    """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp / IntLut / IntAdd), the input's and
     output's quantization, and how it was calibrated (``calibration``, a sentence)."""
 
     ops: list
