@@ -177,20 +177,3 @@ int main(void)
     two = shrinknet.saliency(trained, Xr, Tr, "brute_force", loss="cross_entropy", threads=2, batch_size=11)
     for a, b in zip(one, two):
         assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_full_integer_and_tflite_refuse_residual_additions():
-    """The integer path and the .tflite writer run chains only: each refuses a residual network in one line."""
-    from shrinknet.ship.tflite import tflite_model
-    from shrinknet.store.integer import quantize_network
-
-    model, _, _, X, _ = build(SETTINGS[1])
-    model, X = model.float(), X.float()
-    net = shrinknet.as_net(model)
-    net.bind(tuple(X.shape[1:]))
-    for call, words in [(lambda: tflite_model(net), ".tflite export of a network with residual additions"),
-                        (lambda: quantize_network(model, X, tuple(X.shape[1:])),
-                         "full-integer quantization of a network with residual additions")]:
-        with pytest.raises(InputError) as e:
-            call()
-        assert words in str(e.value) and "\n" not in str(e.value)

@@ -11,7 +11,9 @@ quantizes ``q = clamp(round(x / INPUT_SCALE) + INPUT_ZERO_POINT, -128, 127)`` an
 ``y = OUTPUT_SCALE * (q - OUTPUT_ZERO_POINT)``; the scales are float literals for the caller, the
 .c never uses them), ``<PREFIX>_FLASH_BYTES`` (:meth:`IntegerNet.flash_bytes`: int8 weights, and
 per output channel an int32 bias, an int32 multiplier and an int8 shift) and ``<PREFIX>_RAM_BYTES``
-(the static int8 scratch buffer: the two largest consecutive maps side by side, ping-pong).
+(the static int8 scratch buffer: the two largest consecutive maps side by side, ping-pong; with
+residual additions the peak of the maps live at once, a skip held until its addition:
+:meth:`IntegerNet.ram_bytes`, placed as ship/emit_residual.py places float maps: ``_placement``).
 
 The .c includes only ``<stdint.h>`` and the header: no ``float``, no ``double``, no ``math.h``, no
 division in any inner loop (average pooling divides once per output by its constant window size).
@@ -25,6 +27,9 @@ Its outputs equal :meth:`IntegerNet.forward` bit for bit:
   ``zp_x`` (its ``q_x - zp_x`` is 0, as TFLM skips it). Then ``requantize`` -- TFLM's
   ``MultiplyByQuantizedMultiplier`` transcribed (SaturatingRoundingDoublingHighMul,
   RoundingDivideByPOT) -- plus the output zero point, clamped to the folded activation's range.
+* A residual addition: TFLM's int8 ADD (``reference_integer_ops::AddFunc``), in place on the branch's
+  map, the skip read where it was written (held there through the branch; through the projection's
+  convolution first, if any).
 * Sigmoid / tanh: a 256-entry int8 table (TFLM's LOGISTIC / TANH on every int8 input), in place.
 * Max pooling over the in-bounds positions of each window; average pooling rounded half away
   from zero (TFLM's ``reference_integer_ops::AveragePool``; global average pooling is one window
@@ -42,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool
+from ..store.integer import IntAdd, IntClamp, IntegerNet, IntLut, IntParam, IntPool
 from ..util.files import replace_files
 from . import names
 from .emit import c_float
@@ -216,6 +221,61 @@ def _clamp_code(op: IntClamp, src: str, dst: str) -> str:
     }}"""
 
 
+def _placement(inet: IntegerNet) -> tuple[list, dict]:
+    """Where every op writes in the scratch buffer of ``inet.ram_bytes()`` bytes (None: the caller's
+    output), and each projection's map ({add op: offset}): ship/emit_residual.py's placement on the
+    int8 ops. Every map goes to one end of the free region [lo, hi): outside a branch consecutive maps
+    at opposite ends (ping-pong; in-place ops -- clamps, tables, additions -- keep their input's);
+    at a branch's first op the skip (the current map) is held at its end and the branch runs in the
+    rest, its first map at the end that leaves the map the addition writes into at the far end from
+    the skip; a projection's map at the end the branch's map does not hold. The maps in use at an op
+    are then the live maps ``ram_bytes`` sums, so they fit."""
+    ops, S = inet.ops, inet.ram_bytes()
+    in_place = ("clamp", "lut", "add")
+    starts = {op.skip + 1: j for j, op in enumerate(ops) if op.kind == "add"}
+    lo, hi, cur_size, cur_low, held, first = 0, S, 0, False, None, None
+    place, proj_at = [], {}
+    for j, op in enumerate(ops):
+        size = math.prod(op.out_shape)
+        if j in starts:  # hold the skip at its end; the branch's writes alternate in the rest
+            held = (lo, hi)
+            lo, hi = (lo + cur_size, hi) if cur_low else (lo, hi - cur_size)
+            n = sum(ops[i].kind not in in_place for i in range(j, starts[j]))
+            first = (not cur_low) if n % 2 == 1 else cur_low
+        if j == len(ops) - 1:
+            place.append(None)
+        elif j and op.kind in in_place:
+            place.append(place[-1])
+        else:
+            cur_low = first if first is not None else not cur_low
+            first, cur_size = None, size
+            place.append(lo if cur_low else hi - size)
+        if op.kind == "add":
+            if op.proj is not None:
+                proj_at[j] = hi - size if cur_low else lo
+            lo, hi = held
+        for off in ([place[j]] if place[j] is not None else []) + ([proj_at[j]] if j in proj_at else []):
+            if not 0 <= off <= S - size:
+                raise RuntimeError(f"integer C placement: op {j} at {off}+{size} outside the {S}-byte buffer")
+    return place, proj_at
+
+
+def _add_code(op: IntAdd, src: str, skip: str, dst: str) -> str:
+    """TFLM's int8 ADD (``reference_integer_ops::AddFunc``): each side's (q - zp) << 20 scaled by
+    MultiplyByQuantizedMultiplierSmallerThanOneExp -- ``requantize`` with a shift <= 0 is exactly it --
+    summed, scaled by the output multiplier, plus the output zero point, clamped."""
+    m1, s1, m2, s2, mo, so = op.params
+    return f"""{{ /* residual addition: TFLM's int8 ADD; output zero point {op.out_q.zero_point}, clamp [{op.act_min}, {op.act_max}] */
+        int i;
+        for (i = 0; i < {math.prod(op.out_shape)}; i++) {{
+            int32_t a = requantize(((int32_t){src}[i] - ({op.in_q.zero_point})) * (1 << {op.LEFT_SHIFT}), {m1}, {s1});
+            int32_t b = requantize(((int32_t){skip}[i] - ({op.skip_q.zero_point})) * (1 << {op.LEFT_SHIFT}), {m2}, {s2});
+            int32_t v = requantize(a + b, {mo}, {so}) + {op.out_q.zero_point};
+            {dst}[i] = {_clamp("v", op.act_min, op.act_max)};
+        }}
+    }}"""
+
+
 def _lut_code(name: str, op: IntLut, src: str, dst: str) -> str:
     return f"""{{ /* {op.act}: TFLM's int8 {'LOGISTIC' if op.act == 'sigmoid' else 'TANH'}, tabulated; output zero point {op.out_q.zero_point} */
         int i;
@@ -231,14 +291,17 @@ def integer_c_sources(inet: IntegerNet, prefix: str, header_name: str, meta: dic
 
     macro = names.c_prefix(prefix).upper()
     flash, ram = inet.flash_bytes(), inet.ram_bytes()
-    scratch = max(ram, 1)
+    scratch, (place, proj_at) = max(ram, 1), _placement(inet)
+    residual = any(op.kind == "add" for op in inet.ops)
     lines = [f"Generated by shrinknet {__version__}; do not edit, export again instead.",
              f"Full-integer network (int8 weights and activations, int32 accumulators; TFLite int8 spec), input "
              f"{'x'.join(map(str, inet.in_shape))} ({'NCHW' if len(inet.in_shape) > 1 else 'features'}), batch 1:",
              *(f"  layer {k}: {d}" for k, d in enumerate(inet.describe)),
              f"Flash: {flash} bytes of int8 weights, per-channel int32 biases, int32 multipliers and int8 shifts, "
              "and 256-byte sigmoid/tanh tables, not counting code.",
-             f"RAM:   {ram} bytes of int8 scratch (the two largest consecutive maps), plus the caller's input and output.",
+             f"RAM:   {ram} bytes of int8 scratch (the two largest consecutive maps"
+             + ("; the peak of the maps live at once: a residual skip is held until its addition" if residual else "")
+             + "), plus the caller's input and output.",
              f"Calibration: {inet.calibration}."]
     if meta:
         lines.append("Meta:  " + json.dumps(meta))
@@ -276,18 +339,20 @@ void {prefix}_forward(const int8_t *input, int8_t *output);
 #endif /* {guard} */
 """
     arrays, body = [], []
-    n_map, n_param, src = 0, 0, "input"
-    last = len(inet.ops) - 1
+    n_param, src, outs = 0, "input", []
     for k, op in enumerate(inet.ops):
-        size = math.prod(op.out_shape)
-        if k == last:
-            dst = "output"
-        elif isinstance(op, (IntClamp, IntLut)):
-            dst = src  # in place
-        else:
-            dst = f"(scratch + {0 if n_map % 2 == 0 else scratch - size})"
-            n_map += 1
-        if isinstance(op, IntParam):
+        dst = "output" if place[k] is None else f"(scratch + {place[k]})"
+        if isinstance(op, IntAdd):
+            skip = outs[op.skip]
+            if op.proj is not None:
+                j = n_param
+                n_param += 1
+                arrays.append(f"/* {names.c_comment(f'layer {j}: projection of the skip')} */\n"
+                              + _param_arrays(j, op.proj))
+                body.append(_conv_code(j, op.proj, skip, f"(scratch + {proj_at[k]})"))
+                skip = f"(scratch + {proj_at[k]})"
+            body.append(_add_code(op, src, skip, dst))
+        elif isinstance(op, IntParam):
             j = n_param
             n_param += 1
             arrays.append(f"/* {names.c_comment(f'layer {j}: {op.kind}')} */\n" + _param_arrays(j, op))
@@ -301,6 +366,7 @@ void {prefix}_forward(const int8_t *input, int8_t *output);
         else:
             body.append(_clamp_code(op, src, dst))
         src = dst
+        outs.append(dst)
     source = (banner + f'\n#include <stdint.h>\n\n#include "{names.c_include_name(header_name)}"\n\n' + _REQUANTIZE + "\n"
               + "\n".join(arrays) + f"\nstatic int8_t scratch[{scratch}];\n\n"
               + f"void {prefix}_forward(const int8_t *input, int8_t *output)\n{{\n    "

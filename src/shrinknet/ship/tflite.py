@@ -19,6 +19,9 @@ point, int8 weights per output channel with ``quantized_dimension = 0``, int32 b
 * pooling: ``MAX_POOL_2D`` / ``AVERAGE_POOL_2D`` (no dilation) with a following ReLU/ReLU6 fused;
   max pooling's padding as SAME where it matches, else a ``PADV2`` with the lowest value (-128 /
   the lowest float32: never a window's maximum); average pooling only without padding;
+* a residual addition (layers/resnet.py's ``Add``; ``shrinknet.Residual``): ``ADD`` of the branch's map
+  and the skip tensor (the earlier operator's output, kept), a ReLU/ReLU6 right after it fused; a
+  projection skip (a convolution, typically 1x1 stride 2) as a ``CONV_2D`` on the skip tensor first;
 * sigmoid and tanh as ``LOGISTIC`` and ``TANH`` (int8: output scale 1/256, zero point -128 and
   1/128, 0, as the spec requires).
 
@@ -41,9 +44,10 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.parse import as_net
-from ..store.integer import IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
+from ..store.integer import IntAdd, IntClamp, IntegerNet, IntLut, IntParam, IntPool, QParams
 from ..util.files import write_bytes
 from .export import ExportResult
+from .tflite_writer import _mod, _Writer
 
 FUSED = {"identity": 0, "relu": 1, "relu6": 3}  # tflite ActivationFunctionType NONE, RELU, RELU6
 _INSTALL = "pip install 'shrinknet[tflite]'"
@@ -66,6 +70,9 @@ class Layer:
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
     dilation: tuple = (1, 1)
+    skip: int | None = None  # "add": the index of the layer whose output is the skip tensor (-1: the input)
+    proj: Layer | None = None  # "add": the skip's projection ("conv"), applied to that tensor first
+    skip_q: QParams | None = None  # "add" int8: the skip tensor's (the projection's output's) quantization
 
 
 def _c3(s: tuple) -> tuple:
@@ -74,12 +81,19 @@ def _c3(s: tuple) -> tuple:
 
 def layers_of_integer(inet: IntegerNet) -> list[Layer]:
     out: list[Layer] = []
+    at: list[int] = []  # op index -> the index of the layer whose output is that op's (a clamp is fused)
+
+    def param(op: IntParam) -> Layer:
+        return Layer("fc" if op.kind == "linear" else op.kind, op.in_shape, op.out_shape, op.act, op.weight.numpy(),
+                     op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q, op.out_q,
+                     tuple(op.weight.shape[2:]) if op.kind != "linear" else (1, 1), op.stride, op.padding, op.dilation)
+
     for op in inet.ops:
         if isinstance(op, IntParam):
-            out.append(Layer("fc" if op.kind == "linear" else op.kind, op.in_shape, op.out_shape, op.act,
-                             op.weight.numpy(), op.bias.numpy().astype(np.int32), op.w_scale.numpy(), op.in_q,
-                             op.out_q, tuple(op.weight.shape[2:]) if op.kind != "linear" else (1, 1), op.stride,
-                             op.padding, op.dilation))
+            out.append(param(op))
+        elif isinstance(op, IntAdd):
+            out.append(Layer("add", op.in_shape, op.out_shape, op.act, in_q=op.in_q, out_q=op.out_q, skip=at[op.skip],
+                             proj=None if op.proj is None else param(op.proj), skip_q=op.skip_q))
         elif isinstance(op, IntPool):
             out.append(Layer(op.kind, op.in_shape, op.out_shape, "identity", in_q=op.q, out_q=op.q,
                              kernel=op.kernel, stride=op.stride, padding=op.padding, dilation=op.dilation))
@@ -89,6 +103,7 @@ def layers_of_integer(inet: IntegerNet) -> list[Layer]:
         else:
             assert isinstance(op, IntClamp)
             _fuse(out, op.act)
+        at.append(len(out) - 1)
     return out
 
 
@@ -104,6 +119,22 @@ def layers_of_float(net) -> list[Layer]:
     shapes = net.map_shapes()
     cur = _c3((net.in_shape[0], 1, net.in_shape[1]) if net.dims == 1 else tuple(net.in_shape))
     out: list[Layer] = []
+    ends: dict[int, int] = {}  # block -> the index of the layer that produces its output o[k]
+    adds = {a.dst: a for a in getattr(net, "adds", ())}  # layers/resnet.py's Add(src, dst, at, proj)
+
+    def add(k: int, cur: tuple) -> None:
+        """The residual addition into block k: ADD of the map ``cur`` and o[src] (or its projection)."""
+        a = adds[k]
+        src = _c3(shapes[a.src][-1])
+        proj = None
+        if a.proj is not None:
+            W = a.proj.weight.detach().cpu().float().numpy()
+            bias = (a.proj.bias.detach().cpu().float().numpy() if a.proj.bias is not None
+                    else np.zeros(W.shape[0], np.float32))
+            proj = Layer("conv", src, cur, weight=W, bias=bias, kernel=tuple(W.shape[2:]), stride=a.proj.stride,
+                         padding=a.proj.padding, dilation=a.proj.dilation)
+        out.append(Layer("add", cur, cur, skip=ends[a.src], proj=proj))
+
     for k, b in enumerate(net.blocks):
         p = b.param
         o_shape = _c3(shapes[k][0])
@@ -117,6 +148,8 @@ def layers_of_float(net) -> list[Layer]:
                              padding=p.padding, dilation=p.dilation))
         cur = o_shape
         for i, op in enumerate(b.tail):
+            if k in adds and adds[k].at == i:
+                add(k, cur)
             new = _c3(shapes[k][i + 1])
             if op.kind == "act":
                 name = op.act.name
@@ -151,6 +184,9 @@ def layers_of_float(net) -> list[Layer]:
                 out.append(Layer(op.kind, cur, new, kernel=op.kernel, stride=op.stride, padding=op.padding,
                                  dilation=getattr(op, "dilation", (1, 1))))
             cur = new
+        if k in adds and adds[k].at == len(b.tail):
+            add(k, cur)
+        ends[k] = len(out) - 1
     return out
 
 
@@ -166,133 +202,6 @@ def _padding_mode(L: Layer, where: str) -> str:
         total = max((o - 1) * s + (k - 1) * d + 1 - n, 0)  # tflite ComputePaddingHeightWidth
         same &= o == -(-n // s) and total // 2 == p
     return "SAME" if same else "PAD"
-
-
-def _mod(name: str):
-    """The schema module ``tflite.<name>`` (its builder functions; ``from tflite import X`` gives the class)."""
-    import importlib
-
-    return importlib.import_module(f"tflite.{name}")
-
-
-class _Writer:
-    """Tensors, buffers and operators of one subgraph, serialized by :meth:`finish`."""
-
-    def __init__(self):
-        import flatbuffers  # noqa: F401
-        import tflite  # noqa: F401
-
-        self.tensors, self.buffers, self.ops, self.codes = [], [b""], [], []
-
-    def tensor(self, name: str, shape, ttype: int, data: bytes | None = None, q=None) -> int:
-        buf = 0
-        if data is not None:
-            self.buffers.append(data)
-            buf = len(self.buffers) - 1
-        self.tensors.append((name, [int(s) for s in shape], ttype, buf, q))
-        return len(self.tensors) - 1
-
-    def op(self, code: int, inputs, outputs, opt_type: int = 0, options=None) -> None:
-        if code not in self.codes:
-            self.codes.append(code)
-        self.ops.append((self.codes.index(code), list(inputs), list(outputs), opt_type, options))
-
-    def finish(self, inputs, outputs, description: str) -> bytes:
-        import flatbuffers
-
-        Buffer, Model, Operator, OperatorCode, QuantizationParameters, SubGraph, Tensor = (
-            _mod(n) for n in ("Buffer", "Model", "Operator", "OperatorCode", "QuantizationParameters", "SubGraph",
-                              "Tensor"))
-
-        b = flatbuffers.Builder(1024)
-
-        def ivec(start, values, kind="int32"):
-            start(b, len(values))
-            for v in reversed(values):
-                {"int32": b.PrependInt32, "int64": b.PrependInt64, "float": b.PrependFloat32}[kind](v)
-            return b.EndVector()
-
-        bufs = []
-        for data in self.buffers:
-            vec = None
-            if data:
-                b.StartVector(1, len(data), 16)  # 16-byte aligned data
-                b.head = b.head - len(data)
-                b.Bytes[b.head: b.head + len(data)] = data
-                vec = b.EndVector()
-            Buffer.Start(b)
-            if vec is not None:
-                Buffer.AddData(b, vec)
-            bufs.append(Buffer.End(b))
-        tens = []
-        for name, shape, ttype, buf, q in self.tensors:
-            qoff = None
-            if q is not None:
-                scales, zps, dim = q
-                sv = ivec(QuantizationParameters.StartScaleVector, [float(s) for s in scales], "float")
-                zv = ivec(QuantizationParameters.StartZeroPointVector, [int(z) for z in zps], "int64")
-                QuantizationParameters.Start(b)
-                QuantizationParameters.AddScale(b, sv)
-                QuantizationParameters.AddZeroPoint(b, zv)
-                QuantizationParameters.AddQuantizedDimension(b, dim)
-                qoff = QuantizationParameters.End(b)
-            nm = b.CreateString(name)
-            sh = ivec(Tensor.StartShapeVector, shape)
-            Tensor.Start(b)
-            Tensor.AddShape(b, sh)
-            Tensor.AddType(b, ttype)
-            Tensor.AddBuffer(b, buf)
-            Tensor.AddName(b, nm)
-            if qoff is not None:
-                Tensor.AddQuantization(b, qoff)
-            tens.append(Tensor.End(b))
-        ops = []
-        for idx, ins, outs, opt_type, options in self.ops:
-            opt = options(b) if options else None
-            iv, ov = ivec(Operator.StartInputsVector, ins), ivec(Operator.StartOutputsVector, outs)
-            Operator.Start(b)
-            Operator.AddOpcodeIndex(b, idx)
-            Operator.AddInputs(b, iv)
-            Operator.AddOutputs(b, ov)
-            if opt is not None:
-                Operator.AddBuiltinOptionsType(b, opt_type)
-                Operator.AddBuiltinOptions(b, opt)
-            ops.append(Operator.End(b))
-
-        def tvec(start, items):
-            start(b, len(items))
-            for it in reversed(items):
-                b.PrependUOffsetTRelative(it)
-            return b.EndVector()
-
-        tv, ov = tvec(SubGraph.StartTensorsVector, tens), tvec(SubGraph.StartOperatorsVector, ops)
-        iv, outv = ivec(SubGraph.StartInputsVector, inputs), ivec(SubGraph.StartOutputsVector, outputs)
-        name = b.CreateString("main")
-        SubGraph.Start(b)
-        SubGraph.AddTensors(b, tv)
-        SubGraph.AddInputs(b, iv)
-        SubGraph.AddOutputs(b, outv)
-        SubGraph.AddOperators(b, ov)
-        SubGraph.AddName(b, name)
-        sg = SubGraph.End(b)
-        codes = []
-        for code in self.codes:
-            OperatorCode.Start(b)
-            OperatorCode.AddDeprecatedBuiltinCode(b, min(code, 127))
-            OperatorCode.AddBuiltinCode(b, code)
-            OperatorCode.AddVersion(b, 1)
-            codes.append(OperatorCode.End(b))
-        cv, sv, bv = (tvec(Model.StartOperatorCodesVector, codes), tvec(Model.StartSubgraphsVector, [sg]),
-                      tvec(Model.StartBuffersVector, bufs))
-        desc = b.CreateString(description)
-        Model.Start(b)
-        Model.AddVersion(b, 3)
-        Model.AddOperatorCodes(b, cv)
-        Model.AddSubgraphs(b, sv)
-        Model.AddDescription(b, desc)
-        Model.AddBuffers(b, bv)
-        b.Finish(Model.End(b), file_identifier=b"TFL3")
-        return bytes(b.Output())
 
 
 def _nhwc(shape: tuple, flat: bool) -> list[int]:
@@ -315,9 +224,10 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
         from tflite.BuiltinOperator import BuiltinOperator as OP
         from tflite.BuiltinOptions import BuiltinOptions as BO
         from tflite.TensorType import TensorType as TT
-        (Conv2DOptions, DepthwiseConv2DOptions, FullyConnectedOptions, PadOptions, PadV2Options, Pool2DOptions,
-         ReshapeOptions) = (_mod(n) for n in ("Conv2DOptions", "DepthwiseConv2DOptions", "FullyConnectedOptions",
-                                              "PadOptions", "PadV2Options", "Pool2DOptions", "ReshapeOptions"))
+        (AddOptions, Conv2DOptions, DepthwiseConv2DOptions, FullyConnectedOptions, PadOptions, PadV2Options,
+         Pool2DOptions, ReshapeOptions) = (_mod(n) for n in (
+            "AddOptions", "Conv2DOptions", "DepthwiseConv2DOptions", "FullyConnectedOptions", "PadOptions",
+            "PadV2Options", "Pool2DOptions", "ReshapeOptions"))
     except ImportError:
         raise InputError(f".tflite export needs the tflite and flatbuffers packages: {_INSTALL}") from None
     integer = isinstance(model, IntegerNet)
@@ -326,9 +236,6 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
         in_q = model.input_q
     else:
         net = as_net(model)
-        if getattr(net, "adds", ()):  # layers/resnet.py: layers_of_float writes a chain only
-            raise InputError(".tflite export of a network with residual additions is not supported yet: export it "
-                             "to ONNX or C")
         if net.in_shape is None:
             raise InputError("the input shape of this network is not known: bind it (input_shape) before export")
         layers, in_shape, in_q = layers_of_float(net), net.in_shape, None
@@ -354,6 +261,18 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
                  lambda b: (PadV2Options.Start(b), PadV2Options.End(b))[1])
         return padded
 
+    def conv_opts(L: Layer, mode: str):
+        def opts(b):
+            Conv2DOptions.Start(b)
+            Conv2DOptions.AddPadding(b, 0 if mode == "SAME" else 1)
+            Conv2DOptions.AddStrideH(b, L.stride[0])
+            Conv2DOptions.AddStrideW(b, L.stride[1])
+            Conv2DOptions.AddDilationHFactor(b, L.dilation[0])
+            Conv2DOptions.AddDilationWFactor(b, L.dilation[1])
+            Conv2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
+            return Conv2DOptions.End(b)
+        return opts
+
     flat = len(in_shape) == 1
     first_shape = layers[0].in_shape
     cur = act_tensor("input", _nhwc(first_shape, flat), in_q)
@@ -365,6 +284,7 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
         nchw = act_tensor("input.nchw", [1, *first_shape], in_q)
         w.op(OP.TRANSPOSE, [nchw, perm], [cur])
         inputs = [nchw]
+    outs: list[int] = []  # the output tensor of every layer (an addition's skip reads one)
     for k, L in enumerate(layers):
         where = f"operator {k} ({L.kind})"
         last = k == len(layers) - 1
@@ -402,17 +322,7 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
                 cur, mode = pad(k, L, cur, None), "VALID"
             wt, bt = _weights(w, k, L.weight.transpose(0, 2, 3, 1), L, integer, TT)  # OIHW -> OHWI
             out = act_tensor("output" if last else f"{k}.conv", _nhwc(L.out_shape, False), oq)
-
-            def opts(b, L=L, mode=mode):
-                Conv2DOptions.Start(b)
-                Conv2DOptions.AddPadding(b, 0 if mode == "SAME" else 1)
-                Conv2DOptions.AddStrideH(b, L.stride[0])
-                Conv2DOptions.AddStrideW(b, L.stride[1])
-                Conv2DOptions.AddDilationHFactor(b, L.dilation[0])
-                Conv2DOptions.AddDilationWFactor(b, L.dilation[1])
-                Conv2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
-                return Conv2DOptions.End(b)
-            w.op(OP.CONV_2D, [cur, wt, bt], [out], BO.Conv2DOptions, opts)
+            w.op(OP.CONV_2D, [cur, wt, bt], [out], BO.Conv2DOptions, conv_opts(L, mode))
         elif L.kind == "depthwise":
             mode = _padding_mode(L, where)
             if mode == "PAD":  # as a convolution's: zeros, in int8 the zero point
@@ -451,11 +361,30 @@ def tflite_model(model, description: str | None = None, input_layout: str = "NHW
                 Pool2DOptions.AddFusedActivationFunction(b, FUSED[L.act])
                 return Pool2DOptions.End(b)
             w.op(OP.MAX_POOL_2D if L.kind == "maxpool" else OP.AVERAGE_POOL_2D, [cur], [out], BO.Pool2DOptions, opts)
+        elif L.kind == "add":  # the residual addition: ADD(branch, skip), the skip through a CONV_2D projection
+            skip = outs[L.skip]
+            if L.proj is not None:
+                P = L.proj
+                mode = _padding_mode(P, where)
+                if mode == "PAD":
+                    skip, mode = pad(f"{k}.proj", P, skip, None), "VALID"
+                wt, bt = _weights(w, f"{k}.proj", P.weight.transpose(0, 2, 3, 1), P, integer, TT)
+                proj = act_tensor(f"{k}.proj", _nhwc(P.out_shape, False), P.out_q)
+                w.op(OP.CONV_2D, [skip, wt, bt], [proj], BO.Conv2DOptions, conv_opts(P, mode))
+                skip = proj
+            out = act_tensor(f"{k}.add", _nhwc(L.out_shape, False), oq)
+
+            def opts(b, act=L.act):
+                AddOptions.Start(b)
+                AddOptions.AddFusedActivationFunction(b, FUSED[act])
+                return AddOptions.End(b)
+            w.op(OP.ADD, [cur, skip], [out], BO.AddOptions, opts)
         else:  # logistic / tanh (int8: the spec's fixed output quantization)
             shape = [1, L.out_shape[0]] if flat else _nhwc(L.out_shape, False)
             out = act_tensor("output" if last else f"{k}.{L.kind}", shape, oq)
             w.op(OP.LOGISTIC if L.kind == "logistic" else OP.TANH, [cur], [out])
         cur = out
+        outs.append(cur)
     if not flat:  # a network ending in a map: its output as rows
         raise InputError("the network ends in a map, not a Linear layer: .tflite export needs a Linear last")
     return w.finish(inputs, [cur], description or ("shrinknet " + ("full-integer int8" if integer else "float32")))

@@ -44,6 +44,9 @@ The spec (https://ai.google.dev/edge/litert/models/quantization_spec), as read h
 * Rounding of floats (input quantization, zero points, biases, activation bounds) is
   ``TfLiteRound``: half away from zero.
 
+* A residual addition (layers/resnet.py's ``Add``): TFLM's int8 ADD (:class:`IntAdd` gives the
+  equations), its output calibrated by min/max over the sum (after a ReLU/ReLU6 right after it, which
+  is its clamp); a projection is an int8 convolution of the skip tensor, calibrated as a layer.
 * Sigmoid and tanh: TFLM's int8 LOGISTIC and TANH (gemmlowp fixed point, transcribed in
   store/integer_act.py and tabulated over the 256 int8 inputs); their input is the layer's
   calibrated pre-activation, their output has the spec's fixed quantization (1/256, -128 and
@@ -68,111 +71,10 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from .fixedpoint import (FOLDED, INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, SUPPORTED_ACTS,
+                         QParams, _trunc_div, act_range, multiply_by_quantized_multiplier, quantize_multiplier,
+                         rounding_divide_by_pot, saturating_rounding_doubling_high_mul, tflite_round)
 from .quantize import quantize_rows
-
-INT8_MIN, INT8_MAX = -128, 127
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-SUPPORTED_ACTS = ("identity", "relu", "relu6", "sigmoid", "tanh")
-FOLDED = ("relu", "relu6")  # a clamp in the layer's requantization
-
-
-# -- TFLM's fixed-point arithmetic (tensorflow/lite/kernels/internal/common.h, quantization_util.cc) --
-def tflite_round(x: np.ndarray | float) -> np.ndarray:
-    """TfLiteRound (std::round): half away from zero."""
-    x = np.asarray(x)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLM ``QuantizeMultiplier``: (M, shift) with real ~= M * 2^shift / 2^31, M in [2^30, 2^31).
-
-    q, shift = frexp(real); M = round(q * 2^31) (half away from zero); M == 2^31 -> M / 2, shift + 1;
-    shift < -31 -> (0, 0). real == 0 -> (0, 0).
-    """
-    if real == 0.0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = int(tflite_round(q * (1 << 31)))
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
-
-
-def _trunc_div(a: Tensor, d: int) -> Tensor:
-    return torch.div(a, d, rounding_mode="trunc")  # C's integer division
-
-
-def saturating_rounding_doubling_high_mul(a: Tensor, b: Tensor) -> Tensor:
-    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int64 tensors holding int32 values:
-    (a * b + nudge) / 2^31 (C division), nudge = 2^30 for a * b >= 0 else 1 - 2^30;
-    INT32_MAX for a == b == INT32_MIN."""
-    ab = a * b
-    nudge = torch.where(ab >= 0, torch.full_like(ab, 1 << 30), torch.full_like(ab, 1 - (1 << 30)))
-    out = _trunc_div(ab + nudge, 1 << 31)
-    return torch.where((a == INT32_MIN) & (b == INT32_MIN), torch.full_like(out, INT32_MAX), out)
-
-
-def rounding_divide_by_pot(x: Tensor, exponent: Tensor) -> Tensor:
-    """gemmlowp ``RoundingDivideByPOT``: x / 2^exponent rounded to nearest, ties away from zero."""
-    mask = (torch.ones_like(x) << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0).to(x.dtype)
-    return (x >> exponent) + (remainder > threshold).to(x.dtype)
-
-
-def multiply_by_quantized_multiplier(x: Tensor, multiplier: Tensor, shift: Tensor) -> Tensor:
-    """TFLM ``MultiplyByQuantizedMultiplier(int32 x, int32 M, int shift)`` (double rounding),
-    elementwise on int64 tensors (M and shift broadcast, e.g. per output channel)."""
-    left = shift.clamp(min=0)
-    right = (-shift).clamp(min=0)
-    shifted = x * (torch.ones_like(left) << left)
-    if bool(((shifted < INT32_MIN) | (shifted > INT32_MAX)).any()):
-        raise OverflowError("an accumulator overflows int32 when shifted left by its requantization shift")
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
-
-
-# -- quantization parameters ------------------------------------------------------------------
-@dataclass(frozen=True)
-class QParams:
-    """One int8 tensor's quantization: real = scale * (q - zero_point); scale is a float32 number."""
-
-    scale: float
-    zero_point: int
-
-    @classmethod
-    def from_range(cls, rmin: float, rmax: float) -> "QParams":
-        """The min/max rule (module docstring): [rmin, rmax] widened to include 0 onto -128..127."""
-        rmin, rmax = min(float(rmin), 0.0), max(float(rmax), 0.0)
-        if rmax == rmin:
-            return cls(1.0, 0)
-        scale = float(np.float32((rmax - rmin) / 255.0))
-        zp = int(np.clip(tflite_round(INT8_MIN - rmin / scale), INT8_MIN, INT8_MAX))
-        return cls(scale, zp)
-
-    def quantize(self, x: Tensor) -> Tensor:
-        """TFLM ``AffineQuantize``: clamp(round(x / scale) + zp) with x / scale in float32."""
-        v = x.detach().cpu().to(torch.float32) / np.float32(self.scale)
-        q = torch.sign(v) * torch.floor(v.abs() + 0.5)
-        return (q.to(torch.int64) + self.zero_point).clamp(INT8_MIN, INT8_MAX).to(torch.int8)
-
-    def dequantize(self, q: Tensor) -> Tensor:
-        return (q.to(torch.float64) - self.zero_point) * self.scale
-
-    def level(self, real: float) -> int:
-        """The int8 level of ``real`` (unclamped), as ``CalculateActivationRangeQuantized`` does."""
-        return self.zero_point + int(tflite_round(np.float32(real) / np.float32(self.scale)))
-
-
-def act_range(act: str, q: QParams) -> tuple[int, int]:
-    """The clamp of a folded activation in the output's quantization (TFLM CalculateActivationRangeQuantized)."""
-    if act == "relu":
-        return max(INT8_MIN, q.level(0.0)), INT8_MAX
-    if act == "relu6":
-        return max(INT8_MIN, q.level(0.0)), min(INT8_MAX, q.level(6.0))
-    return INT8_MIN, INT8_MAX
 
 
 # -- the integer ops --------------------------------------------------------------------------
@@ -314,9 +216,61 @@ class IntLut:
         return self.table[x.to(torch.int64) + 128]
 
 
+@dataclass(frozen=True)
+class IntAdd:
+    """A residual addition as TFLM's int8 ADD (``reference_integer_ops::AddFunc``, its parameters from
+    ``CalculateOpDataAdd`` in micro/kernels/add_common.cc): the branch's map x (``in_q``) plus the skip
+    tensor, the output of op ``skip`` (through the int8 convolution ``proj`` first, if any; ``skip_q``
+    its quantization). With left_shift = 20, twice = 2 max(s1, s2) (float32 scales, in double):
+    ``v_i = MBQMSmallerThanOneExp((q_i - zp_i) << 20, M_i, shift_i)`` with (M_i, shift_i) =
+    QuantizeMultiplier(s_i / twice), then ``out = MBQMSmallerThanOneExp(v_1 + v_2, M_o, shift_o) + zp_out``
+    with (M_o, shift_o) = QuantizeMultiplier(twice / (2^20 s_out)), clamped to [act_min, act_max] (a
+    following ReLU/ReLU6 fused, as a layer's). MBQMSmallerThanOneExp(x, M, s) =
+    RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, M), -s)."""
+
+    skip: int
+    proj: IntParam | None
+    in_q: QParams
+    skip_q: QParams
+    out_q: QParams
+    act: str
+    act_min: int
+    act_max: int
+    params: tuple  # (M1, shift1, M2, shift2, Mo, shift_o)
+    in_shape: tuple
+    out_shape: tuple
+    kind = "add"
+    LEFT_SHIFT = 20
+
+    @classmethod
+    def make(cls, skip: int, proj, in_q: QParams, skip_q: QParams, out_q: QParams, act: str, shape: tuple):
+        twice = 2 * float(max(np.float32(in_q.scale), np.float32(skip_q.scale)))
+        real = (float(np.float32(in_q.scale)) / twice, float(np.float32(skip_q.scale)) / twice,
+                twice / ((1 << cls.LEFT_SHIFT) * float(np.float32(out_q.scale))))
+        ms = [quantize_multiplier(r) for r in real]
+        if any(sh > 0 for _, sh in ms):  # QuantizeMultiplierSmallerThanOneExp: TFLITE_CHECK_LE(shift, 0)
+            raise InputError("a residual addition's output scale is below 2^-20 of its inputs': TFLite's int8 ADD "
+                             "cannot rescale it")
+        return cls(skip, proj, in_q, skip_q, out_q, act, *act_range(act, out_q), tuple(v for m in ms for v in m),
+                   shape, shape)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        if self.proj is not None:
+            skip = self.proj.forward(skip)
+        m1, s1, m2, s2, mo, so = (torch.tensor(v, dtype=torch.int64) for v in self.params)
+
+        def scaled(q, zp, m, s):  # MultiplyByQuantizedMultiplierSmallerThanOneExp
+            return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(
+                (q.to(torch.int64) - zp) * (1 << self.LEFT_SHIFT), m), -s)
+
+        raw = scaled(x, self.in_q.zero_point, m1, s1) + scaled(skip, self.skip_q.zero_point, m2, s2)
+        out = rounding_divide_by_pot(saturating_rounding_doubling_high_mul(raw, mo), -so) + self.out_q.zero_point
+        return out.clamp(self.act_min, self.act_max).to(torch.int8)
+
+
 @dataclass
 class IntegerNet:
-    """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp), the input's and
+    """A full-integer network: ``ops`` in order (IntParam / IntPool / IntClamp / IntLut / IntAdd), the input's and
     output's quantization, and how it was calibrated (``calibration``, a sentence)."""
 
     ops: list
@@ -336,7 +290,9 @@ class IntegerNet:
 
     @property
     def params(self) -> list[IntParam]:
-        return [op for op in self.ops if isinstance(op, IntParam)]
+        """Every int8 layer with weights, a residual projection included."""
+        return [p for op in self.ops for p in ([op] if isinstance(op, IntParam) else
+                                               [op.proj] if op.kind == "add" and op.proj is not None else [])]
 
     @property
     def macs(self) -> int:
@@ -358,7 +314,7 @@ class IntegerNet:
         x = self.internal(q)
         outs = []
         for op in self.ops:
-            x = op.forward(x)
+            x = op.forward(x, outs[op.skip]) if op.kind == "add" else op.forward(x)
             outs.append(x)
         return outs
 
@@ -377,15 +333,28 @@ class IntegerNet:
                 + 256 * sum(op.kind == "lut" for op in self.ops))
 
     def maps(self) -> list[int]:
-        """int8 bytes of every intermediate map of a batch-1 pass (clamps and tables work in place)."""
-        return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind not in ("clamp", "lut")]
+        """int8 bytes of every intermediate map of a batch-1 pass (clamps, tables and additions work in place)."""
+        return [math.prod(op.out_shape) for op in self.ops[:-1] if op.kind not in ("clamp", "lut", "add")]
 
     def ram_bytes(self) -> int:
-        """Scratch bytes of the integer-only C: the two largest consecutive maps side by side."""
-        m = self.maps()
-        if not m:
-            return 0
-        return max([m[0]] + [a + b for a, b in zip(m, m[1:])])
+        """Scratch bytes of the integer-only C, the RAM rule of a batch-1 pass: the peak over the ops of
+        the int8 bytes of every buffer live at that op. A buffer is live from the op that writes it
+        through the last op that reads it (a residual skip through its addition); clamps, tables and
+        additions work in place; a projection's map is live while its addition runs; the caller's input
+        and output are not counted. For a chain this is the two largest consecutive maps side by side;
+        for a residual network ``ResNet.ram_floats`` in bytes (layers/resnet.py's tape, the same rule)."""
+        buf, size, until = [], {}, {}
+        for j, op in enumerate(self.ops):  # buffer id: the op that wrote it
+            buf.append(buf[-1] if j and op.kind in ("clamp", "lut", "add") else j)
+            size[buf[j]] = math.prod(op.out_shape)
+            for read in ([buf[j - 1]] if j else []) + ([buf[op.skip]] if op.kind == "add" else []):
+                until[read] = max(until.get(read, 0), j)
+            until.setdefault(buf[j], j)
+        out_id, peak = len(self.ops) - 1, 0
+        for j, op in enumerate(self.ops):
+            live = sum(size[i] for i in size if i != out_id and i <= j <= until[i])
+            peak = max(peak, live + (size[buf[j]] if op.kind == "add" and op.proj is not None else 0))
+        return peak
 
 
 def integer_layer_bytes(n_out: int, per_row: int) -> int:
@@ -472,9 +441,7 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
     from ..model.parse import as_net
 
     net = as_net(model)
-    if getattr(net, "adds", ()):  # layers/resnet.py: the integer path runs a chain of blocks only
-        raise InputError("full-integer quantization of a network with residual additions is not supported yet: "
-                         "export it with int8 weights (dtype int8) to ONNX or C instead")
+    adds = {a.dst: a for a in getattr(net, "adds", ())}  # layers/resnet.py's Add(src, dst, at, proj)
     X = _check_calibration(calibration)
     if input_shape is not None:
         net.bind(tuple(input_shape))
@@ -493,14 +460,23 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
         in_q = QParams.from_range(float(X.min()), float(X.max()))
         ops, q = [], in_q
         cur = _c3((net.in_shape[0], 1, net.in_shape[1]) if net.dims == 1 else tuple(net.in_shape))
+        ends: dict[int, tuple] = {}  # block -> (index of the op giving o[k], o[k] in float, its quantization)
         for k, b in enumerate(net.blocks):
             items, shp = [b.param, *b.tail], [_c3(s) for s in shapes[k]]  # shp[i]: the output of items[i]
+            at = adds[k].at + 1 if k in adds else -1  # the addition comes before items[at]
             i = 0
-            while i < len(items):
+            while i <= len(items):
+                if i == at:  # the residual addition (IntAdd); a ReLU/ReLU6 right after it is its clamp
+                    h, q, i = _int_add(ops, adds[k], ends[adds[k].src], h, q, items, i, cur)
+                    at = -1
+                    continue
+                if i == len(items):
+                    break
                 op = items[i]
                 if i == 0 or op.kind == "depthwise":  # a layer with weights; a ReLU/ReLU6 after it is its clamp
                     x, act = op.forward(h), "identity"
-                    if i + 1 < len(items) and items[i + 1].kind == "act" and items[i + 1].act.name in FOLDED:
+                    if (i + 1 < len(items) and i + 1 != at and items[i + 1].kind == "act"
+                            and items[i + 1].act.name in FOLDED):
                         i += 1
                         act, x = items[i].act.name, items[i].forward(x)
                     if x.ndim == 2:
@@ -520,6 +496,7 @@ def quantize_network(model, calibration: Tensor, input_shape=None, calibration_n
                         ops.append(IntPool(*spec, q, INT8_MIN, INT8_MAX, cur, shp[i]))
                 cur = shp[i]
                 i += 1
+            ends[k] = (len(ops) - 1, h, q)
     n = X.shape[0]
     return IntegerNet(ops, tuple(net.in_shape), in_q, q,
                       f"activation ranges: min/max over {n} instance(s) of {calibration_name}, widened to include 0",
@@ -542,3 +519,23 @@ def _int_param(p, x: Tensor, q: QParams, act: str, in_shape: tuple, out_shape: t
     return IntParam(p.kind, W, s_w, qb, torch.tensor([m for m, _ in ms], dtype=torch.int64),
                     torch.tensor([s for _, s in ms], dtype=torch.int64), q, out_q, act, *act_range(act, out_q),
                     in_shape, out_shape, **conv)
+
+
+def _int_add(ops: list, a, end: tuple, h: Tensor, q: QParams, items: list, i: int, shape: tuple):
+    """Append the IntAdd of the addition ``a`` (o[a.src] = ``end``: (op index, float map, quantization))
+    to the branch's float map ``h`` (quantized by ``q``) at ``items[i]``; a ReLU/ReLU6 there is folded
+    into its clamp. The output (and a projection's) calibrated by min/max as a layer's. Returns
+    (the float sum, its quantization, the next item)."""
+    j, s_float, s_q = end
+    proj = None
+    if a.proj is not None:
+        p_float = a.proj.forward(s_float)
+        proj = _int_param(a.proj, p_float, s_q, "identity", _c3(tuple(s_float.shape[1:])), shape)
+        s_float, s_q = p_float, proj.out_q
+    x, act = h + s_float, "identity"
+    if i < len(items) and items[i].kind == "act" and items[i].act.name in FOLDED:
+        act, x = items[i].act.name, items[i].forward(x)
+        i += 1
+    out_q = QParams.from_range(float(x.min()), float(x.max()))
+    ops.append(IntAdd.make(j, proj, q, s_q, out_q, act, shape))
+    return x, out_q, i
