@@ -338,24 +338,7 @@ class SeqNet(Network):
         per-instance values.
         """
         o = self.blocks[h].mask_point(trace.x[h], masks[h]).detach()
-        C = o.shape[1]
-        E = self.gate_error(loss, data, masks, h)
-        ones = torch.ones(C, dtype=o.dtype, device=o.device)
-        grad = torch.func.grad(E)
-        g1 = grad(ones, o)
-
-        def hvp(v: Tensor) -> Tensor:
-            return torch.func.jvp(lambda g: grad(g, o), (ones,), (v,))[1]
-
-        diag = torch.empty(C, dtype=o.dtype, device=o.device)
-        step = chunk_size or max(1, min(C, 16))
-        for cols in torch.arange(C, device=o.device).split(step):
-            V = torch.zeros(len(cols), C, dtype=o.dtype, device=o.device)
-            V[torch.arange(len(cols)), cols] = 1
-            diag[cols] = torch.func.vmap(hvp)(V)[torch.arange(len(cols)), cols]
-            if bar is not None:
-                bar.update(int(masks[h][cols].sum()))
-        return g1, diag
+        return gate_derivatives(self.gate_error(loss, data, masks, h), o, masks[h], chunk_size, bar)
 
     # -- conversion --------------------------------------------------------------------------
     def _flatten_before(self, k: int) -> bool:
@@ -374,3 +357,25 @@ class SeqNet(Network):
         return {**super().layout(), "in": list(self.in_shape) if self.in_shape else None,
                 "blocks": [{"param": b.param.to_dict(), "kernel": list(b.weight.shape[2:]),
                             "tail": [op.to_dict() for op in b.tail]} for b in self.blocks]}
+
+
+def gate_derivatives(E, o: Tensor, mask: Tensor, chunk_size: int | None = None, bar=None) -> tuple[Tensor, Tensor]:
+    """(dE/dg, d2E/dg^2) at g = 1 of ``E(g, o)``, a network's error with a gate per channel of ``o``,
+    exactly: the gradient by reverse mode, the Hessian diagonal a chunk of channels at a time as
+    forward-over-reverse Hessian-vector products; ``bar`` advances by the kept units (``mask``) done."""
+    C = o.shape[1]
+    ones = torch.ones(C, dtype=o.dtype, device=o.device)
+    grad = torch.func.grad(E)
+    g1 = grad(ones, o)
+
+    def hvp(v: Tensor) -> Tensor:
+        return torch.func.jvp(lambda g: grad(g, o), (ones,), (v,))[1]
+
+    diag = torch.empty(C, dtype=o.dtype, device=o.device)
+    for cols in torch.arange(C, device=o.device).split(chunk_size or max(1, min(C, 16))):
+        V = torch.zeros(len(cols), C, dtype=o.dtype, device=o.device)
+        V[torch.arange(len(cols)), cols] = 1
+        diag[cols] = torch.func.vmap(hvp)(V)[torch.arange(len(cols)), cols]
+        if bar is not None:
+            bar.update(int(mask[cols].sum()))
+    return g1, diag

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from ...util.threads import run_chunks
 from ..network import Derivatives, Trace, chunk_for
 from .conv import Conv
-from .net import SeqNet
+from .net import SeqNet, gate_derivatives
 
 
 @dataclass(frozen=True)
@@ -380,23 +380,7 @@ class ResNet(SeqNet):
                               bar=None) -> tuple[Tensor, Tensor]:
         """(dE/dg, d2E/dg^2) of group h's gates, exactly, by forward-over-reverse autograd."""
         o = trace.o[self.groups[h][0]].detach()
-        C = o.shape[1]
-        E = self.gate_error(loss, data, masks, h)
-        ones = torch.ones(C, dtype=o.dtype, device=o.device)
-        grad = torch.func.grad(E)
-        g1 = grad(ones, o)
-
-        def hvp(v: Tensor) -> Tensor:
-            return torch.func.jvp(lambda g: grad(g, o), (ones,), (v,))[1]
-
-        diag = torch.empty(C, dtype=o.dtype, device=o.device)
-        for cols in torch.arange(C, device=o.device).split(chunk_size or max(1, min(C, 16))):
-            V = torch.zeros(len(cols), C, dtype=o.dtype, device=o.device)
-            V[torch.arange(len(cols)), cols] = 1
-            diag[cols] = torch.func.vmap(hvp)(V)[torch.arange(len(cols)), cols]
-            if bar is not None:
-                bar.update(int(masks[h][cols].sum()))
-        return g1, diag
+        return gate_derivatives(self.gate_error(loss, data, masks, h), o, masks[h], chunk_size, bar)
 
     # -- refit ----------------------------------------------------------------------------------
     def build_refit(self, r, masks) -> ResNet:
