@@ -257,3 +257,20 @@ def damaged_outcomes(data: bytes, path, trials: int, rng) -> set[str]:
             assert "\n" not in str(e)
             outcomes.add("InputError")
     return outcomes
+
+
+def litert_outputs(data: bytes, xs: np.ndarray) -> np.ndarray | None:
+    """LiteRT's interpreter (ai-edge-litert, optimized kernels) on the .tflite ``data``, one row of ``xs`` at a time
+    (the files have batch 1), each output flattened; None where ai-edge-litert is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    it = Interpreter(model_content=data)
+    it.allocate_tensors()
+    got = []
+    for x in xs:
+        it.set_tensor(it.get_input_details()[0]["index"], x[None])
+        it.invoke()
+        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
+    return np.stack(got)

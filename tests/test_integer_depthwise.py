@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from integer_cases import DS_CASES, calibration, named
+from helpers import litert_outputs
 from test_export import cc, compile_and_run  # noqa: F401  (cc: the fixture)
 from test_integer import fake_quant_op
 from torch import nn
@@ -123,26 +124,10 @@ def test_tflm_int8_equals_the_reference_exactly(case):
     assert out.dtype == np.int8 and np.array_equal(out, want)
     assert len(np.unique(want)) > 3
     assert arena is not None and arena > inet.ram_bytes()
-    lite = _litert(t.tflite_model(inet), t.to_tflite_input(q.numpy(), inet.in_shape))
+    lite = litert_outputs(t.tflite_model(inet), t.to_tflite_input(q.numpy(), inet.in_shape))
     if lite is not None:  # the standard runtime's optimized kernels (and its float-built tanh table) round
         d = np.abs(lite.astype(int) - want)  # differently at some ops; the differences can add up over layers
         assert d.max() <= 2 and (d == 0).mean() >= 0.9
-
-
-def _litert(data: bytes, xs: np.ndarray) -> np.ndarray | None:
-    """The outputs of LiteRT's interpreter (ai-edge-litert) on every row of ``xs``; None where it is not installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    got = []
-    for x in xs:
-        it.set_tensor(it.get_input_details()[0]["index"], x[None])
-        it.invoke()
-        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
-    return np.stack(got)
 
 
 @pytest.mark.parametrize("case", DS_CASES, ids=IDS)
@@ -159,7 +144,7 @@ def test_float32_tflite_computes_the_torch_network(case):
     tol = 1e-5 * max(1.0, float(np.abs(want).max()))
     out, _ = t.run_tflm(data, xs)
     assert np.abs(out - want).max() <= tol
-    lite = _litert(data, xs)
+    lite = litert_outputs(data, xs)
     if lite is not None:
         assert np.abs(lite - want).max() <= tol
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from helpers import litert_outputs
 from test_export import cc  # noqa: F401  (a fixture)
 from torch import nn
 
@@ -87,22 +88,6 @@ def _tflite():
     return tflite
 
 
-def _litert(data: bytes, xs: np.ndarray) -> np.ndarray | None:
-    """LiteRT's interpreter (ai-edge-litert) on every row of ``xs``; None where it is not installed."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return None
-    it = Interpreter(model_content=data)
-    it.allocate_tensors()
-    got = []
-    for x in xs:
-        it.set_tensor(it.get_input_details()[0]["index"], x[None])
-        it.invoke()
-        got.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
-    return np.stack(got)
-
-
 def _ops(data: bytes) -> list[str]:
     import tflite
     from tflite.BuiltinOperator import BuiltinOperator
@@ -133,7 +118,7 @@ def test_float32_tflite_computes_the_torch_residual_network(case):
     tol = 1e-5 * max(1.0, float(np.abs(want).max()))
     out, _ = t.run_tflm(data, xs)
     assert np.abs(out - want).max() <= tol
-    lite = _litert(data, xs)
+    lite = litert_outputs(data, xs)
     if lite is not None:
         assert np.abs(lite - want).max() <= tol
 
@@ -226,7 +211,7 @@ def test_tflm_int8_residual_equals_the_reference_exactly(case):
     assert out.dtype == np.int8 and np.array_equal(out, want)
     assert len(np.unique(want)) > 3
     assert arena is not None and arena > inet.ram_bytes()  # TFLM's arena holds the maps and its bookkeeping
-    lite = _litert(data, t.to_tflite_input(q.numpy(), inet.in_shape))
+    lite = litert_outputs(data, t.to_tflite_input(q.numpy(), inet.in_shape))
     if lite is not None:  # LiteRT's optimized kernels round differently at some ops
         d = np.abs(lite.astype(int) - want)
         assert d.max() <= 2 and (d == 0).mean() >= 0.9

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from integer_cases import CASES, calibration, named
+from helpers import litert_outputs
 from torch import nn
 
 pytest.importorskip("tflite")
@@ -80,20 +81,9 @@ def test_tflm_float32_computes_the_torch_network(name, make, shape):
 def test_litert_runs_the_file_too(case):
     """The standard runtime (LiteRT, optimized kernels) loads the same file: float32 as torch, int8
     within one step (its optimized kernels round differently from TFLM's reference ones)."""
-    lite = pytest.importorskip("ai_edge_litert.interpreter")
+    pytest.importorskip("ai_edge_litert.interpreter")
     inet, q = integer_case(case, 12)
-
-    def run(data, xs):
-        it = lite.Interpreter(model_content=data)
-        it.allocate_tensors()
-        outs = []
-        for x in xs:
-            it.set_tensor(it.get_input_details()[0]["index"], x[None])
-            it.invoke()
-            outs.append(it.get_tensor(it.get_output_details()[0]["index"]).reshape(-1))
-        return np.stack(outs)
-
-    got = run(tflite_model(inet), to_tflite_input(q.numpy(), inet.in_shape))
+    got = litert_outputs(tflite_model(inet), to_tflite_input(q.numpy(), inet.in_shape))
     assert np.abs(got.astype(int) - inet.forward(q).numpy()).max() <= 1
 
 
