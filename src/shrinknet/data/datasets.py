@@ -70,9 +70,9 @@ class Dataset:
     source: str = ""
     class_values: tuple = ()
     load_args: dict = field(default_factory=dict)
-    #: set when the rows were only rearranged (an NHWC file's images permuted to NCHW for the network):
-    #: the fingerprint of the data as read, so that a model file's record still matches its file
-    read_fingerprint: str | None = None
+    #: (C, H, W) when the rows hold an NHWC file's images permuted to NCHW for the network
+    #: (workflows/inputs.model_layout): the fingerprint is taken on the rows as the file holds them
+    nhwc_read: tuple | None = None
 
     @property
     def in_features(self) -> int:
@@ -110,11 +110,15 @@ class Dataset:
 
     def fingerprint(self) -> str:
         """Short SHA-256 of every split's arrays as read: equal fingerprints mean equal data and splits."""
-        if self.read_fingerprint is not None:
-            return self.read_fingerprint
+        def as_read(X):
+            if self.nhwc_read is None:
+                return X
+            c, hh, w = self.nhwc_read
+            return X.reshape(len(X), c, hh, w).transpose(0, 2, 3, 1).reshape(len(X), -1)
+
         h = hashlib.sha256()
         for s in SPLITS:
-            for a in (getattr(self, "X_" + s), getattr(self, "y_" + s)):
+            for a in (as_read(getattr(self, "X_" + s)), getattr(self, "y_" + s)):
                 h.update(str((a.dtype.str, a.shape)).encode())
                 h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
@@ -153,7 +157,7 @@ class Dataset:
         if np.array_equal(remap, np.arange(len(known))):
             return self
         return replace(self, y_train=remap[self.y_train], y_val=remap[self.y_val], y_test=remap[self.y_test],
-                       n_classes=len(known), class_values=tuple(known), read_fingerprint=None)
+                       n_classes=len(known), class_values=tuple(known))
 
 
 def _label_key(v):

@@ -112,7 +112,7 @@ def model_layout(ds, meta: dict, net):
         return X.reshape(len(X), h, w, c).transpose(0, 3, 1, 2).reshape(len(X), -1)
 
     return dataclasses.replace(ds, **{f"X_{s}": rows(getattr(ds, f"X_{s}")) for s in ("train", "val", "test")},
-                               read_fingerprint=ds.fingerprint())  # the same data, as the user's file holds it
+                               nhwc_read=(c, h, w))  # the same data; its fingerprint is taken as the file holds it
 
 
 def resolve_loss(loss: str | None, rec, path) -> str:
@@ -173,7 +173,7 @@ def _train_on_replaced(ds, held_out: tuple[str, ...]):
 
     parts = ["train", *held_out]
     return dataclasses.replace(ds, X_train=np.concatenate([getattr(ds, f"X_{s}") for s in parts]),
-                               y_train=np.concatenate([getattr(ds, f"y_{s}") for s in parts]), read_fingerprint=None)
+                               y_train=np.concatenate([getattr(ds, f"y_{s}") for s in parts]))
 
 
 def data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=None):
@@ -230,9 +230,9 @@ def _data_with_heldout(data, meta: dict, seed, size, val, test, net_model, rec=N
                                 n_classes=len(classes) or None, class_values=classes)
     ds = base
     if "--val" in files:
-        ds = dataclasses.replace(ds, X_val=files["--val"][0], y_val=files["--val"][1], read_fingerprint=None)
+        ds = dataclasses.replace(ds, X_val=files["--val"][0], y_val=files["--val"][1])
     if "--test" in files:
-        ds = dataclasses.replace(ds, X_test=files["--test"][0], y_test=files["--test"][1], read_fingerprint=None)
+        ds = dataclasses.replace(ds, X_test=files["--test"][0], y_test=files["--test"][1])
     return ds
 
 
